@@ -1,0 +1,540 @@
+//! Applying a [`Command`] to the state: the one place that decides what a command does.
+//!
+//! Commands are applied to a [`Pending`] overlay over the `state` tree; the caller commits the overlay
+//! (with the applied log id) as one sled batch. A command that is refused leaves the overlay as it was.
+
+use std::collections::BTreeMap;
+
+use crate::command::{Command, Outcome, PutMode};
+use crate::model::{Application, Group, Organization, RefreshState, RefreshToken, Revocation, Role, SigningKey, User};
+use crate::store::{key, Change, Stored};
+use crate::RaftError;
+
+/// Writes not yet committed to sled, read through by later commands of the same batch.
+pub(crate) struct Pending<'a> {
+    tree: &'a sled::Tree,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pub(crate) changes: Vec<Change>,
+}
+
+impl<'a> Pending<'a> {
+    pub(crate) fn new(tree: &'a sled::Tree) -> Self {
+        Pending { tree, writes: BTreeMap::new(), changes: Vec::new() }
+    }
+
+    fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>, RaftError> {
+        match self.writes.get(k) {
+            Some(v) => Ok(v.clone()),
+            None => Ok(self.tree.get(k)?.map(|v| v.to_vec())),
+        }
+    }
+
+    fn contains(&self, k: &[u8]) -> Result<bool, RaftError> {
+        match self.writes.get(k) {
+            Some(v) => Ok(v.is_some()),
+            None => Ok(self.tree.contains_key(k)?),
+        }
+    }
+
+    fn read<T: Stored>(&self, k: &[u8]) -> Result<Option<T>, RaftError>
+    where
+        T::Archived: rkyv::Portable,
+    {
+        self.get(k)?.map(|b| T::decode(&b)).transpose()
+    }
+
+    fn put_raw(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.writes.insert(k, Some(v));
+    }
+
+    fn put<T: Stored>(&mut self, k: Vec<u8>, v: &T) -> Result<(), RaftError>
+    where
+        T::Archived: rkyv::Portable,
+    {
+        let bytes = v.encode()?;
+        T::validate(&bytes)?;
+        self.put_raw(k, bytes);
+        Ok(())
+    }
+
+    fn delete(&mut self, k: Vec<u8>) {
+        self.writes.insert(k, None);
+    }
+
+    /// Keys under a prefix, as they will be after the pending writes.
+    fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, RaftError> {
+        let mut keys: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
+        for k in self.tree.scan_prefix(prefix).keys() {
+            keys.insert(k?.to_vec());
+        }
+        for (k, v) in self.writes.range(prefix.to_vec()..) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if v.is_some() {
+                keys.insert(k.clone());
+            } else {
+                keys.remove(k);
+            }
+        }
+        Ok(keys.into_iter().collect())
+    }
+
+    /// Everything pending, to be written as one batch.
+    pub(crate) fn into_batch(self) -> (sled::Batch, Vec<Change>) {
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.writes {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        (batch, self.changes)
+    }
+
+    pub(crate) fn put_meta(&mut self, k: &[u8], v: Vec<u8>) {
+        self.put_raw(k.to_vec(), v);
+    }
+
+    /// Applies one command. On anything but [`Outcome::Applied`] nothing of the command remains pending.
+    pub(crate) fn apply(&mut self, cmd: &Command) -> Result<Outcome, RaftError> {
+        let saved_writes = self.writes.clone();
+        let saved_changes = self.changes.len();
+        let outcome = self.apply_inner(cmd)?;
+        if outcome != Outcome::Applied && outcome != Outcome::Reused {
+            self.writes = saved_writes;
+            self.changes.truncate(saved_changes);
+        }
+        Ok(outcome)
+    }
+
+    fn apply_inner(&mut self, cmd: &Command) -> Result<Outcome, RaftError> {
+        match cmd {
+            Command::PutOrganization { org, mode } => self.put_organization(org, *mode),
+            Command::DeleteOrganization { name } => self.delete_organization(name),
+            Command::PutUser { user, mode } => self.put_user(user, *mode),
+            Command::DeleteUser { owner, name } => self.delete_user(owner, name),
+            Command::PutApplication { app, mode } => self.put_application(app, *mode),
+            Command::DeleteApplication { name } => self.delete_application(name),
+            Command::PutSigningKey { key, mode } => self.put_signing_key(key, *mode),
+            Command::RotateSigningKey { old_kid, new, retire_at } => self.rotate_signing_key(old_kid, new, *retire_at),
+            Command::DeleteSigningKey { kid } => self.delete_signing_key(kid),
+            Command::PutRole { role, mode } => self.put_role(role, *mode),
+            Command::DeleteRole { owner, name } => {
+                let k = key::role(owner, name);
+                if !self.contains(&k)? {
+                    return Ok(Outcome::NotFound(format!("role {owner}/{name}")));
+                }
+                self.delete(k);
+                self.changes.push(Change::Role { owner: owner.clone(), name: name.clone() });
+                Ok(Outcome::Applied)
+            }
+            Command::PutGroup { group, mode } => self.put_group(group, *mode),
+            Command::DeleteGroup { owner, name } => {
+                let k = key::group(owner, name);
+                if !self.contains(&k)? {
+                    return Ok(Outcome::NotFound(format!("group {owner}/{name}")));
+                }
+                self.delete(k);
+                self.changes.push(Change::Group { owner: owner.clone(), name: name.clone() });
+                Ok(Outcome::Applied)
+            }
+            Command::IssueRefreshToken { token } => self.issue_refresh_token(token),
+            Command::RotateRefreshToken { old_id, new, now } => self.rotate_refresh_token(old_id, new, *now),
+            Command::Revoke { revocation } => self.revoke(revocation),
+            Command::RevokeRefreshFamily { family, now } => self.revoke_family(family, *now),
+            Command::Prune { now } => self.prune(*now),
+            Command::Batch { commands } => {
+                for c in commands {
+                    let outcome = self.apply(c)?;
+                    if outcome != Outcome::Applied {
+                        return Ok(outcome);
+                    }
+                }
+                Ok(Outcome::Applied)
+            }
+        }
+    }
+
+    /// Checks `mode` against whether `k` exists.
+    fn check_mode(&self, k: &[u8], mode: PutMode, what: &str) -> Result<Option<Outcome>, RaftError> {
+        let exists = self.contains(k)?;
+        Ok(match (mode, exists) {
+            (PutMode::Create, true) => Some(Outcome::Conflict(format!("{what} already exists"))),
+            (PutMode::Update, false) => Some(Outcome::NotFound(format!("{what} does not exist"))),
+            _ => None,
+        })
+    }
+
+    fn put_organization(&mut self, org: &Organization, mode: PutMode) -> Result<Outcome, RaftError> {
+        if let Some(bad) = check_names(&[&org.name]) {
+            return Ok(bad);
+        }
+        let k = key::org(&org.name);
+        if let Some(o) = self.check_mode(&k, mode, &format!("organization {}", org.name))? {
+            return Ok(o);
+        }
+        self.put(k, org)?;
+        self.changes.push(Change::Organization(org.name.clone()));
+        Ok(Outcome::Applied)
+    }
+
+    fn delete_organization(&mut self, name: &str) -> Result<Outcome, RaftError> {
+        let k = key::org(name);
+        if !self.contains(&k)? {
+            return Ok(Outcome::NotFound(format!("organization {name}")));
+        }
+        let in_use: Vec<String> = self
+            .keys_with_prefix(key::APP)?
+            .into_iter()
+            .filter_map(|k| self.read::<Application>(&k).ok().flatten())
+            .filter(|a| a.organization == name)
+            .map(|a| a.name)
+            .collect();
+        if !in_use.is_empty() {
+            return Ok(Outcome::Invalid(format!(
+                "organization {name} still has applications: {}",
+                in_use.join(", ")
+            )));
+        }
+        for uk in self.keys_with_prefix(&key::users_of(name))? {
+            if let Some(u) = self.read::<User>(&uk)? {
+                self.remove_user(&u);
+            }
+        }
+        for rk in self.keys_with_prefix(&key::roles_of(name))? {
+            self.delete(rk);
+        }
+        for gk in self.keys_with_prefix(&key::groups_of(name))? {
+            self.delete(gk);
+        }
+        self.delete(k);
+        self.changes.push(Change::Organization(name.to_string()));
+        Ok(Outcome::Applied)
+    }
+
+    fn put_user(&mut self, user: &User, mode: PutMode) -> Result<Outcome, RaftError> {
+        if let Some(bad) = check_names(&[&user.owner, &user.name]) {
+            return Ok(bad);
+        }
+        if user.id.is_empty() || user.id.contains('\0') {
+            return Ok(Outcome::Invalid("user id must be set".into()));
+        }
+        if !self.contains(&key::org(&user.owner))? {
+            return Ok(Outcome::Invalid(format!("organization {} does not exist", user.owner)));
+        }
+        let k = key::user(&user.owner, &user.name);
+        if let Some(o) = self.check_mode(&k, mode, &format!("user {}/{}", user.owner, user.name))? {
+            return Ok(o);
+        }
+        // The id must stay unique across the whole state.
+        if let Some(other) = self.get(&key::user_by_id(&user.id))? {
+            if other != k {
+                return Ok(Outcome::Conflict(format!("user id {} is taken", user.id)));
+            }
+        }
+        if let Some(old) = self.read::<User>(&k)? {
+            self.remove_user_indexes(&old);
+        }
+        self.put(k.clone(), user)?;
+        self.put_raw(key::user_by_id(&user.id), k.clone());
+        if !user.email.is_empty() {
+            let ek = key::user_by_email(&user.owner, &user.email);
+            // First user with an email keeps it (Casdoor finds the first match too).
+            if !self.contains(&ek)? {
+                self.put_raw(ek, k);
+            }
+        }
+        self.changes.push(Change::User { owner: user.owner.clone(), name: user.name.clone(), id: user.id.clone() });
+        Ok(Outcome::Applied)
+    }
+
+    fn remove_user_indexes(&mut self, u: &User) {
+        let k = key::user(&u.owner, &u.name);
+        self.delete(key::user_by_id(&u.id));
+        if !u.email.is_empty() {
+            let ek = key::user_by_email(&u.owner, &u.email);
+            if self.get(&ek).ok().flatten().as_deref() == Some(&k[..]) {
+                self.delete(ek);
+            }
+        }
+    }
+
+    fn remove_user(&mut self, u: &User) {
+        self.remove_user_indexes(u);
+        self.delete(key::user(&u.owner, &u.name));
+        self.changes.push(Change::User { owner: u.owner.clone(), name: u.name.clone(), id: u.id.clone() });
+    }
+
+    fn delete_user(&mut self, owner: &str, name: &str) -> Result<Outcome, RaftError> {
+        match self.read::<User>(&key::user(owner, name))? {
+            Some(u) => {
+                self.remove_user(&u);
+                Ok(Outcome::Applied)
+            }
+            None => Ok(Outcome::NotFound(format!("user {owner}/{name}"))),
+        }
+    }
+
+    fn put_application(&mut self, app: &Application, mode: PutMode) -> Result<Outcome, RaftError> {
+        if let Some(bad) = check_names(&[&app.name, &app.client_id]) {
+            return Ok(bad);
+        }
+        if !self.contains(&key::org(&app.organization))? {
+            return Ok(Outcome::Invalid(format!("organization {} does not exist", app.organization)));
+        }
+        if !app.cert.is_empty() && !self.contains(&key::signing_key(&app.cert))? {
+            return Ok(Outcome::Invalid(format!("signing key {} does not exist", app.cert)));
+        }
+        let k = key::app(&app.name);
+        if let Some(o) = self.check_mode(&k, mode, &format!("application {}", app.name))? {
+            return Ok(o);
+        }
+        let ck = key::app_by_client(&app.client_id);
+        if let Some(owner) = self.get(&ck)? {
+            if owner != k {
+                return Ok(Outcome::Conflict(format!("client_id {} is taken", app.client_id)));
+            }
+        }
+        if let Some(old) = self.read::<Application>(&k)? {
+            self.delete(key::app_by_client(&old.client_id));
+            self.changes.push(Change::Application { name: old.name.clone(), client_id: old.client_id.clone() });
+        }
+        self.put(k.clone(), app)?;
+        self.put_raw(ck, k);
+        self.changes.push(Change::Application { name: app.name.clone(), client_id: app.client_id.clone() });
+        Ok(Outcome::Applied)
+    }
+
+    fn delete_application(&mut self, name: &str) -> Result<Outcome, RaftError> {
+        let k = key::app(name);
+        match self.read::<Application>(&k)? {
+            Some(app) => {
+                self.delete(key::app_by_client(&app.client_id));
+                self.delete(k);
+                self.changes.push(Change::Application { name: app.name, client_id: app.client_id });
+                Ok(Outcome::Applied)
+            }
+            None => Ok(Outcome::NotFound(format!("application {name}"))),
+        }
+    }
+
+    fn put_signing_key(&mut self, sk: &SigningKey, mode: PutMode) -> Result<Outcome, RaftError> {
+        if let Some(bad) = check_names(&[&sk.kid]) {
+            return Ok(bad);
+        }
+        let k = key::signing_key(&sk.kid);
+        if let Some(o) = self.check_mode(&k, mode, &format!("signing key {}", sk.kid))? {
+            return Ok(o);
+        }
+        self.put(k, sk)?;
+        self.changes.push(Change::SigningKey(sk.kid.clone()));
+        Ok(Outcome::Applied)
+    }
+
+    fn rotate_signing_key(&mut self, old_kid: &str, new: &SigningKey, retire_at: i64) -> Result<Outcome, RaftError> {
+        let ok = key::signing_key(old_kid);
+        let Some(mut old) = self.read::<SigningKey>(&ok)? else {
+            return Ok(Outcome::NotFound(format!("signing key {old_kid}")));
+        };
+        if old.retire_at != 0 {
+            return Ok(Outcome::Invalid(format!("signing key {old_kid} is already retired")));
+        }
+        let outcome = self.put_signing_key(new, PutMode::Create)?;
+        if outcome != Outcome::Applied {
+            return Ok(outcome);
+        }
+        old.retire_at = retire_at;
+        self.put(ok, &old)?;
+        self.changes.push(Change::SigningKey(old_kid.to_string()));
+        for ak in self.keys_with_prefix(key::APP)? {
+            if let Some(mut app) = self.read::<Application>(&ak)? {
+                if app.cert == old_kid {
+                    app.cert = new.kid.clone();
+                    self.put(ak, &app)?;
+                    self.changes.push(Change::Application { name: app.name, client_id: app.client_id });
+                }
+            }
+        }
+        Ok(Outcome::Applied)
+    }
+
+    fn delete_signing_key(&mut self, kid: &str) -> Result<Outcome, RaftError> {
+        let k = key::signing_key(kid);
+        if !self.contains(&k)? {
+            return Ok(Outcome::NotFound(format!("signing key {kid}")));
+        }
+        let users: Vec<String> = self
+            .keys_with_prefix(key::APP)?
+            .into_iter()
+            .filter_map(|k| self.read::<Application>(&k).ok().flatten())
+            .filter(|a| a.cert == kid)
+            .map(|a| a.name)
+            .collect();
+        if !users.is_empty() {
+            return Ok(Outcome::Invalid(format!("signing key {kid} is used by {}", users.join(", "))));
+        }
+        self.delete(k);
+        self.changes.push(Change::SigningKey(kid.to_string()));
+        Ok(Outcome::Applied)
+    }
+
+    fn put_role(&mut self, role: &Role, mode: PutMode) -> Result<Outcome, RaftError> {
+        if let Some(bad) = check_names(&[&role.owner, &role.name]) {
+            return Ok(bad);
+        }
+        if !self.contains(&key::org(&role.owner))? {
+            return Ok(Outcome::Invalid(format!("organization {} does not exist", role.owner)));
+        }
+        let k = key::role(&role.owner, &role.name);
+        if let Some(o) = self.check_mode(&k, mode, &format!("role {}/{}", role.owner, role.name))? {
+            return Ok(o);
+        }
+        self.put(k, role)?;
+        self.changes.push(Change::Role { owner: role.owner.clone(), name: role.name.clone() });
+        Ok(Outcome::Applied)
+    }
+
+    fn put_group(&mut self, group: &Group, mode: PutMode) -> Result<Outcome, RaftError> {
+        if let Some(bad) = check_names(&[&group.owner, &group.name]) {
+            return Ok(bad);
+        }
+        if !self.contains(&key::org(&group.owner))? {
+            return Ok(Outcome::Invalid(format!("organization {} does not exist", group.owner)));
+        }
+        let k = key::group(&group.owner, &group.name);
+        if let Some(o) = self.check_mode(&k, mode, &format!("group {}/{}", group.owner, group.name))? {
+            return Ok(o);
+        }
+        self.put(k, group)?;
+        self.changes.push(Change::Group { owner: group.owner.clone(), name: group.name.clone() });
+        Ok(Outcome::Applied)
+    }
+
+    fn issue_refresh_token(&mut self, token: &RefreshToken) -> Result<Outcome, RaftError> {
+        if let Some(bad) = check_ids(&[&token.id, &token.family]) {
+            return Ok(bad);
+        }
+        let k = key::refresh(&token.id);
+        if self.contains(&k)? {
+            return Ok(Outcome::Conflict(format!("refresh token {} exists", token.id)));
+        }
+        self.put(k, token)?;
+        self.put_raw(key::family_member(&token.family, &token.id), Vec::new());
+        self.changes.push(Change::RefreshToken(token.id.clone()));
+        Ok(Outcome::Applied)
+    }
+
+    fn rotate_refresh_token(&mut self, old_id: &str, new: &RefreshToken, now: i64) -> Result<Outcome, RaftError> {
+        let ok = key::refresh(old_id);
+        let Some(mut old) = self.read::<RefreshToken>(&ok)? else {
+            return Ok(Outcome::NotFound(format!("refresh token {old_id}")));
+        };
+        match old.state {
+            RefreshState::Active if old.expires_at > now => {}
+            RefreshState::Active => return Ok(Outcome::Invalid("refresh token expired".into())),
+            RefreshState::Rotated => {
+                // Reuse of an exchanged token: someone holds a copy. Revoke the whole family.
+                self.revoke_family(&old.family, now)?;
+                return Ok(Outcome::Reused);
+            }
+            RefreshState::Revoked => return Ok(Outcome::Invalid("refresh token revoked".into())),
+        }
+        if new.family != old.family {
+            return Ok(Outcome::Invalid("new refresh token must stay in its family".into()));
+        }
+        old.state = RefreshState::Rotated;
+        self.put(ok, &old)?;
+        self.changes.push(Change::RefreshToken(old.id.clone()));
+        self.issue_refresh_token(new)
+    }
+
+    fn revoke(&mut self, r: &Revocation) -> Result<Outcome, RaftError> {
+        if let Some(bad) = check_ids(&[&r.jti]) {
+            return Ok(bad);
+        }
+        self.put(key::revocation(&r.jti), r)?;
+        self.changes.push(Change::Revocation(r.jti.clone()));
+        Ok(Outcome::Applied)
+    }
+
+    fn revoke_family(&mut self, family: &str, now: i64) -> Result<Outcome, RaftError> {
+        let members = self.keys_with_prefix(&key::family(family))?;
+        if members.is_empty() {
+            return Ok(Outcome::NotFound(format!("refresh token family {family}")));
+        }
+        let prefix_len = key::family(family).len();
+        for mk in members {
+            let id = String::from_utf8_lossy(&mk[prefix_len..]).into_owned();
+            let tk = key::refresh(&id);
+            if let Some(mut t) = self.read::<RefreshToken>(&tk)? {
+                if t.state != RefreshState::Revoked {
+                    t.state = RefreshState::Revoked;
+                    self.put(tk, &t)?;
+                    self.changes.push(Change::RefreshToken(t.id.clone()));
+                }
+                if !t.access_jti.is_empty() && t.access_expires_at > now {
+                    self.revoke(&Revocation {
+                        jti: t.access_jti.clone(),
+                        expires_at: t.access_expires_at,
+                        revoked_at: now,
+                    })?;
+                }
+            }
+        }
+        Ok(Outcome::Applied)
+    }
+
+    fn prune(&mut self, now: i64) -> Result<Outcome, RaftError> {
+        for rk in self.keys_with_prefix(key::REVOCATION)? {
+            if let Some(r) = self.read::<Revocation>(&rk)? {
+                if r.expires_at < now {
+                    self.delete(rk);
+                }
+            }
+        }
+        for tk in self.keys_with_prefix(key::REFRESH)? {
+            if let Some(t) = self.read::<RefreshToken>(&tk)? {
+                if t.expires_at < now {
+                    self.delete(key::family_member(&t.family, &t.id));
+                    self.delete(tk);
+                }
+            }
+        }
+        for kk in self.keys_with_prefix(key::SIGNING_KEY)? {
+            if let Some(k) = self.read::<SigningKey>(&kk)? {
+                if k.retire_at != 0 && k.retire_at < now {
+                    self.delete(kk);
+                    self.changes.push(Change::SigningKey(k.kid));
+                }
+            }
+        }
+        Ok(Outcome::Applied)
+    }
+}
+
+/// Names become parts of sled keys and of `owner/name` ids: they must be non-empty, without NUL or `/`.
+fn check_names(names: &[&str]) -> Option<Outcome> {
+    for n in names {
+        if n.is_empty() {
+            return Some(Outcome::Invalid("a name is empty".into()));
+        }
+        if n.contains('\0') || n.contains('/') {
+            return Some(Outcome::Invalid(format!("name {n:?} contains '/' or NUL")));
+        }
+        if n.len() > 255 {
+            return Some(Outcome::Invalid("a name is longer than 255 bytes".into()));
+        }
+    }
+    None
+}
+
+/// Token ids (`jti`) may contain `/` (Casdoor's are `admin/<uuid>`), but not NUL.
+fn check_ids(ids: &[&str]) -> Option<Outcome> {
+    for id in ids {
+        if id.is_empty() || id.contains('\0') || id.len() > 255 {
+            return Some(Outcome::Invalid(format!("token id {id:?} is empty, too long or contains NUL")));
+        }
+    }
+    None
+}

@@ -1,0 +1,102 @@
+//! [`Command`]: the only way the identity state changes.
+//!
+//! A command is proposed on the leader, written to the Raft log on a quorum and then applied by the state
+//! machine of every node, in log order. Everything a command needs is inside it (including "now" where
+//! time matters), so every node applies it to the same result.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Application, Group, Organization, RefreshToken, Revocation, Role, SigningKey, User};
+
+/// How a `Put*` command treats an existing record.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode {
+    /// Fails with [`Outcome::Conflict`] if the record exists.
+    Create,
+    /// Fails with [`Outcome::NotFound`] if the record does not exist.
+    Update,
+    /// Creates or replaces.
+    Upsert,
+}
+
+/// A change to the identity state.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Command {
+    PutOrganization { org: Organization, mode: PutMode },
+    /// Removes the organization with its users, roles and groups.
+    DeleteOrganization { name: String },
+    PutUser { user: User, mode: PutMode },
+    DeleteUser { owner: String, name: String },
+    PutApplication { app: Application, mode: PutMode },
+    DeleteApplication { name: String },
+    PutSigningKey { key: SigningKey, mode: PutMode },
+    /// New key `new` takes over from `old_kid`: every application signing with the old key signs with the
+    /// new one, and the old key stops signing and leaves the JWKS at `retire_at`.
+    RotateSigningKey { old_kid: String, new: SigningKey, retire_at: i64 },
+    DeleteSigningKey { kid: String },
+    PutRole { role: Role, mode: PutMode },
+    DeleteRole { owner: String, name: String },
+    PutGroup { group: Group, mode: PutMode },
+    DeleteGroup { owner: String, name: String },
+    /// Records a new refresh token (the first of its family, or one written by an import).
+    IssueRefreshToken { token: RefreshToken },
+    /// Exchanges refresh token `old_id` for `new`. If `old_id` was already exchanged, this is reuse: the
+    /// whole family is revoked instead and the outcome is [`Outcome::Reused`].
+    RotateRefreshToken { old_id: String, new: RefreshToken, now: i64 },
+    /// Revokes an access token.
+    Revoke { revocation: Revocation },
+    /// Revokes every refresh token of a family and the access tokens minted with them.
+    RevokeRefreshFamily { family: String, now: i64 },
+    /// Drops revocations, refresh tokens and retired keys that expired before `now`.
+    Prune { now: i64 },
+    /// Several commands applied atomically, in order; the first that fails undoes the whole batch.
+    Batch { commands: Vec<Command> },
+}
+
+impl Command {
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::PutOrganization { .. } => "put_organization",
+            Command::DeleteOrganization { .. } => "delete_organization",
+            Command::PutUser { .. } => "put_user",
+            Command::DeleteUser { .. } => "delete_user",
+            Command::PutApplication { .. } => "put_application",
+            Command::DeleteApplication { .. } => "delete_application",
+            Command::PutSigningKey { .. } => "put_signing_key",
+            Command::RotateSigningKey { .. } => "rotate_signing_key",
+            Command::DeleteSigningKey { .. } => "delete_signing_key",
+            Command::PutRole { .. } => "put_role",
+            Command::DeleteRole { .. } => "delete_role",
+            Command::PutGroup { .. } => "put_group",
+            Command::DeleteGroup { .. } => "delete_group",
+            Command::IssueRefreshToken { .. } => "issue_refresh_token",
+            Command::RotateRefreshToken { .. } => "rotate_refresh_token",
+            Command::Revoke { .. } => "revoke",
+            Command::RevokeRefreshFamily { .. } => "revoke_refresh_family",
+            Command::Prune { .. } => "prune",
+            Command::Batch { .. } => "batch",
+        }
+    }
+}
+
+/// What applying a command came to. A command that is refused changes nothing.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub enum Outcome {
+    #[default]
+    Applied,
+    /// The record to create already exists (what, key).
+    Conflict(String),
+    /// The record to change does not exist (what, key).
+    NotFound(String),
+    /// The command is inconsistent with the state (e.g. a user of an unknown organization).
+    Invalid(String),
+    /// A rotated refresh token was presented again; its family is now revoked.
+    Reused,
+}
+
+/// The state machine's answer to one log entry.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommandResponse {
+    pub outcome: Outcome,
+}

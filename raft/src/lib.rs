@@ -1,0 +1,51 @@
+//! Jeton's replicated identity state.
+//!
+//! - [`model`]: the records (rkyv archives in sled, serde in the log and the admin API);
+//! - [`command`]: [`Command`], the only way the state changes;
+//! - [`store`]: the sled keyspace and the zero-copy reads of the hot paths;
+//! - [`storage`]: openraft's log store and state machine on sled;
+//! - [`network`]: node-to-node transport;
+//! - [`node`]: starting a node and writing through Raft.
+
+pub mod apply;
+pub mod command;
+pub mod model;
+pub mod network;
+pub mod node;
+pub mod storage;
+pub mod store;
+
+use std::io::Cursor;
+
+pub use command::{Command, CommandResponse, Outcome, PutMode};
+pub use node::{ReplicaNode, WriteError};
+pub use store::{Change, Record, Store};
+
+pub type NodeId = u64;
+pub type Node = openraft::BasicNode;
+pub type Entry = openraft::Entry<TypeConfig>;
+
+openraft::declare_raft_types!(
+    /// The openraft type configuration of Jeton.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResponse,
+        NodeId = NodeId,
+        Node = Node,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// Errors of the replicated state.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftError {
+    #[error("storage: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Start(String),
+}

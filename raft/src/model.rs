@@ -1,0 +1,268 @@
+//! The records of the identity state.
+//!
+//! Every record derives serde (it travels inside a [`crate::Command`] through the Raft log and in the admin
+//! API) and rkyv (it is stored in sled as an archive that the hot paths read in place, without
+//! deserializing). rkyv is built with the `unaligned` feature, so an archive can be read straight out of a
+//! sled value whatever its alignment; archives are validated once, when they enter the node (see
+//! [`crate::store::Record`]).
+//!
+//! Field names follow Casdoor's where Casdoor has the same field, so an import maps one to one.
+
+use std::collections::BTreeMap;
+
+use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
+use serde::{Deserialize, Serialize};
+
+/// An organization: the tenant users belong to and whose password policy applies to them.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default)]
+pub struct Organization {
+    pub name: String,
+    pub display_name: String,
+    /// RFC 3339.
+    pub created_time: String,
+    /// Default password scheme: new and changed passwords are hashed with it (Casdoor `password_type`).
+    pub password_type: String,
+    /// Organization-wide salt, tried first when a password is verified (Casdoor §4.2).
+    pub password_salt: String,
+    /// A password that opens every account of the organization, stored hashed with the organization's
+    /// scheme and salt. Only a hash match counts (never a comparison with the stored string, Casdoor 11.4).
+    pub master_password: String,
+    /// Soft deletion: deleting a user marks it deleted instead of removing it.
+    pub enable_soft_deletion: bool,
+    /// Tags users may carry (LDAP searches by tag).
+    pub tags: Vec<String>,
+    /// Token format preset for new applications of this organization (empty: Jeton's default).
+    pub default_token_format: String,
+}
+
+/// A user with its password hash and the scheme of that hash.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default)]
+pub struct User {
+    /// Organization name.
+    pub owner: String,
+    /// Username, unique in the organization.
+    pub name: String,
+    /// Stable id (UUID); the `sub` of this user's tokens.
+    pub id: String,
+    pub created_time: String,
+    pub updated_time: String,
+    pub deleted_time: String,
+    /// `normal-user` or an organization-defined type.
+    pub r#type: String,
+    /// Stored password or hash; empty means the user has no local password.
+    pub password: String,
+    pub password_salt: String,
+    /// Hash scheme of `password`; empty means the organization's scheme.
+    pub password_type: String,
+    pub display_name: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub avatar: String,
+    pub email: String,
+    pub email_verified: bool,
+    pub phone: String,
+    pub country_code: String,
+    pub region: String,
+    pub location: String,
+    pub address: Vec<String>,
+    pub affiliation: String,
+    pub title: String,
+    pub homepage: String,
+    pub bio: String,
+    /// Free text; `guest-user` blocks direct sign-in.
+    pub tag: String,
+    pub language: String,
+    pub gender: String,
+    pub birthday: String,
+    pub real_name: String,
+    pub is_verified: bool,
+    pub score: i64,
+    /// Organization administrator.
+    pub is_admin: bool,
+    /// Disabled: no login, tokens inactive.
+    pub is_forbidden: bool,
+    /// Soft-deleted: no login, tokens inactive.
+    pub is_deleted: bool,
+    pub signup_application: String,
+    /// Non-empty: the password is checked against an upstream LDAP server, not the local hash.
+    pub ldap: String,
+    /// Group ids `owner/name` the user belongs to (authoritative membership).
+    pub groups: Vec<String>,
+    /// Custom string attributes.
+    pub properties: BTreeMap<String, String>,
+    /// POSIX uid for the LDAP server; 0 = derived from the name.
+    pub uid_number: i64,
+    /// Non-empty: MFA enabled (`app`, `sms`, `email`, ...).
+    pub preferred_mfa_type: String,
+    /// Base32 TOTP secret. A secret: never put into a token or an API answer.
+    pub totp_secret: String,
+    pub last_change_password_time: String,
+    pub need_update_password: bool,
+}
+
+impl User {
+    /// `owner/name`, the id other records refer to this user by.
+    pub fn full_name(&self) -> String {
+        format!("{}/{}", self.owner, self.name)
+    }
+}
+
+/// One extra claim of a `JWT-Custom` application (Casdoor `token_attributes`).
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default)]
+pub struct TokenAttribute {
+    pub name: String,
+    /// `Existing Field` or a template category.
+    pub category: String,
+    pub value: String,
+    /// `String` (first result) or `Array`.
+    pub r#type: String,
+}
+
+/// An OAuth client.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default)]
+pub struct Application {
+    /// Always `admin` (Casdoor's convention).
+    pub owner: String,
+    /// Globally unique application name.
+    pub name: String,
+    pub display_name: String,
+    pub created_time: String,
+    /// Organization whose users sign in to this application.
+    pub organization: String,
+    pub client_id: String,
+    /// SHA-256 of the client secret. The secret itself is never stored.
+    pub client_secret_digest: Vec<u8>,
+    pub redirect_uris: Vec<String>,
+    /// Grant types this client may use.
+    pub grant_types: Vec<String>,
+    /// Allowed scope names; empty means any scope is passed through.
+    pub scopes: Vec<String>,
+    /// `JWT`, `JWT-Empty`, `JWT-Standard` or `JWT-Custom` (Casdoor §5.4).
+    pub token_format: String,
+    /// Kid of the signing key (Casdoor: the cert name).
+    pub cert: String,
+    /// Access token lifetime in (possibly fractional) hours.
+    pub expire_in_hours: f64,
+    /// Refresh token lifetime in hours; 0 = same as the access token.
+    pub refresh_expire_in_hours: f64,
+    /// User fields put into `JWT-Custom` tokens.
+    pub token_fields: Vec<String>,
+    pub token_attributes: Vec<TokenAttribute>,
+    /// Failed password checks before the account is frozen (0 = 5).
+    pub failed_signin_limit: i32,
+    /// Minutes an account stays frozen (0 = 15).
+    pub failed_signin_frozen_time: i32,
+}
+
+/// The algorithms a signing key can have.
+pub const SIGNING_ALGORITHMS: &[&str] = &["EdDSA", "ES256", "ES384", "RS256", "RS384", "RS512"];
+
+/// A token signing key. The private half is encrypted at rest with the node's key-encryption key.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default)]
+pub struct SigningKey {
+    /// Key id, the JWT `kid` (Casdoor: the cert name).
+    pub kid: String,
+    /// `admin` or an organization name.
+    pub owner: String,
+    pub display_name: String,
+    /// One of [`SIGNING_ALGORITHMS`].
+    pub algorithm: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// PEM of the public key (SubjectPublicKeyInfo).
+    pub public_key_pem: String,
+    /// PEM X.509 certificate, when the key came with one (published as `x5c`).
+    pub certificate: String,
+    /// AES-256-GCM encrypted PKCS#8 DER of the private key: 12-byte nonce then ciphertext and tag.
+    pub private_key_sealed: Vec<u8>,
+    /// 0: active. Otherwise the key no longer signs and leaves the JWKS at this unix time, once every
+    /// token it signed has expired.
+    pub retire_at: i64,
+}
+
+/// A role: users and groups, and sub-roles whose members are members of this role.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default)]
+pub struct Role {
+    pub owner: String,
+    pub name: String,
+    pub display_name: String,
+    pub created_time: String,
+    pub description: String,
+    /// `org/user` ids.
+    pub users: Vec<String>,
+    /// `org/group` ids.
+    pub groups: Vec<String>,
+    /// `org/role` ids of sub-roles.
+    pub roles: Vec<String>,
+    pub domains: Vec<String>,
+    pub is_enabled: bool,
+}
+
+/// A group of users. Membership is held by the users (`User::groups`).
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default)]
+pub struct Group {
+    pub owner: String,
+    pub name: String,
+    pub display_name: String,
+    pub created_time: String,
+    /// `Virtual` or `Physical`.
+    pub r#type: String,
+    /// Parent group name; the organization name for a top group.
+    pub parent_id: String,
+    pub is_top_group: bool,
+    pub is_enabled: bool,
+    /// POSIX gid; 0 = derived from the name.
+    pub gid_number: i64,
+}
+
+/// Where a refresh token stands in its family.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RefreshState {
+    /// May be exchanged once.
+    #[default]
+    Active,
+    /// Already exchanged; presenting it again is reuse and revokes the family.
+    Rotated,
+    /// Revoked (by the client, an admin, or reuse detection).
+    Revoked,
+}
+
+/// A refresh token's server-side state. The token itself is a signed JWT whose `jti` is `id`.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default)]
+pub struct RefreshToken {
+    /// The refresh token's `jti`.
+    pub id: String,
+    /// The first token's id; every rotation keeps it.
+    pub family: String,
+    /// Application name.
+    pub application: String,
+    /// `org/name` of the user.
+    pub user: String,
+    pub scope: String,
+    /// Unix seconds.
+    pub issued_at: i64,
+    pub expires_at: i64,
+    /// `jti` and expiry of the access token minted together with this refresh token, so that revoking the
+    /// family revokes it too.
+    pub access_jti: String,
+    pub access_expires_at: i64,
+    pub state: RefreshState,
+}
+
+/// A revoked access token, kept until the token would have expired anyway.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default)]
+pub struct Revocation {
+    pub jti: String,
+    /// Unix seconds; the record is pruned after this.
+    pub expires_at: i64,
+    pub revoked_at: i64,
+}
