@@ -1,1 +1,24 @@
+#![recursion_limit = "256"]
+//! Jeton's protocol front ends and the services behind them.
+//!
+//! - [`http`]: the HTTP listener (hyper + rustls), routing and request decoding;
+//! - [`oauth`]: token issuance, introspection, revocation, userinfo;
+//! - [`admin`]: the Casdoor-compatible admin API;
+//! - [`service`]: [`Edge`], the state and caches the services share;
+//! - [`claims`]: what goes into a token, per Casdoor token format;
+//! - [`keys`]: signing keys, their encryption at rest, the keyring and JWKS;
+//! - [`password`]: the Casdoor password schemes;
+//! - [`metrics`]: Prometheus metrics.
 
+pub mod admin;
+pub mod claims;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod metrics;
+pub mod oauth;
+pub mod password;
+pub mod service;
+
+pub use error::{EdgeError, OAuthError};
+pub use service::{Edge, EdgeConfig};

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 /// An organization: the tenant users belong to and whose password policy applies to them.
 #[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 pub struct Organization {
     pub name: String,
     pub display_name: String,
@@ -38,7 +38,7 @@ pub struct Organization {
 
 /// A user with its password hash and the scheme of that hash.
 #[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 pub struct User {
     /// Organization name.
     pub owner: String,
@@ -111,7 +111,7 @@ impl User {
 
 /// One extra claim of a `JWT-Custom` application (Casdoor `token_attributes`).
 #[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 pub struct TokenAttribute {
     pub name: String,
     /// `Existing Field` or a template category.
@@ -123,7 +123,7 @@ pub struct TokenAttribute {
 
 /// An OAuth client.
 #[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 pub struct Application {
     /// Always `admin` (Casdoor's convention).
     pub owner: String,
@@ -163,7 +163,7 @@ pub const SIGNING_ALGORITHMS: &[&str] = &["EdDSA", "ES256", "ES384", "RS256", "R
 
 /// A token signing key. The private half is encrypted at rest with the node's key-encryption key.
 #[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 pub struct SigningKey {
     /// Key id, the JWT `kid` (Casdoor: the cert name).
     pub kid: String,
@@ -187,7 +187,7 @@ pub struct SigningKey {
 
 /// A role: users and groups, and sub-roles whose members are members of this role.
 #[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 pub struct Role {
     pub owner: String,
     pub name: String,
@@ -206,7 +206,7 @@ pub struct Role {
 
 /// A group of users. Membership is held by the users (`User::groups`).
 #[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 pub struct Group {
     pub owner: String,
     pub name: String,
@@ -236,7 +236,7 @@ pub enum RefreshState {
 
 /// A refresh token's server-side state. The token itself is a signed JWT whose `jti` is `id`.
 #[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 pub struct RefreshToken {
     /// The refresh token's `jti`.
     pub id: String,
@@ -259,7 +259,7 @@ pub struct RefreshToken {
 
 /// A revoked access token, kept until the token would have expired anyway.
 #[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 pub struct Revocation {
     pub jti: String,
     /// Unix seconds; the record is pruned after this.

@@ -1,0 +1,531 @@
+//! The admin API: create, read, update and delete organizations, users, applications, signing keys, roles
+//! and groups, on Casdoor's paths and in Casdoor's JSON shapes (`/api/get-users?owner=ORG`, `/api/add-user`,
+//! ...), so Casdoor SDKs work unchanged.
+//!
+//! Authorized by a Bearer token of a global administrator (a user of the admin organization, or the admin
+//! application's own client-credentials token) or by HTTP Basic with the admin application's client id and
+//! secret. Anything else gets 401/403 and changes nothing. Answers use Casdoor's envelope
+//! `{"status","msg","data","data2"}`, with an HTTP status that matches.
+
+use jeton_raft::model::{Application, Group, Organization, Role, SigningKey, User};
+use jeton_raft::{Command, Outcome, PutMode};
+use serde_json::{json, Value};
+
+use crate::keys::Alg;
+use crate::oauth::Params;
+use crate::service::{now, sha256, Edge};
+
+/// An admin API answer: HTTP status and Casdoor envelope.
+pub struct AdminReply {
+    pub status: u16,
+    pub body: Value,
+}
+
+fn ok(data: Value) -> AdminReply {
+    AdminReply { status: 200, body: json!({"status": "ok", "msg": "", "data": data, "data2": null}) }
+}
+
+fn ok2(data: Value, data2: Value) -> AdminReply {
+    AdminReply { status: 200, body: json!({"status": "ok", "msg": "", "data": data, "data2": data2}) }
+}
+
+fn fail(status: u16, msg: impl Into<String>) -> AdminReply {
+    AdminReply { status, body: json!({"status": "error", "msg": msg.into(), "data": null, "data2": null}) }
+}
+
+/// Who is calling the admin API.
+pub enum Caller {
+    Admin,
+    NotAdmin,
+    Anonymous(&'static str),
+}
+
+/// The credentials of an admin request, as the front end found them.
+pub struct AdminAuth<'a> {
+    pub bearer: Option<&'a str>,
+    pub basic: Option<(&'a str, &'a str)>,
+}
+
+const MASK: &str = "***";
+
+fn rfc3339_now() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// Splits `owner/name`.
+fn split_id(id: &str) -> Option<(&str, &str)> {
+    let (o, n) = id.split_once('/')?;
+    (!o.is_empty() && !n.is_empty() && !n.contains('/')).then_some((o, n))
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// A user as the admin API shows it: no hash, salt or TOTP secret.
+fn user_view(u: &User) -> Value {
+    let mut v = to_value(u);
+    if let Some(m) = v.as_object_mut() {
+        let pw = if u.password.is_empty() { "" } else { MASK };
+        m.insert("password".into(), json!(pw));
+        m.insert("passwordSalt".into(), json!(""));
+        m.insert("totpSecret".into(), json!(""));
+    }
+    v
+}
+
+/// An application as the admin API shows it: the secret is never readable (only its digest is stored).
+fn app_view(a: &Application) -> Value {
+    let mut v = to_value(a);
+    if let Some(m) = v.as_object_mut() {
+        m.remove("clientSecretDigest");
+        m.insert("clientSecret".into(), json!(MASK));
+        m.insert("tokenSigningMethod".into(), json!(""));
+    }
+    v
+}
+
+/// A signing key as Casdoor's `cert`: public parts only.
+fn cert_view(k: &SigningKey) -> Value {
+    json!({
+        "owner": k.owner, "name": k.kid, "displayName": k.display_name, "scope": "JWT", "type": "x509",
+        "cryptoAlgorithm": k.algorithm, "certificate": k.certificate, "publicKey": k.public_key_pem,
+        "privateKey": "", "createdTime": k.created_at, "retireAt": k.retire_at,
+    })
+}
+
+impl Edge {
+    /// Decides who the caller is.
+    pub fn admin_caller(&self, auth: &AdminAuth) -> Caller {
+        if let Some((id, secret)) = auth.basic {
+            return match self.authenticate_client(id, secret) {
+                Ok(c) if c.is_admin_app => Caller::Admin,
+                Ok(_) => Caller::NotAdmin,
+                Err(_) => Caller::Anonymous("client authentication failed"),
+            };
+        }
+        let Some(token) = auth.bearer else {
+            return Caller::Anonymous("an admin Bearer token or the admin client's credentials are required");
+        };
+        match self.check_token(token) {
+            Ok(Some(t)) if !t.is_refresh => match &t.user {
+                Some(u) if u.owner == self.config.admin_org => Caller::Admin,
+                None if t.client.is_admin_app => Caller::Admin,
+                _ => Caller::NotAdmin,
+            },
+            _ => Caller::Anonymous("the token is invalid, expired or revoked"),
+        }
+    }
+
+    /// Serves one admin API call. `path` is the part after `/api/`.
+    pub async fn admin(&self, path: &str, method: &str, query: &Params, body: &[u8], auth: &AdminAuth<'_>) -> Option<AdminReply> {
+        if !ADMIN_PATHS.contains(&path) {
+            return None;
+        }
+        let is_read = path.starts_with("get-");
+        if is_read != (method == "GET") && !(is_read && method == "POST") {
+            return Some(fail(405, format!("use {} for /api/{path}", if is_read { "GET" } else { "POST" })));
+        }
+        match self.admin_caller(auth) {
+            Caller::Admin => {}
+            Caller::NotAdmin => return Some(fail(403, "this API is for administrators")),
+            Caller::Anonymous(why) => return Some(fail(401, why)),
+        }
+        let body: Value = if is_read || body.is_empty() {
+            Value::Null
+        } else {
+            match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => return Some(fail(400, format!("the body is not valid JSON: {e}"))),
+            }
+        };
+        let q = |k: &str| query.get(k).map(String::as_str).unwrap_or("");
+        let reply = match path {
+            "get-organizations" => self.list(self.store.organizations(), |o: &Organization| to_value(o)),
+            "get-organization" => self.get_one(q("id"), |_, n| self.store.organization(n), |o: &Organization| to_value(o)),
+            "add-organization" => self.put_organization(&body, PutMode::Create).await,
+            "update-organization" => self.put_organization(&body, PutMode::Update).await,
+            "delete-organization" => self.delete(&body, |_, n| Command::DeleteOrganization { name: n.into() }).await,
+            "get-users" => self.list(self.store.users(q("owner")), user_view),
+            "get-user" => self.get_one(q("id"), |o, n| self.store.user(o, n), user_view),
+            "add-user" => self.put_user(&body, PutMode::Create).await,
+            "update-user" => self.put_user(&body, PutMode::Update).await,
+            "delete-user" => self.delete(&body, |o, n| Command::DeleteUser { owner: o.into(), name: n.into() }).await,
+            "get-applications" => self.list(self.store.applications(), app_view),
+            "get-application" => self.get_one(q("id"), |_, n| self.store.application(n), app_view),
+            "add-application" => self.put_application(&body, PutMode::Create).await,
+            "update-application" => self.put_application(&body, PutMode::Update).await,
+            "delete-application" => self.delete(&body, |_, n| Command::DeleteApplication { name: n.into() }).await,
+            "get-certs" => self.list(self.store.signing_keys(), cert_view),
+            "get-cert" => self.get_one(q("id"), |_, n| self.store.signing_key(n), cert_view),
+            "add-cert" => self.add_cert(&body).await,
+            "rotate-cert" => self.rotate_cert(q("id"), &body).await,
+            "delete-cert" => self.delete(&body, |_, n| Command::DeleteSigningKey { kid: n.into() }).await,
+            "get-roles" => self.list(self.store.roles(q("owner")), |r: &Role| to_value(r)),
+            "get-role" => self.get_one(q("id"), |o, n| self.store.role(o, n), |r: &Role| to_value(r)),
+            "add-role" => self.put_simple(&body, PutMode::Create, |role: Role, mode| Command::PutRole { role, mode }).await,
+            "update-role" => self.put_simple(&body, PutMode::Update, |role: Role, mode| Command::PutRole { role, mode }).await,
+            "delete-role" => self.delete(&body, |o, n| Command::DeleteRole { owner: o.into(), name: n.into() }).await,
+            "get-groups" => self.list(self.store.groups(q("owner")), |g: &Group| to_value(g)),
+            "get-group" => self.get_one(q("id"), |o, n| self.store.group(o, n), |g: &Group| to_value(g)),
+            "add-group" => self.put_simple(&body, PutMode::Create, |group: Group, mode| Command::PutGroup { group, mode }).await,
+            "update-group" => self.put_simple(&body, PutMode::Update, |group: Group, mode| Command::PutGroup { group, mode }).await,
+            "delete-group" => self.delete(&body, |o, n| Command::DeleteGroup { owner: o.into(), name: n.into() }).await,
+            _ => fail(404, "unknown admin API"),
+        };
+        Some(reply)
+    }
+
+    fn list<T, I, F>(&self, records: I, view: F) -> AdminReply
+    where
+        T: jeton_raft::store::Stored,
+        T::Archived: rkyv::Portable,
+        I: Iterator<Item = Result<jeton_raft::Record<T>, jeton_raft::RaftError>>,
+        F: Fn(&T) -> Value,
+    {
+        let mut out = Vec::new();
+        for r in records {
+            match r.and_then(|r| r.to_owned()) {
+                Ok(v) => out.push(view(&v)),
+                Err(e) => {
+                    tracing::error!("admin list: {e}");
+                    return fail(500, "internal error");
+                }
+            }
+        }
+        ok(Value::Array(out))
+    }
+
+    fn get_one<T, G, F>(&self, id: &str, get: G, view: F) -> AdminReply
+    where
+        T: jeton_raft::store::Stored,
+        T::Archived: rkyv::Portable,
+        G: Fn(&str, &str) -> Result<Option<jeton_raft::Record<T>>, jeton_raft::RaftError>,
+        F: Fn(&T) -> Value,
+    {
+        let Some((owner, name)) = split_id(id) else {
+            return fail(400, "id must be owner/name");
+        };
+        match get(owner, name).and_then(|r| r.map(|r| r.to_owned()).transpose()) {
+            // Casdoor answers a missing object with data null.
+            Ok(None) => ok(Value::Null),
+            Ok(Some(v)) => ok(view(&v)),
+            Err(e) => {
+                tracing::error!("admin get: {e}");
+                fail(500, "internal error")
+            }
+        }
+    }
+
+    /// Writes a command and maps its outcome to an answer.
+    async fn commit(&self, cmd: Command) -> AdminReply {
+        match self.write(cmd).await {
+            Ok(Outcome::Applied) => ok(json!("Affected")),
+            Ok(Outcome::Conflict(m)) => fail(409, m),
+            Ok(Outcome::NotFound(m)) => fail(404, m),
+            Ok(Outcome::Invalid(m)) => fail(400, m),
+            Ok(Outcome::Reused) => fail(400, "refused"),
+            Err(e) => {
+                tracing::error!("admin write: {e}");
+                fail(503, format!("the write did not happen: {e}"))
+            }
+        }
+    }
+
+    async fn delete(&self, body: &Value, cmd: impl Fn(&str, &str) -> Command) -> AdminReply {
+        let owner = body.get("owner").and_then(Value::as_str).unwrap_or_default();
+        let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
+        if name.is_empty() {
+            return fail(400, "name is required");
+        }
+        self.commit(cmd(owner, name)).await
+    }
+
+    async fn put_simple<T: serde::de::DeserializeOwned>(
+        &self,
+        body: &Value,
+        mode: PutMode,
+        cmd: impl Fn(T, PutMode) -> Command,
+    ) -> AdminReply {
+        let mut body = body.clone();
+        if let Some(m) = body.as_object_mut() {
+            m.entry("createdTime").or_insert_with(|| json!(rfc3339_now()));
+        }
+        match serde_json::from_value::<T>(body) {
+            Ok(v) => self.commit(cmd(v, mode)).await,
+            Err(e) => fail(400, format!("invalid object: {e}")),
+        }
+    }
+
+    async fn put_organization(&self, body: &Value, mode: PutMode) -> AdminReply {
+        let mut org: Organization = match serde_json::from_value(body.clone()) {
+            Ok(o) => o,
+            Err(e) => return fail(400, format!("invalid organization: {e}")),
+        };
+        if org.created_time.is_empty() {
+            org.created_time = rfc3339_now();
+        }
+        if !org.password_type.is_empty() && crate::password::Scheme::parse(&org.password_type).is_none() {
+            return fail(400, format!("unsupported passwordType {}", org.password_type));
+        }
+        self.commit(Command::PutOrganization { org, mode }).await
+    }
+
+    async fn put_user(&self, body: &Value, mode: PutMode) -> AdminReply {
+        let mut user: User = match serde_json::from_value(body.clone()) {
+            Ok(u) => u,
+            Err(e) => return fail(400, format!("invalid user: {e}")),
+        };
+        let existing = match self.store.user(&user.owner, &user.name).and_then(|r| r.map(|r| r.to_owned()).transpose()) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("admin put_user: {e}");
+                return fail(500, "internal error");
+            }
+        };
+        if user.created_time.is_empty() {
+            user.created_time = existing.as_ref().map(|e| e.created_time.clone()).unwrap_or_else(rfc3339_now);
+        }
+        user.updated_time = rfc3339_now();
+        if user.id.is_empty() {
+            user.id = existing.as_ref().map(|e| e.id.clone()).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        }
+        // Secrets the admin API never shows come back masked or empty: keep what is stored.
+        if let Some(old) = &existing {
+            if user.totp_secret.is_empty() {
+                user.totp_secret = old.totp_secret.clone();
+            }
+        }
+        let keep_password = user.password == MASK || (user.password.is_empty() && existing.is_some());
+        if keep_password {
+            match &existing {
+                Some(old) => {
+                    user.password = old.password.clone();
+                    user.password_type = old.password_type.clone();
+                    user.password_salt = old.password_salt.clone();
+                }
+                None => user.password.clear(),
+            }
+        } else if !user.password.is_empty() && body.get("passwordType").and_then(Value::as_str).unwrap_or("").is_empty() {
+            // A plaintext password: hash it with the organization's scheme (argon2id if it has none).
+            let org_type = match self.store.organization(&user.owner) {
+                Ok(Some(o)) => o.get().password_type.as_str().to_string(),
+                Ok(None) => return fail(400, format!("organization {} does not exist", user.owner)),
+                Err(e) => {
+                    tracing::error!("admin put_user: {e}");
+                    return fail(500, "internal error");
+                }
+            };
+            let scheme = match crate::password::Scheme::parse(&org_type) {
+                Some(crate::password::Scheme::Plain) | None => crate::password::Scheme::Argon2id,
+                Some(s) => s,
+            };
+            let salt = crate::password::new_salt();
+            let pw = user.password.clone();
+            let hashed = tokio::task::spawn_blocking(move || crate::password::hash(scheme, &pw, &salt).map(|h| (h, salt))).await;
+            match hashed {
+                Ok(Ok((h, salt))) => {
+                    user.password = h;
+                    user.password_type = scheme.as_str().to_string();
+                    user.password_salt = salt;
+                }
+                Ok(Err(e)) => return fail(400, format!("password not accepted: {e}")),
+                Err(_) => return fail(500, "internal error"),
+            }
+        } else if !user.password_type.is_empty() && crate::password::Scheme::parse(&user.password_type).is_none() {
+            return fail(400, format!("unsupported passwordType {}", user.password_type));
+        }
+        self.commit(Command::PutUser { user, mode }).await
+    }
+
+    async fn put_application(&self, body: &Value, mode: PutMode) -> AdminReply {
+        let mut body = body.clone();
+        let Some(m) = body.as_object_mut() else {
+            return fail(400, "the body must be a JSON object");
+        };
+        // Only the digest of a secret is stored; a client cannot set the digest itself.
+        m.remove("clientSecretDigest");
+        let secret = m.remove("clientSecret").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let signing_method = m.remove("tokenSigningMethod").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let mut app: Application = match serde_json::from_value(body) {
+            Ok(a) => a,
+            Err(e) => return fail(400, format!("invalid application: {e}")),
+        };
+        app.owner = "admin".into();
+        let existing = match self.store.application(&app.name).and_then(|r| r.map(|r| r.to_owned()).transpose()) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("admin put_application: {e}");
+                return fail(500, "internal error");
+            }
+        };
+        if app.created_time.is_empty() {
+            app.created_time = existing.as_ref().map(|e| e.created_time.clone()).unwrap_or_else(rfc3339_now);
+        }
+        let mut generated = None;
+        if app.client_id.is_empty() {
+            app.client_id = existing.as_ref().map(|e| e.client_id.clone()).unwrap_or_else(|| random_hex(10));
+        }
+        if secret.is_empty() || secret == MASK {
+            match &existing {
+                Some(old) => app.client_secret_digest = old.client_secret_digest.clone(),
+                None => {
+                    let s = random_hex(20);
+                    app.client_secret_digest = sha256(s.as_bytes()).to_vec();
+                    generated = Some(s);
+                }
+            }
+        } else {
+            if secret.len() < 16 {
+                return fail(400, "clientSecret must have at least 16 characters");
+            }
+            app.client_secret_digest = sha256(secret.as_bytes()).to_vec();
+        }
+        if app.grant_types.is_empty() {
+            app.grant_types = vec!["client_credentials".into(), "password".into(), "refresh_token".into()];
+        }
+        if app.token_format.is_empty() {
+            app.token_format = "JWT-Standard".into();
+        }
+        if !["JWT", "JWT-Empty", "JWT-Standard", "JWT-Custom"].contains(&app.token_format.as_str()) {
+            return fail(400, format!("unknown tokenFormat {}", app.token_format));
+        }
+        if app.expire_in_hours <= 0.0 || !app.expire_in_hours.is_finite() {
+            app.expire_in_hours = existing.as_ref().map(|e| e.expire_in_hours).filter(|h| *h > 0.0).unwrap_or(1.0);
+        }
+        if app.cert.is_empty() {
+            let alg = if signing_method.is_empty() { Some(Alg::EdDSA) } else { Alg::parse(&signing_method) };
+            let Some(alg) = alg else {
+                return fail(400, format!("unsupported tokenSigningMethod {signing_method}"));
+            };
+            match existing.as_ref().map(|e| e.cert.clone()).filter(|c| !c.is_empty() && signing_method.is_empty()) {
+                Some(c) => app.cert = c,
+                None => match self.keyring.default_for(alg) {
+                    Some(k) => app.cert = k.kid.clone(),
+                    None => return fail(400, format!("no active {} signing key; add one with /api/add-cert", alg.as_str())),
+                },
+            }
+        }
+        let client_id = app.client_id.clone();
+        let reply = self.commit(Command::PutApplication { app, mode }).await;
+        match (reply.status, generated) {
+            (200, Some(secret)) => ok2(json!("Affected"), json!({"clientId": client_id, "clientSecret": secret})),
+            _ => reply,
+        }
+    }
+
+    async fn add_cert(&self, body: &Value) -> AdminReply {
+        let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
+        let owner = body.get("owner").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("admin");
+        let alg_name = body.get("cryptoAlgorithm").and_then(Value::as_str).unwrap_or("EdDSA");
+        let Some(alg) = Alg::parse(alg_name).filter(|a| Alg::GENERATED.contains(a)) else {
+            return fail(400, format!("cryptoAlgorithm must be one of EdDSA, ES256, RS256 (got {alg_name})"));
+        };
+        if name.is_empty() {
+            return fail(400, "name is required");
+        }
+        let (kid, owner) = (name.to_string(), owner.to_string());
+        let kek = &self.kek;
+        let key = match crate::keys::generate(alg, &kid, &owner, kek, now()) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!("generating key: {e}");
+                return fail(500, "internal error");
+            }
+        };
+        self.commit(Command::PutSigningKey { key, mode: PutMode::Create }).await
+    }
+
+    /// Rotates a key: a new key of the same algorithm takes over; the old one stays in the JWKS until every
+    /// token it signed has expired.
+    async fn rotate_cert(&self, id: &str, body: &Value) -> AdminReply {
+        let old_kid = split_id(id).map(|(_, n)| n).or_else(|| body.get("name").and_then(Value::as_str)).unwrap_or_default();
+        let old = match self.store.signing_key(old_kid).and_then(|r| r.map(|r| r.to_owned()).transpose()) {
+            Ok(Some(k)) => k,
+            Ok(None) => return fail(404, format!("signing key {old_kid} does not exist")),
+            Err(e) => {
+                tracing::error!("rotate: {e}");
+                return fail(500, "internal error");
+            }
+        };
+        let Some(alg) = Alg::parse(&old.algorithm).filter(|a| Alg::GENERATED.contains(a)) else {
+            return fail(400, format!("keys of algorithm {} cannot be generated here", old.algorithm));
+        };
+        // Longest lifetime of any token the old key may have signed.
+        let mut longest = 0i64;
+        for a in self.store.applications() {
+            if let Ok(a) = a {
+                let a = a.get();
+                if a.cert.as_str() == old_kid {
+                    let access = (a.expire_in_hours.to_native() * 3600.0) as i64;
+                    let refresh = (a.refresh_expire_in_hours.to_native() * 3600.0) as i64;
+                    longest = longest.max(access).max(refresh);
+                }
+            }
+        }
+        let t = now();
+        let new_kid = format!("{}-{}", old_kid.split("-r").next().unwrap_or(old_kid), random_hex(4));
+        let new = match crate::keys::generate(alg, &new_kid, &old.owner, &self.kek, t) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!("generating key: {e}");
+                return fail(500, "internal error");
+            }
+        };
+        let reply = self.commit(Command::RotateSigningKey { old_kid: old_kid.to_string(), new, retire_at: t + longest + 60 }).await;
+        if reply.status == 200 {
+            ok2(json!("Affected"), json!({"name": new_kid, "retireAt": t + longest + 60}))
+        } else {
+            reply
+        }
+    }
+}
+
+/// Random lower-case hex of `bytes` random bytes.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    if getrandom::fill(&mut buf).is_err() {
+        // The OS refused randomness: use v4 UUIDs' random bits instead (also from the OS generator).
+        let mut s = String::new();
+        while s.len() < bytes * 2 {
+            s.push_str(&uuid::Uuid::new_v4().simple().to_string());
+        }
+        s.truncate(bytes * 2);
+        return s;
+    }
+    hex::encode(buf)
+}
+
+/// Every admin path this node serves.
+pub const ADMIN_PATHS: &[&str] = &[
+    "get-organizations",
+    "get-organization",
+    "add-organization",
+    "update-organization",
+    "delete-organization",
+    "get-users",
+    "get-user",
+    "add-user",
+    "update-user",
+    "delete-user",
+    "get-applications",
+    "get-application",
+    "add-application",
+    "update-application",
+    "delete-application",
+    "get-certs",
+    "get-cert",
+    "add-cert",
+    "rotate-cert",
+    "delete-cert",
+    "get-roles",
+    "get-role",
+    "add-role",
+    "update-role",
+    "delete-role",
+    "get-groups",
+    "get-group",
+    "add-group",
+    "update-group",
+    "delete-group",
+];

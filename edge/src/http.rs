@@ -1,0 +1,421 @@
+//! The HTTP front end: hyper (HTTP/1.1 and HTTP/2) over TCP or rustls, routing, request decoding and
+//! response encoding. Bad input ends here with the protocol's own error; the services in [`crate::oauth`]
+//! and [`crate::admin`] never see a socket.
+//!
+//! Every connection has a bounded request size, a header-read timeout (which also closes idle keep-alive
+//! connections), a body-read timeout and a slot in a connection limit; shutdown is graceful.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, PRAGMA, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::admin::AdminAuth;
+use crate::error::OAuthError;
+use crate::oauth::{ClientAuth, Params};
+use crate::service::Edge;
+
+/// Settings of the HTTP listener.
+#[derive(Clone)]
+pub struct HttpSettings {
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub max_connections: usize,
+    /// Time to receive a request's headers; also how long an idle keep-alive connection stays open.
+    pub header_timeout: Duration,
+    /// Time to receive a request's body.
+    pub body_timeout: Duration,
+    /// Time in-flight requests get to finish at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            tls: None,
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+/// Serves HTTP until `shutdown` resolves, then drains connections.
+pub async fn serve(
+    edge: Arc<Edge>,
+    listener: TcpListener,
+    settings: HttpSettings,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let discovery = Arc::new(Discovery::new(&edge.config.issuer));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_timeout).keep_alive(true).max_buf_size(64 * 1024);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let tls = settings.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let edge = edge.clone();
+        let discovery = discovery.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let header_timeout = settings.header_timeout;
+        let body_timeout = settings.body_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let svc = hyper::service::service_fn(move |req| {
+                let edge = edge.clone();
+                let discovery = discovery.clone();
+                async move { Ok::<_, Infallible>(handle(&edge, &discovery, peer, req, body_timeout).await) }
+            });
+            let result = match tls {
+                Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => watcher.watch(builder.serve_connection(TokioIo::new(tls_stream), svc).into_owned()).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                },
+                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await,
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+    tracing::info!("HTTP listener stopping; draining connections");
+    if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("some connections did not finish in time");
+    }
+}
+
+/// The discovery documents, encoded once.
+struct Discovery {
+    openid: Bytes,
+}
+
+impl Discovery {
+    fn new(issuer: &str) -> Discovery {
+        let doc = json!({
+            "issuer": issuer,
+            "token_endpoint": format!("{issuer}/oauth/token"),
+            "introspection_endpoint": format!("{issuer}/oauth/introspect"),
+            "revocation_endpoint": format!("{issuer}/oauth/revoke"),
+            "userinfo_endpoint": format!("{issuer}/oauth/userinfo"),
+            "jwks_uri": format!("{issuer}/.well-known/jwks"),
+            // No browser flow (authorization endpoint) is served by this node.
+            "response_types_supported": [],
+            "grant_types_supported": ["client_credentials", "password", "refresh_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["EdDSA", "ES256", "RS256", "RS384", "RS512"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "scopes_supported": ["openid", "email", "profile", "address", "phone", "offline_access"],
+            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope", "owner", "name",
+                "preferred_username", "email", "email_verified", "picture", "phone_number", "address"],
+        });
+        Discovery { openid: Bytes::from(doc.to_string()) }
+    }
+}
+
+fn reply(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn json_reply(status: u16, body: impl Into<Bytes>) -> Reply {
+    reply(status, "application/json", body)
+}
+
+/// Token-endpoint answers must not be cached (RFC 6749 §5.1).
+fn no_store(mut r: Reply) -> Reply {
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn oauth_error(e: &OAuthError) -> Reply {
+    let mut r = no_store(json_reply(e.status, e.body()));
+    if e.status == 401 {
+        r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"jeton\""));
+    }
+    r
+}
+
+/// Casdoor's error envelope (HTTP 200, as Casdoor SDKs expect from `/api/userinfo`).
+fn casdoor_error(msg: &str) -> Reply {
+    json_reply(200, json!({"status": "error", "msg": msg, "data": null, "data2": null}).to_string())
+}
+
+async fn handle(edge: &Edge, discovery: &Discovery, peer: SocketAddr, req: Request<Incoming>, body_timeout: Duration) -> Reply {
+    let started = Instant::now();
+    let (endpoint, response) = route(edge, discovery, peer.ip(), req, body_timeout).await;
+    edge.metrics.request(endpoint, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// What a request carried, decoded.
+struct Decoded {
+    params: Params,
+    basic: Option<(String, String)>,
+    bearer: Option<String>,
+    body: Bytes,
+}
+
+/// Reads the body within the size and time limits.
+async fn read_body(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, OAuthError> {
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(OAuthError { status: 408, error: "invalid_request", description: "request body timed out".into() }),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(limit)),
+        Ok(Err(_)) => Err(OAuthError::invalid_request("the request body could not be read")),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+fn too_large(limit: usize) -> OAuthError {
+    OAuthError { status: 413, error: "invalid_request", description: format!("request body larger than {limit} bytes") }
+}
+
+/// Adds `key=value` pairs, refusing a repeated parameter (RFC 6749 §3.1).
+fn add_pairs(params: &mut Params, pairs: impl Iterator<Item = (String, String)>) -> Result<(), OAuthError> {
+    for (k, v) in pairs {
+        if params.contains_key(&k) {
+            return Err(OAuthError::invalid_request(format!("parameter {k} is repeated")));
+        }
+        params.insert(k, v);
+    }
+    Ok(())
+}
+
+/// Decodes query string, body (form or JSON) and the Authorization header.
+async fn decode(req: Request<Incoming>, limit: usize, timeout: Duration) -> Result<Decoded, OAuthError> {
+    let (parts, body) = req.into_parts();
+    if let Some(len) = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+        if len > limit as u64 {
+            return Err(too_large(limit));
+        }
+    }
+    let body = read_body(body, limit, timeout).await?;
+    let mut params = Params::new();
+    if let Some(q) = parts.uri.query() {
+        add_pairs(&mut params, form_urlencoded::parse(q.as_bytes()).into_owned())?;
+    }
+    let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    if !body.is_empty() {
+        if content_type.starts_with("application/json") {
+            // Casdoor accepts a JSON body; its values fill parameters the query did not give.
+            if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&body) {
+                for (k, v) in m {
+                    let v = match v {
+                        Value::String(s) => s,
+                        Value::Null => continue,
+                        other => other.to_string(),
+                    };
+                    params.entry(k).or_insert(v);
+                }
+            }
+        } else if content_type.is_empty() || content_type.starts_with("application/x-www-form-urlencoded") {
+            if std::str::from_utf8(&body).is_err() {
+                return Err(OAuthError::invalid_request("the form body is not UTF-8"));
+            }
+            add_pairs(&mut params, form_urlencoded::parse(&body).into_owned())?;
+        }
+    }
+    let (mut basic, mut bearer) = (None, None);
+    if let Some(h) = parts.headers.get(AUTHORIZATION) {
+        let h = h.to_str().map_err(|_| OAuthError::invalid_request("malformed Authorization header"))?;
+        if let Some(b64) = strip_scheme(h, "basic") {
+            basic = Some(parse_basic(b64)?);
+        } else if let Some(t) = strip_scheme(h, "bearer") {
+            bearer = Some(t.trim().to_string());
+        }
+    }
+    Ok(Decoded { params, basic, bearer, body })
+}
+
+fn strip_scheme<'a>(h: &'a str, scheme: &str) -> Option<&'a str> {
+    let (s, rest) = h.split_once(' ')?;
+    s.eq_ignore_ascii_case(scheme).then_some(rest.trim())
+}
+
+/// `Basic base64(urlencode(id):urlencode(secret))` (RFC 6749 §2.3.1).
+fn parse_basic(b64: &str) -> Result<(String, String), OAuthError> {
+    let bad = || OAuthError::invalid_client("malformed HTTP Basic credentials");
+    let raw = STANDARD.decode(b64).map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let (id, secret) = raw.split_once(':').ok_or_else(bad)?;
+    let unescape = |s: &str| -> String { form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default() };
+    Ok((unescape(id), unescape(secret)))
+}
+
+async fn route(edge: &Edge, discovery: &Discovery, ip: IpAddr, req: Request<Incoming>, timeout: Duration) -> (&'static str, Reply) {
+    let limit = edge.config.max_body_bytes;
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    match (&method, path.as_str()) {
+        (&Method::GET, "/.well-known/jwks") | (&Method::GET, "/.well-known/jwks.json") => {
+            let mut r = json_reply(200, edge.keyring.jwks());
+            r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+            ("jwks", r)
+        }
+        (&Method::POST, "/oauth/introspect") | (&Method::POST, "/api/login/oauth/introspect") => {
+            ("introspect", introspect(edge, req, limit, timeout).await)
+        }
+        (&Method::POST, "/oauth/token") | (&Method::POST, "/api/login/oauth/access_token") => {
+            ("token", token(edge, req, limit, timeout, ip, false).await)
+        }
+        (&Method::POST, "/api/login/oauth/refresh_token") => ("token", token(edge, req, limit, timeout, ip, true).await),
+        (&Method::POST, "/oauth/revoke") => ("revoke", revoke(edge, req, limit, timeout).await),
+        (&Method::GET | &Method::POST, "/oauth/userinfo") => ("userinfo", userinfo(edge, req, limit, timeout, false).await),
+        (&Method::GET | &Method::POST, "/api/userinfo") => ("userinfo", userinfo(edge, req, limit, timeout, true).await),
+        (&Method::GET, "/.well-known/openid-configuration") | (&Method::GET, "/.well-known/oauth-authorization-server") => {
+            ("discovery", json_reply(200, discovery.openid.clone()))
+        }
+        (&Method::GET, "/api/health") => ("health", health(edge)),
+        (&Method::GET, "/metrics") => {
+            ("metrics", reply(200, "text/plain; version=0.0.4", edge.metrics.render(&edge.node.raft, edge.node.id)))
+        }
+        (_, p) if p.starts_with("/api/") => ("admin", admin(edge, req, limit, timeout).await),
+        _ => ("other", json_reply(404, r#"{"error":"not_found"}"#)),
+    }
+}
+
+async fn token(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Duration, ip: IpAddr, refresh_only: bool) -> Reply {
+    let d = match decode(req, limit, timeout).await {
+        Ok(d) => d,
+        Err(e) => return oauth_error(&e),
+    };
+    if refresh_only && d.params.get("grant_type").map(String::as_str) != Some("refresh_token") {
+        return oauth_error(&OAuthError::unsupported_grant_type("this endpoint only takes grant_type=refresh_token"));
+    }
+    match edge.token(&d.params, &ClientAuth { basic: d.basic }, Some(ip)).await {
+        Ok(t) => no_store(json_reply(200, t.body())),
+        Err(e) => oauth_error(&e),
+    }
+}
+
+async fn introspect(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Duration) -> Reply {
+    let d = match decode(req, limit, timeout).await {
+        Ok(d) => d,
+        Err(e) => return oauth_error(&e),
+    };
+    let caller = match edge.client_from_request(&d.params, &ClientAuth { basic: d.basic }) {
+        Ok(c) => c,
+        Err(e) => return oauth_error(&e),
+    };
+    let Some(token) = d.params.get("token").filter(|t| !t.is_empty()) else {
+        return oauth_error(&OAuthError::invalid_request("token is required"));
+    };
+    match edge.introspect(&caller, token) {
+        Ok(body) => no_store(json_reply(200, body)),
+        Err(e) => oauth_error(&e),
+    }
+}
+
+async fn revoke(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Duration) -> Reply {
+    let d = match decode(req, limit, timeout).await {
+        Ok(d) => d,
+        Err(e) => return oauth_error(&e),
+    };
+    let caller = match edge.client_from_request(&d.params, &ClientAuth { basic: d.basic }) {
+        Ok(c) => c,
+        Err(e) => return oauth_error(&e),
+    };
+    let Some(token) = d.params.get("token").filter(|t| !t.is_empty()) else {
+        return oauth_error(&OAuthError::invalid_request("token is required"));
+    };
+    match edge.revoke(&caller, token).await {
+        Ok(()) => no_store(json_reply(200, "{}")),
+        Err(e) => oauth_error(&e),
+    }
+}
+
+async fn userinfo(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Duration, casdoor: bool) -> Reply {
+    let d = match decode(req, limit, timeout).await {
+        Ok(d) => d,
+        Err(e) => return oauth_error(&e),
+    };
+    let token = d
+        .bearer
+        .clone()
+        .or_else(|| d.params.get("access_token").cloned())
+        .or_else(|| d.params.get("accessToken").cloned())
+        .unwrap_or_default();
+    let info = if token.is_empty() { Ok(None) } else { edge.userinfo(&token) };
+    match info {
+        Ok(Some(v)) => no_store(json_reply(200, v.to_string())),
+        Ok(None) if casdoor => casdoor_error("Please login first"),
+        Ok(None) => {
+            let mut r = json_reply(401, r#"{"error":"invalid_token","error_description":"the access token is invalid, expired or revoked"}"#);
+            r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+            r
+        }
+        Err(e) => oauth_error(&e),
+    }
+}
+
+async fn admin(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Duration) -> Reply {
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().trim_start_matches("/api/").to_string();
+    let d = match decode(req, limit, timeout).await {
+        Ok(d) => d,
+        Err(e) => return json_reply(e.status, json!({"status": "error", "msg": e.description, "data": null, "data2": null}).to_string()),
+    };
+    let auth = AdminAuth { bearer: d.bearer.as_deref(), basic: d.basic.as_ref().map(|(a, b)| (a.as_str(), b.as_str())) };
+    match edge.admin(&path, &method, &d.params, &d.body, &auth).await {
+        Some(r) => json_reply(r.status, r.body.to_string()),
+        None => json_reply(404, json!({"status": "error", "msg": format!("unknown API /api/{path}"), "data": null, "data2": null}).to_string()),
+    }
+}
+
+fn health(edge: &Edge) -> Reply {
+    let m = edge.node.raft.metrics().borrow().clone();
+    let healthy = m.running_state.is_ok() && m.current_leader.is_some();
+    let body = json!({
+        "status": if healthy { "ok" } else { "degraded" },
+        "nodeId": edge.node.id,
+        "leader": m.current_leader,
+        "term": m.current_term,
+        "appliedIndex": m.last_applied.map(|l| l.index),
+    });
+    json_reply(if healthy { 200 } else { 503 }, body.to_string())
+}

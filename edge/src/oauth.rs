@@ -1,0 +1,503 @@
+//! OAuth 2 / OIDC: token issuance (RFC 6749), introspection (RFC 7662), revocation (RFC 7009), userinfo.
+//!
+//! Nothing here knows about sockets: the HTTP front end parses the request into [`Params`] and the client
+//! credentials it carried, and turns the results into responses.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use jeton_raft::model::{RefreshState, RefreshToken, Revocation, User};
+use jeton_raft::{Command, Outcome};
+use serde_json::{json, Map, Value};
+
+use crate::claims::{self, Subject, TokenFrame};
+use crate::error::OAuthError;
+use crate::keys::LoadedKey;
+use crate::service::{now, sha256, CachedToken, ClientApp, Edge};
+
+/// Request parameters, from the query string, a form body or a JSON body.
+pub type Params = HashMap<String, String>;
+
+fn param<'a>(p: &'a Params, k: &str) -> &'a str {
+    p.get(k).map(|s| s.as_str()).unwrap_or("")
+}
+
+/// How the client authenticated, as the front end found it.
+#[derive(Debug, Clone, Default)]
+pub struct ClientAuth {
+    /// From `Authorization: Basic` (client_secret_basic).
+    pub basic: Option<(String, String)>,
+}
+
+/// A successful token response (RFC 6749 §5.1, plus Casdoor's `id_token` copy).
+pub struct TokenResponse {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: i64,
+    pub scope: String,
+}
+
+impl TokenResponse {
+    pub fn body(&self) -> Vec<u8> {
+        // Casdoor clients read `id_token` (the access token, COMPAT §5.5) and expect all six keys.
+        serde_json::to_vec(&json!({
+            "access_token": self.access_token,
+            "id_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "scope": self.scope,
+        }))
+        .unwrap_or_default()
+    }
+}
+
+/// What a verified token says, once its state has been checked.
+pub struct ActiveToken {
+    pub claims: Map<String, Value>,
+    pub client: Arc<ClientApp>,
+    /// `None` for client credentials tokens.
+    pub user: Option<User>,
+    pub is_refresh: bool,
+    pub kid: String,
+}
+
+fn hours_to_secs(h: f64) -> i64 {
+    if h.is_finite() && h > 0.0 {
+        (h * 3600.0) as i64
+    } else {
+        0
+    }
+}
+
+impl Edge {
+    /// Identifies and authenticates the client of a token-endpoint-style request.
+    pub fn client_from_request(&self, p: &Params, auth: &ClientAuth) -> Result<Arc<ClientApp>, OAuthError> {
+        let (form_id, form_secret) = (param(p, "client_id"), param(p, "client_secret"));
+        match &auth.basic {
+            Some((id, secret)) => {
+                // RFC 6749 §2.3: one authentication method per request.
+                if !form_secret.is_empty() {
+                    return Err(OAuthError::invalid_request("use either HTTP Basic or client_secret in the body, not both"));
+                }
+                if !form_id.is_empty() && form_id != id {
+                    return Err(OAuthError::invalid_request("client_id in the body differs from HTTP Basic"));
+                }
+                self.authenticate_client(id, secret)
+            }
+            None if form_id.is_empty() => Err(OAuthError::invalid_client("client authentication is required")),
+            None => self.authenticate_client(form_id, form_secret),
+        }
+    }
+
+    /// `POST /oauth/token`.
+    pub async fn token(
+        &self,
+        p: &Params,
+        auth: &ClientAuth,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let grant = param(p, "grant_type");
+        if grant.is_empty() {
+            return Err(OAuthError::invalid_request("grant_type is required"));
+        }
+        if !matches!(grant, "client_credentials" | "password" | "refresh_token") {
+            return Err(OAuthError::unsupported_grant_type(format!("grant_type {grant} is not supported")));
+        }
+        let client = self.client_from_request(p, auth)?;
+        if !client.app.grant_types.iter().any(|g| g == grant) {
+            return Err(OAuthError::unauthorized_client(format!("this client may not use grant_type {grant}")));
+        }
+        match grant {
+            "client_credentials" => self.grant_client_credentials(&client, p),
+            "password" => self.grant_password(&client, p, client_ip).await,
+            _ => self.grant_refresh(&client, p).await,
+        }
+    }
+
+    /// The scope rule: with configured scopes, every requested scope must be one of them.
+    fn check_scope(&self, client: &ClientApp, requested: &str) -> Result<String, OAuthError> {
+        let scopes = &client.app.scopes;
+        if scopes.is_empty() || requested.is_empty() {
+            return Ok(requested.to_string());
+        }
+        for s in requested.split_whitespace() {
+            if !scopes.iter().any(|c| c == s) {
+                return Err(OAuthError::invalid_scope(format!("scope {s} is not allowed for this client")));
+            }
+        }
+        Ok(requested.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
+
+    fn signing_key(&self, client: &ClientApp) -> Result<Arc<LoadedKey>, OAuthError> {
+        match self.keyring.get(&client.app.cert) {
+            Some(k) if k.active => Ok(k),
+            _ => {
+                tracing::error!(app = %client.app.name, kid = %client.app.cert, "application has no active signing key");
+                Err(OAuthError::server_error())
+            }
+        }
+    }
+
+    fn grant_client_credentials(&self, client: &ClientApp, p: &Params) -> Result<TokenResponse, OAuthError> {
+        let scope = self.check_scope(client, param(p, "scope"))?;
+        let key = self.signing_key(client)?;
+        let iat = now();
+        let lifetime = hours_to_secs(client.app.expire_in_hours).max(1);
+        let jti = format!("admin/{}", uuid::Uuid::new_v4());
+        let frame = TokenFrame {
+            issuer: &self.config.issuer,
+            app: &client.app,
+            scope: &scope,
+            nonce: "",
+            jti: &jti,
+            iat,
+            exp: iat + lifetime,
+            token_type: claims::ACCESS,
+        };
+        let c = claims::build(&frame, &Subject { user: None, roles: &[] });
+        let access_token = key.sign(&key.access_header, &serde_json::to_vec(&c)?)?;
+        self.metrics.token_issued("client_credentials");
+        Ok(TokenResponse { access_token, refresh_token: String::new(), expires_in: lifetime, scope })
+    }
+
+    /// Mints an access token (and, when the client may refresh, a refresh token) for a user.
+    fn mint_for_user(
+        &self,
+        client: &ClientApp,
+        user: &User,
+        scope: &str,
+        nonce: &str,
+        family: Option<&str>,
+    ) -> Result<(TokenResponse, Option<RefreshToken>), OAuthError> {
+        let key = self.signing_key(client)?;
+        let roles = self.roles_of(user)?;
+        let iat = now();
+        let lifetime = hours_to_secs(client.app.expire_in_hours).max(1);
+        let access_jti = format!("admin/{}", uuid::Uuid::new_v4());
+        let subject = Subject { user: Some(user), roles: &roles };
+        let frame = TokenFrame {
+            issuer: &self.config.issuer,
+            app: &client.app,
+            scope,
+            nonce,
+            jti: &access_jti,
+            iat,
+            exp: iat + lifetime,
+            token_type: claims::ACCESS,
+        };
+        let access_token = key.sign(&key.access_header, &serde_json::to_vec(&claims::build(&frame, &subject))?)?;
+        let mut response = TokenResponse { access_token, refresh_token: String::new(), expires_in: lifetime, scope: scope.to_string() };
+        if !client.app.grant_types.iter().any(|g| g == "refresh_token") {
+            return Ok((response, None));
+        }
+        let refresh_lifetime = match hours_to_secs(client.app.refresh_expire_in_hours) {
+            0 => lifetime,
+            s => s,
+        };
+        let refresh_id = format!("admin/{}", uuid::Uuid::new_v4());
+        let frame = TokenFrame { jti: &refresh_id, exp: iat + refresh_lifetime, token_type: claims::REFRESH, ..frame };
+        response.refresh_token = key.sign(&key.refresh_header, &serde_json::to_vec(&claims::build(&frame, &subject))?)?;
+        let record = RefreshToken {
+            id: refresh_id.clone(),
+            family: family.map(str::to_string).unwrap_or(refresh_id),
+            application: client.app.name.clone(),
+            user: user.full_name(),
+            scope: scope.to_string(),
+            issued_at: iat,
+            expires_at: iat + refresh_lifetime,
+            access_jti,
+            access_expires_at: iat + lifetime,
+            state: RefreshState::Active,
+        };
+        Ok((response, Some(record)))
+    }
+
+    async fn grant_password(
+        &self,
+        client: &ClientApp,
+        p: &Params,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let (username, password) = (param(p, "username"), param(p, "password"));
+        if username.is_empty() {
+            return Err(OAuthError::invalid_request("username is required"));
+        }
+        if password.is_empty() {
+            return Err(OAuthError::invalid_request("password is required"));
+        }
+        let scope = self.check_scope(client, param(p, "scope"))?;
+        let user = self.find_user(&client.app.organization, username)?;
+        self.check_password(&client.app, user.as_ref(), password, client_ip).await?;
+        let Some(user) = user else {
+            return Err(OAuthError::invalid_grant("invalid username or password"));
+        };
+        // Unlike Casdoor (COMPAT §11.5), a deleted or disabled account gets no token.
+        if user.is_forbidden || user.is_deleted {
+            return Err(OAuthError::invalid_grant("the account is disabled"));
+        }
+        let (response, refresh) = self.mint_for_user(client, &user, &scope, param(p, "nonce"), None)?;
+        if let Some(token) = refresh {
+            match self.write(Command::IssueRefreshToken { token }).await? {
+                Outcome::Applied => {}
+                other => {
+                    tracing::error!(?other, "refresh token not recorded");
+                    return Err(OAuthError::server_error());
+                }
+            }
+        }
+        self.metrics.token_issued("password");
+        Ok(response)
+    }
+
+    async fn grant_refresh(&self, client: &ClientApp, p: &Params) -> Result<TokenResponse, OAuthError> {
+        let presented = param(p, "refresh_token");
+        if presented.is_empty() {
+            return Err(OAuthError::invalid_request("refresh_token is required"));
+        }
+        let invalid = || OAuthError::invalid_grant("refresh token is invalid, expired or revoked");
+        let (claims, _) = self.verify_signature(presented).map_err(|_| invalid())?;
+        if !is_refresh(&claims) {
+            return Err(invalid());
+        }
+        let jti = claims.get("jti").and_then(Value::as_str).unwrap_or_default();
+        let Some(rec) = self.store.refresh_token(jti)? else {
+            return Err(invalid());
+        };
+        let old = rec.to_owned()?;
+        if old.application != client.app.name {
+            return Err(invalid());
+        }
+        let (org, name) = old.user.split_once('/').unwrap_or_default();
+        let user = match self.store.user(org, name)? {
+            Some(u) => u.to_owned()?,
+            None => return Err(invalid()),
+        };
+        if user.is_forbidden || user.is_deleted {
+            return Err(OAuthError::invalid_grant("the account is disabled"));
+        }
+        // A narrower scope may be asked for; never a wider one (RFC 6749 §6).
+        let requested = param(p, "scope");
+        let scope = if requested.is_empty() {
+            old.scope.clone()
+        } else {
+            let granted: Vec<&str> = old.scope.split_whitespace().collect();
+            if let Some(extra) = requested.split_whitespace().find(|s| !granted.contains(s)) {
+                return Err(OAuthError::invalid_scope(format!("scope {extra} was not granted")));
+            }
+            requested.split_whitespace().collect::<Vec<_>>().join(" ")
+        };
+        let nonce = claims.get("nonce").and_then(Value::as_str).unwrap_or_default().to_string();
+        let (response, new) = self.mint_for_user(client, &user, &scope, &nonce, Some(&old.family))?;
+        let Some(new) = new else {
+            return Err(OAuthError::unauthorized_client("this client may not refresh tokens"));
+        };
+        match self.write(Command::RotateRefreshToken { old_id: old.id.clone(), new, now: now() }).await? {
+            Outcome::Applied => {
+                self.metrics.token_issued("refresh_token");
+                Ok(response)
+            }
+            Outcome::Reused => {
+                tracing::warn!(family = %old.family, user = %old.user, "refresh token reuse: family revoked");
+                Err(OAuthError::invalid_grant("refresh token was already used; all tokens of its family are revoked"))
+            }
+            _ => Err(invalid()),
+        }
+    }
+
+    /// Verifies a JWT's signature, expiry and issuer with the keyring. Returns its claims and key id.
+    pub fn verify_signature(&self, token: &str) -> Result<(Map<String, Value>, String), ()> {
+        if token.len() > 16 * 1024 {
+            return Err(());
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| ())?;
+        let kid = header.kid.ok_or(())?;
+        let key = self.keyring.get(&kid).ok_or(())?;
+        let claims = match key.verify(token).map_err(|_| ())? {
+            Value::Object(m) => m,
+            _ => return Err(()),
+        };
+        if claims.get("iss").and_then(Value::as_str) != Some(self.config.issuer.as_str()) {
+            return Err(());
+        }
+        Ok((claims, kid))
+    }
+
+    /// Verifies a token and checks it is still good: not revoked, its client and user still active, and
+    /// for refresh tokens, not yet exchanged.
+    pub fn check_token(&self, token: &str) -> Result<Option<ActiveToken>, OAuthError> {
+        let Ok((claims, kid)) = self.verify_signature(token) else {
+            return Ok(None);
+        };
+        let jti = claims.get("jti").and_then(Value::as_str).unwrap_or_default();
+        let client_id = claims
+            .get("client_id")
+            .or_else(|| claims.get("azp"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let Some(client) = self.client(client_id)? else {
+            return Ok(None);
+        };
+        let is_refresh = is_refresh(&claims);
+        if is_refresh {
+            match self.store.refresh_token(jti)? {
+                Some(r) if matches!(r.get().state, jeton_raft::model::ArchivedRefreshState::Active) => {}
+                _ => return Ok(None),
+            }
+        } else if jti.is_empty() || self.store.is_revoked(jti)? {
+            return Ok(None);
+        }
+        let sub = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
+        let user = if sub == format!("admin/{}", client.app.name) {
+            None
+        } else {
+            match self.store.user_by_id(sub)? {
+                Some(u) if !u.get().is_forbidden && !u.get().is_deleted => Some(u.to_owned()?),
+                _ => return Ok(None),
+            }
+        };
+        Ok(Some(ActiveToken { claims, client, user, is_refresh, kid }))
+    }
+
+    /// `POST /oauth/introspect`: the answer for `token`, asked by `caller`.
+    pub fn introspect(&self, caller: &ClientApp, token: &str) -> Result<Bytes, OAuthError> {
+        const INACTIVE: &[u8] = br#"{"active":false}"#;
+        let digest = sha256(token.as_bytes());
+        let may_see = |org: &str| caller.is_admin_app || caller.app.organization == org;
+        if let Some(hit) = self.introspections.get(&digest) {
+            self.metrics.introspection_cache(true);
+            if hit.exp > now() && may_see(&hit.organization) {
+                return Ok(hit.body.clone());
+            }
+            return Ok(Bytes::from_static(INACTIVE));
+        }
+        self.metrics.introspection_cache(false);
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let Some(active) = self.check_token(token)? else {
+            return Ok(Bytes::from_static(INACTIVE));
+        };
+        let c = &active.claims;
+        let mut out = Map::new();
+        out.insert("active".into(), json!(true));
+        for k in ["scope"] {
+            if let Some(v) = c.get(k).filter(|v| v.as_str().is_some_and(|s| !s.is_empty())) {
+                out.insert(k.into(), v.clone());
+            }
+        }
+        out.insert("client_id".into(), json!(active.client.app.client_id));
+        let username = active.user.as_ref().map(|u| u.name.clone()).unwrap_or_else(|| active.client.app.name.clone());
+        out.insert("username".into(), json!(username));
+        out.insert("token_type".into(), json!(if active.is_refresh { "refresh_token" } else { "Bearer" }));
+        for k in ["exp", "iat", "nbf", "sub", "aud", "iss", "jti"] {
+            if let Some(v) = c.get(k) {
+                out.insert(k.into(), v.clone());
+            }
+        }
+        let exp = c.get("exp").and_then(Value::as_i64).unwrap_or(0);
+        let entry = Arc::new(CachedToken {
+            body: Bytes::from(serde_json::to_vec(&out)?),
+            exp,
+            jti: c.get("jti").and_then(Value::as_str).unwrap_or_default().to_string(),
+            user_id: active.user.as_ref().map(|u| u.id.clone()).unwrap_or_default(),
+            organization: active.client.app.organization.clone(),
+            client_id: active.client.app.client_id.clone(),
+            kid: active.kid.clone(),
+        });
+        // Refresh tokens change state when used; only access tokens are cached.
+        if !active.is_refresh {
+            self.remember(digest, epoch, entry.clone());
+        }
+        if may_see(&entry.organization) {
+            Ok(entry.body.clone())
+        } else {
+            Ok(Bytes::from_static(INACTIVE))
+        }
+    }
+
+    /// `POST /oauth/revoke` (RFC 7009). Unknown or invalid tokens are not an error.
+    pub async fn revoke(&self, caller: &ClientApp, token: &str) -> Result<(), OAuthError> {
+        let Ok((claims, _)) = self.verify_signature(token) else {
+            return Ok(());
+        };
+        let client_id = claims.get("client_id").or_else(|| claims.get("azp")).and_then(Value::as_str).unwrap_or_default();
+        if client_id != caller.app.client_id && !caller.is_admin_app {
+            return Err(OAuthError::unauthorized_client("the token was not issued to this client"));
+        }
+        let jti = claims.get("jti").and_then(Value::as_str).unwrap_or_default().to_string();
+        let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+        if jti.is_empty() {
+            return Ok(());
+        }
+        let cmd = if is_refresh(&claims) {
+            let Some(rec) = self.store.refresh_token(&jti)? else {
+                return Ok(());
+            };
+            Command::RevokeRefreshFamily { family: rec.get().family.as_str().to_string(), now: now() }
+        } else {
+            if self.store.is_revoked(&jti)? {
+                return Ok(());
+            }
+            Command::Revoke { revocation: Revocation { jti, expires_at: exp, revoked_at: now() } }
+        };
+        match self.write(cmd).await? {
+            Outcome::Applied | Outcome::NotFound(_) => Ok(()),
+            other => {
+                tracing::warn!(?other, "revocation refused");
+                Ok(())
+            }
+        }
+    }
+
+    /// `GET /oauth/userinfo`: the claims of the bearer's user, by scope (COMPAT §6.4).
+    pub fn userinfo(&self, token: &str) -> Result<Option<Value>, OAuthError> {
+        let Some(active) = self.check_token(token)? else {
+            return Ok(None);
+        };
+        if active.is_refresh {
+            return Ok(None);
+        }
+        let scope = active.claims.get("scope").and_then(Value::as_str).unwrap_or_default().to_string();
+        let mut out = Map::new();
+        out.insert("sub".into(), active.claims.get("sub").cloned().unwrap_or(json!("")));
+        out.insert("iss".into(), json!(self.config.issuer));
+        out.insert("aud".into(), json!(active.client.app.client_id));
+        let Some(u) = active.user else {
+            return Ok(Some(Value::Object(out)));
+        };
+        let mut put = |k: &str, v: Value| {
+            let empty = matches!(&v, Value::String(s) if s.is_empty()) || v == json!(false) || v == json!([]);
+            if !empty {
+                out.insert(k.into(), v);
+            }
+        };
+        if scope.contains("profile") {
+            let roles = self.roles_of(&u)?;
+            put("preferred_username", json!(u.name));
+            put("name", json!(u.display_name));
+            put("picture", json!(u.avatar));
+            put("groups", json!(u.groups));
+            put("roles", json!(roles.iter().map(|r| r.name.clone()).collect::<Vec<_>>()));
+            put("real_name", json!(u.real_name));
+            put("is_verified", json!(u.is_verified));
+        }
+        if scope.contains("email") {
+            put("email", json!(u.email));
+            // Unlike Casdoor (COMPAT §11.9), the user's real verification state.
+            put("email_verified", json!(u.email_verified));
+        }
+        if scope.contains("address") {
+            put("address", json!(u.location));
+        }
+        if scope.contains("phone") {
+            put("phone", json!(u.phone));
+        }
+        Ok(Some(Value::Object(out)))
+    }
+}
+
+fn is_refresh(claims: &Map<String, Value>) -> bool {
+    let t = |k: &str| claims.get(k).and_then(Value::as_str);
+    t("tokenType") == Some(claims::REFRESH) || t("TokenType") == Some(claims::REFRESH)
+}

@@ -1,0 +1,388 @@
+//! [`Edge`]: the services behind the HTTP front end, with their caches.
+//!
+//! Reads come from this node's state (zero-copy records) behind moka caches; writes go through Raft. A task
+//! follows the state machine's applied changes and drops what they made stale.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jeton_raft::model::{Application, Role, User};
+use jeton_raft::{Change, Command, Outcome, ReplicaNode, Store};
+use moka::sync::Cache;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+
+use crate::error::{EdgeError, OAuthError};
+use crate::keys::{Kek, Keyring};
+
+/// Settings of the edge services.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// `iss` of every token; also accepted when verifying.
+    pub issuer: String,
+    /// Organization whose users are global administrators (Casdoor: `built-in`).
+    pub admin_org: String,
+    /// The built-in administration application (Casdoor: `app-built-in`).
+    pub admin_app: String,
+    /// Most bytes a request body may have.
+    pub max_body_bytes: usize,
+    /// Entries in the introspection cache.
+    pub introspection_cache_entries: u64,
+    /// Password checks running at once (they are CPU-heavy: bcrypt, argon2id).
+    pub password_check_concurrency: usize,
+    /// Failed password checks from one client address within `ip_failure_window` before it is refused.
+    pub ip_failure_limit: u32,
+    pub ip_failure_window: Duration,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            issuer: "http://127.0.0.1:8000".into(),
+            admin_org: "built-in".into(),
+            admin_app: "app-built-in".into(),
+            max_body_bytes: 64 * 1024,
+            introspection_cache_entries: 1_000_000,
+            password_check_concurrency: 2,
+            ip_failure_limit: 50,
+            ip_failure_window: Duration::from_secs(300),
+        }
+    }
+}
+
+/// An application as the hot paths use it: decoded once, cached by client id.
+pub struct ClientApp {
+    pub app: Application,
+    pub is_admin_app: bool,
+}
+
+/// A cached introspection answer.
+pub struct CachedToken {
+    /// The JSON answer for an active token.
+    pub body: bytes::Bytes,
+    /// Unix seconds; the entry is never served after it.
+    pub exp: i64,
+    pub jti: String,
+    /// User id (`sub`) or empty for client credentials.
+    pub user_id: String,
+    /// Organization of the token's application: who may introspect it.
+    pub organization: String,
+    pub client_id: String,
+    pub kid: String,
+}
+
+/// Per-user failed password checks (Casdoor §4.5), kept in memory on each node.
+#[derive(Default)]
+struct Failures {
+    count: u32,
+    frozen_until: Option<Instant>,
+}
+
+/// The edge services of one node.
+pub struct Edge {
+    pub node: ReplicaNode,
+    pub store: Store,
+    pub kek: Kek,
+    pub keyring: Keyring,
+    pub config: EdgeConfig,
+    apps: Cache<String, Arc<ClientApp>>,
+    pub(crate) introspections: Cache<[u8; 32], Arc<CachedToken>>,
+    /// jti → token digest, so a revocation can drop the cached answer.
+    jti_index: Cache<String, [u8; 32]>,
+    /// Bumped before any invalidation; an answer computed across a bump is not cached.
+    pub(crate) epoch: AtomicU64,
+    user_failures: Cache<String, Arc<std::sync::Mutex<Failures>>>,
+    ip_failures: Cache<std::net::IpAddr, Arc<AtomicU64>>,
+    password_slots: Semaphore,
+    pub metrics: crate::metrics::Metrics,
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// Expiry of a cached introspection: the token's own `exp`.
+struct UntilTokenExpiry;
+impl moka::Expiry<[u8; 32], Arc<CachedToken>> for UntilTokenExpiry {
+    fn expire_after_create(&self, _k: &[u8; 32], v: &Arc<CachedToken>, _at: Instant) -> Option<Duration> {
+        Some(Duration::from_secs((v.exp - now()).max(0) as u64))
+    }
+}
+
+impl Edge {
+    pub fn new(node: ReplicaNode, kek: Kek, config: EdgeConfig, metrics: crate::metrics::Metrics) -> Result<Arc<Edge>, EdgeError> {
+        let store = node.store.clone();
+        let keyring = Keyring::load(&store, &kek)?;
+        let edge = Arc::new(Edge {
+            apps: Cache::builder().max_capacity(100_000).build(),
+            introspections: Cache::builder()
+                .max_capacity(config.introspection_cache_entries)
+                .expire_after(UntilTokenExpiry)
+                .support_invalidation_closures()
+                .build(),
+            jti_index: Cache::builder().max_capacity(config.introspection_cache_entries).time_to_live(Duration::from_secs(86_400)).build(),
+            epoch: AtomicU64::new(0),
+            user_failures: Cache::builder().max_capacity(1_000_000).time_to_idle(Duration::from_secs(3600)).build(),
+            ip_failures: Cache::builder().max_capacity(1_000_000).time_to_live(config.ip_failure_window).build(),
+            password_slots: Semaphore::new(config.password_check_concurrency.max(1)),
+            node,
+            store,
+            kek,
+            keyring,
+            config,
+            metrics,
+        });
+        Ok(edge)
+    }
+
+    /// Follows applied changes and invalidates caches. Runs until the store's channel closes.
+    pub fn spawn_invalidation(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let edge = self.clone();
+        let mut rx = self.store.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(change) => edge.invalidate(&change),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!("missed {n} change notifications: dropping all caches");
+                        edge.invalidate(&Change::Everything);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        })
+    }
+
+    /// Drops what a change made stale.
+    pub fn invalidate(&self, change: &Change) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        match change {
+            Change::Revocation(jti) => {
+                if let Some(d) = self.jti_index.get(jti) {
+                    self.introspections.invalidate(&d);
+                }
+            }
+            Change::User { id, .. } => {
+                let id = id.clone();
+                let _ = self.introspections.invalidate_entries_if(move |_, v| v.user_id == id);
+            }
+            Change::Application { client_id, .. } => {
+                self.apps.invalidate(client_id);
+                let cid = client_id.clone();
+                let _ = self.introspections.invalidate_entries_if(move |_, v| v.client_id == cid);
+            }
+            Change::SigningKey(kid) => {
+                if let Err(e) = self.keyring.reload(&self.store, &self.kek) {
+                    tracing::error!("reloading signing keys: {e}");
+                }
+                let kid = kid.clone();
+                let _ = self.introspections.invalidate_entries_if(move |_, v| v.kid == kid);
+            }
+            Change::Organization(_) | Change::Role { .. } | Change::Group { .. } | Change::RefreshToken(_) => {}
+            Change::Everything => {
+                self.apps.invalidate_all();
+                self.introspections.invalidate_all();
+                if let Err(e) = self.keyring.reload(&self.store, &self.kek) {
+                    tracing::error!("reloading signing keys: {e}");
+                }
+            }
+        }
+    }
+
+    /// Caches an introspection answer unless the state changed while it was computed.
+    pub(crate) fn remember(&self, digest: [u8; 32], started_epoch: u64, entry: Arc<CachedToken>) {
+        if self.epoch.load(Ordering::SeqCst) != started_epoch {
+            return;
+        }
+        self.jti_index.insert(entry.jti.clone(), digest);
+        self.introspections.insert(digest, entry);
+    }
+
+    /// The application with this client id.
+    pub fn client(&self, client_id: &str) -> Result<Option<Arc<ClientApp>>, OAuthError> {
+        if let Some(c) = self.apps.get(client_id) {
+            return Ok(Some(c));
+        }
+        let Some(rec) = self.store.application_by_client_id(client_id)? else {
+            return Ok(None);
+        };
+        let app = rec.to_owned()?;
+        let entry = Arc::new(ClientApp { is_admin_app: app.name == self.config.admin_app, app });
+        self.apps.insert(client_id.to_string(), entry.clone());
+        Ok(Some(entry))
+    }
+
+    /// Authenticates a client by id and secret; any failure is `invalid_client` with the same message.
+    pub fn authenticate_client(&self, client_id: &str, secret: &str) -> Result<Arc<ClientApp>, OAuthError> {
+        let presented = sha256(secret.as_bytes());
+        let bad = || OAuthError::invalid_client("client authentication failed");
+        let Some(client) = self.client(client_id)? else {
+            return Err(bad());
+        };
+        let stored = &client.app.client_secret_digest;
+        if secret.is_empty() || stored.len() != 32 || !bool::from(presented.ct_eq(stored.as_slice())) {
+            return Err(bad());
+        }
+        Ok(client)
+    }
+
+    /// Writes a command through Raft and maps a refusal to an error message.
+    pub async fn write(&self, cmd: Command) -> Result<Outcome, EdgeError> {
+        let kind = cmd.kind();
+        let started = Instant::now();
+        let resp = self.node.write(cmd).await?;
+        self.metrics.record_write(kind, started.elapsed());
+        Ok(resp.outcome)
+    }
+
+    /// The roles of a user (for `JWT` / `JWT-Custom` tokens and userinfo).
+    pub fn roles_of(&self, user: &User) -> Result<Vec<Role>, EdgeError> {
+        let mut org_roles = Vec::new();
+        for r in self.store.roles(&user.owner) {
+            org_roles.push(r?.to_owned()?);
+        }
+        Ok(crate::claims::roles_of(user, &org_roles))
+    }
+
+    /// Finds a user of an organization by login string: name, then email, then id (COMPAT §4.1).
+    pub fn find_user(&self, org: &str, login: &str) -> Result<Option<User>, EdgeError> {
+        let login = login.trim();
+        if login.is_empty() {
+            return Ok(None);
+        }
+        if let Some(u) = self.store.user(org, login)? {
+            return Ok(Some(u.to_owned()?));
+        }
+        if login.contains('@') {
+            if let Some(u) = self.store.user_by_email(org, login)? {
+                return Ok(Some(u.to_owned()?));
+            }
+        }
+        if let Some(u) = self.store.user_by_id(login)? {
+            let u = u.to_owned()?;
+            if u.owner == org {
+                return Ok(Some(u));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Checks a user's password with lockout and rate limits; the CPU work runs off the I/O threads.
+    ///
+    /// Every failure says the same thing, whether the user exists or not (no user enumeration), and an
+    /// unknown user costs the same bcrypt time as a known one.
+    pub async fn check_password(
+        &self,
+        app: &Application,
+        user: Option<&User>,
+        password: &str,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Result<crate::password::Accepted, OAuthError> {
+        let generic = || OAuthError::invalid_grant("invalid username or password");
+        if password.is_empty() {
+            return Err(OAuthError::invalid_request("password is required"));
+        }
+        if let Some(ip) = client_ip {
+            let n = self.ip_failures.get(&ip).map(|c| c.load(Ordering::Relaxed)).unwrap_or(0);
+            if n >= self.config.ip_failure_limit as u64 {
+                return Err(OAuthError::slow_down("too many failed sign-ins from this address; try again later"));
+            }
+        }
+        let limit = if app.failed_signin_limit > 0 { app.failed_signin_limit as u32 } else { 5 };
+        let frozen_for = Duration::from_secs(60 * if app.failed_signin_frozen_time > 0 { app.failed_signin_frozen_time as u64 } else { 15 });
+        let failures = user.map(|u| {
+            self.user_failures.get_with(u.full_name(), || Arc::new(std::sync::Mutex::new(Failures::default())))
+        });
+        if let Some(f) = &failures {
+            let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+            match f.frozen_until {
+                Some(until) if until > Instant::now() => {
+                    let mins = (until - Instant::now()).as_secs().div_ceil(60);
+                    return Err(OAuthError::slow_down(format!(
+                        "too many failed sign-ins: the account is locked, try again in {mins} minutes"
+                    )));
+                }
+                Some(_) => *f = Failures::default(),
+                None => {}
+            }
+        }
+        let _slot = self.password_slots.acquire().await.map_err(|_| OAuthError::server_error())?;
+        let result = match user {
+            Some(u) => {
+                let org = self.store.organization(&u.owner)?.map(|o| o.to_owned()).transpose()?.unwrap_or_default();
+                let (pw, upw, utype, usalt) = (password.to_string(), u.password.clone(), u.password_type.clone(), u.password_salt.clone());
+                let ldap_backed = !u.ldap.is_empty() && u.password.is_empty();
+                tokio::task::spawn_blocking(move || {
+                    if ldap_backed {
+                        // No upstream LDAP is wired into this node: LDAP-backed users cannot sign in here.
+                        crate::password::burn_equivalent_time(&pw);
+                        return Err(crate::password::Rejected::NoPassword);
+                    }
+                    let policy = crate::password::OrgPolicy {
+                        password_type: &org.password_type,
+                        password_salt: &org.password_salt,
+                        master_password: &org.master_password,
+                    };
+                    let stored = crate::password::StoredPassword { password: &upw, password_type: &utype, password_salt: &usalt };
+                    let r = crate::password::check(&policy, &stored, &pw);
+                    if matches!(r, Err(crate::password::Rejected::NoPassword) | Err(crate::password::Rejected::UnsupportedScheme(_))) {
+                        crate::password::burn_equivalent_time(&pw);
+                    }
+                    r
+                })
+                .await
+                .map_err(|_| OAuthError::server_error())?
+            }
+            None => {
+                let pw = password.to_string();
+                tokio::task::spawn_blocking(move || crate::password::burn_equivalent_time(&pw))
+                    .await
+                    .map_err(|_| OAuthError::server_error())?;
+                Err(crate::password::Rejected::Wrong)
+            }
+        };
+        self.metrics.password_check(result.is_ok());
+        match result {
+            Ok(accepted) => {
+                if let Some(f) = &failures {
+                    *f.lock().unwrap_or_else(|p| p.into_inner()) = Failures::default();
+                }
+                Ok(accepted)
+            }
+            Err(why) => {
+                if let Some(u) = user {
+                    tracing::info!(user = %u.full_name(), reason = %why, "password check failed");
+                }
+                if let Some(f) = &failures {
+                    let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+                    f.count = (f.count + 1).min(limit);
+                    if f.count >= limit {
+                        f.frozen_until = Some(Instant::now() + frozen_for);
+                    }
+                }
+                if let Some(ip) = client_ip {
+                    self.ip_failures.get_with(ip, || Arc::new(AtomicU64::new(0))).fetch_add(1, Ordering::Relaxed);
+                }
+                Err(generic())
+            }
+        }
+    }
+
+    /// Counts of records, for health and metrics.
+    pub fn counts(&self) -> HashMap<&'static str, usize> {
+        use jeton_raft::store::key;
+        let mut m = HashMap::new();
+        m.insert("organizations", self.store.count(key::ORG));
+        m.insert("applications", self.store.count(key::APP));
+        m.insert("signing_keys", self.store.count(key::SIGNING_KEY));
+        m
+    }
+}

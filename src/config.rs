@@ -1,0 +1,245 @@
+//! Configuration: built-in defaults, then the TOML file (`--config`), then `JETON_*` environment
+//! variables, then command-line flags; each later source overrides the earlier ones.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// Everything `jeton serve` can be told. Field docs are the reference; `conf/jeton.toml` shows them all.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node's id in the Raft cluster.
+    pub node_id: u64,
+    /// Where the node keeps its state (sled database, identity, key-encryption key, TLS files).
+    pub data_dir: PathBuf,
+    /// `iss` of the tokens. Empty: `http(s)://<http.addr>`. Set it to the public URL clients use; to keep
+    /// tokens imported from Casdoor valid, set it to Casdoor's `origin`.
+    pub issuer: String,
+    pub http: HttpConfig,
+    pub tls: TlsConfig,
+    pub raft: RaftConfig,
+    pub security: SecurityConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the HTTP(S) listener.
+    pub addr: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Open connections at most; further clients wait.
+    pub max_connections: usize,
+    /// Seconds to receive request headers (also the keep-alive idle timeout).
+    pub header_timeout_secs: u64,
+    /// Seconds to receive a request body.
+    pub body_timeout_secs: u64,
+    /// Seconds in-flight requests get to finish at shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Serve HTTPS.
+    pub enabled: bool,
+    /// PEM certificate chain file.
+    pub cert: String,
+    /// PEM private key file.
+    pub key: String,
+    /// Without cert/key: generate a self-signed certificate for localhost into the data dir (local use).
+    pub self_signed: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftConfig {
+    /// Address peers reach this node at (recorded in the membership).
+    pub addr: String,
+    /// Log entries between snapshots.
+    pub snapshot_every: u64,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// File with the key-encryption key (64 hex chars). Empty: `<data_dir>/kek`, created on first start.
+    /// Every node of a cluster needs the same key. `JETON_KEK` overrides it.
+    pub kek_file: String,
+    /// Organization whose users are global administrators.
+    pub admin_org: String,
+    /// The built-in administration application.
+    pub admin_app: String,
+    /// Password checks (bcrypt, argon2id, ...) running at once.
+    pub password_check_concurrency: usize,
+    /// Failed password checks from one address within `ip_failure_window_secs` before it is refused.
+    pub ip_failure_limit: u32,
+    pub ip_failure_window_secs: u64,
+    /// Entries of the introspection cache.
+    pub introspection_cache_entries: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: 1,
+            data_dir: PathBuf::from("./jeton-data"),
+            issuer: String::new(),
+            http: HttpConfig::default(),
+            tls: TlsConfig::default(),
+            raft: RaftConfig::default(),
+            security: SecurityConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            addr: "127.0.0.1:8000".into(),
+            max_body_bytes: 64 * 1024,
+            max_connections: 10_000,
+            header_timeout_secs: 30,
+            body_timeout_secs: 30,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            addr: "127.0.0.1:8001".into(),
+            snapshot_every: 10_000,
+            heartbeat_ms: 250,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+        }
+    }
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            kek_file: String::new(),
+            admin_org: "built-in".into(),
+            admin_app: "app-built-in".into(),
+            password_check_concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            ip_failure_limit: 50,
+            ip_failure_window_secs: 300,
+            introspection_cache_entries: 1_000_000,
+        }
+    }
+}
+
+/// Values given on the command line or in the environment (already merged by clap).
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub http_addr: Option<String>,
+    pub node_id: Option<u64>,
+    pub issuer: Option<String>,
+    pub raft_addr: Option<String>,
+}
+
+impl Config {
+    /// Loads the file (if any) and applies the overrides, then checks the result.
+    pub fn load(file: Option<&Path>, o: Overrides) -> anyhow::Result<Config> {
+        let mut cfg = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<Config>(&text).with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        if let Some(v) = o.data_dir {
+            cfg.data_dir = v;
+        }
+        if let Some(v) = o.http_addr {
+            cfg.http.addr = v;
+        }
+        if let Some(v) = o.node_id {
+            cfg.node_id = v;
+        }
+        if let Some(v) = o.issuer {
+            cfg.issuer = v;
+        }
+        if let Some(v) = o.raft_addr {
+            cfg.raft.addr = v;
+        }
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&mut self) -> anyhow::Result<()> {
+        let addr: SocketAddr = self
+            .http
+            .addr
+            .parse()
+            .with_context(|| format!("http.addr {:?} is not an address like 127.0.0.1:8000", self.http.addr))?;
+        if self.node_id == 0 {
+            bail!("node_id must be at least 1");
+        }
+        if self.http.max_body_bytes < 1024 {
+            bail!("http.max_body_bytes must be at least 1024");
+        }
+        if self.http.max_connections == 0 {
+            bail!("http.max_connections must be at least 1");
+        }
+        if self.tls.enabled && !self.tls.self_signed && (self.tls.cert.is_empty() || self.tls.key.is_empty()) {
+            bail!("tls.enabled needs tls.cert and tls.key, or tls.self_signed = true");
+        }
+        if self.raft.election_timeout_min_ms <= self.raft.heartbeat_ms
+            || self.raft.election_timeout_max_ms <= self.raft.election_timeout_min_ms
+        {
+            bail!("raft: need heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms");
+        }
+        if self.issuer.is_empty() {
+            let scheme = if self.tls.enabled { "https" } else { "http" };
+            self.issuer = format!("{scheme}://{addr}");
+        }
+        let issuer = self.issuer.trim_end_matches('/').to_string();
+        if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
+            bail!("issuer must be an http(s) URL, got {:?}", self.issuer);
+        }
+        self.issuer = issuer;
+        Ok(())
+    }
+
+    pub fn kek_path(&self) -> PathBuf {
+        if self.security.kek_file.is_empty() {
+            self.data_dir.join("kek")
+        } else {
+            PathBuf::from(&self.security.kek_file)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_example_config_parses() {
+        let text = include_str!("../conf/jeton.toml");
+        let cfg: Config = toml::from_str(text).expect("conf/jeton.toml must parse");
+        assert_eq!(cfg.http.addr, "127.0.0.1:8000");
+    }
+
+    #[test]
+    fn flags_override_file_and_bad_values_are_refused() {
+        let cfg = Config::load(None, Overrides { http_addr: Some("127.0.0.1:9999".into()), ..Default::default() }).unwrap();
+        assert_eq!(cfg.issuer, "http://127.0.0.1:9999");
+        let err = Config::load(None, Overrides { http_addr: Some("nonsense".into()), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("http.addr"));
+        let err = Config::load(None, Overrides { node_id: Some(0), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("node_id"));
+        assert!(toml::from_str::<Config>("unknown_key = 1").is_err());
+    }
+}

@@ -1,0 +1,41 @@
+//! TLS for the HTTP listener (rustls with the aws-lc-rs provider).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::TlsConfig;
+
+/// Builds the server config from configured files, or from a self-signed certificate kept in the data dir.
+pub fn server_config(tls: &TlsConfig, data_dir: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let (cert_path, key_path) = if !tls.cert.is_empty() {
+        (Path::new(&tls.cert).to_path_buf(), Path::new(&tls.key).to_path_buf())
+    } else {
+        let (c, k) = (data_dir.join("tls-cert.pem"), data_dir.join("tls-key.pem"));
+        if !c.exists() || !k.exists() {
+            let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()])
+                .context("generating a self-signed certificate")?;
+            std::fs::write(&c, cert.cert.pem()).with_context(|| format!("writing {}", c.display()))?;
+            jeton_edge::keys::write_private_file(&k, cert.signing_key.serialize_pem().as_bytes())?;
+            tracing::info!(cert = %c.display(), "generated a self-signed TLS certificate for localhost");
+        }
+        (c, k)
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+        .with_context(|| format!("cannot read TLS certificate {}", cert_path.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("invalid PEM in {}", cert_path.display()))?;
+    if certs.is_empty() {
+        bail!("no certificate in {}", cert_path.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(&key_path).with_context(|| format!("cannot read TLS key {}", key_path.display()))?;
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the TLS certificate and key do not match")?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
