@@ -1,0 +1,174 @@
+//! The admin API: CRUD on Casdoor's paths, key rotation, and refusal without admin credentials.
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn admin_crud_of_organizations_users_and_applications() {
+    let node = Node::start().await;
+    let (s, v) = node.admin_post("add-organization", json!({"owner": "admin", "name": "acme", "displayName": "Acme", "passwordType": "bcrypt"})).await;
+    assert_eq!((s, &v["status"], &v["data"]), (200, &json!("ok"), &json!("Affected")), "{v}");
+    let (s, v) = node.admin_post("add-organization", json!({"owner": "admin", "name": "acme"})).await;
+    assert_eq!((s, v["status"].as_str()), (409, Some("error")), "creating twice conflicts: {v}");
+    let (_, v) = node.admin_get("get-organizations?owner=admin").await;
+    let names: Vec<&str> = v["data"].as_array().unwrap().iter().filter_map(|o| o["name"].as_str()).collect();
+    assert!(names.contains(&"acme") && names.contains(&"built-in"), "{names:?}");
+
+    // Users: create with a plaintext password (hashed with the org's scheme), read, update, delete.
+    let (s, v) = node.admin_post("add-user", json!({"owner": "acme", "name": "frank", "password": "Frank-Password-1", "displayName": "Frank", "email": "frank@acme.example", "properties": {"department": "ops"}})).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = node.admin_get("get-user?id=acme/frank").await;
+    let u = &v["data"];
+    assert_eq!(u["displayName"], "Frank");
+    assert_eq!(u["passwordType"], "bcrypt");
+    assert_eq!(u["password"], "***", "the hash is never shown");
+    assert_eq!(u["passwordSalt"], "");
+    assert_eq!(u["properties"]["department"], "ops");
+    let user_id = u["id"].as_str().unwrap().to_string();
+    assert_eq!(user_id.len(), 36, "users get a UUID");
+    let mut changed = u.clone();
+    changed["displayName"] = json!("Frank Renamed");
+    let (s, v) = node.admin_post("update-user?id=acme/frank", changed).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = node.admin_get("get-users?owner=acme").await;
+    let users = v["data"].as_array().unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0]["displayName"], "Frank Renamed");
+    assert_eq!(users[0]["id"], user_id.as_str(), "the id survives an update");
+
+    // The password still works after the update (a masked password keeps the stored hash).
+    let (s, v) = node.admin_post("add-application", json!({"owner": "admin", "name": "app-acme", "organization": "acme", "clientSecret": "app-acme-secret-0123456789", "clientId": "acme-client", "grantTypes": ["password"]})).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = node.post_form_basic("/oauth/token", "acme-client", "app-acme-secret-0123456789", &[("grant_type", "password"), ("username", "frank"), ("password", "Frank-Password-1")]).await;
+    assert_eq!(s, 200, "{v}");
+
+    // Applications: the secret is never readable; a generated one is returned once.
+    let (_, v) = node.admin_get("get-application?id=admin/app-acme").await;
+    assert_eq!(v["data"]["clientId"], "acme-client");
+    assert_eq!(v["data"]["clientSecret"], "***");
+    assert!(v["data"].get("clientSecretDigest").is_none());
+    let (s, v) = node.admin_post("add-application", json!({"owner": "admin", "name": "app-generated", "organization": "acme"})).await;
+    assert_eq!(s, 200, "{v}");
+    let (cid, csecret) = (v["data2"]["clientId"].as_str().unwrap().to_string(), v["data2"]["clientSecret"].as_str().unwrap().to_string());
+    let (s, v) = node.post_form_basic("/oauth/token", &cid, &csecret, &[("grant_type", "client_credentials")]).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = node.admin_post("add-application", json!({"owner": "admin", "name": "app-dup", "organization": "acme", "clientId": "acme-client"})).await;
+    assert_eq!(s, 409, "a client id is unique");
+    let (s, _) = node.admin_post("add-application", json!({"owner": "admin", "name": "app-orphan", "organization": "no-such-org"})).await;
+    assert_eq!(s, 400, "an application needs an existing organization");
+
+    // Deleting a user makes its tokens inactive.
+    let (_, t) = node.post_form_basic("/oauth/token", "acme-client", "app-acme-secret-0123456789", &[("grant_type", "password"), ("username", "frank"), ("password", "Frank-Password-1")]).await;
+    let at = t["access_token"].as_str().unwrap().to_string();
+    let (_, v) = node.post_form_basic("/oauth/introspect", "acme-client", "app-acme-secret-0123456789", &[("token", &at)]).await;
+    assert_eq!(v["active"], true);
+    let (s, v) = node.admin_post("delete-user", json!({"owner": "acme", "name": "frank"})).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = node.admin_get("get-user?id=acme/frank").await;
+    assert_eq!(v["data"], Value::Null);
+    let (_, v) = node.post_form_basic("/oauth/introspect", "acme-client", "app-acme-secret-0123456789", &[("token", &at)]).await;
+    assert_eq!(v, json!({"active": false}), "a deleted user's token is inactive (cached answer dropped)");
+
+    // An organization with applications cannot be deleted; without them it can.
+    let (s, _) = node.admin_post("delete-organization", json!({"owner": "admin", "name": "acme"})).await;
+    assert_eq!(s, 400);
+    for app in ["app-acme", "app-generated"] {
+        let (s, v) = node.admin_post("delete-application", json!({"owner": "admin", "name": app})).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let (s, v) = node.admin_post("delete-organization", json!({"owner": "admin", "name": "acme"})).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = node.admin_post("delete-organization", json!({"owner": "admin", "name": "acme"})).await;
+    assert_eq!(s, 404, "{v}");
+}
+
+#[tokio::test]
+async fn disabling_a_user_deactivates_its_tokens_and_logins() {
+    let node = Node::start().await;
+    let (id, secret) = node.app_with_user("acme", "app-acme", json!({}), "judy", "Judy-Password-1").await;
+    let (_, t) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "password"), ("username", "judy"), ("password", "Judy-Password-1")]).await;
+    let at = t["access_token"].as_str().unwrap().to_string();
+    let rt = t["refresh_token"].as_str().unwrap().to_string();
+    let (_, v) = node.admin_get("get-user?id=acme/judy").await;
+    let mut u = v["data"].clone();
+    u["isForbidden"] = json!(true);
+    let (s, v) = node.admin_post("update-user?id=acme/judy", u).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = node.post_form_basic("/oauth/introspect", &id, &secret, &[("token", &at)]).await;
+    assert_eq!(v, json!({"active": false}));
+    let (s, v) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "password"), ("username", "judy"), ("password", "Judy-Password-1")]).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")));
+    let (s, v) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &rt)]).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")));
+}
+
+#[tokio::test]
+async fn admin_api_refuses_without_admin_credentials_and_changes_nothing() {
+    let node = Node::start().await;
+    let (id, secret) = node.app_with_user("acme", "app-acme", json!({}), "mallory", "Mallory-Password-1").await;
+    let attempt = json!({"owner": "admin", "name": "evil-org"});
+    // No credentials.
+    let r = node.http.post(node.url("/api/add-organization")).json(&attempt).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // Garbage bearer.
+    let r = node.http.post(node.url("/api/add-organization")).bearer_auth("garbage").json(&attempt).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // Wrong admin secret.
+    let r = node.http.post(node.url("/api/add-organization")).basic_auth(ADMIN_CLIENT_ID, Some("wrong")).json(&attempt).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // A valid non-admin client and a valid non-admin user token: 403.
+    let r = node.http.post(node.url("/api/add-organization")).basic_auth(&id, Some(&secret)).json(&attempt).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let (_, t) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "password"), ("username", "mallory"), ("password", "Mallory-Password-1")]).await;
+    let user_token = t["access_token"].as_str().unwrap();
+    let r = node.http.post(node.url("/api/add-organization")).bearer_auth(user_token).json(&attempt).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = node.http.get(node.url("/api/get-users?owner=acme")).bearer_auth(user_token).send().await.unwrap();
+    assert_eq!(r.status(), 403, "reads are refused too");
+    // Nothing changed.
+    let (_, v) = node.admin_get("get-organization?id=admin/evil-org").await;
+    assert_eq!(v["data"], Value::Null);
+
+    // Admin tokens: the admin app's client-credentials token and an admin user's password-grant token.
+    let admin_cc = node.admin_token().await;
+    let r = node.http.post(node.url("/api/add-organization")).bearer_auth(&admin_cc).json(&json!({"owner": "admin", "name": "org-by-token"})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, t) = node.post_form_basic("/oauth/token", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("grant_type", "password"), ("username", "admin"), ("password", ADMIN_PASSWORD)]).await;
+    let admin_user = t["access_token"].as_str().expect("admin password grant");
+    let r = node.http.get(node.url("/api/get-organization?id=admin/org-by-token")).bearer_auth(admin_user).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Malformed admin input.
+    let r = node.http.post(node.url("/api/add-user")).basic_auth(ADMIN_CLIENT_ID, Some(ADMIN_CLIENT_SECRET)).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let (s, _) = node.admin_post("add-user", json!({"owner": "acme", "name": "bad/name"})).await;
+    assert_eq!(s, 400);
+    let (s, _) = node.admin_post("add-user", json!({"owner": "nowhere", "name": "x"})).await;
+    assert_eq!(s, 400);
+}
+
+#[tokio::test]
+async fn key_rotation_keeps_old_tokens_verifying() {
+    let node = Node::start().await;
+    let (id, secret) = node.app_with_user("acme", "app-acme", json!({"tokenSigningMethod": "ES256"}), "grace", "Grace-Password-1").await;
+    let (_, t) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "client_credentials")]).await;
+    let old_token = t["access_token"].as_str().unwrap().to_string();
+    let old_kid = jwt_header(&old_token)["kid"].as_str().unwrap().to_string();
+    let (s, v) = node.admin_post(&format!("rotate-cert?id=admin/{old_kid}"), json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let new_kid = v["data2"]["name"].as_str().unwrap().to_string();
+    assert_ne!(new_kid, old_kid);
+    let (_, t) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "client_credentials")]).await;
+    let new_token = t["access_token"].as_str().unwrap().to_string();
+    assert_eq!(jwt_header(&new_token)["kid"], new_kid.as_str(), "the new key signs");
+    verify_with_jwks(&node, &new_token).await;
+    verify_with_jwks(&node, &old_token).await;
+    let (_, v) = node.post_form_basic("/oauth/introspect", &id, &secret, &[("token", &old_token)]).await;
+    assert_eq!(v["active"], true, "tokens of the retired key stay valid until they expire");
+    let (_, certs) = node.admin_get("get-certs?owner=admin").await;
+    let old = certs["data"].as_array().unwrap().iter().find(|c| c["name"] == old_kid.as_str()).unwrap().clone();
+    assert!(old["retireAt"].as_i64().unwrap() > 0);
+    assert_eq!(old["privateKey"], "", "private keys are never shown");
+    let (s, _) = node.admin_post(&format!("rotate-cert?id=admin/{old_kid}"), json!({})).await;
+    assert_eq!(s, 400, "a retired key cannot be rotated again");
+}

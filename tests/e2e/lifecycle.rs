@@ -1,0 +1,120 @@
+//! The node's life: restart persistence, clear start-up errors, HTTPS, graceful stop.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn restart_keeps_everything() {
+    // The issuer is fixed: a restart on another port must still accept the tokens it issued.
+    let tmp = tempfile::tempdir().unwrap();
+    let issuer = ["--issuer", "https://jeton.test"];
+    let mut node = Node::start_in(&tmp.path().join("data"), free_port(), &issuer).await;
+    let (id, secret) = node.app_with_user("acme", "app-acme", json!({"tokenSigningMethod": "RS256"}), "heidi", "Heidi-Password-1").await;
+    let (_, t) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "password"), ("username", "heidi"), ("password", "Heidi-Password-1")]).await;
+    let at = t["access_token"].as_str().unwrap().to_string();
+    let rt = t["refresh_token"].as_str().unwrap().to_string();
+    let revoked = node.admin_token().await;
+    let (s, _) = node.post_form_basic("/oauth/revoke", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &revoked)]).await;
+    assert_eq!(s, 200);
+    let jwks_before = node.get("/.well-known/jwks").await.1;
+
+    let dir = node.dir.clone();
+    node.stop();
+    assert!(node.output().contains("jeton stopped"), "graceful stop: {}", node.output());
+
+    let node = Node::start_in(&dir, free_port(), &issuer).await;
+    assert!(!node.output().contains("first start"), "a restart does not bootstrap again");
+    assert_eq!(node.get("/.well-known/jwks").await.1, jwks_before, "same keys after restart");
+    let (_, v) = node.post_form_basic("/oauth/introspect", &id, &secret, &[("token", &at)]).await;
+    assert_eq!(v["active"], true, "a token from before the restart is still valid: {v}");
+    let (_, v) = node.post_form_basic("/oauth/introspect", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &revoked)]).await;
+    assert_eq!(v, json!({"active": false}), "revocations survive a restart");
+    let (s, v) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &rt)]).await;
+    assert_eq!(s, 200, "refresh state survives a restart: {v}");
+    let (s, v) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "password"), ("username", "heidi"), ("password", "Heidi-Password-1")]).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = node.admin_get("get-user?id=acme/heidi").await;
+    assert_eq!(v["data"]["name"], "heidi");
+}
+
+fn run_jeton(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_jeton")).args(args).env("JETON_LOG", "warn").output().expect("run jeton");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test]
+async fn start_up_errors_are_clear() {
+    // A taken port.
+    let node = Node::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let other = tmp.path().join("other");
+    let (code, text) = run_jeton(&["serve", "--data-dir", other.to_str().unwrap(), "--http-addr", &format!("127.0.0.1:{}", node.port)]);
+    assert_ne!(code, 0);
+    assert!(text.contains("already in use"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+
+    // A data dir of another node.
+    let (code, text) = run_jeton(&["serve", "--data-dir", node.dir.to_str().unwrap(), "--http-addr", &format!("127.0.0.1:{}", free_port()), "--node-id", "7"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("belongs to node 1"), "{text}");
+
+    // A bad config file and a bad flag value.
+    let cfg = tmp.path().join("bad.toml");
+    std::fs::write(&cfg, "no_such_setting = true\n").unwrap();
+    let (code, text) = run_jeton(&["serve", "--config", cfg.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(text.contains("invalid config file") && text.contains("no_such_setting"), "{text}");
+    let (code, text) = run_jeton(&["serve", "--http-addr", "not-an-address", "--data-dir", other.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(text.contains("http.addr"), "{text}");
+    let (code, text) = run_jeton(&["serve", "--config", "/no/such/file.toml"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("cannot read config file"), "{text}");
+}
+
+#[tokio::test]
+async fn https_with_a_self_signed_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let cfg = tmp.path().join("tls.toml");
+    std::fs::write(&cfg, "[tls]\nenabled = true\nself_signed = true\n").unwrap();
+    let port = free_port();
+    let (mut child, log) = spawn(&dir, port, &["--config", cfg.to_str().unwrap()]);
+    let cert_path = dir.join("tls-cert.pem");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !cert_path.exists() {
+        assert!(std::time::Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cert = reqwest::Certificate::from_pem(&std::fs::read(&cert_path).unwrap()).unwrap();
+    let https = reqwest::Client::builder().tls_certs_only([cert]).build().unwrap();
+    let url = format!("https://localhost:{port}");
+    let mut ok = false;
+    for _ in 0..300 {
+        if let Ok(r) = https.get(format!("{url}/api/health")).send().await {
+            ok = r.status() == 200;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "HTTPS health check failed: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    let r = https
+        .post(format!("{url}/oauth/token"))
+        .basic_auth(ADMIN_CLIENT_ID, Some(ADMIN_CLIENT_SECRET))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["access_token"].is_string());
+    // Plain HTTP to the TLS port gets nothing.
+    assert!(client().get(format!("http://127.0.0.1:{port}/api/health")).send().await.map(|r| r.status() != 200).unwrap_or(true));
+    let _ = child.kill();
+    let _ = child.wait();
+}
