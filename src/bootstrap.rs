@@ -15,7 +15,12 @@ pub struct Created {
 }
 
 /// Creates the built-in objects if the state has none yet. Returns what was generated.
-pub async fn bootstrap(node: &ReplicaNode, kek: &Kek, admin_org: &str, admin_app: &str) -> anyhow::Result<Option<Created>> {
+pub async fn bootstrap(
+    node: &ReplicaNode,
+    kek: &Kek,
+    admin_org: &str,
+    admin_app: &str,
+) -> anyhow::Result<Option<Created>> {
     if node.store.organization(admin_org)?.is_some() {
         return Ok(None);
     }

@@ -153,7 +153,8 @@ impl Config {
     pub fn load(file: Option<&Path>, o: Overrides) -> anyhow::Result<Config> {
         let mut cfg = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
                 toml::from_str::<Config>(&text).with_context(|| format!("invalid config file {}", path.display()))?
             }
             None => Config::default(),
@@ -234,9 +235,11 @@ mod tests {
 
     #[test]
     fn flags_override_file_and_bad_values_are_refused() {
-        let cfg = Config::load(None, Overrides { http_addr: Some("127.0.0.1:9999".into()), ..Default::default() }).unwrap();
+        let cfg =
+            Config::load(None, Overrides { http_addr: Some("127.0.0.1:9999".into()), ..Default::default() }).unwrap();
         assert_eq!(cfg.issuer, "http://127.0.0.1:9999");
-        let err = Config::load(None, Overrides { http_addr: Some("nonsense".into()), ..Default::default() }).unwrap_err();
+        let err =
+            Config::load(None, Overrides { http_addr: Some("nonsense".into()), ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("http.addr"));
         let err = Config::load(None, Overrides { node_id: Some(0), ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("node_id"));

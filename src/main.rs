@@ -20,7 +20,11 @@ use jeton_raft::{Command, ReplicaNode};
 use crate::config::{Config, Overrides};
 
 #[derive(Parser)]
-#[command(name = "jeton", version, about = "Edge token service: OAuth 2 / OIDC from Raft-replicated, in-memory identity state")]
+#[command(
+    name = "jeton",
+    version,
+    about = "Edge token service: OAuth 2 / OIDC from Raft-replicated, in-memory identity state"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Commands,
@@ -54,7 +58,10 @@ enum Commands {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("JETON_LOG").unwrap_or_else(|_| "info,openraft=warn,sled=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("JETON_LOG")
+                .unwrap_or_else(|_| "info,openraft=warn,sled=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -67,7 +74,8 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Commands::Serve { config, data_dir, http_addr, node_id, issuer, raft_addr } => {
-                let cfg = Config::load(config.as_deref(), Overrides { data_dir, http_addr, node_id, issuer, raft_addr })?;
+                let cfg =
+                    Config::load(config.as_deref(), Overrides { data_dir, http_addr, node_id, issuer, raft_addr })?;
                 serve(cfg).await
             }
         }
@@ -85,7 +93,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     // Bind first: a taken port is reported before anything is written to the data dir.
     let listener = tokio::net::TcpListener::bind(&cfg.http.addr).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::AddrInUse => anyhow::anyhow!("cannot listen on {}: the address is already in use (is another jeton running?)", cfg.http.addr),
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "cannot listen on {}: the address is already in use (is another jeton running?)",
+            cfg.http.addr
+        ),
         _ => anyhow::anyhow!("cannot listen on {}: {e}", cfg.http.addr),
     })?;
     let tls = if cfg.tls.enabled {
@@ -106,7 +117,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     if let Some(created) = bootstrap::bootstrap(&node, &kek, &cfg.security.admin_org, &cfg.security.admin_app).await? {
         // Printed once, to the terminal, never to the log.
-        println!("jeton: first start — created organization {:?}, user {}/admin and application {:?}", cfg.security.admin_org, cfg.security.admin_org, cfg.security.admin_app);
+        println!(
+            "jeton: first start — created organization {:?}, user {}/admin and application {:?}",
+            cfg.security.admin_org, cfg.security.admin_org, cfg.security.admin_app
+        );
         if let Some(p) = &created.admin_password {
             println!("  admin password:      {p}");
         }

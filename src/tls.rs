@@ -31,7 +31,8 @@ pub fn server_config(tls: &TlsConfig, data_dir: &Path) -> anyhow::Result<Arc<rus
     if certs.is_empty() {
         bail!("no certificate in {}", cert_path.display());
     }
-    let key = PrivateKeyDer::from_pem_file(&key_path).with_context(|| format!("cannot read TLS key {}", key_path.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&key_path)
+        .with_context(|| format!("cannot read TLS key {}", key_path.display()))?;
     let mut cfg = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)

@@ -118,7 +118,14 @@ impl Edge {
     }
 
     /// Serves one admin API call. `path` is the part after `/api/`.
-    pub async fn admin(&self, path: &str, method: &str, query: &Params, body: &[u8], auth: &AdminAuth<'_>) -> Option<AdminReply> {
+    pub async fn admin(
+        &self,
+        path: &str,
+        method: &str,
+        query: &Params,
+        body: &[u8],
+        auth: &AdminAuth<'_>,
+    ) -> Option<AdminReply> {
         if !ADMIN_PATHS.contains(&path) {
             return None;
         }
@@ -142,7 +149,9 @@ impl Edge {
         let q = |k: &str| query.get(k).map(String::as_str).unwrap_or("");
         let reply = match path {
             "get-organizations" => self.list(self.store.organizations(), |o: &Organization| to_value(o)),
-            "get-organization" => self.get_one(q("id"), |_, n| self.store.organization(n), |o: &Organization| to_value(o)),
+            "get-organization" => {
+                self.get_one(q("id"), |_, n| self.store.organization(n), |o: &Organization| to_value(o))
+            }
             "add-organization" => self.put_organization(&body, PutMode::Create).await,
             "update-organization" => self.put_organization(&body, PutMode::Update).await,
             "delete-organization" => self.delete(&body, |_, n| Command::DeleteOrganization { name: n.into() }).await,
@@ -163,13 +172,21 @@ impl Edge {
             "delete-cert" => self.delete(&body, |_, n| Command::DeleteSigningKey { kid: n.into() }).await,
             "get-roles" => self.list(self.store.roles(q("owner")), |r: &Role| to_value(r)),
             "get-role" => self.get_one(q("id"), |o, n| self.store.role(o, n), |r: &Role| to_value(r)),
-            "add-role" => self.put_simple(&body, PutMode::Create, |role: Role, mode| Command::PutRole { role, mode }).await,
-            "update-role" => self.put_simple(&body, PutMode::Update, |role: Role, mode| Command::PutRole { role, mode }).await,
+            "add-role" => {
+                self.put_simple(&body, PutMode::Create, |role: Role, mode| Command::PutRole { role, mode }).await
+            }
+            "update-role" => {
+                self.put_simple(&body, PutMode::Update, |role: Role, mode| Command::PutRole { role, mode }).await
+            }
             "delete-role" => self.delete(&body, |o, n| Command::DeleteRole { owner: o.into(), name: n.into() }).await,
             "get-groups" => self.list(self.store.groups(q("owner")), |g: &Group| to_value(g)),
             "get-group" => self.get_one(q("id"), |o, n| self.store.group(o, n), |g: &Group| to_value(g)),
-            "add-group" => self.put_simple(&body, PutMode::Create, |group: Group, mode| Command::PutGroup { group, mode }).await,
-            "update-group" => self.put_simple(&body, PutMode::Update, |group: Group, mode| Command::PutGroup { group, mode }).await,
+            "add-group" => {
+                self.put_simple(&body, PutMode::Create, |group: Group, mode| Command::PutGroup { group, mode }).await
+            }
+            "update-group" => {
+                self.put_simple(&body, PutMode::Update, |group: Group, mode| Command::PutGroup { group, mode }).await
+            }
             "delete-group" => self.delete(&body, |o, n| Command::DeleteGroup { owner: o.into(), name: n.into() }).await,
             _ => fail(404, "unknown admin API"),
         };
@@ -276,7 +293,8 @@ impl Edge {
             Ok(u) => u,
             Err(e) => return fail(400, format!("invalid user: {e}")),
         };
-        let existing = match self.store.user(&user.owner, &user.name).and_then(|r| r.map(|r| r.to_owned()).transpose()) {
+        let existing = match self.store.user(&user.owner, &user.name).and_then(|r| r.map(|r| r.to_owned()).transpose())
+        {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!("admin put_user: {e}");
@@ -306,7 +324,8 @@ impl Edge {
                 }
                 None => user.password.clear(),
             }
-        } else if !user.password.is_empty() && body.get("passwordType").and_then(Value::as_str).unwrap_or("").is_empty() {
+        } else if !user.password.is_empty() && body.get("passwordType").and_then(Value::as_str).unwrap_or("").is_empty()
+        {
             // A plaintext password: hash it with the organization's scheme (argon2id if it has none).
             let org_type = match self.store.organization(&user.owner) {
                 Ok(Some(o)) => o.get().password_type.as_str().to_string(),
@@ -322,7 +341,8 @@ impl Edge {
             };
             let salt = crate::password::new_salt();
             let pw = user.password.clone();
-            let hashed = tokio::task::spawn_blocking(move || crate::password::hash(scheme, &pw, &salt).map(|h| (h, salt))).await;
+            let hashed =
+                tokio::task::spawn_blocking(move || crate::password::hash(scheme, &pw, &salt).map(|h| (h, salt))).await;
             match hashed {
                 Ok(Ok((h, salt))) => {
                     user.password = h;
@@ -346,7 +366,8 @@ impl Edge {
         // Only the digest of a secret is stored; a client cannot set the digest itself.
         m.remove("clientSecretDigest");
         let secret = m.remove("clientSecret").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        let signing_method = m.remove("tokenSigningMethod").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let signing_method =
+            m.remove("tokenSigningMethod").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         let mut app: Application = match serde_json::from_value(body) {
             Ok(a) => a,
             Err(e) => return fail(400, format!("invalid application: {e}")),
@@ -402,7 +423,9 @@ impl Edge {
                 Some(c) => app.cert = c,
                 None => match self.keyring.default_for(alg) {
                     Some(k) => app.cert = k.kid.clone(),
-                    None => return fail(400, format!("no active {} signing key; add one with /api/add-cert", alg.as_str())),
+                    None => {
+                        return fail(400, format!("no active {} signing key; add one with /api/add-cert", alg.as_str()))
+                    }
                 },
             }
         }
@@ -439,7 +462,8 @@ impl Edge {
     /// Rotates a key: a new key of the same algorithm takes over; the old one stays in the JWKS until every
     /// token it signed has expired.
     async fn rotate_cert(&self, id: &str, body: &Value) -> AdminReply {
-        let old_kid = split_id(id).map(|(_, n)| n).or_else(|| body.get("name").and_then(Value::as_str)).unwrap_or_default();
+        let old_kid =
+            split_id(id).map(|(_, n)| n).or_else(|| body.get("name").and_then(Value::as_str)).unwrap_or_default();
         let old = match self.store.signing_key(old_kid).and_then(|r| r.map(|r| r.to_owned()).transpose()) {
             Ok(Some(k)) => k,
             Ok(None) => return fail(404, format!("signing key {old_kid} does not exist")),
@@ -453,14 +477,12 @@ impl Edge {
         };
         // Longest lifetime of any token the old key may have signed.
         let mut longest = 0i64;
-        for a in self.store.applications() {
-            if let Ok(a) = a {
-                let a = a.get();
-                if a.cert.as_str() == old_kid {
-                    let access = (a.expire_in_hours.to_native() * 3600.0) as i64;
-                    let refresh = (a.refresh_expire_in_hours.to_native() * 3600.0) as i64;
-                    longest = longest.max(access).max(refresh);
-                }
+        for a in self.store.applications().flatten() {
+            let a = a.get();
+            if a.cert.as_str() == old_kid {
+                let access = (a.expire_in_hours.to_native() * 3600.0) as i64;
+                let refresh = (a.refresh_expire_in_hours.to_native() * 3600.0) as i64;
+                longest = longest.max(access).max(refresh);
             }
         }
         let t = now();
@@ -472,7 +494,9 @@ impl Edge {
                 return fail(500, "internal error");
             }
         };
-        let reply = self.commit(Command::RotateSigningKey { old_kid: old_kid.to_string(), new, retire_at: t + longest + 60 }).await;
+        let reply = self
+            .commit(Command::RotateSigningKey { old_kid: old_kid.to_string(), new, retire_at: t + longest + 60 })
+            .await;
         if reply.status == 200 {
             ok2(json!("Affected"), json!({"name": new_kid, "retireAt": t + longest + 60}))
         } else {

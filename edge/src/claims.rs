@@ -108,12 +108,16 @@ fn standard(c: &mut Map<String, Value>, u: &User, scope: &str) {
     if u.email_verified {
         c.insert("email_verified".into(), json!(true));
     }
-    let scopes: Vec<&str> =
-        if scope.contains(',') { scope.split(',').map(str::trim).collect() } else { scope.split_whitespace().collect() };
+    let scopes: Vec<&str> = if scope.contains(',') {
+        scope.split(',').map(str::trim).collect()
+    } else {
+        scope.split_whitespace().collect()
+    };
     if scopes.contains(&"phone") && !u.phone.is_empty() {
         c.insert("phone_number".into(), json!(u.phone));
     }
-    let street: String = if scopes.contains(&"address") { u.address.iter().map(|l| format!("{l}\n")).collect() } else { String::new() };
+    let street: String =
+        if scopes.contains(&"address") { u.address.iter().map(|l| format!("{l}\n")).collect() } else { String::new() };
     c.insert(
         "address".into(),
         json!({"formatted": "", "street_address": street, "locality": "", "region": "", "postal_code": "", "country": ""}),
@@ -304,7 +308,12 @@ mod tests {
             role("role-staff", &[], &[], &["acme/role-engineers", "acme/role-admins"]),
             role("role-unrelated", &["acme/zed"], &[], &[]),
         ];
-        let bob = User { owner: "acme".into(), name: "bob".into(), groups: vec!["acme/engineering".into()], ..Default::default() };
+        let bob = User {
+            owner: "acme".into(),
+            name: "bob".into(),
+            groups: vec!["acme/engineering".into()],
+            ..Default::default()
+        };
         let names: Vec<String> = roles_of(&bob, &roles).into_iter().map(|r| r.name).collect();
         assert_eq!(names, vec!["role-engineers", "role-staff"]);
         let alice = User { owner: "acme".into(), name: "alice".into(), ..Default::default() };
@@ -326,7 +335,16 @@ mod tests {
             ..Default::default()
         };
         let app = Application { token_format: "JWT".into(), client_id: "c1".into(), ..Default::default() };
-        let frame = TokenFrame { issuer: "https://i", app: &app, scope: "openid", nonce: "", jti: "admin/x", iat: 1, exp: 2, token_type: ACCESS };
+        let frame = TokenFrame {
+            issuer: "https://i",
+            app: &app,
+            scope: "openid",
+            nonce: "",
+            jti: "admin/x",
+            iat: 1,
+            exp: 2,
+            token_type: ACCESS,
+        };
         let claims = Value::Object(build(&frame, &Subject { user: Some(&u), roles: &[] })).to_string();
         assert!(!claims.contains("$2a$10$secret"));
         assert!(!claims.contains("saltsalt"));
@@ -349,7 +367,8 @@ mod tests {
             }],
             ..Default::default()
         };
-        let frame = TokenFrame { issuer: "i", app: &app, scope: "", nonce: "", jti: "j", iat: 1, exp: 2, token_type: ACCESS };
+        let frame =
+            TokenFrame { issuer: "i", app: &app, scope: "", nonce: "", jti: "j", iat: 1, exp: 2, token_type: ACCESS };
         let c = build(&frame, &Subject { user: Some(&u), roles: &[] });
         assert_eq!(c["department"], json!("design"));
         assert_eq!(c["email"], json!("y@g.jp"));

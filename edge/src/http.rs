@@ -15,7 +15,9 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, PRAGMA, WWW_AUTHENTICATE};
+use hyper::header::{
+    HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, PRAGMA, WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -65,7 +67,12 @@ pub async fn serve(
 ) {
     let discovery = Arc::new(Discovery::new(&edge.config.issuer));
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_timeout).keep_alive(true).max_buf_size(64 * 1024);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout)
+        .keep_alive(true)
+        .max_buf_size(64 * 1024);
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections));
@@ -105,7 +112,9 @@ pub async fn serve(
             });
             let result = match tls {
                 Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => watcher.watch(builder.serve_connection(TokioIo::new(tls_stream), svc).into_owned()).await,
+                    Ok(Ok(tls_stream)) => {
+                        watcher.watch(builder.serve_connection(TokioIo::new(tls_stream), svc).into_owned()).await
+                    }
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, "TLS handshake failed: {e}");
                         return;
@@ -186,7 +195,13 @@ fn casdoor_error(msg: &str) -> Reply {
     json_reply(200, json!({"status": "error", "msg": msg, "data": null, "data2": null}).to_string())
 }
 
-async fn handle(edge: &Edge, discovery: &Discovery, peer: SocketAddr, req: Request<Incoming>, body_timeout: Duration) -> Reply {
+async fn handle(
+    edge: &Edge,
+    discovery: &Discovery,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    body_timeout: Duration,
+) -> Reply {
     let started = Instant::now();
     let (endpoint, response) = route(edge, discovery, peer.ip(), req, body_timeout).await;
     edge.metrics.request(endpoint, response.status().as_u16(), started.elapsed());
@@ -204,7 +219,9 @@ struct Decoded {
 /// Reads the body within the size and time limits.
 async fn read_body(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, OAuthError> {
     match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
-        Err(_) => Err(OAuthError { status: 408, error: "invalid_request", description: "request body timed out".into() }),
+        Err(_) => {
+            Err(OAuthError { status: 408, error: "invalid_request", description: "request body timed out".into() })
+        }
         Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(limit)),
         Ok(Err(_)) => Err(OAuthError::invalid_request("the request body could not be read")),
         Ok(Ok(c)) => Ok(c.to_bytes()),
@@ -229,7 +246,9 @@ fn add_pairs(params: &mut Params, pairs: impl Iterator<Item = (String, String)>)
 /// Decodes query string, body (form or JSON) and the Authorization header.
 async fn decode(req: Request<Incoming>, limit: usize, timeout: Duration) -> Result<Decoded, OAuthError> {
     let (parts, body) = req.into_parts();
-    if let Some(len) = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(len) =
+        parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+    {
         if len > limit as u64 {
             return Err(too_large(limit));
         }
@@ -283,11 +302,19 @@ fn parse_basic(b64: &str) -> Result<(String, String), OAuthError> {
     let raw = STANDARD.decode(b64).map_err(|_| bad())?;
     let raw = String::from_utf8(raw).map_err(|_| bad())?;
     let (id, secret) = raw.split_once(':').ok_or_else(bad)?;
-    let unescape = |s: &str| -> String { form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default() };
+    let unescape = |s: &str| -> String {
+        form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+    };
     Ok((unescape(id), unescape(secret)))
 }
 
-async fn route(edge: &Edge, discovery: &Discovery, ip: IpAddr, req: Request<Incoming>, timeout: Duration) -> (&'static str, Reply) {
+async fn route(
+    edge: &Edge,
+    discovery: &Discovery,
+    ip: IpAddr,
+    req: Request<Incoming>,
+    timeout: Duration,
+) -> (&'static str, Reply) {
     let limit = edge.config.max_body_bytes;
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -303,11 +330,18 @@ async fn route(edge: &Edge, discovery: &Discovery, ip: IpAddr, req: Request<Inco
         (&Method::POST, "/oauth/token") | (&Method::POST, "/api/login/oauth/access_token") => {
             ("token", token(edge, req, limit, timeout, ip, false).await)
         }
-        (&Method::POST, "/api/login/oauth/refresh_token") => ("token", token(edge, req, limit, timeout, ip, true).await),
+        (&Method::POST, "/api/login/oauth/refresh_token") => {
+            ("token", token(edge, req, limit, timeout, ip, true).await)
+        }
         (&Method::POST, "/oauth/revoke") => ("revoke", revoke(edge, req, limit, timeout).await),
-        (&Method::GET | &Method::POST, "/oauth/userinfo") => ("userinfo", userinfo(edge, req, limit, timeout, false).await),
-        (&Method::GET | &Method::POST, "/api/userinfo") => ("userinfo", userinfo(edge, req, limit, timeout, true).await),
-        (&Method::GET, "/.well-known/openid-configuration") | (&Method::GET, "/.well-known/oauth-authorization-server") => {
+        (&Method::GET | &Method::POST, "/oauth/userinfo") => {
+            ("userinfo", userinfo(edge, req, limit, timeout, false).await)
+        }
+        (&Method::GET | &Method::POST, "/api/userinfo") => {
+            ("userinfo", userinfo(edge, req, limit, timeout, true).await)
+        }
+        (&Method::GET, "/.well-known/openid-configuration")
+        | (&Method::GET, "/.well-known/oauth-authorization-server") => {
             ("discovery", json_reply(200, discovery.openid.clone()))
         }
         (&Method::GET, "/api/health") => ("health", health(edge)),
@@ -319,7 +353,14 @@ async fn route(edge: &Edge, discovery: &Discovery, ip: IpAddr, req: Request<Inco
     }
 }
 
-async fn token(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Duration, ip: IpAddr, refresh_only: bool) -> Reply {
+async fn token(
+    edge: &Edge,
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+    ip: IpAddr,
+    refresh_only: bool,
+) -> Reply {
     let d = match decode(req, limit, timeout).await {
         Ok(d) => d,
         Err(e) => return oauth_error(&e),
@@ -385,7 +426,10 @@ async fn userinfo(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Du
         Ok(Some(v)) => no_store(json_reply(200, v.to_string())),
         Ok(None) if casdoor => casdoor_error("Please login first"),
         Ok(None) => {
-            let mut r = json_reply(401, r#"{"error":"invalid_token","error_description":"the access token is invalid, expired or revoked"}"#);
+            let mut r = json_reply(
+                401,
+                r#"{"error":"invalid_token","error_description":"the access token is invalid, expired or revoked"}"#,
+            );
             r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
             r
         }
@@ -398,12 +442,22 @@ async fn admin(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Durat
     let path = req.uri().path().trim_start_matches("/api/").to_string();
     let d = match decode(req, limit, timeout).await {
         Ok(d) => d,
-        Err(e) => return json_reply(e.status, json!({"status": "error", "msg": e.description, "data": null, "data2": null}).to_string()),
+        Err(e) => {
+            return json_reply(
+                e.status,
+                json!({"status": "error", "msg": e.description, "data": null, "data2": null}).to_string(),
+            )
+        }
     };
-    let auth = AdminAuth { bearer: d.bearer.as_deref(), basic: d.basic.as_ref().map(|(a, b)| (a.as_str(), b.as_str())) };
+    let auth =
+        AdminAuth { bearer: d.bearer.as_deref(), basic: d.basic.as_ref().map(|(a, b)| (a.as_str(), b.as_str())) };
     match edge.admin(&path, &method, &d.params, &d.body, &auth).await {
         Some(r) => json_reply(r.status, r.body.to_string()),
-        None => json_reply(404, json!({"status": "error", "msg": format!("unknown API /api/{path}"), "data": null, "data2": null}).to_string()),
+        None => json_reply(
+            404,
+            json!({"status": "error", "msg": format!("unknown API /api/{path}"), "data": null, "data2": null})
+                .to_string(),
+        ),
     }
 }
 

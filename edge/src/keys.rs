@@ -78,7 +78,8 @@ impl Kek {
         if raw.len() != 32 {
             return Err(EdgeError::Config("the key-encryption key must be 32 bytes (64 hex characters)".into()));
         }
-        let key = UnboundKey::new(&AES_256_GCM, &raw).map_err(|_| EdgeError::Config("bad key-encryption key".into()))?;
+        let key =
+            UnboundKey::new(&AES_256_GCM, &raw).map_err(|_| EdgeError::Config("bad key-encryption key".into()))?;
         Ok(Kek { key: LessSafeKey::new(key) })
     }
 
@@ -228,7 +229,9 @@ impl LoadedKey {
         let pkcs8 = kek.open(&sk.kid, &sk.private_key_sealed)?;
         let bad = |what: &str| EdgeError::Crypto(format!("key {}: {what}", sk.kid));
         let signer = match alg {
-            Alg::EdDSA => Signer::Ed(Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8).map_err(|_| bad("bad Ed25519 key"))?),
+            Alg::EdDSA => {
+                Signer::Ed(Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8).map_err(|_| bad("bad Ed25519 key"))?)
+            }
             Alg::ES256 => Signer::Ec(
                 EcdsaKeyPair::from_pkcs8(&awssig::ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)
                     .map_err(|_| bad("bad P-256 key"))?,
@@ -243,7 +246,8 @@ impl LoadedKey {
             }
         };
         let (jwk, decoding) = public_jwk(sk, alg)?;
-        let header = |typ: &str| URL_SAFE_NO_PAD.encode(json!({"alg": alg.as_str(), "kid": sk.kid, "typ": typ}).to_string());
+        let header =
+            |typ: &str| URL_SAFE_NO_PAD.encode(json!({"alg": alg.as_str(), "kid": sk.kid, "typ": typ}).to_string());
         Ok(LoadedKey {
             kid: sk.kid.clone(),
             alg,
@@ -328,7 +332,10 @@ fn public_jwk(sk: &SigningKey, alg: Alg) -> Result<(Value, DecodingKey), EdgeErr
             jwk["x"].as_str().unwrap_or_default(),
             jwk["y"].as_str().unwrap_or_default(),
         ),
-        _ => DecodingKey::from_rsa_components(jwk["n"].as_str().unwrap_or_default(), jwk["e"].as_str().unwrap_or_default()),
+        _ => DecodingKey::from_rsa_components(
+            jwk["n"].as_str().unwrap_or_default(),
+            jwk["e"].as_str().unwrap_or_default(),
+        ),
     }
     .map_err(|e| bad(&e))?;
     let obj = jwk.as_object_mut().ok_or_else(|| bad(&"jwk"))?;

@@ -80,7 +80,9 @@ impl Edge {
             Some((id, secret)) => {
                 // RFC 6749 §2.3: one authentication method per request.
                 if !form_secret.is_empty() {
-                    return Err(OAuthError::invalid_request("use either HTTP Basic or client_secret in the body, not both"));
+                    return Err(OAuthError::invalid_request(
+                        "use either HTTP Basic or client_secret in the body, not both",
+                    ));
                 }
                 if !form_id.is_empty() && form_id != id {
                     return Err(OAuthError::invalid_request("client_id in the body differs from HTTP Basic"));
@@ -189,7 +191,12 @@ impl Edge {
             token_type: claims::ACCESS,
         };
         let access_token = key.sign(&key.access_header, &serde_json::to_vec(&claims::build(&frame, &subject))?)?;
-        let mut response = TokenResponse { access_token, refresh_token: String::new(), expires_in: lifetime, scope: scope.to_string() };
+        let mut response = TokenResponse {
+            access_token,
+            refresh_token: String::new(),
+            expires_in: lifetime,
+            scope: scope.to_string(),
+        };
         if !client.app.grant_types.iter().any(|g| g == "refresh_token") {
             return Ok((response, None));
         }
@@ -199,7 +206,8 @@ impl Edge {
         };
         let refresh_id = format!("admin/{}", uuid::Uuid::new_v4());
         let frame = TokenFrame { jti: &refresh_id, exp: iat + refresh_lifetime, token_type: claims::REFRESH, ..frame };
-        response.refresh_token = key.sign(&key.refresh_header, &serde_json::to_vec(&claims::build(&frame, &subject))?)?;
+        response.refresh_token =
+            key.sign(&key.refresh_header, &serde_json::to_vec(&claims::build(&frame, &subject))?)?;
         let record = RefreshToken {
             id: refresh_id.clone(),
             family: family.map(str::to_string).unwrap_or(refresh_id),
@@ -258,7 +266,7 @@ impl Edge {
             return Err(OAuthError::invalid_request("refresh_token is required"));
         }
         let invalid = || OAuthError::invalid_grant("refresh token is invalid, expired or revoked");
-        let (claims, _) = self.verify_signature(presented).map_err(|_| invalid())?;
+        let (claims, _) = self.verify_signature(presented).ok_or_else(invalid)?;
         if !is_refresh(&claims) {
             return Err(invalid());
         }
@@ -308,35 +316,31 @@ impl Edge {
     }
 
     /// Verifies a JWT's signature, expiry and issuer with the keyring. Returns its claims and key id.
-    pub fn verify_signature(&self, token: &str) -> Result<(Map<String, Value>, String), ()> {
+    /// `None` for anything that is not a valid, unexpired token of this issuer.
+    pub fn verify_signature(&self, token: &str) -> Option<(Map<String, Value>, String)> {
         if token.len() > 16 * 1024 {
-            return Err(());
+            return None;
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| ())?;
-        let kid = header.kid.ok_or(())?;
-        let key = self.keyring.get(&kid).ok_or(())?;
-        let claims = match key.verify(token).map_err(|_| ())? {
-            Value::Object(m) => m,
-            _ => return Err(()),
+        let kid = jsonwebtoken::decode_header(token).ok()?.kid?;
+        let key = self.keyring.get(&kid)?;
+        let Value::Object(claims) = key.verify(token).ok()? else {
+            return None;
         };
         if claims.get("iss").and_then(Value::as_str) != Some(self.config.issuer.as_str()) {
-            return Err(());
+            return None;
         }
-        Ok((claims, kid))
+        Some((claims, kid))
     }
 
     /// Verifies a token and checks it is still good: not revoked, its client and user still active, and
     /// for refresh tokens, not yet exchanged.
     pub fn check_token(&self, token: &str) -> Result<Option<ActiveToken>, OAuthError> {
-        let Ok((claims, kid)) = self.verify_signature(token) else {
+        let Some((claims, kid)) = self.verify_signature(token) else {
             return Ok(None);
         };
         let jti = claims.get("jti").and_then(Value::as_str).unwrap_or_default();
-        let client_id = claims
-            .get("client_id")
-            .or_else(|| claims.get("azp"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let client_id =
+            claims.get("client_id").or_else(|| claims.get("azp")).and_then(Value::as_str).unwrap_or_default();
         let Some(client) = self.client(client_id)? else {
             return Ok(None);
         };
@@ -418,10 +422,11 @@ impl Edge {
 
     /// `POST /oauth/revoke` (RFC 7009). Unknown or invalid tokens are not an error.
     pub async fn revoke(&self, caller: &ClientApp, token: &str) -> Result<(), OAuthError> {
-        let Ok((claims, _)) = self.verify_signature(token) else {
+        let Some((claims, _)) = self.verify_signature(token) else {
             return Ok(());
         };
-        let client_id = claims.get("client_id").or_else(|| claims.get("azp")).and_then(Value::as_str).unwrap_or_default();
+        let client_id =
+            claims.get("client_id").or_else(|| claims.get("azp")).and_then(Value::as_str).unwrap_or_default();
         if client_id != caller.app.client_id && !caller.is_admin_app {
             return Err(OAuthError::unauthorized_client("the token was not issued to this client"));
         }

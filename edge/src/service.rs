@@ -118,7 +118,12 @@ impl moka::Expiry<[u8; 32], Arc<CachedToken>> for UntilTokenExpiry {
 }
 
 impl Edge {
-    pub fn new(node: ReplicaNode, kek: Kek, config: EdgeConfig, metrics: crate::metrics::Metrics) -> Result<Arc<Edge>, EdgeError> {
+    pub fn new(
+        node: ReplicaNode,
+        kek: Kek,
+        config: EdgeConfig,
+        metrics: crate::metrics::Metrics,
+    ) -> Result<Arc<Edge>, EdgeError> {
         let store = node.store.clone();
         let keyring = Keyring::load(&store, &kek)?;
         let edge = Arc::new(Edge {
@@ -128,7 +133,10 @@ impl Edge {
                 .expire_after(UntilTokenExpiry)
                 .support_invalidation_closures()
                 .build(),
-            jti_index: Cache::builder().max_capacity(config.introspection_cache_entries).time_to_live(Duration::from_secs(86_400)).build(),
+            jti_index: Cache::builder()
+                .max_capacity(config.introspection_cache_entries)
+                .time_to_live(Duration::from_secs(86_400))
+                .build(),
             epoch: AtomicU64::new(0),
             user_failures: Cache::builder().max_capacity(1_000_000).time_to_idle(Duration::from_secs(3600)).build(),
             ip_failures: Cache::builder().max_capacity(1_000_000).time_to_live(config.ip_failure_window).build(),
@@ -297,7 +305,9 @@ impl Edge {
             }
         }
         let limit = if app.failed_signin_limit > 0 { app.failed_signin_limit as u32 } else { 5 };
-        let frozen_for = Duration::from_secs(60 * if app.failed_signin_frozen_time > 0 { app.failed_signin_frozen_time as u64 } else { 15 });
+        let frozen_for = Duration::from_secs(
+            60 * if app.failed_signin_frozen_time > 0 { app.failed_signin_frozen_time as u64 } else { 15 },
+        );
         let failures = user.map(|u| {
             self.user_failures.get_with(u.full_name(), || Arc::new(std::sync::Mutex::new(Failures::default())))
         });
@@ -318,7 +328,8 @@ impl Edge {
         let result = match user {
             Some(u) => {
                 let org = self.store.organization(&u.owner)?.map(|o| o.to_owned()).transpose()?.unwrap_or_default();
-                let (pw, upw, utype, usalt) = (password.to_string(), u.password.clone(), u.password_type.clone(), u.password_salt.clone());
+                let (pw, upw, utype, usalt) =
+                    (password.to_string(), u.password.clone(), u.password_type.clone(), u.password_salt.clone());
                 let ldap_backed = !u.ldap.is_empty() && u.password.is_empty();
                 tokio::task::spawn_blocking(move || {
                     if ldap_backed {
@@ -331,9 +342,17 @@ impl Edge {
                         password_salt: &org.password_salt,
                         master_password: &org.master_password,
                     };
-                    let stored = crate::password::StoredPassword { password: &upw, password_type: &utype, password_salt: &usalt };
+                    let stored = crate::password::StoredPassword {
+                        password: &upw,
+                        password_type: &utype,
+                        password_salt: &usalt,
+                    };
                     let r = crate::password::check(&policy, &stored, &pw);
-                    if matches!(r, Err(crate::password::Rejected::NoPassword) | Err(crate::password::Rejected::UnsupportedScheme(_))) {
+                    if matches!(
+                        r,
+                        Err(crate::password::Rejected::NoPassword)
+                            | Err(crate::password::Rejected::UnsupportedScheme(_))
+                    ) {
                         crate::password::burn_equivalent_time(&pw);
                     }
                     r

@@ -192,10 +192,7 @@ impl<'a> Pending<'a> {
             .map(|a| a.name)
             .collect();
         if !in_use.is_empty() {
-            return Ok(Outcome::Invalid(format!(
-                "organization {name} still has applications: {}",
-                in_use.join(", ")
-            )));
+            return Ok(Outcome::Invalid(format!("organization {name} still has applications: {}", in_use.join(", "))));
         }
         for uk in self.keys_with_prefix(&key::users_of(name))? {
             if let Some(u) = self.read::<User>(&uk)? {

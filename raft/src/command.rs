@@ -20,37 +20,91 @@ pub enum PutMode {
 }
 
 /// A change to the identity state.
+// Records travel by value: a command is built once, serialized into the log and applied; boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Command {
-    PutOrganization { org: Organization, mode: PutMode },
+    PutOrganization {
+        org: Organization,
+        mode: PutMode,
+    },
     /// Removes the organization with its users, roles and groups.
-    DeleteOrganization { name: String },
-    PutUser { user: User, mode: PutMode },
-    DeleteUser { owner: String, name: String },
-    PutApplication { app: Application, mode: PutMode },
-    DeleteApplication { name: String },
-    PutSigningKey { key: SigningKey, mode: PutMode },
+    DeleteOrganization {
+        name: String,
+    },
+    PutUser {
+        user: User,
+        mode: PutMode,
+    },
+    DeleteUser {
+        owner: String,
+        name: String,
+    },
+    PutApplication {
+        app: Application,
+        mode: PutMode,
+    },
+    DeleteApplication {
+        name: String,
+    },
+    PutSigningKey {
+        key: SigningKey,
+        mode: PutMode,
+    },
     /// New key `new` takes over from `old_kid`: every application signing with the old key signs with the
     /// new one, and the old key stops signing and leaves the JWKS at `retire_at`.
-    RotateSigningKey { old_kid: String, new: SigningKey, retire_at: i64 },
-    DeleteSigningKey { kid: String },
-    PutRole { role: Role, mode: PutMode },
-    DeleteRole { owner: String, name: String },
-    PutGroup { group: Group, mode: PutMode },
-    DeleteGroup { owner: String, name: String },
+    RotateSigningKey {
+        old_kid: String,
+        new: SigningKey,
+        retire_at: i64,
+    },
+    DeleteSigningKey {
+        kid: String,
+    },
+    PutRole {
+        role: Role,
+        mode: PutMode,
+    },
+    DeleteRole {
+        owner: String,
+        name: String,
+    },
+    PutGroup {
+        group: Group,
+        mode: PutMode,
+    },
+    DeleteGroup {
+        owner: String,
+        name: String,
+    },
     /// Records a new refresh token (the first of its family, or one written by an import).
-    IssueRefreshToken { token: RefreshToken },
+    IssueRefreshToken {
+        token: RefreshToken,
+    },
     /// Exchanges refresh token `old_id` for `new`. If `old_id` was already exchanged, this is reuse: the
     /// whole family is revoked instead and the outcome is [`Outcome::Reused`].
-    RotateRefreshToken { old_id: String, new: RefreshToken, now: i64 },
+    RotateRefreshToken {
+        old_id: String,
+        new: RefreshToken,
+        now: i64,
+    },
     /// Revokes an access token.
-    Revoke { revocation: Revocation },
+    Revoke {
+        revocation: Revocation,
+    },
     /// Revokes every refresh token of a family and the access tokens minted with them.
-    RevokeRefreshFamily { family: String, now: i64 },
+    RevokeRefreshFamily {
+        family: String,
+        now: i64,
+    },
     /// Drops revocations, refresh tokens and retired keys that expired before `now`.
-    Prune { now: i64 },
+    Prune {
+        now: i64,
+    },
     /// Several commands applied atomically, in order; the first that fails undoes the whole batch.
-    Batch { commands: Vec<Command> },
+    Batch {
+        commands: Vec<Command>,
+    },
 }
 
 impl Command {

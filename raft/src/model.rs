@@ -223,7 +223,9 @@ pub struct Group {
 }
 
 /// Where a refresh token stands in its family.
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default,
+)]
 pub enum RefreshState {
     /// May be exchanged once.
     #[default]

@@ -71,11 +71,8 @@ impl ReplicaNode {
         std::fs::create_dir_all(dir)
             .map_err(|e| RaftError::Start(format!("cannot create data dir {}: {e}", dir.display())))?;
         let identity = Self::check_identity(dir, id)?;
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| match e {
+        let db =
+            sled::Config::new().path(dir.join("db")).mode(sled::Mode::HighThroughput).open().map_err(|e| match e {
                 sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) => {
                     RaftError::Start(format!("data dir {} is in use by another jeton process", dir.display()))
                 }
@@ -112,9 +109,8 @@ impl ReplicaNode {
         let path = identity_path(dir);
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let identity: Identity = serde_json::from_slice(&bytes).map_err(|e| {
-                    RaftError::Start(format!("{} is not a jeton identity file: {e}", path.display()))
-                })?;
+                let identity: Identity = serde_json::from_slice(&bytes)
+                    .map_err(|e| RaftError::Start(format!("{} is not a jeton identity file: {e}", path.display())))?;
                 if identity.node_id != id {
                     return Err(RaftError::Start(format!(
                         "data dir {} belongs to node {} of cluster {}, not node {id}; use --node-id {} or another --data-dir",
@@ -186,4 +182,3 @@ impl ReplicaNode {
         }
     }
 }
-

@@ -15,8 +15,8 @@ use std::ops::{Bound, RangeBounds};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
-    EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership, Vote,
+    EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership, Vote,
 };
 
 use crate::apply::Pending;
@@ -91,7 +91,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut out = Vec::new();
         for item in self.log.range(start.to_be_bytes()..) {
             let (k, v) = item.map_err(io_read)?;
-            let idx = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| io_read(RaftError::Corrupt("log key".into())))?);
+            let idx =
+                u64::from_be_bytes(k.as_ref().try_into().map_err(|_| io_read(RaftError::Corrupt("log key".into())))?);
             if !range.contains(&idx) {
                 break;
             }
@@ -224,11 +225,15 @@ impl StateMachine {
 }
 
 /// Splits snapshot data into key/value pairs, validating every record archive.
-fn parse_snapshot(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, RaftError> {
+/// Key/value pairs borrowed from snapshot data.
+type Pairs<'a> = Vec<(&'a [u8], &'a [u8])>;
+
+fn parse_snapshot(data: &[u8]) -> Result<Pairs<'_>, RaftError> {
     let mut pairs = Vec::new();
     let mut rest = data;
     fn take<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], RaftError> {
-        let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(|| RaftError::Corrupt("truncated snapshot".into()))?;
+        let (len, tail) =
+            rest.split_first_chunk::<4>().ok_or_else(|| RaftError::Corrupt("truncated snapshot".into()))?;
         let len = u32::from_be_bytes(*len) as usize;
         if tail.len() < len {
             return Err(RaftError::Corrupt("truncated snapshot".into()));

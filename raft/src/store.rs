@@ -205,11 +205,24 @@ where
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     Organization(String),
-    User { owner: String, name: String, id: String },
-    Application { name: String, client_id: String },
+    User {
+        owner: String,
+        name: String,
+        id: String,
+    },
+    Application {
+        name: String,
+        client_id: String,
+    },
     SigningKey(String),
-    Role { owner: String, name: String },
-    Group { owner: String, name: String },
+    Role {
+        owner: String,
+        name: String,
+    },
+    Group {
+        owner: String,
+        name: String,
+    },
     RefreshToken(String),
     Revocation(String),
     /// A snapshot replaced the whole state.

@@ -7,7 +7,12 @@ use crate::harness::*;
 #[tokio::test]
 async fn admin_crud_of_organizations_users_and_applications() {
     let node = Node::start().await;
-    let (s, v) = node.admin_post("add-organization", json!({"owner": "admin", "name": "acme", "displayName": "Acme", "passwordType": "bcrypt"})).await;
+    let (s, v) = node
+        .admin_post(
+            "add-organization",
+            json!({"owner": "admin", "name": "acme", "displayName": "Acme", "passwordType": "bcrypt"}),
+        )
+        .await;
     assert_eq!((s, &v["status"], &v["data"]), (200, &json!("ok"), &json!("Affected")), "{v}");
     let (s, v) = node.admin_post("add-organization", json!({"owner": "admin", "name": "acme"})).await;
     assert_eq!((s, v["status"].as_str()), (409, Some("error")), "creating twice conflicts: {v}");
@@ -40,7 +45,14 @@ async fn admin_crud_of_organizations_users_and_applications() {
     // The password still works after the update (a masked password keeps the stored hash).
     let (s, v) = node.admin_post("add-application", json!({"owner": "admin", "name": "app-acme", "organization": "acme", "clientSecret": "app-acme-secret-0123456789", "clientId": "acme-client", "grantTypes": ["password"]})).await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = node.post_form_basic("/oauth/token", "acme-client", "app-acme-secret-0123456789", &[("grant_type", "password"), ("username", "frank"), ("password", "Frank-Password-1")]).await;
+    let (s, v) = node
+        .post_form_basic(
+            "/oauth/token",
+            "acme-client",
+            "app-acme-secret-0123456789",
+            &[("grant_type", "password"), ("username", "frank"), ("password", "Frank-Password-1")],
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
 
     // Applications: the secret is never readable; a generated one is returned once.
@@ -48,26 +60,47 @@ async fn admin_crud_of_organizations_users_and_applications() {
     assert_eq!(v["data"]["clientId"], "acme-client");
     assert_eq!(v["data"]["clientSecret"], "***");
     assert!(v["data"].get("clientSecretDigest").is_none());
-    let (s, v) = node.admin_post("add-application", json!({"owner": "admin", "name": "app-generated", "organization": "acme"})).await;
+    let (s, v) = node
+        .admin_post("add-application", json!({"owner": "admin", "name": "app-generated", "organization": "acme"}))
+        .await;
     assert_eq!(s, 200, "{v}");
-    let (cid, csecret) = (v["data2"]["clientId"].as_str().unwrap().to_string(), v["data2"]["clientSecret"].as_str().unwrap().to_string());
+    let (cid, csecret) = (
+        v["data2"]["clientId"].as_str().unwrap().to_string(),
+        v["data2"]["clientSecret"].as_str().unwrap().to_string(),
+    );
     let (s, v) = node.post_form_basic("/oauth/token", &cid, &csecret, &[("grant_type", "client_credentials")]).await;
     assert_eq!(s, 200, "{v}");
-    let (s, _) = node.admin_post("add-application", json!({"owner": "admin", "name": "app-dup", "organization": "acme", "clientId": "acme-client"})).await;
+    let (s, _) = node
+        .admin_post(
+            "add-application",
+            json!({"owner": "admin", "name": "app-dup", "organization": "acme", "clientId": "acme-client"}),
+        )
+        .await;
     assert_eq!(s, 409, "a client id is unique");
-    let (s, _) = node.admin_post("add-application", json!({"owner": "admin", "name": "app-orphan", "organization": "no-such-org"})).await;
+    let (s, _) = node
+        .admin_post("add-application", json!({"owner": "admin", "name": "app-orphan", "organization": "no-such-org"}))
+        .await;
     assert_eq!(s, 400, "an application needs an existing organization");
 
     // Deleting a user makes its tokens inactive.
-    let (_, t) = node.post_form_basic("/oauth/token", "acme-client", "app-acme-secret-0123456789", &[("grant_type", "password"), ("username", "frank"), ("password", "Frank-Password-1")]).await;
+    let (_, t) = node
+        .post_form_basic(
+            "/oauth/token",
+            "acme-client",
+            "app-acme-secret-0123456789",
+            &[("grant_type", "password"), ("username", "frank"), ("password", "Frank-Password-1")],
+        )
+        .await;
     let at = t["access_token"].as_str().unwrap().to_string();
-    let (_, v) = node.post_form_basic("/oauth/introspect", "acme-client", "app-acme-secret-0123456789", &[("token", &at)]).await;
+    let (_, v) =
+        node.post_form_basic("/oauth/introspect", "acme-client", "app-acme-secret-0123456789", &[("token", &at)]).await;
     assert_eq!(v["active"], true);
     let (s, v) = node.admin_post("delete-user", json!({"owner": "acme", "name": "frank"})).await;
     assert_eq!(s, 200, "{v}");
     let (_, v) = node.admin_get("get-user?id=acme/frank").await;
     assert_eq!(v["data"], Value::Null);
-    let (_, v) = node.post_form_basic("/oauth/introspect", "acme-client", "app-acme-secret-0123456789", &[("token", &at)]).await;
+    let (_, v) =
+        node.post_form_basic("/oauth/introspect", "acme-client", "app-acme-secret-0123456789", &[("token", &at)]).await;
     assert_eq!(v, json!({"active": false}), "a deleted user's token is inactive (cached answer dropped)");
 
     // An organization with applications cannot be deleted; without them it can.
@@ -87,7 +120,14 @@ async fn admin_crud_of_organizations_users_and_applications() {
 async fn disabling_a_user_deactivates_its_tokens_and_logins() {
     let node = Node::start().await;
     let (id, secret) = node.app_with_user("acme", "app-acme", json!({}), "judy", "Judy-Password-1").await;
-    let (_, t) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "password"), ("username", "judy"), ("password", "Judy-Password-1")]).await;
+    let (_, t) = node
+        .post_form_basic(
+            "/oauth/token",
+            &id,
+            &secret,
+            &[("grant_type", "password"), ("username", "judy"), ("password", "Judy-Password-1")],
+        )
+        .await;
     let at = t["access_token"].as_str().unwrap().to_string();
     let rt = t["refresh_token"].as_str().unwrap().to_string();
     let (_, v) = node.admin_get("get-user?id=acme/judy").await;
@@ -97,9 +137,18 @@ async fn disabling_a_user_deactivates_its_tokens_and_logins() {
     assert_eq!(s, 200, "{v}");
     let (_, v) = node.post_form_basic("/oauth/introspect", &id, &secret, &[("token", &at)]).await;
     assert_eq!(v, json!({"active": false}));
-    let (s, v) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "password"), ("username", "judy"), ("password", "Judy-Password-1")]).await;
+    let (s, v) = node
+        .post_form_basic(
+            "/oauth/token",
+            &id,
+            &secret,
+            &[("grant_type", "password"), ("username", "judy"), ("password", "Judy-Password-1")],
+        )
+        .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")));
-    let (s, v) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &rt)]).await;
+    let (s, v) = node
+        .post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &rt)])
+        .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")));
 }
 
@@ -112,17 +161,40 @@ async fn admin_api_refuses_without_admin_credentials_and_changes_nothing() {
     let r = node.http.post(node.url("/api/add-organization")).json(&attempt).send().await.unwrap();
     assert_eq!(r.status(), 401);
     // Garbage bearer.
-    let r = node.http.post(node.url("/api/add-organization")).bearer_auth("garbage").json(&attempt).send().await.unwrap();
+    let r =
+        node.http.post(node.url("/api/add-organization")).bearer_auth("garbage").json(&attempt).send().await.unwrap();
     assert_eq!(r.status(), 401);
     // Wrong admin secret.
-    let r = node.http.post(node.url("/api/add-organization")).basic_auth(ADMIN_CLIENT_ID, Some("wrong")).json(&attempt).send().await.unwrap();
+    let r = node
+        .http
+        .post(node.url("/api/add-organization"))
+        .basic_auth(ADMIN_CLIENT_ID, Some("wrong"))
+        .json(&attempt)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     // A valid non-admin client and a valid non-admin user token: 403.
-    let r = node.http.post(node.url("/api/add-organization")).basic_auth(&id, Some(&secret)).json(&attempt).send().await.unwrap();
+    let r = node
+        .http
+        .post(node.url("/api/add-organization"))
+        .basic_auth(&id, Some(&secret))
+        .json(&attempt)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
-    let (_, t) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "password"), ("username", "mallory"), ("password", "Mallory-Password-1")]).await;
+    let (_, t) = node
+        .post_form_basic(
+            "/oauth/token",
+            &id,
+            &secret,
+            &[("grant_type", "password"), ("username", "mallory"), ("password", "Mallory-Password-1")],
+        )
+        .await;
     let user_token = t["access_token"].as_str().unwrap();
-    let r = node.http.post(node.url("/api/add-organization")).bearer_auth(user_token).json(&attempt).send().await.unwrap();
+    let r =
+        node.http.post(node.url("/api/add-organization")).bearer_auth(user_token).json(&attempt).send().await.unwrap();
     assert_eq!(r.status(), 403);
     let r = node.http.get(node.url("/api/get-users?owner=acme")).bearer_auth(user_token).send().await.unwrap();
     assert_eq!(r.status(), 403, "reads are refused too");
@@ -132,14 +204,42 @@ async fn admin_api_refuses_without_admin_credentials_and_changes_nothing() {
 
     // Admin tokens: the admin app's client-credentials token and an admin user's password-grant token.
     let admin_cc = node.admin_token().await;
-    let r = node.http.post(node.url("/api/add-organization")).bearer_auth(&admin_cc).json(&json!({"owner": "admin", "name": "org-by-token"})).send().await.unwrap();
+    let r = node
+        .http
+        .post(node.url("/api/add-organization"))
+        .bearer_auth(&admin_cc)
+        .json(&json!({"owner": "admin", "name": "org-by-token"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let (_, t) = node.post_form_basic("/oauth/token", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("grant_type", "password"), ("username", "admin"), ("password", ADMIN_PASSWORD)]).await;
+    let (_, t) = node
+        .post_form_basic(
+            "/oauth/token",
+            ADMIN_CLIENT_ID,
+            ADMIN_CLIENT_SECRET,
+            &[("grant_type", "password"), ("username", "admin"), ("password", ADMIN_PASSWORD)],
+        )
+        .await;
     let admin_user = t["access_token"].as_str().expect("admin password grant");
-    let r = node.http.get(node.url("/api/get-organization?id=admin/org-by-token")).bearer_auth(admin_user).send().await.unwrap();
+    let r = node
+        .http
+        .get(node.url("/api/get-organization?id=admin/org-by-token"))
+        .bearer_auth(admin_user)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     // Malformed admin input.
-    let r = node.http.post(node.url("/api/add-user")).basic_auth(ADMIN_CLIENT_ID, Some(ADMIN_CLIENT_SECRET)).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    let r = node
+        .http
+        .post(node.url("/api/add-user"))
+        .basic_auth(ADMIN_CLIENT_ID, Some(ADMIN_CLIENT_SECRET))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let (s, _) = node.admin_post("add-user", json!({"owner": "acme", "name": "bad/name"})).await;
     assert_eq!(s, 400);
@@ -150,7 +250,9 @@ async fn admin_api_refuses_without_admin_credentials_and_changes_nothing() {
 #[tokio::test]
 async fn key_rotation_keeps_old_tokens_verifying() {
     let node = Node::start().await;
-    let (id, secret) = node.app_with_user("acme", "app-acme", json!({"tokenSigningMethod": "ES256"}), "grace", "Grace-Password-1").await;
+    let (id, secret) = node
+        .app_with_user("acme", "app-acme", json!({"tokenSigningMethod": "ES256"}), "grace", "Grace-Password-1")
+        .await;
     let (_, t) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "client_credentials")]).await;
     let old_token = t["access_token"].as_str().unwrap().to_string();
     let old_kid = jwt_header(&old_token)["kid"].as_str().unwrap().to_string();

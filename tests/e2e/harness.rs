@@ -117,7 +117,14 @@ impl Node {
 
     /// client_credentials token of the admin application.
     pub async fn admin_token(&self) -> String {
-        let (s, v) = self.post_form_basic("/oauth/token", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("grant_type", "client_credentials")]).await;
+        let (s, v) = self
+            .post_form_basic(
+                "/oauth/token",
+                ADMIN_CLIENT_ID,
+                ADMIN_CLIENT_SECRET,
+                &[("grant_type", "client_credentials")],
+            )
+            .await;
         assert_eq!(s, 200, "{v}");
         v["access_token"].as_str().expect("access_token").to_string()
     }
@@ -148,8 +155,17 @@ impl Node {
 
     /// Creates an organization, an application for it and a user with a password. Returns (client_id,
     /// client_secret).
-    pub async fn app_with_user(&self, org: &str, app: &str, extra_app: Value, user: &str, password: &str) -> (String, String) {
-        let (s, v) = self.admin_post("add-organization", json!({"owner": "admin", "name": org, "passwordType": "argon2id"})).await;
+    pub async fn app_with_user(
+        &self,
+        org: &str,
+        app: &str,
+        extra_app: Value,
+        user: &str,
+        password: &str,
+    ) -> (String, String) {
+        let (s, v) = self
+            .admin_post("add-organization", json!({"owner": "admin", "name": org, "passwordType": "argon2id"}))
+            .await;
         assert_eq!(s, 200, "{v}");
         let secret = format!("{app}-secret-0123456789");
         let client_id = format!("{app}-client");
@@ -225,7 +241,12 @@ pub async fn verify_with_jwks(node: &Node, token: &str) -> Value {
     let header = jwt_header(token);
     let kid = header["kid"].as_str().expect("kid in header");
     assert_eq!(header["typ"], "at+jwt", "RFC 9068 access tokens say typ at+jwt");
-    let jwk = jwks["keys"].as_array().expect("keys").iter().find(|k| k["kid"] == kid).unwrap_or_else(|| panic!("kid {kid} not in JWKS {jwks}"));
+    let jwk = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["kid"] == kid)
+        .unwrap_or_else(|| panic!("kid {kid} not in JWKS {jwks}"));
     let b = |k: &str| URL_SAFE_NO_PAD.decode(jwk[k].as_str().expect("component")).expect("b64url");
     let opts = VerificationOptions {
         allowed_issuers: Some(HashSet::from_strings(&[&node.base])),

@@ -13,12 +13,22 @@ async fn restart_keeps_everything() {
     let tmp = tempfile::tempdir().unwrap();
     let issuer = ["--issuer", "https://jeton.test"];
     let mut node = Node::start_in(&tmp.path().join("data"), free_port(), &issuer).await;
-    let (id, secret) = node.app_with_user("acme", "app-acme", json!({"tokenSigningMethod": "RS256"}), "heidi", "Heidi-Password-1").await;
-    let (_, t) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "password"), ("username", "heidi"), ("password", "Heidi-Password-1")]).await;
+    let (id, secret) = node
+        .app_with_user("acme", "app-acme", json!({"tokenSigningMethod": "RS256"}), "heidi", "Heidi-Password-1")
+        .await;
+    let (_, t) = node
+        .post_form_basic(
+            "/oauth/token",
+            &id,
+            &secret,
+            &[("grant_type", "password"), ("username", "heidi"), ("password", "Heidi-Password-1")],
+        )
+        .await;
     let at = t["access_token"].as_str().unwrap().to_string();
     let rt = t["refresh_token"].as_str().unwrap().to_string();
     let revoked = node.admin_token().await;
-    let (s, _) = node.post_form_basic("/oauth/revoke", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &revoked)]).await;
+    let (s, _) =
+        node.post_form_basic("/oauth/revoke", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &revoked)]).await;
     assert_eq!(s, 200);
     let jwks_before = node.get("/.well-known/jwks").await.1;
 
@@ -31,18 +41,29 @@ async fn restart_keeps_everything() {
     assert_eq!(node.get("/.well-known/jwks").await.1, jwks_before, "same keys after restart");
     let (_, v) = node.post_form_basic("/oauth/introspect", &id, &secret, &[("token", &at)]).await;
     assert_eq!(v["active"], true, "a token from before the restart is still valid: {v}");
-    let (_, v) = node.post_form_basic("/oauth/introspect", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &revoked)]).await;
+    let (_, v) =
+        node.post_form_basic("/oauth/introspect", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &revoked)]).await;
     assert_eq!(v, json!({"active": false}), "revocations survive a restart");
-    let (s, v) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &rt)]).await;
+    let (s, v) = node
+        .post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &rt)])
+        .await;
     assert_eq!(s, 200, "refresh state survives a restart: {v}");
-    let (s, v) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "password"), ("username", "heidi"), ("password", "Heidi-Password-1")]).await;
+    let (s, v) = node
+        .post_form_basic(
+            "/oauth/token",
+            &id,
+            &secret,
+            &[("grant_type", "password"), ("username", "heidi"), ("password", "Heidi-Password-1")],
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     let (_, v) = node.admin_get("get-user?id=acme/heidi").await;
     assert_eq!(v["data"]["name"], "heidi");
 }
 
 fn run_jeton(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_jeton")).args(args).env("JETON_LOG", "warn").output().expect("run jeton");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_jeton")).args(args).env("JETON_LOG", "warn").output().expect("run jeton");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text)
 }
@@ -53,13 +74,27 @@ async fn start_up_errors_are_clear() {
     let node = Node::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let other = tmp.path().join("other");
-    let (code, text) = run_jeton(&["serve", "--data-dir", other.to_str().unwrap(), "--http-addr", &format!("127.0.0.1:{}", node.port)]);
+    let (code, text) = run_jeton(&[
+        "serve",
+        "--data-dir",
+        other.to_str().unwrap(),
+        "--http-addr",
+        &format!("127.0.0.1:{}", node.port),
+    ]);
     assert_ne!(code, 0);
     assert!(text.contains("already in use"), "{text}");
     assert!(!text.contains("panicked"), "{text}");
 
     // A data dir of another node.
-    let (code, text) = run_jeton(&["serve", "--data-dir", node.dir.to_str().unwrap(), "--http-addr", &format!("127.0.0.1:{}", free_port()), "--node-id", "7"]);
+    let (code, text) = run_jeton(&[
+        "serve",
+        "--data-dir",
+        node.dir.to_str().unwrap(),
+        "--http-addr",
+        &format!("127.0.0.1:{}", free_port()),
+        "--node-id",
+        "7",
+    ]);
     assert_ne!(code, 0);
     assert!(text.contains("belongs to node 1"), "{text}");
 
@@ -114,7 +149,12 @@ async fn https_with_a_self_signed_certificate() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert!(v["access_token"].is_string());
     // Plain HTTP to the TLS port gets nothing.
-    assert!(client().get(format!("http://127.0.0.1:{port}/api/health")).send().await.map(|r| r.status() != 200).unwrap_or(true));
+    assert!(client()
+        .get(format!("http://127.0.0.1:{port}/api/health"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true));
     let _ = child.kill();
     let _ = child.wait();
 }

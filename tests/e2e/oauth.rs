@@ -10,7 +10,14 @@ use crate::harness::*;
 async fn client_credentials_with_basic_and_post_auth_verifies_against_jwks() {
     let node = Node::start().await;
     // client_secret_basic
-    let (s, v) = node.post_form_basic("/oauth/token", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("grant_type", "client_credentials"), ("scope", "api:read")]).await;
+    let (s, v) = node
+        .post_form_basic(
+            "/oauth/token",
+            ADMIN_CLIENT_ID,
+            ADMIN_CLIENT_SECRET,
+            &[("grant_type", "client_credentials"), ("scope", "api:read")],
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     for k in ["access_token", "id_token", "refresh_token", "token_type", "expires_in", "scope"] {
         assert!(v.get(k).is_some(), "token response lacks {k}: {v}");
@@ -29,7 +36,14 @@ async fn client_credentials_with_basic_and_post_auth_verifies_against_jwks() {
 
     // client_secret_post, on Casdoor's path
     let (s, v) = node
-        .post_form("/api/login/oauth/access_token", &[("grant_type", "client_credentials"), ("client_id", ADMIN_CLIENT_ID), ("client_secret", ADMIN_CLIENT_SECRET)])
+        .post_form(
+            "/api/login/oauth/access_token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", ADMIN_CLIENT_ID),
+                ("client_secret", ADMIN_CLIENT_SECRET),
+            ],
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     verify_with_jwks(&node, v["access_token"].as_str().unwrap()).await;
@@ -41,8 +55,21 @@ async fn each_signing_algorithm_verifies_against_the_published_jwks() {
     for alg in ["EdDSA", "ES256", "RS256"] {
         let app = format!("app-{}", alg.to_lowercase());
         let org = format!("org-{}", alg.to_lowercase());
-        let (id, secret) = node.app_with_user(&org, &app, json!({"tokenSigningMethod": alg}), "alice", "Alice-Password-1").await;
-        let (s, v) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "password"), ("username", "alice"), ("password", "Alice-Password-1"), ("scope", "openid profile email")]).await;
+        let (id, secret) =
+            node.app_with_user(&org, &app, json!({"tokenSigningMethod": alg}), "alice", "Alice-Password-1").await;
+        let (s, v) = node
+            .post_form_basic(
+                "/oauth/token",
+                &id,
+                &secret,
+                &[
+                    ("grant_type", "password"),
+                    ("username", "alice"),
+                    ("password", "Alice-Password-1"),
+                    ("scope", "openid profile email"),
+                ],
+            )
+            .await;
         assert_eq!(s, 200, "{alg}: {v}");
         let token = v["access_token"].as_str().unwrap();
         assert_eq!(jwt_header(token)["alg"], alg);
@@ -91,7 +118,8 @@ async fn password_grant_wrong_password_unknown_user_and_lockout() {
 async fn introspection_active_then_revoked_then_inactive() {
     let node = Node::start().await;
     let token = node.admin_token().await;
-    let (s, v) = node.post_form_basic("/oauth/introspect", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &token)]).await;
+    let (s, v) =
+        node.post_form_basic("/oauth/introspect", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &token)]).await;
     assert_eq!(s, 200);
     assert_eq!(v["active"], true, "{v}");
     assert_eq!(v["client_id"], ADMIN_CLIENT_ID);
@@ -100,12 +128,22 @@ async fn introspection_active_then_revoked_then_inactive() {
         assert!(v.get(k).is_some(), "introspection lacks {k}: {v}");
     }
     // Served again from the cache: same answer.
-    let (_, again) = node.post_form_basic("/api/login/oauth/introspect", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &token)]).await;
+    let (_, again) = node
+        .post_form_basic("/api/login/oauth/introspect", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &token)])
+        .await;
     assert_eq!(again, v);
 
-    let (s, v) = node.post_form_basic("/oauth/revoke", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &token), ("token_type_hint", "access_token")]).await;
+    let (s, v) = node
+        .post_form_basic(
+            "/oauth/revoke",
+            ADMIN_CLIENT_ID,
+            ADMIN_CLIENT_SECRET,
+            &[("token", &token), ("token_type_hint", "access_token")],
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = node.post_form_basic("/oauth/introspect", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &token)]).await;
+    let (s, v) =
+        node.post_form_basic("/oauth/introspect", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &token)]).await;
     assert_eq!(s, 200);
     assert_eq!(v, json!({"active": false}));
     // A revoked token no longer opens the admin API either.
@@ -117,7 +155,8 @@ async fn introspection_active_then_revoked_then_inactive() {
     assert_eq!(s, 401, "{v}");
     assert_eq!(v["error"], "invalid_client");
     // Revoking garbage is fine (RFC 7009 §2.2).
-    let (s, _) = node.post_form_basic("/oauth/revoke", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", "not-a-token")]).await;
+    let (s, _) =
+        node.post_form_basic("/oauth/revoke", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", "not-a-token")]).await;
     assert_eq!(s, 200);
 }
 
@@ -125,11 +164,25 @@ async fn introspection_active_then_revoked_then_inactive() {
 async fn refresh_rotation_and_reuse_detection_revokes_the_family() {
     let node = Node::start().await;
     let (id, secret) = node.app_with_user("acme", "app-acme", json!({}), "carol", "Carol-Password-1").await;
-    let (s, first) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "password"), ("username", "carol"), ("password", "Carol-Password-1"), ("scope", "openid profile")]).await;
+    let (s, first) = node
+        .post_form_basic(
+            "/oauth/token",
+            &id,
+            &secret,
+            &[
+                ("grant_type", "password"),
+                ("username", "carol"),
+                ("password", "Carol-Password-1"),
+                ("scope", "openid profile"),
+            ],
+        )
+        .await;
     assert_eq!(s, 200, "{first}");
     let r1 = first["refresh_token"].as_str().unwrap().to_string();
 
-    let (s, second) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &r1)]).await;
+    let (s, second) = node
+        .post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &r1)])
+        .await;
     assert_eq!(s, 200, "{second}");
     let r2 = second["refresh_token"].as_str().unwrap().to_string();
     let a2 = second["access_token"].as_str().unwrap().to_string();
@@ -139,23 +192,48 @@ async fn refresh_rotation_and_reuse_detection_revokes_the_family() {
     assert_eq!(v["active"], true, "{v}");
 
     // Asking for more scope than was granted is refused.
-    let (s, v) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &r2), ("scope", "openid admin")]).await;
+    let (s, v) = node
+        .post_form_basic(
+            "/oauth/token",
+            &id,
+            &secret,
+            &[("grant_type", "refresh_token"), ("refresh_token", &r2), ("scope", "openid admin")],
+        )
+        .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_scope")));
 
     // Reusing the rotated token: refused, and the whole family dies — including the newest tokens.
-    let (s, v) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &r1)]).await;
+    let (s, v) = node
+        .post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &r1)])
+        .await;
     assert_eq!(s, 400);
     assert_eq!(v["error"], "invalid_grant");
-    let (s, v) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &r2)]).await;
+    let (s, v) = node
+        .post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &r2)])
+        .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")));
     let (_, v) = node.post_form_basic("/oauth/introspect", &id, &secret, &[("token", &a2)]).await;
     assert_eq!(v, json!({"active": false}), "the access token minted with the reused family is revoked");
 
     // A refresh token is not accepted from another client.
-    let (s, third) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "password"), ("username", "carol"), ("password", "Carol-Password-1")]).await;
+    let (s, third) = node
+        .post_form_basic(
+            "/oauth/token",
+            &id,
+            &secret,
+            &[("grant_type", "password"), ("username", "carol"), ("password", "Carol-Password-1")],
+        )
+        .await;
     assert_eq!(s, 200);
     let r3 = third["refresh_token"].as_str().unwrap();
-    let (s, v) = node.post_form_basic("/oauth/token", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("grant_type", "refresh_token"), ("refresh_token", r3)]).await;
+    let (s, v) = node
+        .post_form_basic(
+            "/oauth/token",
+            ADMIN_CLIENT_ID,
+            ADMIN_CLIENT_SECRET,
+            &[("grant_type", "refresh_token"), ("refresh_token", r3)],
+        )
+        .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
 }
 
@@ -163,7 +241,8 @@ async fn refresh_rotation_and_reuse_detection_revokes_the_family() {
 async fn expired_tokens_are_inactive() {
     let node = Node::start().await;
     // 0.0005 h = 1.8 s
-    let (id, secret) = node.app_with_user("acme", "app-short", json!({"expireInHours": 0.0005}), "dave", "Dave-Password-1").await;
+    let (id, secret) =
+        node.app_with_user("acme", "app-short", json!({"expireInHours": 0.0005}), "dave", "Dave-Password-1").await;
     let (s, v) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "client_credentials")]).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["expires_in"], 1);
@@ -181,7 +260,14 @@ async fn expired_tokens_are_inactive() {
 async fn client_authentication_failures_are_invalid_client() {
     let node = Node::start().await;
     for (id, secret) in [(ADMIN_CLIENT_ID, "wrong-secret"), ("no-such-client", "whatever"), (ADMIN_CLIENT_ID, "")] {
-        let r = node.http.post(node.url("/oauth/token")).basic_auth(id, Some(secret)).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+        let r = node
+            .http
+            .post(node.url("/oauth/token"))
+            .basic_auth(id, Some(secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401, "{id}/{secret}");
         assert!(r.headers().get("www-authenticate").is_some(), "401 carries WWW-Authenticate");
         assert_eq!(r.headers().get("cache-control").and_then(|h| h.to_str().ok()), Some("no-store"));
@@ -189,7 +275,14 @@ async fn client_authentication_failures_are_invalid_client() {
         assert_eq!(v["error"], "invalid_client");
     }
     // A malformed Basic header.
-    let r = node.http.post(node.url("/oauth/token")).header("authorization", "Basic %%%").form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+    let r = node
+        .http
+        .post(node.url("/oauth/token"))
+        .header("authorization", "Basic %%%")
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     // No credentials at all.
     let (s, v) = node.post_form("/oauth/token", &[("grant_type", "client_credentials")]).await;
@@ -200,13 +293,23 @@ async fn client_authentication_failures_are_invalid_client() {
 async fn malformed_and_oversized_requests_get_clear_errors() {
     let node = Node::start().await;
     let post = |body: Vec<u8>, ct: &'static str| {
-        node.http.post(node.url("/oauth/token")).basic_auth(ADMIN_CLIENT_ID, Some(ADMIN_CLIENT_SECRET)).header("content-type", ct).body(body).send()
+        node.http
+            .post(node.url("/oauth/token"))
+            .basic_auth(ADMIN_CLIENT_ID, Some(ADMIN_CLIENT_SECRET))
+            .header("content-type", ct)
+            .body(body)
+            .send()
     };
     let (s, v) = response(post(b"".to_vec(), "application/x-www-form-urlencoded").await.unwrap()).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "missing grant_type: {v}");
     let (s, v) = response(post(b"grant_type=magic".to_vec(), "application/x-www-form-urlencoded").await.unwrap()).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("unsupported_grant_type")));
-    let (s, v) = response(post(b"grant_type=client_credentials&grant_type=password".to_vec(), "application/x-www-form-urlencoded").await.unwrap()).await;
+    let (s, v) = response(
+        post(b"grant_type=client_credentials&grant_type=password".to_vec(), "application/x-www-form-urlencoded")
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "repeated parameter: {v}");
     let (s, v) = response(post(vec![0xff, 0xfe, 0x00, 0x80], "application/x-www-form-urlencoded").await.unwrap()).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "non-UTF-8 body: {v}");
@@ -216,14 +319,17 @@ async fn malformed_and_oversized_requests_get_clear_errors() {
     assert_eq!(v["error"], "invalid_request");
     // Introspecting garbage tokens: inactive, never an error.
     for junk in ["x", "a.b.c", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.", &"A".repeat(30_000)] {
-        let (s, v) = node.post_form_basic("/oauth/introspect", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", junk)]).await;
+        let (s, v) =
+            node.post_form_basic("/oauth/introspect", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", junk)]).await;
         assert_eq!((s, v.clone()), (200, json!({"active": false})), "{junk:.20}");
     }
     // A token signed with the algorithm "none" or tampered with is inactive.
     let token = node.admin_token().await;
     let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
     parts[1] = parts[1].replace('A', "B");
-    let (_, v) = node.post_form_basic("/oauth/introspect", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &parts.join("."))]).await;
+    let (_, v) = node
+        .post_form_basic("/oauth/introspect", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &parts.join("."))])
+        .await;
     assert_eq!(v, json!({"active": false}));
     // The server is still fine.
     let (s, _) = node.get("/api/health").await;
@@ -247,7 +353,19 @@ async fn discovery_userinfo_health_and_metrics() {
     assert!(keys.iter().all(|k| k.get("d").is_none() && k.get("p").is_none()), "no private parts in the JWKS");
 
     let (id, secret) = node.app_with_user("acme", "app-acme", json!({}), "erin", "Erin-Password-1").await;
-    let (_, t) = node.post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "password"), ("username", "erin"), ("password", "Erin-Password-1"), ("scope", "openid profile email")]).await;
+    let (_, t) = node
+        .post_form_basic(
+            "/oauth/token",
+            &id,
+            &secret,
+            &[
+                ("grant_type", "password"),
+                ("username", "erin"),
+                ("password", "Erin-Password-1"),
+                ("scope", "openid profile email"),
+            ],
+        )
+        .await;
     let at = t["access_token"].as_str().unwrap();
     for path in ["/oauth/userinfo", "/api/userinfo"] {
         let r = node.http.get(node.url(path)).bearer_auth(at).send().await.unwrap();
@@ -268,7 +386,13 @@ async fn discovery_userinfo_health_and_metrics() {
     let (s, h) = node.get("/api/health").await;
     assert_eq!((s, h["status"].as_str(), h["leader"].as_u64()), (200, Some("ok"), Some(1)));
     let metrics = node.http.get(node.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    for m in ["jeton_http_requests_total", "jeton_http_request_duration_seconds", "jeton_raft_term", "jeton_raft_applied_index", "jeton_raft_leader"] {
+    for m in [
+        "jeton_http_requests_total",
+        "jeton_http_request_duration_seconds",
+        "jeton_raft_term",
+        "jeton_raft_applied_index",
+        "jeton_raft_leader",
+    ] {
         assert!(metrics.contains(m), "/metrics lacks {m}");
     }
 }
