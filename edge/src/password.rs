@@ -1,0 +1,500 @@
+//! The eight Casdoor password schemes (COMPAT §4), so imported users keep their passwords, and the check
+//! of §4.2 without Casdoor's "pass the hash" master-password defect (§11.4).
+//!
+//! Every comparison of secrets is constant-time. Stored values come from an import and may be hostile or
+//! broken: a malformed value never panics, it just does not verify, and cost parameters are capped so a
+//! stored hash cannot make one check run for minutes or allocate gigabytes.
+
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::Engine;
+use md5::Md5;
+use sha2::{Digest, Sha256, Sha512};
+use subtle::ConstantTimeEq;
+
+/// The eight Casdoor password schemes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Plain,
+    /// SHA-256 of the hex SHA-256 plus salt.
+    Salt,
+    Sha512Salt,
+    Md5Salt,
+    Bcrypt,
+    Argon2id,
+    /// Keycloak's PBKDF2-HMAC-SHA256, 27500 iterations, 64-byte key, base64 salt.
+    Pbkdf2Salt,
+    /// Django's `pbkdf2_sha256$iter$salt$hash`.
+    Pbkdf2Django,
+}
+
+impl Scheme {
+    /// Exactly Casdoor's names; anything else (including empty) is unsupported.
+    pub fn parse(s: &str) -> Option<Scheme> {
+        Some(match s {
+            "plain" => Scheme::Plain,
+            "salt" => Scheme::Salt,
+            "sha512-salt" => Scheme::Sha512Salt,
+            "md5-salt" => Scheme::Md5Salt,
+            "bcrypt" => Scheme::Bcrypt,
+            "argon2id" => Scheme::Argon2id,
+            "pbkdf2-salt" => Scheme::Pbkdf2Salt,
+            "pbkdf2-django" => Scheme::Pbkdf2Django,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Plain => "plain",
+            Scheme::Salt => "salt",
+            Scheme::Sha512Salt => "sha512-salt",
+            Scheme::Md5Salt => "md5-salt",
+            Scheme::Bcrypt => "bcrypt",
+            Scheme::Argon2id => "argon2id",
+            Scheme::Pbkdf2Salt => "pbkdf2-salt",
+            Scheme::Pbkdf2Django => "pbkdf2-django",
+        }
+    }
+}
+
+/// Why a password could not be hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    #[error("the password is empty")]
+    Empty,
+    /// Casdoor silently stores an empty password here (§11.6); we refuse instead.
+    #[error("bcrypt passwords are limited to 72 bytes")]
+    TooLongForBcrypt,
+    #[error("hashing failed: {0}")]
+    Hashing(String),
+}
+
+/// Most PBKDF2 iterations a stored Django hash may ask for (Django's default today is 870,000).
+const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
+/// Most argon2 memory (KiB) a stored hash may ask for: 1 GiB.
+const MAX_ARGON2_MEMORY_KIB: u32 = 1024 * 1024;
+const MAX_ARGON2_PASSES: u32 = 64;
+const MAX_ARGON2_LANES: u32 = 64;
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// `hex(H(hex(H(pw)) + salt))`, or `hex(H(pw))` when the salt is empty.
+fn salted_hex<D: Digest>(password: &str, salt: &str) -> String {
+    let inner = hex::encode(D::digest(password.as_bytes()));
+    if salt.is_empty() {
+        inner
+    } else {
+        hex::encode(D::digest(format!("{inner}{salt}").as_bytes()))
+    }
+}
+
+/// VERIFY of the salted hex schemes: with an empty salt the legacy double hash is accepted too.
+fn verify_salted_hex<D: Digest>(password: &str, stored: &str, salt: &str) -> bool {
+    let expected = salted_hex::<D>(password, salt);
+    if ct_eq(expected.as_bytes(), stored.as_bytes()) {
+        return true;
+    }
+    if salt.is_empty() {
+        let legacy = hex::encode(D::digest(expected.as_bytes()));
+        return ct_eq(legacy.as_bytes(), stored.as_bytes());
+    }
+    false
+}
+
+/// Casdoor's lenient base64 decoding of a pbkdf2-salt salt (COMPAT §4.4, SALTBYTES): decode 4-character
+/// groups until one has a character outside the alphabet (dropped), a final short group (dropped), or a
+/// correctly padded group (its 1 or 2 bytes kept, then stop).
+fn salt_bytes(salt: &str) -> Vec<u8> {
+    let chars: Vec<u8> = salt.bytes().filter(|c| *c != b'\r' && *c != b'\n').collect();
+    let value = |c: u8| -> Option<u8> {
+        match c {
+            b'A'..=b'Z' => Some(c - b'A'),
+            b'a'..=b'z' => Some(c - b'a' + 26),
+            b'0'..=b'9' => Some(c - b'0' + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    };
+    let mut out = Vec::new();
+    for group in chars.chunks(4) {
+        if group.len() < 4 {
+            break;
+        }
+        match (value(group[0]), value(group[1]), group[2], group[3]) {
+            (Some(a), Some(b), b'=', b'=') => {
+                out.push(a << 2 | b >> 4);
+                break;
+            }
+            (Some(a), Some(b), c, b'=') => match value(c) {
+                Some(c) => {
+                    out.push(a << 2 | b >> 4);
+                    out.push(b << 4 | c >> 2);
+                    break;
+                }
+                None => break,
+            },
+            (Some(a), Some(b), c, d) => match (value(c), value(d)) {
+                (Some(c), Some(d)) => {
+                    out.push(a << 2 | b >> 4);
+                    out.push(b << 4 | c >> 2);
+                    out.push(c << 6 | d);
+                }
+                _ => break,
+            },
+            _ => break,
+        }
+    }
+    out
+}
+
+fn pbkdf2_sha256(password: &str, salt: &[u8], iterations: u32, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), salt, iterations, &mut out);
+    out
+}
+
+/// Parses `$argon2id$v=19$m=..,t=..,p=..$salt$key` and recomputes.
+fn verify_argon2id(password: &str, stored: &str) -> bool {
+    let parts: Vec<&str> = stored.split('$').collect();
+    let ["", "argon2id", "v=19", params, salt, key] = parts.as_slice() else {
+        return false;
+    };
+    let (mut m, mut t, mut p) = (None, None, None);
+    for kv in params.split(',') {
+        match kv.split_once('=') {
+            Some(("m", v)) => m = v.parse::<u32>().ok(),
+            Some(("t", v)) => t = v.parse::<u32>().ok(),
+            Some(("p", v)) => p = v.parse::<u32>().ok(),
+            _ => return false,
+        }
+    }
+    let (Some(m), Some(t), Some(p)) = (m, t, p) else {
+        return false;
+    };
+    if m > MAX_ARGON2_MEMORY_KIB || t > MAX_ARGON2_PASSES || p > MAX_ARGON2_LANES {
+        return false;
+    }
+    let (Ok(salt), Ok(key)) = (STANDARD_NO_PAD.decode(salt), STANDARD_NO_PAD.decode(key)) else {
+        return false;
+    };
+    let Ok(params) = argon2::Params::new(m, t, p, Some(key.len())) else {
+        return false;
+    };
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = vec![0u8; key.len()];
+    argon.hash_password_into(password.as_bytes(), &salt, &mut out).is_ok() && ct_eq(&out, &key)
+}
+
+fn verify_django(password: &str, stored: &str) -> bool {
+    let parts: Vec<&str> = stored.split('$').collect();
+    let ["pbkdf2_sha256", iterations, salt, hash] = parts.as_slice() else {
+        return false;
+    };
+    let Ok(iterations) = iterations.parse::<u32>() else {
+        return false;
+    };
+    if iterations == 0 || iterations > MAX_PBKDF2_ITERATIONS {
+        return false;
+    }
+    let computed = STANDARD.encode(pbkdf2_sha256(password, salt.as_bytes(), iterations, 32));
+    ct_eq(computed.as_bytes(), hash.as_bytes())
+}
+
+fn verify_bcrypt(password: &str, stored: &str) -> bool {
+    // Go accepts `$2$`; the bcrypt crate knows the same algorithm as `$2a$`.
+    let normalized;
+    let stored = match stored.strip_prefix("$2$") {
+        Some(rest) => {
+            normalized = format!("$2a${rest}");
+            normalized.as_str()
+        }
+        None => stored,
+    };
+    // Costs above 16 would take minutes per check; no real deployment uses them.
+    let cost_ok = stored.get(4..6).and_then(|c| c.parse::<u32>().ok()).is_some_and(|c| (4..=16).contains(&c));
+    cost_ok && bcrypt::verify(password.as_bytes(), stored).unwrap_or(false)
+}
+
+/// VERIFY(type, pw, stored, salt) of COMPAT §4.4.
+pub fn verify(scheme: Scheme, password: &str, stored: &str, salt: &str) -> bool {
+    match scheme {
+        Scheme::Plain => ct_eq(password.as_bytes(), stored.as_bytes()),
+        Scheme::Salt => verify_salted_hex::<Sha256>(password, stored, salt),
+        Scheme::Sha512Salt => verify_salted_hex::<Sha512>(password, stored, salt),
+        Scheme::Md5Salt => verify_salted_hex::<Md5>(password, stored, salt),
+        Scheme::Bcrypt => verify_bcrypt(password, stored),
+        Scheme::Argon2id => verify_argon2id(password, stored),
+        Scheme::Pbkdf2Salt => {
+            let computed = STANDARD.encode(pbkdf2_sha256(password, &salt_bytes(salt), 27_500, 64));
+            ct_eq(computed.as_bytes(), stored.as_bytes())
+        }
+        Scheme::Pbkdf2Django => verify_django(password, stored),
+    }
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], PasswordError> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|e| PasswordError::Hashing(e.to_string()))?;
+    Ok(b)
+}
+
+/// Hashes a new password as Casdoor writes it (COMPAT §4.6).
+pub fn hash(scheme: Scheme, password: &str, salt: &str) -> Result<String, PasswordError> {
+    if password.is_empty() {
+        return Err(PasswordError::Empty);
+    }
+    Ok(match scheme {
+        Scheme::Plain => password.to_string(),
+        Scheme::Salt => salted_hex::<Sha256>(password, salt),
+        Scheme::Sha512Salt => salted_hex::<Sha512>(password, salt),
+        Scheme::Md5Salt => salted_hex::<Md5>(password, salt),
+        Scheme::Bcrypt => {
+            if password.len() > 72 {
+                return Err(PasswordError::TooLongForBcrypt);
+            }
+            bcrypt::hash_with_result(password.as_bytes(), 10)
+                .map_err(|e| PasswordError::Hashing(e.to_string()))?
+                .format_for_version(bcrypt::Version::TwoA)
+        }
+        Scheme::Argon2id => {
+            let salt_raw = random_bytes::<16>()?;
+            let params =
+                argon2::Params::new(65_536, 1, 2, Some(32)).map_err(|e| PasswordError::Hashing(e.to_string()))?;
+            let mut key = [0u8; 32];
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+                .hash_password_into(password.as_bytes(), &salt_raw, &mut key)
+                .map_err(|e| PasswordError::Hashing(e.to_string()))?;
+            format!(
+                "$argon2id$v=19$m=65536,t=1,p=2${}${}",
+                STANDARD_NO_PAD.encode(salt_raw),
+                STANDARD_NO_PAD.encode(key)
+            )
+        }
+        Scheme::Pbkdf2Salt => STANDARD.encode(pbkdf2_sha256(password, &salt_bytes(salt), 27_500, 64)),
+        Scheme::Pbkdf2Django => {
+            format!(
+                "pbkdf2_sha256$260000${salt}${}",
+                STANDARD.encode(pbkdf2_sha256(password, salt.as_bytes(), 260_000, 32))
+            )
+        }
+    })
+}
+
+/// 20 random lower-case hex characters (10 random bytes), Casdoor's salt shape.
+pub fn new_salt() -> String {
+    match random_bytes::<10>() {
+        Ok(b) => hex::encode(b),
+        // The OS generator failing is not recoverable in any useful way; a v4 UUID draws on the same source.
+        Err(_) => uuid::Uuid::new_v4().simple().to_string()[..20].to_string(),
+    }
+}
+
+/// The organization's password policy.
+pub struct OrgPolicy<'a> {
+    pub password_type: &'a str,
+    pub password_salt: &'a str,
+    pub master_password: &'a str,
+}
+
+/// A user's stored password.
+pub struct StoredPassword<'a> {
+    pub password: &'a str,
+    pub password_type: &'a str,
+    pub password_salt: &'a str,
+}
+
+/// What a successful check matched.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Accepted {
+    Password,
+    MasterPassword,
+}
+
+/// Why a check failed. Callers show one message for all of them (no user enumeration).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("empty password")]
+    Empty,
+    #[error("no local password")]
+    NoPassword,
+    #[error("unsupported password type {0:?}")]
+    UnsupportedScheme(String),
+    #[error("wrong password")]
+    Wrong,
+}
+
+/// The check of COMPAT §4.2 without lockout (the caller does that): the effective scheme is the user's, or
+/// the organization's when the user has none; the master password counts only when it hash-matches (never
+/// a plain comparison with the stored hash, §11.4); then the organization salt, then the user's salt.
+pub fn check(org: &OrgPolicy, user: &StoredPassword, password: &str) -> Result<Accepted, Rejected> {
+    if password.is_empty() {
+        return Err(Rejected::Empty);
+    }
+    let type_name = if user.password_type.is_empty() { org.password_type } else { user.password_type };
+    let scheme = Scheme::parse(type_name).ok_or_else(|| Rejected::UnsupportedScheme(type_name.to_string()))?;
+    if !org.master_password.is_empty() && verify(scheme, password, org.master_password, org.password_salt) {
+        return Ok(Accepted::MasterPassword);
+    }
+    if user.password.is_empty() {
+        return Err(Rejected::NoPassword);
+    }
+    if verify(scheme, password, user.password, org.password_salt)
+        || (user.password_salt != org.password_salt && verify(scheme, password, user.password, user.password_salt))
+    {
+        return Ok(Accepted::Password);
+    }
+    Err(Rejected::Wrong)
+}
+
+/// A bcrypt cost-10 hash of a random string, checked against when the user does not exist, so that an
+/// unknown user costs the same time as a known one.
+const DUMMY_BCRYPT: &str = "$2a$10$..CA.uOD/eaGAOmJB.yMBurGSUo5vM6h/j4WsVYFtBHNBL0/GbtTS";
+
+/// Spends about the time of one password check and returns nothing (no user enumeration by timing).
+pub fn burn_equivalent_time(password: &str) {
+    let _ = bcrypt::verify(password.as_bytes(), DUMMY_BCRYPT);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PW: &str = "P@ssw0rd!";
+    const SALT: &str = "a1b2c3d4e5f6a7b8c9d0";
+
+    /// The worked examples of COMPAT §4.4.
+    #[test]
+    fn worked_examples_verify() {
+        let cases: &[(Scheme, &str, &str)] = &[
+            (Scheme::Plain, "P@ssw0rd!", ""),
+            (Scheme::Salt, "3fe4d69687154f529287365e03634b26fd63641b8e9b037b649f418766ae27e0", SALT),
+            (Scheme::Salt, "0e44ce7308af2b3de5232e4616403ce7d49ba2aec83f79c196409556422a4927", ""),
+            (Scheme::Salt, "133c843d51292fc99140d7d6d52e250b29c818afcba0a8116aab6e264b5d9e0f", ""),
+            (Scheme::Sha512Salt, "b51722396cab1cf9b3cbb66c1131b0e9225c2fecb63c33255781983c86f8b0291430061031183c7a3d26f3650d388dab61e587b83cda811121bbeea23bb7aae0", SALT),
+            (Scheme::Sha512Salt, "9a585872fc4a94ba2fe0f7e9625bcfccc1050dab20b56df35a1c8915a3d8325616c0172284c2f4fe9471667c9c4f1fbdc0d371684caee74cdf9d39d82383a383", ""),
+            (Scheme::Sha512Salt, "9a35d5e60f1143dfd3d3ee5a3f96c68fa79f17138e50d52894593a1a9ad2034e4eab29b25b5d12fc61ef649c8bd30ddc99bdea5e283f864bb33ac32d8f68073d", ""),
+            (Scheme::Md5Salt, "1e9bfccb6cc6e1b82d737f240ac47e3c", SALT),
+            (Scheme::Md5Salt, "8a24367a1f46c141048752f2d5bbd14b", ""),
+            (Scheme::Md5Salt, "8a297d8f5cc6b79450f0eb982fdbc69e", ""),
+            (Scheme::Bcrypt, "$2a$10$..CA.uOD/eaGAOmJB.yMBurGSUo5vM6h/j4WsVYFtBHNBL0/GbtTS", ""),
+            (Scheme::Bcrypt, "$2y$10$..CA.uOD/eaGAOmJB.yMBurGSUo5vM6h/j4WsVYFtBHNBL0/GbtTS", ""),
+            (Scheme::Argon2id, "$argon2id$v=19$m=65536,t=1,p=2$AAECAwQFBgcICQoLDA0ODw$Tn6Kri1FkXIcvNI846j3rVw0u9kaBVJAs9hHaQ38LzM", ""),
+            (Scheme::Pbkdf2Salt, "0+//X0Mf1k0wXBSpMlr0QpsVF3kC3pZGYT15vxkCyQp23oBm1UUEWApxs7dwDxw/RDFvo0hvg0gPU2TzHwCa9g==", "c2FsdHlzYWx0MTIzNDU2Nw=="),
+            (Scheme::Pbkdf2Salt, "u3ipQCSqsBFkEIElkT7mIFc8nLXAcvvw/bnpqV3CJXThwZjMsfqQbM6LqKC5Q2QO236aCbqJ1OVFKnsf9EEtrQ==", SALT),
+            (Scheme::Pbkdf2Django, "pbkdf2_sha256$260000$W7xPuZ2qTa9LkV3mNc8RbE$bDUY3amX12gm/93nkhSJHpmWECc9xlFcNRBzcRgAzeg=", "ignored"),
+        ];
+        for (scheme, stored, salt) in cases {
+            assert!(verify(*scheme, PW, stored, salt), "{scheme:?} {stored}");
+            assert!(!verify(*scheme, "P@ssw0rd?", stored, salt), "{scheme:?} accepts a wrong password");
+        }
+    }
+
+    #[test]
+    fn casdoor_base64_salt_decoding() {
+        for (input, hex_out) in [
+            ("abcd", "69b71d"),
+            ("abcde", "69b71d"),
+            ("abc", ""),
+            ("0123456789", "d35db7e39ebb"),
+            ("gl0b3xSalt2024", "825d1bdf149a96ddb4"),
+            ("ab!defgh", ""),
+            ("ab==cdef", "69"),
+            ("a1b2c3d4e5f6a7b8c9d0", "6b56f67377787b97fa6bb6fc73d774"),
+        ] {
+            assert_eq!(hex::encode(salt_bytes(input)), hex_out, "{input}");
+        }
+    }
+
+    #[test]
+    fn malformed_or_hostile_stored_values_do_not_verify() {
+        for (scheme, stored) in [
+            (Scheme::Argon2id, "$argon2id$v=18$m=65536,t=1,p=2$AAECAwQFBgcICQoLDA0ODw$Tn6Kri1FkXIcvNI846j3rVw0u9kaBVJAs9hHaQ38LzM"),
+            (Scheme::Argon2id, "$argon2id$v=19$m=4294967295,t=1,p=2$AAECAwQFBgcICQoLDA0ODw$Tn6Kri1FkXIcvNI846j3rVw0u9kaBVJAs9hHaQ38LzM"),
+            (Scheme::Argon2id, "$argon2id$v=19$m=x,t=1,p=2$$"),
+            (Scheme::Argon2id, "garbage"),
+            (Scheme::Bcrypt, "$2a$10$..CA.uOD/eaGAOm"),
+            (Scheme::Bcrypt, "$2a$31$..CA.uOD/eaGAOmJB.yMBurGSUo5vM6h/j4WsVYFtBHNBL0/GbtTS"),
+            (Scheme::Bcrypt, ""),
+            (Scheme::Pbkdf2Django, "pbkdf2_sha256$notanumber$x$y"),
+            (Scheme::Pbkdf2Django, "pbkdf2_sha256$4000000000$x$y"),
+            (Scheme::Pbkdf2Django, "pbkdf2_sha1$1000$x$y"),
+            (Scheme::Pbkdf2Salt, "%%%"),
+            (Scheme::Salt, ""),
+        ] {
+            assert!(!verify(scheme, PW, stored, ""), "{scheme:?} {stored}");
+        }
+    }
+
+    #[test]
+    fn hash_round_trips_for_every_scheme() {
+        for scheme in [
+            Scheme::Plain,
+            Scheme::Salt,
+            Scheme::Sha512Salt,
+            Scheme::Md5Salt,
+            Scheme::Bcrypt,
+            Scheme::Argon2id,
+            Scheme::Pbkdf2Salt,
+            Scheme::Pbkdf2Django,
+        ] {
+            let salt = new_salt();
+            let stored = hash(scheme, "Zoë-ünïcödé-🔑", &salt).unwrap();
+            assert!(verify(scheme, "Zoë-ünïcödé-🔑", &stored, &salt), "{scheme:?}");
+            assert!(!verify(scheme, "Zoe-unicode", &stored, &salt), "{scheme:?}");
+            assert_eq!(Scheme::parse(scheme.as_str()), Some(scheme));
+        }
+        assert!(matches!(hash(Scheme::Bcrypt, &"x".repeat(73), ""), Err(PasswordError::TooLongForBcrypt)));
+        assert!(matches!(hash(Scheme::Argon2id, "", ""), Err(PasswordError::Empty)));
+        assert!(hash(Scheme::Bcrypt, "pw", "").unwrap().starts_with("$2a$10$"));
+        assert!(hash(Scheme::Argon2id, "pw", "").unwrap().starts_with("$argon2id$v=19$m=65536,t=1,p=2$"));
+        assert_eq!(new_salt().len(), 20);
+        assert_eq!(Scheme::parse(""), None);
+        assert_eq!(Scheme::parse("sha256"), None);
+    }
+
+    /// Rows of the fixture database (`shared/casdoor/seed-postgres.sql`) with their plaintext passwords.
+    #[test]
+    fn fixture_users_check_like_casdoor_minus_its_defects() {
+        let acme = OrgPolicy { password_type: "bcrypt", password_salt: "", master_password: "" };
+        let globex = OrgPolicy {
+            password_type: "sha512-salt",
+            password_salt: "gl0b3xSalt2024",
+            master_password: &salted_hex::<Sha512>("Globex-Master-2024!", "gl0b3xSalt2024"),
+        };
+        let user = |password: &'static str, password_type: &'static str, password_salt: &'static str| StoredPassword {
+            password,
+            password_type,
+            password_salt,
+        };
+        // heidi: plain; ivan-like: empty type falls back to the organization's bcrypt.
+        assert_eq!(check(&acme, &user("heidi-plain-text", "plain", ""), "heidi-plain-text"), Ok(Accepted::Password));
+        let ivan_hash = hash(Scheme::Bcrypt, "IvanFallback1", "").unwrap();
+        let ivan = StoredPassword { password: &ivan_hash, password_type: "", password_salt: "" };
+        assert_eq!(check(&acme, &ivan, "IvanFallback1"), Ok(Accepted::Password));
+        // yuki: SHA-256 salted with the organization salt.
+        let yuki_hash = salted_hex::<Sha256>("yuki sato 2024", "gl0b3xSalt2024");
+        let yuki = StoredPassword { password: &yuki_hash, password_type: "salt", password_salt: "gl0b3xSalt2024" };
+        assert_eq!(check(&globex, &yuki, "yuki sato 2024"), Ok(Accepted::Password));
+        // hans: own salt; the organization salt is tried first and fails.
+        let hans_hash = salted_hex::<Sha512>("Hans-Own-Salt-1", "334538efece89b0606a9");
+        let hans = StoredPassword {
+            password: &hans_hash,
+            password_type: "sha512-salt",
+            password_salt: "334538efece89b0606a9",
+        };
+        assert_eq!(check(&globex, &hans, "Hans-Own-Salt-1"), Ok(Accepted::Password));
+        assert_eq!(check(&globex, &hans, "hans"), Err(Rejected::Wrong));
+        // The master password opens users whose effective scheme is the organization's ...
+        assert_eq!(check(&globex, &hans, "Globex-Master-2024!"), Ok(Accepted::MasterPassword));
+        // ... but not others (yuki is `salt`), and the stored master hash itself is no password (§11.4).
+        assert_eq!(check(&globex, &yuki, "Globex-Master-2024!"), Err(Rejected::Wrong));
+        assert_eq!(check(&globex, &hans, globex.master_password), Err(Rejected::Wrong));
+        // No local password, unsupported scheme, empty input.
+        assert_eq!(check(&acme, &user("", "", ""), "anything"), Err(Rejected::NoPassword));
+        assert_eq!(check(&acme, &user("x", "sha1", ""), "x"), Err(Rejected::UnsupportedScheme("sha1".into())));
+        assert_eq!(check(&acme, &user("x", "plain", ""), ""), Err(Rejected::Empty));
+    }
+}
