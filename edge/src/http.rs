@@ -187,6 +187,10 @@ fn oauth_error(e: &OAuthError) -> Reply {
     if e.status == 401 {
         r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"jeton\""));
     }
+    if e.status == 413 || e.status == 408 {
+        // The rest of the body was not read: the connection cannot carry another request.
+        r.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     r
 }
 
