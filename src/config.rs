@@ -64,6 +64,8 @@ pub struct RaftConfig {
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
+    /// MiB of sled page cache (records read from disk stay there).
+    pub storage_cache_mb: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,6 +122,7 @@ impl Default for RaftConfig {
             heartbeat_ms: 250,
             election_timeout_min_ms: 1000,
             election_timeout_max_ms: 2000,
+            storage_cache_mb: 128,
         }
     }
 }

@@ -109,6 +109,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         snapshot_every: cfg.raft.snapshot_every,
         heartbeat_ms: cfg.raft.heartbeat_ms,
         election_timeout_ms: (cfg.raft.election_timeout_min_ms, cfg.raft.election_timeout_max_ms),
+        storage_cache_bytes: cfg.raft.storage_cache_mb << 20,
     };
     let node = ReplicaNode::start(&cfg.data_dir, cfg.node_id, &cfg.raft.addr, &settings).await?;
     let kek = match std::env::var("JETON_KEK").ok().filter(|k| !k.is_empty()) {

@@ -52,11 +52,18 @@ pub struct RaftSettings {
     pub snapshot_every: u64,
     pub heartbeat_ms: u64,
     pub election_timeout_ms: (u64, u64),
+    /// sled's page cache, in bytes (sled defaults to 1 GiB).
+    pub storage_cache_bytes: u64,
 }
 
 impl Default for RaftSettings {
     fn default() -> Self {
-        RaftSettings { snapshot_every: 10_000, heartbeat_ms: 250, election_timeout_ms: (1000, 2000) }
+        RaftSettings {
+            snapshot_every: 10_000,
+            heartbeat_ms: 250,
+            election_timeout_ms: (1000, 2000),
+            storage_cache_bytes: 128 << 20,
+        }
     }
 }
 
