@@ -144,6 +144,16 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     let edge = Edge::new(node.clone(), kek, edge_cfg, metrics)?;
     let invalidation = edge.spawn_invalidation();
+    let upkeep = {
+        let metrics = edge.metrics.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                metrics.upkeep();
+            }
+        })
+    };
     let pruning = spawn_pruning(edge.clone());
     let http = HttpSettings {
         tls,
@@ -162,6 +172,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     );
     jeton_edge::http::serve(edge.clone(), listener, http, shutdown_signal()).await;
     pruning.abort();
+    upkeep.abort();
     invalidation.abort();
     node.shutdown().await;
     tracing::info!("jeton stopped");

@@ -20,7 +20,6 @@ use hyper::header::{
 };
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -66,14 +65,15 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let discovery = Arc::new(Discovery::new(&edge.config.issuer));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    // HTTP/1.1 on plain TCP; over TLS, HTTP/2 when the client negotiates it with ALPN.
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout)
         .keep_alive(true)
         .max_buf_size(64 * 1024);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2.timer(TokioTimer::new()).max_concurrent_streams(256).keep_alive_interval(settings.header_timeout);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     let tls = settings.tls.clone().map(tokio_rustls::TlsAcceptor::from);
@@ -98,7 +98,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let edge = edge.clone();
         let discovery = discovery.clone();
-        let builder = builder.clone();
+        let (http1, http2) = (http1.clone(), http2.clone());
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let header_timeout = settings.header_timeout;
@@ -113,7 +113,11 @@ pub async fn serve(
             let result = match tls {
                 Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(tls_stream)) => {
-                        watcher.watch(builder.serve_connection(TokioIo::new(tls_stream), svc).into_owned()).await
+                        if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            watcher.watch(http2.serve_connection(TokioIo::new(tls_stream), svc)).await
+                        } else {
+                            watcher.watch(http1.serve_connection(TokioIo::new(tls_stream), svc)).await
+                        }
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, "TLS handshake failed: {e}");
@@ -121,7 +125,7 @@ pub async fn serve(
                     }
                     Err(_) => return,
                 },
-                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await,
+                None => watcher.watch(http1.serve_connection(TokioIo::new(stream), svc)).await,
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, "connection ended: {e}");
@@ -236,6 +240,22 @@ fn too_large(limit: usize) -> OAuthError {
     OAuthError { status: 413, error: "invalid_request", description: format!("request body larger than {limit} bytes") }
 }
 
+/// `key=value` pairs of a form or query string. Pairs without escapes (the usual case: tokens, ids, grant
+/// types) are copied as they are; only pairs with `%` or `+` go through the URL decoder.
+fn form_pairs(input: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    input.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        if pair.contains(['%', '+']) {
+            form_urlencoded::parse(pair.as_bytes())
+                .next()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .unwrap_or_default()
+        } else {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k.to_string(), v.to_string())
+        }
+    })
+}
+
 /// Adds `key=value` pairs, refusing a repeated parameter (RFC 6749 §3.1).
 fn add_pairs(params: &mut Params, pairs: impl Iterator<Item = (String, String)>) -> Result<(), OAuthError> {
     for (k, v) in pairs {
@@ -260,7 +280,7 @@ async fn decode(req: Request<Incoming>, limit: usize, timeout: Duration) -> Resu
     let body = read_body(body, limit, timeout).await?;
     let mut params = Params::new();
     if let Some(q) = parts.uri.query() {
-        add_pairs(&mut params, form_urlencoded::parse(q.as_bytes()).into_owned())?;
+        add_pairs(&mut params, form_pairs(q))?;
     }
     let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     if !body.is_empty() {
@@ -277,10 +297,9 @@ async fn decode(req: Request<Incoming>, limit: usize, timeout: Duration) -> Resu
                 }
             }
         } else if content_type.is_empty() || content_type.starts_with("application/x-www-form-urlencoded") {
-            if std::str::from_utf8(&body).is_err() {
-                return Err(OAuthError::invalid_request("the form body is not UTF-8"));
-            }
-            add_pairs(&mut params, form_urlencoded::parse(&body).into_owned())?;
+            let form =
+                std::str::from_utf8(&body).map_err(|_| OAuthError::invalid_request("the form body is not UTF-8"))?;
+            add_pairs(&mut params, form_pairs(form))?;
         }
     }
     let (mut basic, mut bearer) = (None, None);
@@ -321,8 +340,8 @@ async fn route(
 ) -> (&'static str, Reply) {
     let limit = edge.config.max_body_bytes;
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    match (&method, path.as_str()) {
+    let uri = req.uri().clone();
+    match (&method, uri.path()) {
         (&Method::GET, "/.well-known/jwks") | (&Method::GET, "/.well-known/jwks.json") => {
             let mut r = json_reply(200, edge.keyring.jwks());
             r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
@@ -332,17 +351,17 @@ async fn route(
             ("introspect", introspect(edge, req, limit, timeout).await)
         }
         (&Method::POST, "/oauth/token") | (&Method::POST, "/api/login/oauth/access_token") => {
-            ("token", token(edge, req, limit, timeout, ip, false).await)
+            ("token", Box::pin(token(edge, req, limit, timeout, ip, false)).await)
         }
         (&Method::POST, "/api/login/oauth/refresh_token") => {
-            ("token", token(edge, req, limit, timeout, ip, true).await)
+            ("token", Box::pin(token(edge, req, limit, timeout, ip, true)).await)
         }
-        (&Method::POST, "/oauth/revoke") => ("revoke", revoke(edge, req, limit, timeout).await),
+        (&Method::POST, "/oauth/revoke") => ("revoke", Box::pin(revoke(edge, req, limit, timeout)).await),
         (&Method::GET | &Method::POST, "/oauth/userinfo") => {
-            ("userinfo", userinfo(edge, req, limit, timeout, false).await)
+            ("userinfo", Box::pin(userinfo(edge, req, limit, timeout, false)).await)
         }
         (&Method::GET | &Method::POST, "/api/userinfo") => {
-            ("userinfo", userinfo(edge, req, limit, timeout, true).await)
+            ("userinfo", Box::pin(userinfo(edge, req, limit, timeout, true)).await)
         }
         (&Method::GET, "/.well-known/openid-configuration")
         | (&Method::GET, "/.well-known/oauth-authorization-server") => {
@@ -352,7 +371,8 @@ async fn route(
         (&Method::GET, "/metrics") => {
             ("metrics", reply(200, "text/plain; version=0.0.4", edge.metrics.render(&edge.node.raft, edge.node.id)))
         }
-        (_, p) if p.starts_with("/api/") => ("admin", admin(edge, req, limit, timeout).await),
+        // Rare and with large futures: boxed, so every request's future stays small (it is moved around).
+        (_, p) if p.starts_with("/api/") => ("admin", Box::pin(admin(edge, req, limit, timeout)).await),
         _ => ("other", json_reply(404, r#"{"error":"not_found"}"#)),
     }
 }
@@ -476,4 +496,32 @@ fn health(edge: &Edge) -> Reply {
         "appliedIndex": m.last_applied.map(|l| l.index),
     });
     json_reply(if healthy { 200 } else { 503 }, body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_pairs_decode_only_what_needs_it() {
+        let pairs: Vec<(String, String)> = form_pairs("a=1&token=abc.def-ghi_j&&s=x+y%21&flag&e=").collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("a".into(), "1".into()),
+                ("token".into(), "abc.def-ghi_j".into()),
+                ("s".into(), "x y!".into()),
+                ("flag".into(), "".into()),
+                ("e".into(), "".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn basic_credentials_are_url_decoded() {
+        let b64 = STANDARD.encode("my%20client:s%3Acret+x");
+        assert_eq!(parse_basic(&b64).unwrap(), ("my client".to_string(), "s:cret x".to_string()));
+        assert!(parse_basic("%%%").is_err());
+        assert!(parse_basic(&STANDARD.encode("no-colon")).is_err());
+    }
 }

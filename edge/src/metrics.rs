@@ -1,74 +1,124 @@
 //! Prometheus metrics: requests and latency by endpoint, cache hits, password checks, Raft state.
+//!
+//! Handles are registered once at start-up: on the hot path a metric update is an atomic add, without
+//! building label sets or looking anything up.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Endpoint labels of `jeton_http_requests_total` and `jeton_http_request_duration_seconds`.
+pub const ENDPOINTS: [&str; 10] =
+    ["jwks", "introspect", "token", "revoke", "userinfo", "discovery", "health", "metrics", "admin", "other"];
+const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+const GRANTS: [&str; 3] = ["client_credentials", "password", "refresh_token"];
+
+struct Handles {
+    prometheus: PrometheusHandle,
+    requests: Vec<[Counter; 4]>,
+    latency: Vec<Histogram>,
+    cache_hit: Counter,
+    cache_miss: Counter,
+    password_ok: Counter,
+    password_failed: Counter,
+    tokens: [Counter; 3],
+}
 
 /// The node's metrics. Without an installed recorder (benches, unit tests) every call is a no-op.
 #[derive(Clone, Default)]
 pub struct Metrics {
-    handle: Option<PrometheusHandle>,
+    handles: Option<Arc<Handles>>,
 }
 
 impl Metrics {
-    /// Installs the process-wide Prometheus recorder.
+    /// Installs the process-wide Prometheus recorder and registers every metric.
     pub fn install() -> Result<Metrics, String> {
-        let handle = PrometheusBuilder::new()
+        let prometheus = PrometheusBuilder::new()
             .set_buckets(&[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
             .map_err(|e| e.to_string())?
             .install_recorder()
             .map_err(|e| e.to_string())?;
-        Ok(Metrics { handle: Some(handle) })
+        let requests = ENDPOINTS
+            .iter()
+            .map(|e| CLASSES.map(|c| counter!("jeton_http_requests_total", "endpoint" => *e, "status" => c)))
+            .collect();
+        let latency =
+            ENDPOINTS.iter().map(|e| histogram!("jeton_http_request_duration_seconds", "endpoint" => *e)).collect();
+        Ok(Metrics {
+            handles: Some(Arc::new(Handles {
+                prometheus,
+                requests,
+                latency,
+                cache_hit: counter!("jeton_introspection_cache_total", "result" => "hit"),
+                cache_miss: counter!("jeton_introspection_cache_total", "result" => "miss"),
+                password_ok: counter!("jeton_password_checks_total", "result" => "ok"),
+                password_failed: counter!("jeton_password_checks_total", "result" => "failed"),
+                tokens: GRANTS.map(|g| counter!("jeton_tokens_issued_total", "grant" => g)),
+            })),
+        })
     }
 
     /// Metrics that record nothing.
     pub fn disabled() -> Metrics {
-        Metrics { handle: None }
+        Metrics { handles: None }
     }
 
-    /// One HTTP request: endpoint label, status class, time to the response.
+    /// One HTTP request: endpoint (one of [`ENDPOINTS`]), status, time to the response.
     pub fn request(&self, endpoint: &'static str, status: u16, elapsed: Duration) {
-        if self.handle.is_none() {
+        let Some(h) = &self.handles else {
             return;
-        }
-        let class = match status {
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
         };
-        counter!("jeton_http_requests_total", "endpoint" => endpoint, "status" => class).increment(1);
-        histogram!("jeton_http_request_duration_seconds", "endpoint" => endpoint).record(elapsed.as_secs_f64());
+        let i = ENDPOINTS.iter().position(|e| *e == endpoint).unwrap_or(ENDPOINTS.len() - 1);
+        let class = match status {
+            200..=299 => 0,
+            300..=399 => 1,
+            400..=499 => 2,
+            _ => 3,
+        };
+        h.requests[i][class].increment(1);
+        h.latency[i].record(elapsed.as_secs_f64());
     }
 
     pub fn introspection_cache(&self, hit: bool) {
-        if self.handle.is_some() {
-            counter!("jeton_introspection_cache_total", "result" => if hit { "hit" } else { "miss" }).increment(1);
+        if let Some(h) = &self.handles {
+            if hit { &h.cache_hit } else { &h.cache_miss }.increment(1);
         }
     }
 
     pub fn password_check(&self, ok: bool) {
-        if self.handle.is_some() {
-            counter!("jeton_password_checks_total", "result" => if ok { "ok" } else { "failed" }).increment(1);
+        if let Some(h) = &self.handles {
+            if ok { &h.password_ok } else { &h.password_failed }.increment(1);
         }
     }
 
     pub fn token_issued(&self, grant: &'static str) {
-        if self.handle.is_some() {
-            counter!("jeton_tokens_issued_total", "grant" => grant).increment(1);
+        if let Some(h) = &self.handles {
+            if let Some(i) = GRANTS.iter().position(|g| *g == grant) {
+                h.tokens[i].increment(1);
+            }
         }
     }
 
+    /// Raft write latency by command kind (writes are rare: registration per call is fine).
     pub fn record_write(&self, kind: &'static str, elapsed: Duration) {
-        if self.handle.is_some() {
+        if self.handles.is_some() {
             histogram!("jeton_raft_write_duration_seconds", "command" => kind).record(elapsed.as_secs_f64());
+        }
+    }
+
+    /// Folds recorded histogram samples into their buckets. Must run periodically: without it samples
+    /// accumulate in memory until the next scrape.
+    pub fn upkeep(&self) {
+        if let Some(h) = &self.handles {
+            h.prometheus.run_upkeep();
         }
     }
 
     /// Renders the text exposition format, after refreshing the Raft gauges.
     pub fn render(&self, raft: &jeton_raft::Raft, node_id: u64) -> String {
-        let Some(handle) = &self.handle else {
+        let Some(h) = &self.handles else {
             return String::new();
         };
         let m = raft.metrics().borrow().clone();
@@ -77,6 +127,6 @@ impl Metrics {
         gauge!("jeton_raft_is_leader").set(if m.current_leader == Some(node_id) { 1.0 } else { 0.0 });
         gauge!("jeton_raft_applied_index").set(m.last_applied.map(|l| l.index as f64).unwrap_or(0.0));
         gauge!("jeton_raft_last_log_index").set(m.last_log_index.map(|i| i as f64).unwrap_or(0.0));
-        handle.render()
+        h.prometheus.render()
     }
 }

@@ -376,3 +376,192 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Entry as RaftEntry};
+
+    use super::*;
+    use crate::command::{Command, Outcome, PutMode};
+    use crate::model::{Application, Group, Organization, RefreshState, RefreshToken, Revocation, User};
+
+    fn entry(index: u64, cmd: Command) -> Entry {
+        RaftEntry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(cmd) }
+    }
+
+    fn machine(dir: &std::path::Path) -> (StateMachine, Store) {
+        let db = sled::Config::new().path(dir).temporary(false).open().unwrap();
+        let store = Store::open(&db).unwrap();
+        (StateMachine::open(&db, store.clone()).unwrap(), store)
+    }
+
+    fn org(name: &str) -> Command {
+        Command::PutOrganization {
+            org: Organization { name: name.into(), ..Default::default() },
+            mode: PutMode::Create,
+        }
+    }
+
+    fn user(owner: &str, name: &str, id: &str) -> Command {
+        Command::PutUser {
+            user: User {
+                owner: owner.into(),
+                name: name.into(),
+                id: id.into(),
+                email: format!("{name}@x.example"),
+                ..Default::default()
+            },
+            mode: PutMode::Create,
+        }
+    }
+
+    #[tokio::test]
+    async fn applies_commands_with_indexes_and_the_applied_id_in_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, store) = machine(dir.path());
+        let replies = sm
+            .apply(vec![
+                entry(1, org("acme")),
+                entry(2, user("acme", "alice", "u-1")),
+                entry(3, user("acme", "alice", "u-2")),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(replies[0].outcome, Outcome::Applied);
+        assert_eq!(replies[1].outcome, Outcome::Applied);
+        assert!(matches!(replies[2].outcome, Outcome::Conflict(_)), "{:?}", replies[2]);
+        assert_eq!(store.applied_index().unwrap(), Some(3));
+        let alice = store.user("acme", "alice").unwrap().unwrap();
+        assert_eq!(alice.get().id.as_str(), "u-1");
+        assert_eq!(store.user_by_id("u-1").unwrap().unwrap().get().name.as_str(), "alice");
+        assert_eq!(store.user_by_email("acme", "ALICE@x.example").unwrap().unwrap().get().name.as_str(), "alice");
+        assert!(store.user_by_id("u-2").unwrap().is_none(), "the refused command left nothing behind");
+        // A user of an unknown organization is refused.
+        let r = sm.apply(vec![entry(4, user("nowhere", "bob", "u-3"))]).await.unwrap();
+        assert!(matches!(r[0].outcome, Outcome::Invalid(_)));
+    }
+
+    #[tokio::test]
+    async fn a_failing_batch_is_undone_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, store) = machine(dir.path());
+        sm.apply(vec![entry(1, org("acme"))]).await.unwrap();
+        let batch = Command::Batch { commands: vec![user("acme", "carol", "u-c"), user("acme", "carol", "u-d")] };
+        let r = sm.apply(vec![entry(2, batch)]).await.unwrap();
+        assert!(matches!(r[0].outcome, Outcome::Conflict(_)));
+        assert!(store.user("acme", "carol").unwrap().is_none(), "half of a batch must not stay applied");
+        assert_eq!(store.applied_index().unwrap(), Some(2), "the entry still counts as applied");
+    }
+
+    #[tokio::test]
+    async fn refresh_reuse_revokes_the_family_and_its_access_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, store) = machine(dir.path());
+        let t = |id: &str, access: &str| RefreshToken {
+            id: id.into(),
+            family: "f1".into(),
+            application: "app".into(),
+            user: "acme/alice".into(),
+            expires_at: 2_000,
+            access_jti: access.into(),
+            access_expires_at: 1_500,
+            ..Default::default()
+        };
+        sm.apply(vec![entry(1, Command::IssueRefreshToken { token: t("r1", "a1") })]).await.unwrap();
+        let r = sm
+            .apply(vec![entry(2, Command::RotateRefreshToken { old_id: "r1".into(), new: t("r2", "a2"), now: 100 })])
+            .await
+            .unwrap();
+        assert_eq!(r[0].outcome, Outcome::Applied);
+        let r = sm
+            .apply(vec![entry(3, Command::RotateRefreshToken { old_id: "r1".into(), new: t("r3", "a3"), now: 101 })])
+            .await
+            .unwrap();
+        assert_eq!(r[0].outcome, Outcome::Reused);
+        assert!(store.refresh_token("r3").unwrap().is_none());
+        for id in ["r1", "r2"] {
+            let rec = store.refresh_token(id).unwrap().unwrap().to_owned().unwrap();
+            assert_eq!(rec.state, RefreshState::Revoked, "{id}");
+        }
+        assert!(store.is_revoked("a1").unwrap() && store.is_revoked("a2").unwrap());
+        // Pruning after expiry drops revocations and refresh tokens.
+        sm.apply(vec![entry(4, Command::Prune { now: 3_000 })]).await.unwrap();
+        assert!(!store.is_revoked("a1").unwrap());
+        assert!(store.refresh_token("r1").unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn tiny_records_stored_inline_by_sled_read_back() {
+        // sled keeps values of 22 bytes or less inline and unaligned; rkyv's `unaligned` format reads them.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, store) = machine(dir.path());
+        sm.apply(vec![
+            entry(1, org("o")),
+            entry(
+                2,
+                Command::PutGroup {
+                    group: Group { owner: "o".into(), name: "g".into(), ..Default::default() },
+                    mode: PutMode::Create,
+                },
+            ),
+        ])
+        .await
+        .unwrap();
+        sm.apply(vec![entry(
+            3,
+            Command::Revoke { revocation: Revocation { jti: "j".into(), expires_at: 9, revoked_at: 1 } },
+        )])
+        .await
+        .unwrap();
+        let raw = store.state.get(crate::store::key::revocation("j")).unwrap().unwrap();
+        assert!(raw.len() <= 64, "a small archive: {} bytes", raw.len());
+        let rev = store.revocation("j").unwrap().unwrap();
+        assert_eq!(rev.get().expires_at.to_native(), 9);
+        assert_eq!(store.group("o", "g").unwrap().unwrap().get().name.as_str(), "g");
+        assert_eq!(store.organization("o").unwrap().unwrap().get().name.as_str(), "o");
+    }
+
+    #[tokio::test]
+    async fn snapshots_build_and_install_into_another_node() {
+        let a = tempfile::tempdir().unwrap();
+        let (mut sm, _) = machine(a.path());
+        let app = Application {
+            name: "app".into(),
+            organization: "acme".into(),
+            client_id: "cid".into(),
+            ..Default::default()
+        };
+        sm.apply(vec![
+            entry(1, org("acme")),
+            entry(2, user("acme", "alice", "u-1")),
+            entry(3, Command::PutApplication { app, mode: PutMode::Create }),
+        ])
+        .await
+        .unwrap();
+        let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(3));
+        let data = snap.snapshot.into_inner();
+
+        let b = tempfile::tempdir().unwrap();
+        let (mut other, store) = machine(b.path());
+        // Something the snapshot does not have must be gone after installing it.
+        other.apply(vec![entry(1, org("stale"))]).await.unwrap();
+        let mut changes = store.subscribe();
+        other.install_snapshot(&snap.meta, Box::new(Cursor::new(data.clone()))).await.unwrap();
+        assert_eq!(changes.recv().await.unwrap(), Change::Everything);
+        assert!(store.organization("stale").unwrap().is_none());
+        assert_eq!(store.user_by_id("u-1").unwrap().unwrap().get().name.as_str(), "alice");
+        assert_eq!(store.application_by_client_id("cid").unwrap().unwrap().get().name.as_str(), "app");
+        assert_eq!(store.applied_index().unwrap(), Some(3));
+        let current = other.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.snapshot_id, snap.meta.snapshot_id);
+
+        // Corrupt data is refused and changes nothing.
+        let mut bad = data.clone();
+        let n = bad.len();
+        bad[n - 3] ^= 0xff;
+        bad.truncate(n - 1);
+        assert!(other.install_snapshot(&snap.meta, Box::new(Cursor::new(bad))).await.is_err());
+        assert_eq!(store.user_by_id("u-1").unwrap().unwrap().get().name.as_str(), "alice");
+    }
+}
