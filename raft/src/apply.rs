@@ -14,12 +14,15 @@ use crate::RaftError;
 pub(crate) struct Pending<'a> {
     tree: &'a sled::Tree,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Undo log: each write with what `writes` held for its key before, so a refused command can be
+    /// rolled back without copying the whole overlay.
+    journal: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
     pub(crate) changes: Vec<Change>,
 }
 
 impl<'a> Pending<'a> {
     pub(crate) fn new(tree: &'a sled::Tree) -> Self {
-        Pending { tree, writes: BTreeMap::new(), changes: Vec::new() }
+        Pending { tree, writes: BTreeMap::new(), journal: Vec::new(), changes: Vec::new() }
     }
 
     fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>, RaftError> {
@@ -43,8 +46,13 @@ impl<'a> Pending<'a> {
         self.get(k)?.map(|b| T::decode(&b)).transpose()
     }
 
+    fn write(&mut self, k: Vec<u8>, v: Option<Vec<u8>>) {
+        let before = self.writes.insert(k.clone(), v);
+        self.journal.push((k, before));
+    }
+
     fn put_raw(&mut self, k: Vec<u8>, v: Vec<u8>) {
-        self.writes.insert(k, Some(v));
+        self.write(k, Some(v));
     }
 
     fn put<T: Stored>(&mut self, k: Vec<u8>, v: &T) -> Result<(), RaftError>
@@ -58,7 +66,18 @@ impl<'a> Pending<'a> {
     }
 
     fn delete(&mut self, k: Vec<u8>) {
-        self.writes.insert(k, None);
+        self.write(k, None);
+    }
+
+    /// Undoes every write made after the journal had `mark` entries.
+    fn roll_back_to(&mut self, mark: usize) {
+        while self.journal.len() > mark {
+            let Some((k, before)) = self.journal.pop() else { break };
+            match before {
+                Some(v) => self.writes.insert(k, v),
+                None => self.writes.remove(&k),
+            };
+        }
     }
 
     /// Keys under a prefix, as they will be after the pending writes.
@@ -82,6 +101,7 @@ impl<'a> Pending<'a> {
 
     /// Everything pending, to be written as one batch.
     pub(crate) fn into_batch(self) -> (sled::Batch, Vec<Change>) {
+        // The journal only serves roll-backs within this batch.
         let mut batch = sled::Batch::default();
         for (k, v) in self.writes {
             match v {
@@ -98,11 +118,11 @@ impl<'a> Pending<'a> {
 
     /// Applies one command. On anything but [`Outcome::Applied`] nothing of the command remains pending.
     pub(crate) fn apply(&mut self, cmd: &Command) -> Result<Outcome, RaftError> {
-        let saved_writes = self.writes.clone();
+        let mark = self.journal.len();
         let saved_changes = self.changes.len();
         let outcome = self.apply_inner(cmd)?;
         if outcome != Outcome::Applied && outcome != Outcome::Reused {
-            self.writes = saved_writes;
+            self.roll_back_to(mark);
             self.changes.truncate(saved_changes);
         }
         Ok(outcome)
