@@ -122,7 +122,7 @@ impl Default for RaftConfig {
             heartbeat_ms: 250,
             election_timeout_min_ms: 1000,
             election_timeout_max_ms: 2000,
-            storage_cache_mb: 128,
+            storage_cache_mb: 64,
         }
     }
 }
