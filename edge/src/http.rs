@@ -398,37 +398,38 @@ async fn token(
     }
 }
 
+/// Decodes a request that names a token and authenticates its client (introspection, revocation).
+async fn client_and_token(
+    edge: &Edge,
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<(Arc<crate::service::ClientApp>, String), OAuthError> {
+    let mut d = decode(req, limit, timeout).await?;
+    let caller = edge.client_from_request(&d.params, &ClientAuth { basic: d.basic.take() })?;
+    match d.params.remove("token").filter(|t| !t.is_empty()) {
+        Some(token) => Ok((caller, token)),
+        None => Err(OAuthError::invalid_request("token is required")),
+    }
+}
+
 async fn introspect(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Duration) -> Reply {
-    let d = match decode(req, limit, timeout).await {
-        Ok(d) => d,
-        Err(e) => return oauth_error(&e),
+    let result = match client_and_token(edge, req, limit, timeout).await {
+        Ok((caller, token)) => edge.introspect(&caller, &token),
+        Err(e) => Err(e),
     };
-    let caller = match edge.client_from_request(&d.params, &ClientAuth { basic: d.basic }) {
-        Ok(c) => c,
-        Err(e) => return oauth_error(&e),
-    };
-    let Some(token) = d.params.get("token").filter(|t| !t.is_empty()) else {
-        return oauth_error(&OAuthError::invalid_request("token is required"));
-    };
-    match edge.introspect(&caller, token) {
+    match result {
         Ok(body) => no_store(json_reply(200, body)),
         Err(e) => oauth_error(&e),
     }
 }
 
 async fn revoke(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Duration) -> Reply {
-    let d = match decode(req, limit, timeout).await {
-        Ok(d) => d,
-        Err(e) => return oauth_error(&e),
+    let result = match client_and_token(edge, req, limit, timeout).await {
+        Ok((caller, token)) => edge.revoke(&caller, &token).await,
+        Err(e) => Err(e),
     };
-    let caller = match edge.client_from_request(&d.params, &ClientAuth { basic: d.basic }) {
-        Ok(c) => c,
-        Err(e) => return oauth_error(&e),
-    };
-    let Some(token) = d.params.get("token").filter(|t| !t.is_empty()) else {
-        return oauth_error(&OAuthError::invalid_request("token is required"));
-    };
-    match edge.revoke(&caller, token).await {
+    match result {
         Ok(()) => no_store(json_reply(200, "{}")),
         Err(e) => oauth_error(&e),
     }

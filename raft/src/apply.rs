@@ -10,13 +10,16 @@ use crate::model::{Application, Group, Organization, RefreshState, RefreshToken,
 use crate::store::{key, Change, Stored};
 use crate::RaftError;
 
+/// One undo-journal entry: a key and what the overlay held for it before a write (`None`: nothing).
+type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
+
 /// Writes not yet committed to sled, read through by later commands of the same batch.
 pub(crate) struct Pending<'a> {
     tree: &'a sled::Tree,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Undo log: each write with what `writes` held for its key before, so a refused command can be
     /// rolled back without copying the whole overlay.
-    journal: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+    journal: Vec<Undo>,
     pub(crate) changes: Vec<Change>,
 }
 

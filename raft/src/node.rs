@@ -62,7 +62,7 @@ impl Default for RaftSettings {
             snapshot_every: 10_000,
             heartbeat_ms: 250,
             election_timeout_ms: (1000, 2000),
-            storage_cache_bytes: 128 << 20,
+            storage_cache_bytes: 64 << 20,
         }
     }
 }
