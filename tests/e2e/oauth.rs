@@ -429,3 +429,94 @@ fn futures_stream(bytes: Vec<u8>) -> impl futures_util::Stream<Item = Result<Vec
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = bytes.chunks(16 * 1024).map(|c| Ok(c.to_vec())).collect();
     futures_util::stream::iter(chunks)
 }
+
+#[tokio::test]
+async fn casdoor_token_formats_carry_their_claims_and_no_secrets() {
+    let node = Node::start().await;
+    let (s, v) = node
+        .admin_post("add-organization", json!({"owner": "admin", "name": "globex", "passwordType": "argon2id"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = node
+        .admin_post("add-user", json!({"owner": "globex", "name": "yuki", "password": "Yuki-Password-1", "displayName": "Sato Yuki", "email": "yuki@globex.example", "properties": {"department": "design"}, "totpSecret": "JBSWY3DPEHPK3PXP"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = node
+        .admin_post(
+            "add-role",
+            json!({"owner": "globex", "name": "role-designers", "users": ["globex/yuki"], "isEnabled": true}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let formats = [
+        ("JWT", json!({})),
+        ("JWT-Empty", json!({})),
+        ("JWT-Standard", json!({})),
+        (
+            "JWT-Custom",
+            json!({"tokenFields": ["DisplayName", "Properties.department", "Roles"], "tokenAttributes": [{"name": "tenant", "category": "Static Value", "value": "globex:$user.owner", "type": "String"}]}),
+        ),
+    ];
+    for (i, (format, extra)) in formats.into_iter().enumerate() {
+        let mut app = json!({"owner": "admin", "name": format!("app-{i}"), "organization": "globex", "clientId": format!("client-{i}"), "clientSecret": "format-secret-0123456789", "grantTypes": ["password", "refresh_token"], "tokenFormat": format});
+        for (k, v) in extra.as_object().unwrap() {
+            app[k] = v.clone();
+        }
+        let (s, v) = node.admin_post("add-application", app).await;
+        assert_eq!(s, 200, "{format}: {v}");
+        // Casdoor's token path, and Casdoor's refresh path.
+        let (s, t) = node
+            .post_form(
+                "/api/login/oauth/access_token",
+                &[
+                    ("grant_type", "password"),
+                    ("client_id", &format!("client-{i}")),
+                    ("client_secret", "format-secret-0123456789"),
+                    ("username", "yuki"),
+                    ("password", "Yuki-Password-1"),
+                    ("scope", "openid profile"),
+                ],
+            )
+            .await;
+        assert_eq!(s, 200, "{format}: {t}");
+        let claims = verify_with_jwks(&node, t["access_token"].as_str().unwrap()).await;
+        let text = claims.to_string();
+        assert!(!text.contains("JBSWY3DPEHPK3PXP") && !text.contains("$argon2id"), "{format} leaks a secret: {text}");
+        assert_eq!(claims["tokenType"], "access-token", "{format}");
+        match format {
+            "JWT" => {
+                assert_eq!(claims["name"], "yuki");
+                assert_eq!(claims["displayName"], "Sato Yuki");
+                assert_eq!(claims["passwordSalt"], "");
+                assert_eq!(claims["roles"][0]["name"], "role-designers");
+            }
+            "JWT-Empty" => {
+                assert_eq!(claims["name"], "yuki");
+                assert!(claims.get("roles").is_none());
+            }
+            "JWT-Standard" => {
+                assert_eq!(claims["preferred_username"], "yuki");
+                assert_eq!(claims["name"], "Sato Yuki");
+            }
+            _ => {
+                assert_eq!(claims["displayName"], "Sato Yuki");
+                assert_eq!(claims["department"], "design");
+                assert_eq!(claims["tenant"], "globex:globex");
+                assert_eq!(claims["roles"][0]["name"], "role-designers");
+                assert!(claims.get("email").is_none(), "only the configured fields");
+            }
+        }
+        let (s, r) = node
+            .post_form(
+                "/api/login/oauth/refresh_token",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", t["refresh_token"].as_str().unwrap()),
+                    ("client_id", &format!("client-{i}")),
+                    ("client_secret", "format-secret-0123456789"),
+                ],
+            )
+            .await;
+        assert_eq!(s, 200, "{format} refresh: {r}");
+    }
+}
