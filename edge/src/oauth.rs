@@ -39,17 +39,28 @@ pub struct TokenResponse {
     pub scope: String,
 }
 
+/// The JSON of a token response, serialized without building a `Value`.
+#[derive(serde::Serialize)]
+struct TokenResponseJson<'a> {
+    access_token: &'a str,
+    id_token: &'a str,
+    refresh_token: &'a str,
+    token_type: &'a str,
+    expires_in: i64,
+    scope: &'a str,
+}
+
 impl TokenResponse {
     pub fn body(&self) -> Vec<u8> {
         // Casdoor clients read `id_token` (the access token, COMPAT §5.5) and expect all six keys.
-        serde_json::to_vec(&json!({
-            "access_token": self.access_token,
-            "id_token": self.access_token,
-            "refresh_token": self.refresh_token,
-            "token_type": "Bearer",
-            "expires_in": self.expires_in,
-            "scope": self.scope,
-        }))
+        serde_json::to_vec(&TokenResponseJson {
+            access_token: &self.access_token,
+            id_token: &self.access_token,
+            refresh_token: &self.refresh_token,
+            token_type: "Bearer",
+            expires_in: self.expires_in,
+            scope: &self.scope,
+        })
         .unwrap_or_default()
     }
 }
