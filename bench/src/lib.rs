@@ -116,7 +116,7 @@ impl Fixture {
 
     /// One client_credentials grant through the token service; returns the access token.
     pub fn client_credentials(&self) -> String {
-        let params = HashMap::from([("grant_type".to_string(), "client_credentials".to_string())]);
+        let params: jeton_edge::oauth::Params = [("grant_type", "client_credentials")].into_iter().collect();
         let auth = ClientAuth { basic: Some((self.client_id.clone(), self.client_secret.clone())) };
         self.runtime.block_on(self.edge.token(&params, &auth, None)).expect("token").access_token
     }

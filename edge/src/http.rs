@@ -293,7 +293,7 @@ async fn decode(req: Request<Incoming>, limit: usize, timeout: Duration) -> Resu
                         Value::Null => continue,
                         other => other.to_string(),
                     };
-                    params.entry(k).or_insert(v);
+                    params.insert_if_absent(k, v);
                 }
             }
         } else if content_type.is_empty() || content_type.starts_with("application/x-www-form-urlencoded") {
