@@ -83,6 +83,14 @@ for MODE in $MODES; do
     measure "jeton token client_credentials EdDSA" "http://127.0.0.1:$PORT/oauth/token" POST "grant_type=client_credentials" "$ID:$SECRET"
     stop_bg jeton
   fi
+  if [[ " $ONLY " == *" ceiling "* ]]; then
+    # The ceiling again, after jeton: this VM drifts by 10-20 % within minutes, so the ratios use the mean
+    # of the ceiling measured before and after.
+    "$ANCHORS/ceiling/start.sh" >/dev/null; SPID="$(server_pid ceiling)"
+    measure "ceiling hyper hello (again)" http://127.0.0.1:18080/hello POST "token=$TOK" "$OIDC_CRED"
+    "$ANCHORS/ceiling/stop.sh" >/dev/null
+    RPS["$MODE/ceiling"]="$(awk -v a="${RPS[$MODE/ceiling hyper hello]}" -v b="${RPS[$MODE/ceiling hyper hello (again)]}" 'BEGIN{printf "%.0f", (a + b) / 2}')"
+  fi
   if [[ " $ONLY " == *" oidc "* ]]; then
     "$ANCHORS/oidc-provider/start.sh" >/dev/null; SPID="$(server_pid oidc)"
     OPQ="$("$ANCHORS/oidc-provider/token.sh" opaque)"
@@ -94,11 +102,11 @@ for MODE in $MODES; do
 done
 
 ratio() { awk -v a="${RPS[$1]:-0}" -v b="${RPS[$2]:-0}" 'BEGIN{ if (b > 0) printf "%.2f", a / b; else printf "n/a" }'; }
-say "--- ratios (req/s over req/s, same mode, same run) ---"
+say "--- ratios (req/s over req/s, same mode, same run; ceiling = mean of its two measurements) ---"
 for MODE in $MODES; do
-  say "$MODE: introspect/ceiling $(ratio "$MODE/jeton introspect (cache hit)" "$MODE/ceiling hyper hello") (target >= 0.8)," \
-    "JWKS/ceiling $(ratio "$MODE/jeton JWKS" "$MODE/ceiling hyper hello") (>= 0.9)," \
-    "issuance/ceiling $(ratio "$MODE/jeton token client_credentials EdDSA" "$MODE/ceiling hyper hello") (>= 0.4)"
+  say "$MODE: introspect/ceiling $(ratio "$MODE/jeton introspect (cache hit)" "$MODE/ceiling") (target >= 0.8)," \
+    "JWKS/ceiling $(ratio "$MODE/jeton JWKS" "$MODE/ceiling") (>= 0.9)," \
+    "issuance/ceiling $(ratio "$MODE/jeton token client_credentials EdDSA" "$MODE/ceiling") (>= 0.4)"
   say "$MODE: vs oidc-provider: introspect $(ratio "$MODE/jeton introspect (cache hit)" "$MODE/oidc-provider introspect (opaque)")x," \
     "JWKS $(ratio "$MODE/jeton JWKS" "$MODE/oidc-provider JWKS")x," \
     "issuance $(ratio "$MODE/jeton token client_credentials EdDSA" "$MODE/oidc-provider token client_credentials")x (target >= 10x each)"
