@@ -147,30 +147,34 @@ impl Edge {
             }
         };
         let q = |k: &str| query.get(k).map(String::as_str).unwrap_or("");
+        let page = match Page::from_query(q("p"), q("pageSize")) {
+            Ok(p) => p,
+            Err(msg) => return Some(fail(400, msg)),
+        };
         let reply = match path {
-            "get-organizations" => self.list(self.store.organizations(), |o: &Organization| to_value(o)),
+            "get-organizations" => self.list(page, self.store.organizations(), |o: &Organization| to_value(o)),
             "get-organization" => {
                 self.get_one(q("id"), |_, n| self.store.organization(n), |o: &Organization| to_value(o))
             }
             "add-organization" => self.put_organization(&body, PutMode::Create).await,
             "update-organization" => self.put_organization(&body, PutMode::Update).await,
             "delete-organization" => self.delete(&body, |_, n| Command::DeleteOrganization { name: n.into() }).await,
-            "get-users" => self.list(self.store.users(q("owner")), user_view),
+            "get-users" => self.list(page, self.store.users(q("owner")), user_view),
             "get-user" => self.get_one(q("id"), |o, n| self.store.user(o, n), user_view),
             "add-user" => self.put_user(&body, PutMode::Create).await,
             "update-user" => self.put_user(&body, PutMode::Update).await,
             "delete-user" => self.delete(&body, |o, n| Command::DeleteUser { owner: o.into(), name: n.into() }).await,
-            "get-applications" => self.list(self.store.applications(), app_view),
+            "get-applications" => self.list(page, self.store.applications(), app_view),
             "get-application" => self.get_one(q("id"), |_, n| self.store.application(n), app_view),
             "add-application" => self.put_application(&body, PutMode::Create).await,
             "update-application" => self.put_application(&body, PutMode::Update).await,
             "delete-application" => self.delete(&body, |_, n| Command::DeleteApplication { name: n.into() }).await,
-            "get-certs" => self.list(self.store.signing_keys(), cert_view),
+            "get-certs" => self.list(page, self.store.signing_keys(), cert_view),
             "get-cert" => self.get_one(q("id"), |_, n| self.store.signing_key(n), cert_view),
             "add-cert" => self.add_cert(&body).await,
             "rotate-cert" => self.rotate_cert(q("id"), &body).await,
             "delete-cert" => self.delete(&body, |_, n| Command::DeleteSigningKey { kid: n.into() }).await,
-            "get-roles" => self.list(self.store.roles(q("owner")), |r: &Role| to_value(r)),
+            "get-roles" => self.list(page, self.store.roles(q("owner")), |r: &Role| to_value(r)),
             "get-role" => self.get_one(q("id"), |o, n| self.store.role(o, n), |r: &Role| to_value(r)),
             "add-role" => {
                 self.put_simple(&body, PutMode::Create, |role: Role, mode| Command::PutRole { role, mode }).await
@@ -179,7 +183,7 @@ impl Edge {
                 self.put_simple(&body, PutMode::Update, |role: Role, mode| Command::PutRole { role, mode }).await
             }
             "delete-role" => self.delete(&body, |o, n| Command::DeleteRole { owner: o.into(), name: n.into() }).await,
-            "get-groups" => self.list(self.store.groups(q("owner")), |g: &Group| to_value(g)),
+            "get-groups" => self.list(page, self.store.groups(q("owner")), |g: &Group| to_value(g)),
             "get-group" => self.get_one(q("id"), |o, n| self.store.group(o, n), |g: &Group| to_value(g)),
             "add-group" => {
                 self.put_simple(&body, PutMode::Create, |group: Group, mode| Command::PutGroup { group, mode }).await
@@ -193,15 +197,23 @@ impl Edge {
         Some(reply)
     }
 
-    fn list<T, I, F>(&self, records: I, view: F) -> AdminReply
+    /// A list, or one page of it with the total count in `data2` (Casdoor's `p` / `pageSize`). Records
+    /// outside the page are counted, not decoded.
+    fn list<T, I, F>(&self, page: Option<Page>, records: I, view: F) -> AdminReply
     where
         T: jeton_raft::store::Stored,
         T::Archived: rkyv::Portable,
         I: Iterator<Item = Result<jeton_raft::Record<T>, jeton_raft::RaftError>>,
         F: Fn(&T) -> Value,
     {
+        let (skip, take) = page.map(|p| ((p.number - 1).saturating_mul(p.size), p.size)).unwrap_or((0, usize::MAX));
         let mut out = Vec::new();
+        let mut total = 0usize;
         for r in records {
+            total += 1;
+            if total <= skip || out.len() >= take {
+                continue;
+            }
             match r.and_then(|r| r.to_owned()) {
                 Ok(v) => out.push(view(&v)),
                 Err(e) => {
@@ -210,7 +222,10 @@ impl Edge {
                 }
             }
         }
-        ok(Value::Array(out))
+        match page {
+            Some(_) => ok2(Value::Array(out), json!(total)),
+            None => ok(Value::Array(out)),
+        }
     }
 
     fn get_one<T, G, F>(&self, id: &str, get: G, view: F) -> AdminReply
@@ -501,6 +516,27 @@ impl Edge {
             ok2(json!("Affected"), json!({"name": new_kid, "retireAt": t + longest + 60}))
         } else {
             reply
+        }
+    }
+}
+
+/// A page of a list: 1-based number and size (at most 1000).
+#[derive(Clone, Copy)]
+struct Page {
+    number: usize,
+    size: usize,
+}
+
+impl Page {
+    fn from_query(p: &str, size: &str) -> Result<Option<Page>, &'static str> {
+        if p.is_empty() && size.is_empty() {
+            return Ok(None);
+        }
+        let number = if p.is_empty() { Ok(1) } else { p.parse::<usize>() };
+        let size = if size.is_empty() { Ok(10) } else { size.parse::<usize>() };
+        match (number, size) {
+            (Ok(n), Ok(s)) if n >= 1 && (1..=1000).contains(&s) => Ok(Some(Page { number: n, size: s })),
+            _ => Err("p must be a page number from 1 and pageSize from 1 to 1000"),
         }
     }
 }

@@ -19,6 +19,12 @@ async fn admin_crud_of_organizations_users_and_applications() {
     let (_, v) = node.admin_get("get-organizations?owner=admin").await;
     let names: Vec<&str> = v["data"].as_array().unwrap().iter().filter_map(|o| o["name"].as_str()).collect();
     assert!(names.contains(&"acme") && names.contains(&"built-in"), "{names:?}");
+    // Casdoor's paging: one page and the total count.
+    let (_, v) = node.admin_get("get-organizations?owner=admin&p=2&pageSize=1").await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["data2"], 2);
+    let (s, _) = node.admin_get("get-organizations?owner=admin&p=0&pageSize=1").await;
+    assert_eq!(s, 400);
 
     // Users: create with a plaintext password (hashed with the org's scheme), read, update, delete.
     let (s, v) = node.admin_post("add-user", json!({"owner": "acme", "name": "frank", "password": "Frank-Password-1", "displayName": "Frank", "email": "frank@acme.example", "properties": {"department": "ops"}})).await;
