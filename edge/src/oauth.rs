@@ -289,7 +289,7 @@ impl Edge {
         }
         let scope = self.check_scope(client, param(p, "scope"))?;
         let user = self.find_user(&client.app.organization, username)?;
-        self.check_password(&client.app, user.as_ref(), password, client_ip).await?;
+        self.check_password(&client.app, username, user.as_ref(), password, client_ip).await?;
         let Some(user) = user else {
             return Err(OAuthError::invalid_grant("invalid username or password"));
         };

@@ -290,6 +290,7 @@ impl Edge {
     pub async fn check_password(
         &self,
         app: &Application,
+        login: &str,
         user: Option<&User>,
         password: &str,
         client_ip: Option<std::net::IpAddr>,
@@ -308,11 +309,16 @@ impl Edge {
         let frozen_for = Duration::from_secs(
             60 * if app.failed_signin_frozen_time > 0 { app.failed_signin_frozen_time as u64 } else { 15 },
         );
-        let failures = user.map(|u| {
-            self.user_failures.get_with(u.full_name(), || Arc::new(std::sync::Mutex::new(Failures::default())))
-        });
-        if let Some(f) = &failures {
-            let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+        // Failures count per account, and per login name when no account matches: an unknown name locks
+        // exactly like a real one, so the lockout itself tells nothing about who exists.
+        let failures_key = match user {
+            Some(u) => u.full_name(),
+            None => format!("{}/?{}", app.organization, login.trim().to_lowercase()),
+        };
+        let failures =
+            self.user_failures.get_with(failures_key, || Arc::new(std::sync::Mutex::new(Failures::default())));
+        {
+            let mut f = failures.lock().unwrap_or_else(|p| p.into_inner());
             match f.frozen_until {
                 Some(until) if until > Instant::now() => {
                     let mins = (until - Instant::now()).as_secs().div_ceil(60);
@@ -371,17 +377,15 @@ impl Edge {
         self.metrics.password_check(result.is_ok());
         match result {
             Ok(accepted) => {
-                if let Some(f) = &failures {
-                    *f.lock().unwrap_or_else(|p| p.into_inner()) = Failures::default();
-                }
+                *failures.lock().unwrap_or_else(|p| p.into_inner()) = Failures::default();
                 Ok(accepted)
             }
             Err(why) => {
                 if let Some(u) = user {
                     tracing::info!(user = %u.full_name(), reason = %why, "password check failed");
                 }
-                if let Some(f) = &failures {
-                    let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+                {
+                    let mut f = failures.lock().unwrap_or_else(|p| p.into_inner());
                     f.count = (f.count + 1).min(limit);
                     if f.count >= limit {
                         f.frozen_until = Some(Instant::now() + frozen_for);

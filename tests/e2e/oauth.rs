@@ -108,6 +108,12 @@ async fn password_grant_wrong_password_unknown_user_and_lockout() {
     let (s, v) = node.post_form_basic("/oauth/token", &id, &secret, &pw("bob", "Bob-Password-1")).await;
     assert_eq!(s, 429, "{v}");
     assert_eq!(v["error"], "invalid_grant");
+    // An unknown name locks the same way (the lockout must not reveal which accounts exist).
+    for _ in 0..4 {
+        node.post_form_basic("/oauth/token", &id, &secret, &pw("nobody", "nope")).await;
+    }
+    let (s_unknown, v_unknown) = node.post_form_basic("/oauth/token", &id, &secret, &pw("nobody", "nope")).await;
+    assert_eq!((s_unknown, v_unknown["error"].as_str()), (429, Some("invalid_grant")), "{v_unknown}");
 
     // A user of another organization cannot sign in through this application.
     let (s, _) = node.post_form_basic("/oauth/token", &id, &secret, &pw("admin", ADMIN_PASSWORD)).await;
