@@ -51,14 +51,7 @@ async fn admin_crud_of_organizations_users_and_applications() {
     // The password still works after the update (a masked password keeps the stored hash).
     let (s, v) = node.admin_post("add-application", json!({"owner": "admin", "name": "app-acme", "organization": "acme", "clientSecret": "app-acme-secret-0123456789", "clientId": "acme-client", "grantTypes": ["password"]})).await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = node
-        .post_form_basic(
-            "/oauth/token",
-            "acme-client",
-            "app-acme-secret-0123456789",
-            &[("grant_type", "password"), ("username", "frank"), ("password", "Frank-Password-1")],
-        )
-        .await;
+    let (s, v) = node.password_grant("acme-client", "app-acme-secret-0123456789", "frank", "Frank-Password-1").await;
     assert_eq!(s, 200, "{v}");
 
     // Applications: the secret is never readable; a generated one is returned once.
@@ -89,14 +82,7 @@ async fn admin_crud_of_organizations_users_and_applications() {
     assert_eq!(s, 400, "an application needs an existing organization");
 
     // Deleting a user makes its tokens inactive.
-    let (_, t) = node
-        .post_form_basic(
-            "/oauth/token",
-            "acme-client",
-            "app-acme-secret-0123456789",
-            &[("grant_type", "password"), ("username", "frank"), ("password", "Frank-Password-1")],
-        )
-        .await;
+    let (_, t) = node.password_grant("acme-client", "app-acme-secret-0123456789", "frank", "Frank-Password-1").await;
     let at = t["access_token"].as_str().unwrap().to_string();
     let (_, v) =
         node.post_form_basic("/oauth/introspect", "acme-client", "app-acme-secret-0123456789", &[("token", &at)]).await;
@@ -126,14 +112,7 @@ async fn admin_crud_of_organizations_users_and_applications() {
 async fn disabling_a_user_deactivates_its_tokens_and_logins() {
     let node = Node::start().await;
     let (id, secret) = node.app_with_user("acme", "app-acme", json!({}), "judy", "Judy-Password-1").await;
-    let (_, t) = node
-        .post_form_basic(
-            "/oauth/token",
-            &id,
-            &secret,
-            &[("grant_type", "password"), ("username", "judy"), ("password", "Judy-Password-1")],
-        )
-        .await;
+    let (_, t) = node.password_grant(&id, &secret, "judy", "Judy-Password-1").await;
     let at = t["access_token"].as_str().unwrap().to_string();
     let rt = t["refresh_token"].as_str().unwrap().to_string();
     let (_, v) = node.admin_get("get-user?id=acme/judy").await;
@@ -143,14 +122,7 @@ async fn disabling_a_user_deactivates_its_tokens_and_logins() {
     assert_eq!(s, 200, "{v}");
     let (_, v) = node.post_form_basic("/oauth/introspect", &id, &secret, &[("token", &at)]).await;
     assert_eq!(v, json!({"active": false}));
-    let (s, v) = node
-        .post_form_basic(
-            "/oauth/token",
-            &id,
-            &secret,
-            &[("grant_type", "password"), ("username", "judy"), ("password", "Judy-Password-1")],
-        )
-        .await;
+    let (s, v) = node.password_grant(&id, &secret, "judy", "Judy-Password-1").await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")));
     let (s, v) = node
         .post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &rt)])
@@ -190,14 +162,7 @@ async fn admin_api_refuses_without_admin_credentials_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    let (_, t) = node
-        .post_form_basic(
-            "/oauth/token",
-            &id,
-            &secret,
-            &[("grant_type", "password"), ("username", "mallory"), ("password", "Mallory-Password-1")],
-        )
-        .await;
+    let (_, t) = node.password_grant(&id, &secret, "mallory", "Mallory-Password-1").await;
     let user_token = t["access_token"].as_str().unwrap();
     let r =
         node.http.post(node.url("/api/add-organization")).bearer_auth(user_token).json(&attempt).send().await.unwrap();
@@ -219,14 +184,7 @@ async fn admin_api_refuses_without_admin_credentials_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let (_, t) = node
-        .post_form_basic(
-            "/oauth/token",
-            ADMIN_CLIENT_ID,
-            ADMIN_CLIENT_SECRET,
-            &[("grant_type", "password"), ("username", "admin"), ("password", ADMIN_PASSWORD)],
-        )
-        .await;
+    let (_, t) = node.password_grant(ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, "admin", ADMIN_PASSWORD).await;
     let admin_user = t["access_token"].as_str().expect("admin password grant");
     let r = node
         .http

@@ -105,6 +105,17 @@ impl Node {
         response(r).await
     }
 
+    /// A password grant at the token endpoint, client_secret_basic.
+    pub async fn password_grant(&self, id: &str, secret: &str, user: &str, password: &str) -> (u16, Value) {
+        self.post_form_basic(
+            "/oauth/token",
+            id,
+            secret,
+            &[("grant_type", "password"), ("username", user), ("password", password)],
+        )
+        .await
+    }
+
     /// POST a form without client credentials in a header.
     pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
         let r = self.http.post(self.url(path)).form(form).send().await.expect("request");

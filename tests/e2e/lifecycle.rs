@@ -16,14 +16,7 @@ async fn restart_keeps_everything() {
     let (id, secret) = node
         .app_with_user("acme", "app-acme", json!({"tokenSigningMethod": "RS256"}), "heidi", "Heidi-Password-1")
         .await;
-    let (_, t) = node
-        .post_form_basic(
-            "/oauth/token",
-            &id,
-            &secret,
-            &[("grant_type", "password"), ("username", "heidi"), ("password", "Heidi-Password-1")],
-        )
-        .await;
+    let (_, t) = node.password_grant(&id, &secret, "heidi", "Heidi-Password-1").await;
     let at = t["access_token"].as_str().unwrap().to_string();
     let rt = t["refresh_token"].as_str().unwrap().to_string();
     let revoked = node.admin_token().await;
@@ -48,14 +41,7 @@ async fn restart_keeps_everything() {
         .post_form_basic("/oauth/token", &id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &rt)])
         .await;
     assert_eq!(s, 200, "refresh state survives a restart: {v}");
-    let (s, v) = node
-        .post_form_basic(
-            "/oauth/token",
-            &id,
-            &secret,
-            &[("grant_type", "password"), ("username", "heidi"), ("password", "Heidi-Password-1")],
-        )
-        .await;
+    let (s, v) = node.password_grant(&id, &secret, "heidi", "Heidi-Password-1").await;
     assert_eq!(s, 200, "{v}");
     let (_, v) = node.admin_get("get-user?id=acme/heidi").await;
     assert_eq!(v["data"]["name"], "heidi");

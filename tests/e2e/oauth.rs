@@ -222,14 +222,7 @@ async fn refresh_rotation_and_reuse_detection_revokes_the_family() {
     assert_eq!(v, json!({"active": false}), "the access token minted with the reused family is revoked");
 
     // A refresh token is not accepted from another client.
-    let (s, third) = node
-        .post_form_basic(
-            "/oauth/token",
-            &id,
-            &secret,
-            &[("grant_type", "password"), ("username", "carol"), ("password", "Carol-Password-1")],
-        )
-        .await;
+    let (s, third) = node.password_grant(&id, &secret, "carol", "Carol-Password-1").await;
     assert_eq!(s, 200);
     let r3 = third["refresh_token"].as_str().unwrap();
     let (s, v) = node
