@@ -240,11 +240,16 @@ fn too_large(limit: usize) -> OAuthError {
     OAuthError { status: 413, error: "invalid_request", description: format!("request body larger than {limit} bytes") }
 }
 
+/// Whether URL decoding would change `s` (a byte scan: tokens are long and almost never escaped).
+fn needs_unescape(s: &str) -> bool {
+    memchr::memchr2(b'%', b'+', s.as_bytes()).is_some()
+}
+
 /// `key=value` pairs of a form or query string. Pairs without escapes (the usual case: tokens, ids, grant
 /// types) are copied as they are; only pairs with `%` or `+` go through the URL decoder.
 fn form_pairs(input: &str) -> impl Iterator<Item = (String, String)> + '_ {
     input.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        if pair.contains(['%', '+']) {
+        if needs_unescape(pair) {
             form_urlencoded::parse(pair.as_bytes())
                 .next()
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
