@@ -92,6 +92,9 @@ pub struct Edge {
     pub(crate) introspections: Cache<[u8; 32], Arc<CachedToken>>,
     /// jti → token digest, so a revocation can drop the cached answer.
     jti_index: Cache<String, [u8; 32]>,
+    /// user id → digests of that user's cached answers, so a change to the user drops exactly those (a
+    /// predicate scan per user change would pile up during bulk updates).
+    user_tokens: Cache<String, Arc<std::sync::Mutex<Vec<[u8; 32]>>>>,
     /// Bumped before any invalidation; an answer computed across a bump is not cached.
     pub(crate) epoch: AtomicU64,
     user_failures: Cache<String, Arc<std::sync::Mutex<Failures>>>,
@@ -137,6 +140,10 @@ impl Edge {
                 .max_capacity(config.introspection_cache_entries)
                 .time_to_live(Duration::from_secs(86_400))
                 .build(),
+            user_tokens: Cache::builder()
+                .max_capacity(config.introspection_cache_entries)
+                .time_to_live(Duration::from_secs(86_400))
+                .build(),
             epoch: AtomicU64::new(0),
             user_failures: Cache::builder().max_capacity(1_000_000).time_to_idle(Duration::from_secs(3600)).build(),
             ip_failures: Cache::builder().max_capacity(1_000_000).time_to_live(config.ip_failure_window).build(),
@@ -179,8 +186,11 @@ impl Edge {
                 }
             }
             Change::User { id, .. } => {
-                let id = id.clone();
-                let _ = self.introspections.invalidate_entries_if(move |_, v| v.user_id == id);
+                if let Some(digests) = self.user_tokens.remove(id) {
+                    for d in digests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                        self.introspections.invalidate(d);
+                    }
+                }
             }
             Change::Application { client_id, .. } => {
                 self.apps.invalidate(client_id);
@@ -205,13 +215,30 @@ impl Edge {
         }
     }
 
-    /// Caches an introspection answer unless the state changed while it was computed.
+    /// Most cached answers per user; past it answers are computed, not cached (the index must stay complete).
+    const TOKENS_PER_USER: usize = 256;
+
+    /// Caches an introspection answer unless the state changed while it was computed. The entry goes in
+    /// first and the epoch is checked after: an invalidation that ran in between is then seen and the entry
+    /// dropped, instead of surviving the invalidation that should have removed it.
     pub(crate) fn remember(&self, digest: [u8; 32], started_epoch: u64, entry: Arc<CachedToken>) {
-        if self.epoch.load(Ordering::SeqCst) != started_epoch {
-            return;
+        if !entry.user_id.is_empty() {
+            let list = self.user_tokens.get_with(entry.user_id.clone(), Default::default);
+            let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
+            if list.len() >= Self::TOKENS_PER_USER {
+                // Forget answers the cache has already let go of (expired or evicted).
+                list.retain(|d| self.introspections.contains_key(d));
+                if list.len() >= Self::TOKENS_PER_USER {
+                    return;
+                }
+            }
+            list.push(digest);
         }
         self.jti_index.insert(entry.jti.clone(), digest);
         self.introspections.insert(digest, entry);
+        if self.epoch.load(Ordering::SeqCst) != started_epoch {
+            self.introspections.invalidate(&digest);
+        }
     }
 
     /// The application with this client id.
