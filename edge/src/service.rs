@@ -94,7 +94,7 @@ pub struct Edge {
     jti_index: Cache<String, [u8; 32]>,
     /// user id → digests of that user's cached answers, so a change to the user drops exactly those (a
     /// predicate scan per user change would pile up during bulk updates).
-    user_tokens: Cache<String, Arc<std::sync::Mutex<Vec<[u8; 32]>>>>,
+    user_tokens: Cache<String, Arc<std::sync::Mutex<std::collections::VecDeque<[u8; 32]>>>>,
     /// Bumped before any invalidation; an answer computed across a bump is not cached.
     pub(crate) epoch: AtomicU64,
     user_failures: Cache<String, Arc<std::sync::Mutex<Failures>>>,
@@ -215,7 +215,8 @@ impl Edge {
         }
     }
 
-    /// Most cached answers per user; past it answers are computed, not cached (the index must stay complete).
+    /// Most cached answers per user; past it the oldest answer of that user is dropped from the cache, so the
+    /// index always covers every cached answer.
     const TOKENS_PER_USER: usize = 256;
 
     /// Caches an introspection answer unless the state changed while it was computed. The entry goes in
@@ -226,13 +227,11 @@ impl Edge {
             let list = self.user_tokens.get_with(entry.user_id.clone(), Default::default);
             let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
             if list.len() >= Self::TOKENS_PER_USER {
-                // Forget answers the cache has already let go of (expired or evicted).
-                list.retain(|d| self.introspections.contains_key(d));
-                if list.len() >= Self::TOKENS_PER_USER {
-                    return;
+                if let Some(oldest) = list.pop_front() {
+                    self.introspections.invalidate(&oldest);
                 }
             }
-            list.push(digest);
+            list.push_back(digest);
         }
         self.jti_index.insert(entry.jti.clone(), digest);
         self.introspections.insert(digest, entry);
