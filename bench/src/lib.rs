@@ -1,29 +1,50 @@
 //! Shared set-up of the benches: a real single-node Jeton state (sled + openraft) in a temporary
-//! directory, with an organization, a user, an EdDSA application and one key per algorithm.
+//! directory, with an organization, [`USERS`] realistic users, an EdDSA application and one key per
+//! algorithm.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use jeton_edge::claims::{self, Subject, TokenFrame};
 use jeton_edge::keys::{self, Alg, Kek, LoadedKey};
 use jeton_edge::metrics::Metrics;
-use jeton_edge::oauth::ClientAuth;
-use jeton_edge::service::sha256;
+use jeton_edge::oauth::{ClientAuth, Params};
+use jeton_edge::service::{now, sha256};
 use jeton_edge::{Edge, EdgeConfig};
 use jeton_raft::model::{Application, Organization, User};
 use jeton_raft::node::RaftSettings;
 use jeton_raft::{Command, Outcome, PutMode, ReplicaNode};
 
+/// Issuer of every bench token (the edge only accepts tokens of its own issuer).
+pub const ISSUER: &str = "https://jeton.bench";
+pub const ORG: &str = "bench";
+pub const CLIENT_ID: &str = "bench-client";
+pub const CLIENT_SECRET: &str = "bench-secret-0123456789";
+/// Users in the fixture. User tokens rotate over them, so that no user piles up more live tokens than a
+/// real one would (the edge keeps a per-user index of cached introspection answers, capped per user).
+pub const USERS: u64 = 2000;
+
+/// An argon2id hash in the PHC format Casdoor stores. Nothing signs in during the benches, so it only has to
+/// look (and weigh) like a real one.
+pub const PASSWORD_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Tn6Kri1FkXIcvNI846j3rVw0u9kaBVJAs9hHaQ38LzM";
+
 /// A node with data to measure against.
 pub struct Fixture {
+    /// Runs the node's Raft tasks; the async service calls are driven with `block_on`.
     pub runtime: tokio::runtime::Runtime,
     pub edge: Arc<Edge>,
     pub app: Application,
-    pub client_id: String,
-    pub client_secret: String,
+    /// The fixture's users; `users[0]` is the one the `record` benches read.
+    pub users: Vec<User>,
     kids: HashMap<&'static str, String>,
+    /// Makes every minted user token distinct (a distinct `jti`, so a distinct introspection cache key).
+    serial: AtomicU64,
     _dir: tempfile::TempDir,
 }
 
+/// A fixed key-encryption key: the keys are generated per run anyway.
 const KEK: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
 impl Fixture {
@@ -32,6 +53,7 @@ impl Fixture {
             tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
         let dir = tempfile::tempdir().expect("tempdir");
         let kek = || Kek::from_hex(KEK).expect("kek");
+        let users: Vec<User> = (0..USERS).map(sample_user).collect();
         let (edge, app, kids) = runtime.block_on(async {
             let node = ReplicaNode::start(&dir.path().join("data"), 1, "127.0.0.1:1", &RaftSettings::default())
                 .await
@@ -40,21 +62,28 @@ impl Fixture {
             let mut kids = HashMap::new();
             for alg in Alg::GENERATED {
                 let kid = format!("bench-{}", alg.as_str().to_lowercase());
-                let key = keys::generate(alg, &kid, "admin", &kek(), 1).expect("key");
+                let key = keys::generate(alg, &kid, "admin", &kek(), now()).expect("key");
                 commands.push(Command::PutSigningKey { key, mode: PutMode::Create });
                 kids.insert(alg.as_str(), kid);
             }
             commands.push(Command::PutOrganization {
-                org: Organization { name: "bench".into(), password_type: "argon2id".into(), ..Default::default() },
+                org: Organization {
+                    name: ORG.into(),
+                    display_name: "Bench Inc.".into(),
+                    password_type: "argon2id".into(),
+                    ..Default::default()
+                },
                 mode: PutMode::Create,
             });
-            commands.push(Command::PutUser { user: Fixture::sample_user(), mode: PutMode::Create });
+            commands.extend(users.iter().map(|u| Command::PutUser { user: u.clone(), mode: PutMode::Create }));
             let app = Application {
                 owner: "admin".into(),
                 name: "app-bench".into(),
-                organization: "bench".into(),
-                client_id: "bench-client".into(),
-                client_secret_digest: sha256(b"bench-secret-0123456789").to_vec(),
+                display_name: "Bench application".into(),
+                organization: ORG.into(),
+                client_id: CLIENT_ID.into(),
+                client_secret_digest: sha256(CLIENT_SECRET.as_bytes()).to_vec(),
+                redirect_uris: vec!["https://app.bench.example/callback".into()],
                 grant_types: vec!["client_credentials".into(), "password".into(), "refresh_token".into()],
                 token_format: "JWT-Standard".into(),
                 cert: kids["EdDSA"].clone(),
@@ -64,60 +93,61 @@ impl Fixture {
             commands.push(Command::PutApplication { app: app.clone(), mode: PutMode::Create });
             let outcome = node.write(Command::Batch { commands }).await.expect("write").outcome;
             assert_eq!(outcome, Outcome::Applied);
-            let config = EdgeConfig { issuer: "https://jeton.bench".into(), ..Default::default() };
+            let config = EdgeConfig { issuer: ISSUER.into(), ..Default::default() };
             let edge = Edge::new(node, kek(), config, Metrics::disabled()).expect("edge");
             (edge, app, kids)
         });
-        Fixture {
-            runtime,
-            edge,
-            app,
-            client_id: "bench-client".into(),
-            client_secret: "bench-secret-0123456789".into(),
-            kids,
-            _dir: dir,
-        }
+        Fixture { runtime, edge, app, users, kids, serial: AtomicU64::new(0), _dir: dir }
     }
 
-    /// A realistic user.
-    pub fn sample_user() -> User {
-        let mut u = User {
-            owner: "bench".into(),
-            name: "alice".into(),
-            id: "0b6a1b7e-7c1d-4a53-9d5c-2f7f8e9a1b2c".into(),
-            created_time: "2026-11-20T08:00:00Z".into(),
-            r#type: "normal-user".into(),
-            password:
-                "$argon2id$v=19$m=65536,t=1,p=2$AAECAwQFBgcICQoLDA0ODw$Tn6Kri1FkXIcvNI846j3rVw0u9kaBVJAs9hHaQ38LzM"
-                    .into(),
-            password_type: "argon2id".into(),
-            display_name: "Alice Johnson".into(),
-            first_name: "Alice".into(),
-            last_name: "Johnson".into(),
-            avatar: "https://cdn.example.com/a/alice.png".into(),
-            email: "alice@acme.example".into(),
-            email_verified: true,
-            phone: "5550100".into(),
-            country_code: "US".into(),
-            groups: vec!["bench/engineering".into(), "bench/platform".into()],
-            ..Default::default()
-        };
-        u.properties.insert("department".into(), "platform".into());
-        u
-    }
-
-    pub fn user(&self) -> User {
-        Fixture::sample_user()
-    }
-
+    /// The loaded signing key of an algorithm.
     pub fn key(&self, alg: Alg) -> Arc<LoadedKey> {
         self.edge.keyring.get(&self.kids[alg.as_str()]).expect("key loaded")
     }
 
-    /// One client_credentials grant through the token service; returns the access token.
+    /// The claims JSON of a user's access token as the password grant mints it (`JWT-Standard`, scope
+    /// `openid profile email`), with a distinct `jti`, for the next user in turn.
+    pub fn user_claims_json(&self) -> Vec<u8> {
+        let n = self.serial.load(Ordering::Relaxed);
+        self.user_claims_json_of((n % USERS) as usize)
+    }
+
+    /// The same for user `users[i]`.
+    pub fn user_claims_json_of(&self, i: usize) -> Vec<u8> {
+        let n = self.serial.fetch_add(1, Ordering::Relaxed);
+        let jti = format!("admin/00000000-0000-4000-8000-{n:012}");
+        let iat = now();
+        let frame = TokenFrame {
+            issuer: ISSUER,
+            app: &self.app,
+            scope: "openid profile email",
+            nonce: "",
+            jti: &jti,
+            iat,
+            exp: iat + 3600,
+            token_type: claims::ACCESS,
+        };
+        let c = claims::build(&frame, &Subject { user: Some(&self.users[i]), roles: &[] });
+        serde_json::to_vec(&c).expect("json")
+    }
+
+    /// A fresh access token of the next user in turn, signed with `alg`'s key.
+    pub fn user_token(&self, alg: Alg) -> String {
+        let key = self.key(alg);
+        key.sign(&key.access_header, &self.user_claims_json()).expect("sign")
+    }
+
+    /// A fresh access token of user `users[i]`, signed with `alg`'s key.
+    pub fn user_token_of(&self, alg: Alg, i: usize) -> String {
+        let key = self.key(alg);
+        key.sign(&key.access_header, &self.user_claims_json_of(i)).expect("sign")
+    }
+
+    /// One client_credentials grant through the token service; returns the access token (a fresh `jti`
+    /// every time).
     pub fn client_credentials(&self) -> String {
-        let params: jeton_edge::oauth::Params = [("grant_type", "client_credentials")].into_iter().collect();
-        let auth = ClientAuth { basic: Some((self.client_id.clone(), self.client_secret.clone())) };
+        let params: Params = [("grant_type", "client_credentials")].into_iter().collect();
+        let auth = ClientAuth { basic: Some((CLIENT_ID.into(), CLIENT_SECRET.into())) };
         self.runtime.block_on(self.edge.token(&params, &auth, None)).expect("token").access_token
     }
 }
@@ -127,3 +157,49 @@ impl Default for Fixture {
         Fixture::new()
     }
 }
+
+/// A realistic user of organization [`ORG`]: the fields a Casdoor import fills in, an argon2id hash,
+/// two groups and a custom property. `i` makes name, id and email unique.
+pub fn sample_user(i: u64) -> User {
+    let (first, last) = FIRST_LAST[(i % FIRST_LAST.len() as u64) as usize];
+    let name = format!("{}.{}{i}", first.to_lowercase(), last.to_lowercase());
+    let mut u = User {
+        owner: ORG.into(),
+        id: format!("0b6a1b7e-7c1d-4a53-9d5c-{i:012x}"),
+        created_time: "2026-11-20T08:00:00Z".into(),
+        updated_time: "2026-11-21T09:30:00Z".into(),
+        r#type: "normal-user".into(),
+        password: PASSWORD_HASH.into(),
+        password_type: "argon2id".into(),
+        display_name: format!("{first} {last}"),
+        first_name: first.into(),
+        last_name: last.into(),
+        avatar: format!("https://cdn.bench.example/avatars/{name}.png"),
+        email: format!("{name}@bench.example"),
+        email_verified: true,
+        phone: format!("555{:07}", i % 10_000_000),
+        country_code: "US".into(),
+        region: "CA".into(),
+        language: "en".into(),
+        title: "Engineer".into(),
+        affiliation: "Platform".into(),
+        signup_application: "app-bench".into(),
+        groups: vec![format!("{ORG}/engineering"), format!("{ORG}/platform")],
+        name,
+        ..Default::default()
+    };
+    u.properties.insert("department".into(), "platform".into());
+    u.properties.insert("employeeNumber".into(), format!("E{i:07}"));
+    u
+}
+
+const FIRST_LAST: [(&str, &str); 8] = [
+    ("Alice", "Johnson"),
+    ("Bob", "Smith"),
+    ("Chloé", "Martin"),
+    ("Dmitri", "Ivanov"),
+    ("Emeka", "Okafor"),
+    ("Fatima", "Haddad"),
+    ("Grace", "Lee"),
+    ("Hiro", "Tanaka"),
+];
