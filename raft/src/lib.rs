@@ -18,8 +18,6 @@ pub mod node;
 pub mod storage;
 pub mod store;
 
-use std::io::Cursor;
-
 pub use command::{Command, CommandResponse, Outcome, PutMode};
 pub use node::{ReplicaNode, WriteError};
 pub use store::{Change, Record, Store};
@@ -36,7 +34,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = Node,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -87,14 +87,14 @@ impl ReplicaNode {
             })?;
         let store = Store::open(&db)?;
         let log = LogStore::open(&db)?;
-        let sm = StateMachine::open(&db, store.clone())?;
+        let sm = StateMachine::open(&db, store.clone(), dir.join("snapshots"))?;
         let config = openraft::Config {
             cluster_name: identity.cluster.clone(),
             heartbeat_interval: settings.heartbeat_ms,
             election_timeout_min: settings.election_timeout_ms.0,
             election_timeout_max: settings.election_timeout_ms.1,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_every),
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: 100,
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(|e| RaftError::Start(format!("raft config: {e}")))?);

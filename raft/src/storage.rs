@@ -5,13 +5,16 @@
 //! - `raft_meta`: vote, committed log id, last purged log id;
 //! - `state`: the identity state (see [`crate::store`]), with the applied log id and membership written
 //!   in the same batch as the changes of each applied entry (crash-consistent);
-//! - `snapshot`: the current snapshot (meta and data).
+//!
+//! Snapshots are files beside the database (see [`SnapshotDir`]).
 //!
 //! Durability: a log append returns only after sled has flushed it to disk (fsync).
 
 use std::fmt::Debug;
-use std::io::Cursor;
+use std::io::{Read, Write};
 use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
@@ -181,15 +184,92 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[derive(Clone)]
 pub struct StateMachine {
     store: Store,
-    snapshots: sled::Tree,
+    snapshots: Arc<SnapshotDir>,
     /// Applying takes it for writing, building a snapshot for reading: sled has no snapshot isolation,
     /// and a snapshot must hold exactly the state at its applied log id.
-    consistency: std::sync::Arc<std::sync::RwLock<()>>,
+    consistency: Arc<std::sync::RwLock<()>>,
+}
+
+/// Snapshots live as plain files next to the database, never inside sled: a snapshot holds the whole state
+/// (about a gigabyte for a million users), and sled would read such a value whole (and check its CRC) at
+/// start-up. Files are streamed: built record by record, sent and received in chunks, installed pair by pair.
+///
+/// Layout of `<data dir>/snapshots/`: `current.json` (the meta of the current snapshot, replaced atomically),
+/// `<snapshot id>.snap` (its data), `incoming-*.snap` (a snapshot being received), `*.tmp` (being written).
+pub struct SnapshotDir {
+    dir: PathBuf,
+    /// The file a snapshot from the leader is being received into.
+    receiving: std::sync::Mutex<Option<PathBuf>>,
+}
+
+const CURRENT: &str = "current.json";
+
+impl SnapshotDir {
+    fn open(dir: PathBuf) -> Result<SnapshotDir, RaftError> {
+        std::fs::create_dir_all(&dir).map_err(|e| RaftError::Start(format!("cannot create {}: {e}", dir.display())))?;
+        let snapshots = SnapshotDir { dir, receiving: Default::default() };
+        // Leftovers of an interrupted build or transfer.
+        snapshots.remove_except(snapshots.current_meta().ok().flatten().map(|m| m.snapshot_id).as_deref());
+        Ok(snapshots)
+    }
+
+    fn data_path(&self, snapshot_id: &str) -> PathBuf {
+        self.dir.join(format!("{snapshot_id}.snap"))
+    }
+
+    fn current_meta(&self) -> std::io::Result<Option<SnapshotMeta<NodeId, Node>>> {
+        match std::fs::read(self.dir.join(CURRENT)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(std::io::Error::other),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes `data` (a finished, fsynced file in this dir) the current snapshot and drops the others.
+    fn publish(&self, meta: &SnapshotMeta<NodeId, Node>, data: &Path) -> std::io::Result<()> {
+        let target = self.data_path(&meta.snapshot_id);
+        if data != target {
+            std::fs::rename(data, &target)?;
+        }
+        let tmp = self.dir.join("current.json.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(meta).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, self.dir.join(CURRENT))?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        self.remove_except(Some(&meta.snapshot_id));
+        Ok(())
+    }
+
+    /// Removes every snapshot file but the named one (best effort: a file left behind is only disk space).
+    fn remove_except(&self, keep: Option<&str>) {
+        let keep = keep.map(|id| format!("{id}.snap"));
+        let receiving = self.receiving.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stale = (name.ends_with(".snap") || name.ends_with(".tmp"))
+                && Some(&name) != keep.as_ref()
+                && Some(entry.path()) != receiving;
+            if stale {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 impl StateMachine {
-    pub fn open(db: &sled::Db, store: Store) -> Result<StateMachine, RaftError> {
-        Ok(StateMachine { store, snapshots: db.open_tree("snapshot")?, consistency: Default::default() })
+    /// `snapshot_dir` holds the snapshot files (see [`SnapshotDir`]).
+    pub fn open(db: &sled::Db, store: Store, snapshot_dir: PathBuf) -> Result<StateMachine, RaftError> {
+        // Data dirs of earlier builds kept the snapshot inside sled; Raft builds a new one when due.
+        if db.tree_names().iter().any(|n| n.as_ref() == b"snapshot") {
+            db.drop_tree("snapshot")?;
+        }
+        Ok(StateMachine {
+            store,
+            snapshots: Arc::new(SnapshotDir::open(snapshot_dir)?),
+            consistency: Default::default(),
+        })
     }
 
     fn membership(&self) -> StorageResult<StoredMembership<NodeId, Node>> {
@@ -199,81 +279,100 @@ impl StateMachine {
         }
     }
 
-    /// Serializes every state record (not the Raft bookkeeping) as length-prefixed key/value pairs.
-    fn dump_state(&self) -> StorageResult<Vec<u8>> {
-        let mut out = Vec::new();
+    /// Writes every state record (not the Raft bookkeeping) as length-prefixed key/value pairs.
+    fn dump_state(&self, out: &mut impl Write) -> std::io::Result<()> {
         for item in self.store.state.iter() {
-            let (k, v) = item.map_err(io_read)?;
+            let (k, v) = item.map_err(std::io::Error::other)?;
             if k.starts_with(key::META) {
                 continue;
             }
-            out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-            out.extend_from_slice(&k);
-            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-            out.extend_from_slice(&v);
+            out.write_all(&(k.len() as u32).to_be_bytes())?;
+            out.write_all(&k)?;
+            out.write_all(&(v.len() as u32).to_be_bytes())?;
+            out.write_all(&v)?;
         }
-        Ok(out)
+        Ok(())
     }
 
-    fn save_snapshot(&self, meta: &SnapshotMeta<NodeId, Node>, data: &[u8]) -> StorageResult<()> {
-        let mut batch = sled::Batch::default();
-        batch.insert("meta", serde_json::to_vec(meta).map_err(io_write)?);
-        batch.insert("data", data);
-        self.snapshots.apply_batch(batch).map_err(io_write)?;
-        Ok(())
+    /// Builds a snapshot file of the state at the applied log id; returns its meta and path.
+    fn build(&self) -> StorageResult<(SnapshotMeta<NodeId, Node>, PathBuf)> {
+        let _consistent = self.consistency.read().unwrap_or_else(|p| p.into_inner());
+        let applied = read_applied(&self.store.state).map_err(io_read)?;
+        let membership = self.membership()?;
+        let snapshot_id = match applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, now_nanos()),
+            None => format!("0-0-{}", now_nanos()),
+        };
+        let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id };
+        let tmp = self.snapshots.dir.join(format!("{}.tmp", meta.snapshot_id));
+        let write = || -> std::io::Result<()> {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+            self.dump_state(&mut out)?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(StorageIOError::write_snapshot(Some(meta.signature()), &e).into());
+        }
+        Ok((meta, tmp))
     }
 }
 
-/// Splits snapshot data into key/value pairs, validating every record archive.
-/// Key/value pairs borrowed from snapshot data.
-type Pairs<'a> = Vec<(&'a [u8], &'a [u8])>;
-
-fn parse_snapshot(data: &[u8]) -> Result<Pairs<'_>, RaftError> {
-    let mut pairs = Vec::new();
-    let mut rest = data;
-    fn take<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], RaftError> {
-        let (len, tail) =
-            rest.split_first_chunk::<4>().ok_or_else(|| RaftError::Corrupt("truncated snapshot".into()))?;
-        let len = u32::from_be_bytes(*len) as usize;
-        if tail.len() < len {
-            return Err(RaftError::Corrupt("truncated snapshot".into()));
+/// Reads length-prefixed key/value pairs from snapshot data, validating every record archive, and hands each
+/// to `each`. Reads at most one record at a time into memory.
+fn read_snapshot(data: &mut impl Read, mut each: impl FnMut(&[u8], &[u8])) -> Result<u64, RaftError> {
+    fn take(data: &mut impl Read, buf: &mut Vec<u8>, first: bool) -> Result<bool, RaftError> {
+        let mut len = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            match data.read(&mut len[got..]) {
+                Ok(0) if first && got == 0 => return Ok(false),
+                Ok(0) => return Err(RaftError::Corrupt("truncated snapshot".into())),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(RaftError::Corrupt(format!("reading snapshot: {e}"))),
+            }
         }
-        let (item, tail) = tail.split_at(len);
-        *rest = tail;
-        Ok(item)
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_SNAPSHOT_ITEM {
+            return Err(RaftError::Corrupt(format!("snapshot item of {len} bytes")));
+        }
+        buf.resize(len, 0);
+        data.read_exact(buf).map_err(|_| RaftError::Corrupt("truncated snapshot".into()))?;
+        Ok(true)
     }
-    while !rest.is_empty() {
-        let k = take(&mut rest)?;
-        let v = take(&mut rest)?;
+    let (mut k, mut v) = (Vec::new(), Vec::new());
+    let mut count = 0;
+    while take(data, &mut k, true)? {
+        take(data, &mut v, false)?;
         if k.starts_with(key::META) {
             return Err(RaftError::Corrupt("snapshot contains raft bookkeeping".into()));
         }
-        validate_value(k, v)?;
-        pairs.push((k, v));
+        validate_value(&k, &v)?;
+        each(&k, &v);
+        count += 1;
     }
-    Ok(pairs)
+    Ok(count)
 }
+
+/// No record comes near this; a larger length prefix is corruption, not something to allocate.
+const MAX_SNAPSHOT_ITEM: usize = 64 << 20;
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let store = self.clone();
-        // Reading the whole state is blocking work.
-        let (data, applied, membership) = tokio::task::spawn_blocking(move || -> StorageResult<_> {
-            let _consistent = store.consistency.read().unwrap_or_else(|p| p.into_inner());
-            let applied = read_applied(&store.store.state).map_err(io_read)?;
-            let membership = store.membership()?;
-            let data = store.dump_state()?;
-            Ok((data, applied, membership))
+        let sm = self.clone();
+        // Reading the whole state and writing the file is blocking work.
+        let (meta, path) = tokio::task::spawn_blocking(move || {
+            let (meta, tmp) = sm.build()?;
+            sm.snapshots
+                .publish(&meta, &tmp)
+                .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+            Ok::<_, StorageError<NodeId>>((meta.clone(), sm.snapshots.data_path(&meta.snapshot_id)))
         })
         .await
         .map_err(io_read)??;
-        let snapshot_id = match applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, now_nanos()),
-            None => format!("--{}", now_nanos()),
-        };
-        let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id };
-        self.save_snapshot(&meta, &data)?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        let file = tokio::fs::File::open(&path).await.map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(Snapshot { meta, snapshot: Box::new(file) })
     }
 }
 
@@ -332,48 +431,97 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<tokio::fs::File>> {
+        let path = self.snapshots.dir.join(format!("incoming-{}.snap", now_nanos()));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let previous = self.snapshots.receiving.lock().unwrap_or_else(|p| p.into_inner()).replace(path);
+        if let Some(previous) = previous {
+            let _ = std::fs::remove_file(previous);
+        }
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, Node>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        mut snapshot: Box<tokio::fs::File>,
     ) -> StorageResult<()> {
-        let data = snapshot.into_inner();
-        let pairs = parse_snapshot(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        // Replace the whole state in one batch: remove what the snapshot lacks, write what it has.
-        let mut batch = sled::Batch::default();
-        let incoming: std::collections::HashSet<&[u8]> = pairs.iter().map(|(k, _)| *k).collect();
-        for k in self.store.state.iter().keys() {
-            let k = k.map_err(io_read)?;
-            if !incoming.contains(&k[..]) {
-                batch.remove(k);
-            }
-        }
-        for (k, v) in &pairs {
-            batch.insert(*k, *v);
-        }
-        batch.insert(key::META_APPLIED, serde_json::to_vec(&meta.last_log_id).map_err(io_write)?);
-        batch.insert(key::META_MEMBERSHIP, serde_json::to_vec(&meta.last_membership).map_err(io_write)?);
-        self.store.state.apply_batch(batch).map_err(io_write)?;
-        self.save_snapshot(meta, &data)?;
+        let received = self.snapshots.receiving.lock().unwrap_or_else(|p| p.into_inner()).take();
+        tokio::io::AsyncWriteExt::flush(&mut snapshot).await.map_err(io_write)?;
+        let mut file = snapshot.into_std().await;
+        let sm = self.clone();
+        let meta_owned = meta.clone();
+        let installed = tokio::task::spawn_blocking(move || sm.install(&meta_owned, &mut file, received.as_deref()))
+            .await
+            .map_err(io_write)?;
+        installed.map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         self.store.db.flush_async().await.map_err(io_write)?;
         let _ = self.store.changes.send(Change::Everything);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        let meta = self.snapshots.get("meta").map_err(io_read)?;
-        let data = self.snapshots.get("data").map_err(io_read)?;
-        match (meta, data) {
-            (Some(meta), Some(data)) => {
-                let meta: SnapshotMeta<NodeId, Node> = serde_json::from_slice(&meta).map_err(io_read)?;
-                Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data.to_vec())) }))
-            }
-            _ => Ok(None),
+        let Some(meta) = self.snapshots.current_meta().map_err(|e| StorageIOError::read_snapshot(None, &e))? else {
+            return Ok(None);
+        };
+        match tokio::fs::File::open(self.snapshots.data_path(&meta.snapshot_id)).await {
+            Ok(file) => Ok(Some(Snapshot { meta, snapshot: Box::new(file) })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageIOError::read_snapshot(Some(meta.signature()), &e).into()),
         }
+    }
+}
+
+impl StateMachine {
+    /// Replaces the whole state with a snapshot's, in one sled batch: a snapshot that fails validation half-way
+    /// changes nothing. `received` is the snapshot file's path when it came from the leader (it becomes the
+    /// current snapshot).
+    fn install(
+        &self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        file: &mut std::fs::File,
+        received: Option<&Path>,
+    ) -> Result<(), std::io::Error> {
+        use std::io::Seek;
+        file.sync_all()?;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        let mut batch = sled::Batch::default();
+        let mut incoming: std::collections::HashSet<Vec<u8>> = Default::default();
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, &mut *file);
+        read_snapshot(&mut reader, |k, v| {
+            incoming.insert(k.to_vec());
+            batch.insert(k, v);
+        })
+        .map_err(std::io::Error::other)?;
+        let _consistent = self.consistency.write().unwrap_or_else(|p| p.into_inner());
+        for k in self.store.state.iter().keys() {
+            let k = k.map_err(std::io::Error::other)?;
+            if !k.starts_with(key::META) && !incoming.contains(&k[..]) {
+                batch.remove(k);
+            }
+        }
+        batch.insert(key::META_APPLIED, serde_json::to_vec(&meta.last_log_id).map_err(std::io::Error::other)?);
+        batch.insert(key::META_MEMBERSHIP, serde_json::to_vec(&meta.last_membership).map_err(std::io::Error::other)?);
+        self.store.state.apply_batch(batch).map_err(std::io::Error::other)?;
+        match received {
+            Some(path) => self.snapshots.publish(meta, path)?,
+            None => {
+                // Installed from a file that is not ours to keep: keep a copy as the current snapshot.
+                let copy = self.snapshots.dir.join(format!("{}.tmp", meta.snapshot_id));
+                file.seek(std::io::SeekFrom::Start(0))?;
+                let mut out = std::fs::File::create(&copy)?;
+                std::io::copy(file, &mut out)?;
+                out.sync_all()?;
+                self.snapshots.publish(meta, &copy)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -390,9 +538,9 @@ mod tests {
     }
 
     fn machine(dir: &std::path::Path) -> (StateMachine, Store) {
-        let db = sled::Config::new().path(dir).temporary(false).open().unwrap();
+        let db = sled::Config::new().path(dir.join("db")).temporary(false).open().unwrap();
         let store = Store::open(&db).unwrap();
-        (StateMachine::open(&db, store.clone()).unwrap(), store)
+        (StateMachine::open(&db, store.clone(), dir.join("snapshots")).unwrap(), store)
     }
 
     fn org(name: &str) -> Command {
@@ -540,14 +688,22 @@ mod tests {
         .unwrap();
         let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
         assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(3));
-        let data = snap.snapshot.into_inner();
+        let data = std::fs::read(sm.snapshots.data_path(&snap.meta.snapshot_id)).unwrap();
+        let file_of = |bytes: &[u8]| {
+            let path = a.path().join(format!("copy-{}", now_nanos()));
+            std::fs::write(&path, bytes).unwrap();
+            Box::new(tokio::fs::File::from_std(std::fs::File::open(path).unwrap()))
+        };
 
         let b = tempfile::tempdir().unwrap();
         let (mut other, store) = machine(b.path());
         // Something the snapshot does not have must be gone after installing it.
         other.apply(vec![entry(1, org("stale"))]).await.unwrap();
         let mut changes = store.subscribe();
-        other.install_snapshot(&snap.meta, Box::new(Cursor::new(data.clone()))).await.unwrap();
+        // Received the way a follower receives it from the leader: into a file of its own.
+        let mut incoming = other.begin_receiving_snapshot().await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut incoming, &data).await.unwrap();
+        other.install_snapshot(&snap.meta, incoming).await.unwrap();
         assert_eq!(changes.recv().await.unwrap(), Change::Everything);
         assert!(store.organization("stale").unwrap().is_none());
         assert_eq!(store.user_by_id("u-1").unwrap().unwrap().get().name.as_str(), "alice");
@@ -555,13 +711,16 @@ mod tests {
         assert_eq!(store.applied_index().unwrap(), Some(3));
         let current = other.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(current.meta.snapshot_id, snap.meta.snapshot_id);
+        assert_eq!(std::fs::read(other.snapshots.data_path(&snap.meta.snapshot_id)).unwrap(), data);
+        let files = std::fs::read_dir(b.path().join("snapshots")).unwrap().count();
+        assert_eq!(files, 2, "the current meta and its data, nothing left of the transfer");
 
         // Corrupt data is refused and changes nothing.
         let mut bad = data.clone();
         let n = bad.len();
         bad[n - 3] ^= 0xff;
         bad.truncate(n - 1);
-        assert!(other.install_snapshot(&snap.meta, Box::new(Cursor::new(bad))).await.is_err());
+        assert!(other.install_snapshot(&snap.meta, file_of(&bad)).await.is_err());
         assert_eq!(store.user_by_id("u-1").unwrap().unwrap().get().name.as_str(), "alice");
     }
 }
