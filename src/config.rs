@@ -21,7 +21,32 @@ pub struct Config {
     pub http: HttpConfig,
     pub tls: TlsConfig,
     pub raft: RaftConfig,
+    pub cluster: ClusterConfig,
     pub security: SecurityConfig,
+}
+
+/// Joining other nodes. A node without `ca`, `cert` and `key` runs as a cluster of one and opens no
+/// node-to-node listener.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// PEM certificate of the cluster CA: the only issuer whose node certificates are accepted.
+    pub ca: String,
+    /// PEM certificate of this node, signed by the cluster CA (`jeton cluster cert` makes one).
+    pub cert: String,
+    /// PEM private key of this node.
+    pub key: String,
+    /// Raft address (host:port) of a member of the cluster to join on first start. A node that is already
+    /// a member ignores it.
+    pub join: String,
+    /// With `join`: stay a non-voting learner (serves reads; does not slow commits).
+    pub learner: bool,
+}
+
+impl ClusterConfig {
+    pub fn enabled(&self) -> bool {
+        !self.ca.is_empty() || !self.cert.is_empty() || !self.key.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -59,6 +84,8 @@ pub struct TlsConfig {
 pub struct RaftConfig {
     /// Address peers reach this node at (recorded in the membership).
     pub addr: String,
+    /// Address the node-to-node listener binds. Empty: `addr`. (In containers: `0.0.0.0:8001`.)
+    pub listen: String,
     /// Log entries between snapshots.
     pub snapshot_every: u64,
     pub heartbeat_ms: u64,
@@ -96,6 +123,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             tls: TlsConfig::default(),
             raft: RaftConfig::default(),
+            cluster: ClusterConfig::default(),
             security: SecurityConfig::default(),
         }
     }
@@ -118,6 +146,7 @@ impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
             addr: "127.0.0.1:8001".into(),
+            listen: String::new(),
             snapshot_every: 10_000,
             heartbeat_ms: 250,
             election_timeout_min_ms: 1000,
@@ -149,6 +178,8 @@ pub struct Overrides {
     pub node_id: Option<u64>,
     pub issuer: Option<String>,
     pub raft_addr: Option<String>,
+    pub join: Option<String>,
+    pub learner: bool,
 }
 
 impl Config {
@@ -177,6 +208,12 @@ impl Config {
         if let Some(v) = o.raft_addr {
             cfg.raft.addr = v;
         }
+        if let Some(v) = o.join {
+            cfg.cluster.join = v;
+        }
+        if o.learner {
+            cfg.cluster.learner = true;
+        }
         cfg.check()?;
         Ok(cfg)
     }
@@ -203,6 +240,24 @@ impl Config {
             || self.raft.election_timeout_max_ms <= self.raft.election_timeout_min_ms
         {
             bail!("raft: need heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms");
+        }
+        if self.cluster.enabled()
+            && (self.cluster.ca.is_empty() || self.cluster.cert.is_empty() || self.cluster.key.is_empty())
+        {
+            bail!("cluster: ca, cert and key go together (jeton cluster ca / jeton cluster cert make them)");
+        }
+        // `--join https://host:port/` is accepted as well as `host:port`.
+        let join = self.cluster.join.trim();
+        let join = join.strip_prefix("https://").or_else(|| join.strip_prefix("http://")).unwrap_or(join);
+        self.cluster.join = join.trim_end_matches('/').to_string();
+        if !self.cluster.join.is_empty() && !self.cluster.enabled() {
+            bail!("joining a cluster needs mutual TLS between nodes: set cluster.ca, cluster.cert and cluster.key");
+        }
+        if self.cluster.learner && self.cluster.join.is_empty() {
+            bail!("--learner only makes sense with --join");
+        }
+        if self.raft.listen.is_empty() {
+            self.raft.listen = self.raft.addr.clone();
         }
         if self.issuer.is_empty() {
             let scheme = if self.tls.enabled { "https" } else { "http" };

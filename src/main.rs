@@ -1,6 +1,7 @@
 //! `jeton`: the node binary. CLI, configuration, wiring a node together, shutdown.
 
 mod bootstrap;
+mod cluster_cli;
 mod config;
 mod tls;
 
@@ -14,7 +15,7 @@ use jeton_edge::http::HttpSettings;
 use jeton_edge::keys::Kek;
 use jeton_edge::metrics::Metrics;
 use jeton_edge::{Edge, EdgeConfig};
-use jeton_raft::node::RaftSettings;
+use jeton_raft::node::{ClusterOptions, RaftSettings};
 use jeton_raft::{Command, ReplicaNode};
 
 use crate::config::{Config, Overrides};
@@ -52,6 +53,74 @@ enum Commands {
         /// Address peers reach this node at.
         #[arg(long, env = "JETON_RAFT_ADDR")]
         raft_addr: Option<String>,
+        /// On first start, join the cluster of the node at this Raft address (host:port) instead of
+        /// starting a new one. Needs [cluster] ca, cert and key.
+        #[arg(long, env = "JETON_JOIN")]
+        join: Option<String>,
+        /// With --join: stay a non-voting learner.
+        #[arg(long, env = "JETON_LEARNER")]
+        learner: bool,
+    },
+    /// Cluster certificates and membership.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Create a cluster CA (ca.pem, ca-key.pem) for node-to-node mutual TLS.
+    Ca {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Create a node certificate signed by the cluster CA.
+    Cert {
+        /// Directory holding ca.pem and ca-key.pem.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// File name of the certificate (NAME.pem, NAME-key.pem).
+        #[arg(long)]
+        name: String,
+        /// Host names and IP addresses peers use to reach the node (repeat).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show what a node knows of the cluster. Admin credentials: JETON_ADMIN_CLIENT_ID / _SECRET.
+    Status {
+        /// The node's HTTP URL.
+        #[arg(long, env = "JETON_URL", default_value = "http://127.0.0.1:8000")]
+        url: String,
+        /// Ask for a linearizable answer (confirmed with the leader).
+        #[arg(long)]
+        linearizable: bool,
+    },
+    /// Add a node as a non-voting learner; returns once it has caught up.
+    AddLearner {
+        #[arg(long, env = "JETON_URL", default_value = "http://127.0.0.1:8000")]
+        url: String,
+        #[arg(long)]
+        id: u64,
+        /// The new node's Raft address.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Make a learner a voter.
+    Promote {
+        #[arg(long, env = "JETON_URL", default_value = "http://127.0.0.1:8000")]
+        url: String,
+        #[arg(long)]
+        id: u64,
+    },
+    /// Remove a node from the cluster.
+    Remove {
+        #[arg(long, env = "JETON_URL", default_value = "http://127.0.0.1:8000")]
+        url: String,
+        #[arg(long)]
+        id: u64,
     },
 }
 
@@ -73,11 +142,12 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Commands::Serve { config, data_dir, http_addr, node_id, issuer, raft_addr } => {
-                let cfg =
-                    Config::load(config.as_deref(), Overrides { data_dir, http_addr, node_id, issuer, raft_addr })?;
+            Commands::Serve { config, data_dir, http_addr, node_id, issuer, raft_addr, join, learner } => {
+                let overrides = Overrides { data_dir, http_addr, node_id, issuer, raft_addr, join, learner };
+                let cfg = Config::load(config.as_deref(), overrides)?;
                 serve(cfg).await
             }
+            Commands::Cluster { command } => cluster(command).await,
         }
     });
     match result {
@@ -105,18 +175,85 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    let cluster_tls = if cfg.cluster.enabled() {
+        let tls = jeton_raft::network::ClusterTls::load(
+            std::path::Path::new(&cfg.cluster.ca),
+            std::path::Path::new(&cfg.cluster.cert),
+            std::path::Path::new(&cfg.cluster.key),
+        )
+        .map_err(|e| anyhow::anyhow!("cluster TLS: {e}"))?;
+        Some(Arc::new(tls))
+    } else {
+        None
+    };
+    let raft_listener = match &cluster_tls {
+        Some(_) => Some(tokio::net::TcpListener::bind(&cfg.raft.listen).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                anyhow::anyhow!("cannot listen on {} (raft): the address is already in use", cfg.raft.listen)
+            }
+            _ => anyhow::anyhow!("cannot listen on {} (raft): {e}", cfg.raft.listen),
+        })?),
+        None => None,
+    };
+    let join = Some(cfg.cluster.join.clone()).filter(|j| !j.is_empty());
+    // The key-encryption key: every node of a cluster needs the same one. A node that starts a cluster
+    // creates it; a node that joins receives it from the cluster over mutual TLS unless it has one.
+    let kek_path = cfg.kek_path();
+    let env_kek = std::env::var("JETON_KEK").ok().filter(|k| !k.is_empty());
+    let local_kek = match env_kek {
+        Some(k) => Some(k),
+        None if join.is_none() => {
+            std::fs::create_dir_all(&cfg.data_dir)
+                .with_context(|| format!("cannot create {}", cfg.data_dir.display()))?;
+            Kek::load_or_create(&kek_path)?;
+            Some(std::fs::read_to_string(&kek_path)?.trim().to_string())
+        }
+        None => match std::fs::read_to_string(&kek_path) {
+            Ok(k) => Some(k.trim().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => anyhow::bail!("cannot read {}: {e}", kek_path.display()),
+        },
+    };
     let settings = RaftSettings {
         snapshot_every: cfg.raft.snapshot_every,
         heartbeat_ms: cfg.raft.heartbeat_ms,
         election_timeout_ms: (cfg.raft.election_timeout_min_ms, cfg.raft.election_timeout_max_ms),
         storage_cache_bytes: cfg.raft.storage_cache_mb << 20,
     };
-    let node = ReplicaNode::start(&cfg.data_dir, cfg.node_id, &cfg.raft.addr, &settings).await?;
-    let kek = match std::env::var("JETON_KEK").ok().filter(|k| !k.is_empty()) {
-        Some(hex_key) => Kek::from_hex(&hex_key)?,
-        None => Kek::load_or_create(&cfg.kek_path())?,
+    let options = ClusterOptions {
+        tls: cluster_tls,
+        listener: raft_listener,
+        join: join.clone(),
+        learner: cfg.cluster.learner,
+        join_secret: local_kek.clone(),
     };
-    if let Some(created) = bootstrap::bootstrap(&node, &kek, &cfg.security.admin_org, &cfg.security.admin_app).await? {
+    let node = ReplicaNode::start(&cfg.data_dir, cfg.node_id, &cfg.raft.addr, &settings, options).await?;
+    let kek_hex = match (local_kek, node.received_secret.clone()) {
+        (Some(local), Some(cluster)) if local != cluster.trim() => {
+            node.shutdown().await;
+            anyhow::bail!(
+                "this node's key-encryption key ({}) differs from the cluster's: it could not use the cluster's signing keys",
+                kek_path.display()
+            )
+        }
+        (Some(local), _) => local,
+        (None, Some(cluster)) => {
+            jeton_edge::keys::write_private_file(&kek_path, cluster.trim().as_bytes())?;
+            node.set_join_secret(cluster.trim());
+            cluster.trim().to_string()
+        }
+        (None, None) => {
+            node.shutdown().await;
+            anyhow::bail!("no key-encryption key: the cluster shared none; set JETON_KEK or security.kek_file")
+        }
+    };
+    let kek = Kek::from_hex(&kek_hex)?;
+    let created = match join {
+        // A joining node receives the state; the cluster was bootstrapped where it started.
+        Some(_) => None,
+        None => bootstrap::bootstrap(&node, &kek, &cfg.security.admin_org, &cfg.security.admin_app).await?,
+    };
+    if let Some(created) = created {
         // Printed once, to the terminal, never to the log.
         println!(
             "jeton: first start — created organization {:?}, user {}/admin and application {:?}",
@@ -177,6 +314,27 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     node.shutdown().await;
     tracing::info!("jeton stopped");
     Ok(())
+}
+
+async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
+    use serde_json::json;
+    match command {
+        ClusterCommand::Ca { out } => cluster_cli::make_ca(&out),
+        ClusterCommand::Cert { ca_dir, name, hosts, out } => cluster_cli::make_cert(&ca_dir, &name, &hosts, &out),
+        ClusterCommand::Status { url, linearizable } => {
+            let path = if linearizable { "get-cluster-status?consistency=linearizable" } else { "get-cluster-status" };
+            cluster_cli::admin_call(&url, path, None).await
+        }
+        ClusterCommand::AddLearner { url, id, addr } => {
+            cluster_cli::admin_call(&url, "cluster-add-learner", Some(json!({"id": id, "addr": addr}))).await
+        }
+        ClusterCommand::Promote { url, id } => {
+            cluster_cli::admin_call(&url, "cluster-promote", Some(json!({"id": id}))).await
+        }
+        ClusterCommand::Remove { url, id } => {
+            cluster_cli::admin_call(&url, "cluster-remove", Some(json!({"id": id}))).await
+        }
+    }
 }
 
 /// Periodically drops expired revocations, refresh tokens and retired keys (on the leader only).

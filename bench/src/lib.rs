@@ -55,9 +55,15 @@ impl Fixture {
         let kek = || Kek::from_hex(KEK).expect("kek");
         let users: Vec<User> = (0..USERS).map(sample_user).collect();
         let (edge, app, kids) = runtime.block_on(async {
-            let node = ReplicaNode::start(&dir.path().join("data"), 1, "127.0.0.1:1", &RaftSettings::default())
-                .await
-                .expect("node");
+            let node = ReplicaNode::start(
+                &dir.path().join("data"),
+                1,
+                "127.0.0.1:1",
+                &RaftSettings::default(),
+                Default::default(),
+            )
+            .await
+            .expect("node");
             let mut commands = Vec::new();
             let mut kids = HashMap::new();
             for alg in Alg::GENERATED {

@@ -7,10 +7,12 @@
 //! secret. Anything else gets 401/403 and changes nothing. Answers use Casdoor's envelope
 //! `{"status","msg","data","data2"}`, with an HTTP status that matches.
 
+use jeton_raft::cluster::MembershipChange;
 use jeton_raft::model::{Application, Group, Organization, Role, SigningKey, User};
-use jeton_raft::{Command, Outcome, PutMode};
+use jeton_raft::{Command, Outcome, PutMode, WriteError};
 use serde_json::{json, Value};
 
+use crate::error::EdgeError;
 use crate::keys::Alg;
 use crate::oauth::Params;
 use crate::service::{now, sha256, Edge};
@@ -151,7 +153,16 @@ impl Edge {
             Ok(p) => p,
             Err(msg) => return Some(fail(400, msg)),
         };
+        if is_read && q("consistency") == "linearizable" {
+            // Wait until this node has applied everything the leader had committed: a read after a write
+            // acknowledged anywhere in the cluster sees it.
+            if let Err(e) = self.node.linearizable_barrier().await {
+                return Some(fail(503, format!("no linearizable read: {e}")));
+            }
+        }
         let reply = match path {
+            "get-cluster-status" => ok(to_value(&self.node.status())),
+            "cluster-add-learner" | "cluster-promote" | "cluster-remove" => self.cluster_change(path, &body).await,
             "get-organizations" => self.list(page, self.store.organizations(), |o: &Organization| to_value(o)),
             "get-organization" => {
                 self.get_one(q("id"), |_, n| self.store.organization(n), |o: &Organization| to_value(o))
@@ -257,10 +268,28 @@ impl Edge {
             Ok(Outcome::NotFound(m)) => fail(404, m),
             Ok(Outcome::Invalid(m)) => fail(400, m),
             Ok(Outcome::Reused) => fail(400, "refused"),
-            Err(e) => {
-                tracing::error!("admin write: {e}");
-                fail(503, format!("the write did not happen: {e}"))
-            }
+            Err(e) => write_failed(e),
+        }
+    }
+
+    /// `cluster-add-learner` (`{"id": N, "addr": "host:port"}`), `cluster-promote` and `cluster-remove`
+    /// (`{"id": N}`): membership changes, carried out by the leader.
+    async fn cluster_change(&self, path: &str, body: &Value) -> AdminReply {
+        let Some(id) = body.get("id").and_then(Value::as_u64) else {
+            return fail(400, "id (a node id) is required");
+        };
+        let change = match path {
+            "cluster-add-learner" => match body.get("addr").and_then(Value::as_str) {
+                Some(addr) if !addr.is_empty() => MembershipChange::AddLearner { id, addr: addr.to_string() },
+                _ => return fail(400, "addr (the node's Raft address, host:port) is required"),
+            },
+            "cluster-promote" => MembershipChange::Promote { id },
+            _ => MembershipChange::Remove { id },
+        };
+        match self.node.change_membership(change).await {
+            Ok(()) => ok(to_value(&self.node.status())),
+            Err(WriteError::Invalid(m)) => fail(400, m),
+            Err(e) => write_failed(e.into()),
         }
     }
 
@@ -558,6 +587,10 @@ pub fn random_hex(bytes: usize) -> String {
 
 /// Every admin path this node serves.
 pub const ADMIN_PATHS: &[&str] = &[
+    "get-cluster-status",
+    "cluster-add-learner",
+    "cluster-promote",
+    "cluster-remove",
     "get-organizations",
     "get-organization",
     "add-organization",
@@ -589,3 +622,9 @@ pub const ADMIN_PATHS: &[&str] = &[
     "update-group",
     "delete-group",
 ];
+
+/// A write that did not happen (or whose fate is unknown): 503 with the reason.
+fn write_failed(e: EdgeError) -> AdminReply {
+    tracing::warn!("admin write: {e}");
+    fail(503, e.to_string())
+}

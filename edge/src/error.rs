@@ -77,7 +77,13 @@ impl OAuthError {
 impl From<EdgeError> for OAuthError {
     fn from(e: EdgeError) -> Self {
         match e {
-            EdgeError::Write(WriteError::NotLeader { .. }) | EdgeError::Write(WriteError::Timeout) => {
+            EdgeError::Write(
+                WriteError::NotLeader { .. }
+                | WriteError::Timeout
+                | WriteError::Unavailable(_)
+                | WriteError::Unknown(_)
+                | WriteError::Invalid(_),
+            ) => {
                 tracing::warn!("write failed: {e}");
                 OAuthError::unavailable(e.to_string())
             }

@@ -1,68 +1,312 @@
-//! Node-to-node transport.
+//! Node-to-node transport: HTTP/1.1 over mutually authenticated TLS.
 //!
-//! A Jeton node today runs as a cluster of one: Raft never has a peer to call, and this factory is never
-//! asked for a connection. Multi-node clustering (mutual-TLS transport, join, learners) is the open issue
-//! "Jeton cluster"; until then any attempt to reach a peer fails with a clear `Unreachable` error instead of
-//! pretending to send.
+//! Every node of a cluster holds a certificate signed by the cluster's CA and trusts only that CA, as a
+//! server and as a client: a peer without such a certificate never gets past the handshake. Each request
+//! also names the cluster (`x-jeton-cluster`), so two clusters sharing a CA cannot mix.
+//!
+//! The client side lives here ([`Network`] for openraft, [`Peers`] for everything else a node asks of
+//! another: forwarded writes, membership changes, read indexes); the server side is [`crate::cluster`].
+//! Bodies are JSON.
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::{Node, NodeId, TypeConfig};
 
-/// Creates connections to peers.
-#[derive(Clone, Default)]
-pub struct Network;
+/// The header naming the cluster on every request between nodes.
+pub const CLUSTER_HEADER: &str = "x-jeton-cluster";
+/// Largest body exchanged between nodes (append batches, snapshot chunks).
+pub const MAX_BODY: usize = 256 << 20;
 
-/// A connection to one peer.
-pub struct PeerConnection {
-    target: NodeId,
+/// The mutual-TLS configuration of a node: its certificate, and the cluster CA it trusts.
+pub struct ClusterTls {
+    pub server: Arc<rustls::ServerConfig>,
+    pub client: Arc<rustls::ClientConfig>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("node {0} is not reachable: this build of jeton runs single-node clusters only")]
-struct NoTransport(NodeId);
-
-impl PeerConnection {
-    fn unreachable<E: std::error::Error>(&self) -> RPCError<NodeId, Node, E> {
-        RPCError::Unreachable(Unreachable::new(&NoTransport(self.target)))
+impl ClusterTls {
+    /// Loads the cluster CA certificate and this node's certificate chain and key (PEM files).
+    pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<ClusterTls, String> {
+        let read_certs = |p: &Path| -> Result<Vec<CertificateDer<'static>>, String> {
+            let certs = CertificateDer::pem_file_iter(p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("invalid PEM in {}: {e}", p.display()))?;
+            if certs.is_empty() {
+                return Err(format!("no certificate in {}", p.display()));
+            }
+            Ok(certs)
+        };
+        let ca_certs = read_certs(ca)?;
+        let chain = read_certs(cert)?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cannot read key {}: {e}", key.display()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in ca_certs {
+            roots.add(c).map_err(|e| format!("{}: not a usable CA certificate: {e}", ca.display()))?;
+        }
+        let roots = Arc::new(roots);
+        let verifier = rustls::server::WebPkiClientVerifier::builder(roots.clone())
+            .build()
+            .map_err(|e| format!("cluster CA: {e}"))?;
+        let server = rustls::ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|e| format!("{} does not match its key: {e}", cert.display()))?;
+        let client = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("node certificate: {e}"))?;
+        Ok(ClusterTls { server: Arc::new(server), client: Arc::new(client) })
     }
+}
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No connection could be made: nothing of the request was sent, so it is safe to send it elsewhere.
+    #[error("cannot reach node at {addr}: {reason}")]
+    NotConnected { addr: String, reason: String },
+    /// No answer: refused, timed out, TLS failure. The request may or may not have arrived.
+    #[error("node at {addr} is unreachable: {reason}")]
+    Unreachable { addr: String, reason: String },
+    /// The peer answered with an error.
+    #[error("node at {addr} answered {status}: {message}")]
+    Refused { addr: String, status: u16, message: String },
+}
+
+/// Calls to other nodes. Cheap to clone; connections are not pooled here (see [`PeerConnection`] for the
+/// Raft streams, which keep theirs).
+#[derive(Clone)]
+pub struct Peers {
+    tls: Option<Arc<ClusterTls>>,
+    cluster: Arc<std::sync::RwLock<String>>,
+    /// Outgoing connections leave from this address (the IP of our own Raft listener), so a peer sees
+    /// where a connection comes from.
+    bind_ip: Option<IpAddr>,
+}
+
+type Sender = SendRequest<Full<Bytes>>;
+
+impl Peers {
+    pub fn new(tls: Option<Arc<ClusterTls>>, cluster: &str, bind_ip: Option<IpAddr>) -> Peers {
+        Peers { tls, cluster: Arc::new(std::sync::RwLock::new(cluster.to_string())), bind_ip }
+    }
+
+    pub fn has_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    pub fn cluster(&self) -> String {
+        self.cluster.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set_cluster(&self, cluster: &str) {
+        *self.cluster.write().unwrap_or_else(|p| p.into_inner()) = cluster.to_string();
+    }
+
+    async fn connect(&self, addr: &str) -> Result<Sender, CallError> {
+        let unreachable = |reason: String| CallError::NotConnected { addr: addr.to_string(), reason };
+        let tls = self.tls.as_ref().ok_or_else(|| {
+            unreachable("this node has no cluster TLS configured ([cluster] ca, cert, key)".to_string())
+        })?;
+        let (host, _) = split_host(addr).ok_or_else(|| unreachable("not a host:port address".into()))?;
+        let target: SocketAddr = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|e| unreachable(format!("cannot resolve: {e}")))?
+            .next()
+            .ok_or_else(|| unreachable("no address".into()))?;
+        let socket = if target.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+            .map_err(|e| unreachable(e.to_string()))?;
+        if let Some(ip) = self.bind_ip.filter(|ip| ip.is_ipv4() == target.is_ipv4() && !ip.is_unspecified()) {
+            socket.bind(SocketAddr::new(ip, 0)).map_err(|e| unreachable(format!("cannot bind {ip}: {e}")))?;
+        }
+        let tcp = tokio::time::timeout(Duration::from_secs(3), socket.connect(target))
+            .await
+            .map_err(|_| unreachable("connect timed out".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(host.to_string()).map_err(|e| unreachable(e.to_string()))?;
+        let stream = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_rustls::TlsConnector::from(tls.client.clone()).connect(name, tcp),
+        )
+        .await
+        .map_err(|_| unreachable("TLS handshake timed out".into()))?
+        .map_err(|e| unreachable(format!("TLS: {e}")))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    /// POSTs `body` as JSON to `path` on the node at `addr`, reusing `conn` when it is still open.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        conn: &mut Option<Sender>,
+        addr: &str,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        let unreachable = |reason: String| CallError::Unreachable { addr: addr.to_string(), reason };
+        let bytes = serde_json::to_vec(body).map_err(|e| unreachable(format!("encoding: {e}")))?;
+        let exchange = async {
+            let mut sender = match conn.take() {
+                Some(s) if !s.is_closed() => s,
+                _ => self.connect(addr).await?,
+            };
+            sender.ready().await.map_err(|e| unreachable(e.to_string()))?;
+            let req = hyper::Request::post(path)
+                .header(hyper::header::HOST, addr)
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .header(CLUSTER_HEADER, self.cluster())
+                .body(Full::new(Bytes::from(bytes)))
+                .map_err(|e| unreachable(e.to_string()))?;
+            let resp = sender.send_request(req).await.map_err(|e| unreachable(e.to_string()))?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| unreachable(format!("reading the answer: {e}")))?
+                .to_bytes();
+            *conn = Some(sender);
+            if !status.is_success() {
+                return Err(CallError::Refused {
+                    addr: addr.to_string(),
+                    status: status.as_u16(),
+                    message: String::from_utf8_lossy(&body).into_owned(),
+                });
+            }
+            serde_json::from_slice(&body).map_err(|e| unreachable(format!("undecodable answer: {e}")))
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => {
+                *conn = None;
+                Err(unreachable(format!("no answer within {} ms", timeout.as_millis())))
+            }
+        }
+    }
+
+    /// One call on a fresh connection.
+    pub async fn call_once<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CallError> {
+        self.call(&mut None, addr, path, body, timeout).await
+    }
+}
+
+/// `host` and `port` of `host:port` or `[v6]:port`.
+fn split_host(addr: &str) -> Option<(&str, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    Some((host, port.parse().ok()?))
+}
+
+/// Creates openraft's connections to peers.
+#[derive(Clone)]
+pub struct Network {
+    pub peers: Peers,
+}
+
+/// One peer, as openraft sees it: a kept-alive connection to its Raft listener.
+pub struct PeerConnection {
+    target: NodeId,
+    addr: String,
+    peers: Peers,
+    conn: Option<Sender>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 
-    async fn new_client(&mut self, target: NodeId, _node: &Node) -> Self::Network {
-        PeerConnection { target }
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
+        PeerConnection { target, addr: node.addr.clone(), peers: self.peers.clone(), conn: None }
+    }
+}
+
+impl PeerConnection {
+    async fn rpc<Req, Resp, E>(
+        &mut self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let answer: Result<Result<Resp, RaftError<NodeId, E>>, CallError> =
+            self.peers.call(&mut self.conn, &self.addr, path, req, option.hard_ttl()).await;
+        match answer {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
+            Err(e @ (CallError::Unreachable { .. } | CallError::NotConnected { .. })) => {
+                Err(RPCError::Unreachable(Unreachable::new(&e)))
+            }
+            Err(e @ CallError::Refused { .. }) => Err(RPCError::Network(NetworkError::new(&e))),
+        }
     }
 }
 
 impl RaftNetwork<TypeConfig> for PeerConnection {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        Err(self.unreachable())
+        self.rpc("/raft/append", &rpc, &option).await
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>> {
-        Err(self.unreachable())
+        self.rpc("/raft/snapshot", &rpc, &option).await
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        Err(self.unreachable())
+        self.rpc("/raft/vote", &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn splits_host_and_port() {
+        assert_eq!(super::split_host("127.0.0.1:7001"), Some(("127.0.0.1", 7001)));
+        assert_eq!(super::split_host("[::1]:7001"), Some(("::1", 7001)));
+        assert_eq!(super::split_host("node-1.example:7001"), Some(("node-1.example", 7001)));
+        assert_eq!(super::split_host("node-1.example"), None);
     }
 }

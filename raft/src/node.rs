@@ -1,15 +1,17 @@
 //! A running replica: its sled database, its Raft instance, and the write path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError as OpenraftError};
 use openraft::{BasicNode, SnapshotPolicy};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::network::Network;
+use crate::cluster::{ClusterInfo, ClusterStatus, InfoRequest, JoinRequest, Member, MembershipChange, WireError};
+use crate::network::{CallError, ClusterTls, Network, Peers};
 use crate::storage::{LogStore, StateMachine};
 use crate::store::Store;
 use crate::{Command, CommandResponse, NodeId, Raft, RaftError};
@@ -32,6 +34,15 @@ pub enum WriteError {
     Fatal(String),
     #[error("write timed out")]
     Timeout,
+    /// The leader cannot be reached, or it cannot reach a quorum: nothing was written.
+    #[error("no quorum: {0}")]
+    Unavailable(String),
+    /// The command was sent to the leader but no answer came back: it may or may not have been applied.
+    #[error("the leader did not answer: {0} (the write may or may not have been applied)")]
+    Unknown(String),
+    /// The request is not acceptable (membership changes).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// One node of the cluster.
@@ -42,7 +53,16 @@ pub struct ReplicaNode {
     pub store: Store,
     pub log: LogStore,
     pub identity: Identity,
+    /// Calls to other nodes (forwarded writes, membership changes, read indexes).
+    pub peers: Peers,
+    /// Given to a node that joins through this one (the key-encryption key: every node must decrypt the
+    /// signing keys in the replicated state). Travels only over the mutual-TLS channel.
+    pub(crate) join_secret: Arc<std::sync::RwLock<Option<String>>>,
+    /// What a node received from the cluster it joined (see `join_secret`).
+    pub received_secret: Option<String>,
     db: sled::Db,
+    settings: RaftSettings,
+    server: Option<Arc<tokio::task::JoinHandle<()>>>,
 }
 
 /// Settings of the Raft instance.
@@ -67,19 +87,66 @@ impl Default for RaftSettings {
     }
 }
 
+/// How a node takes part in a cluster.
+#[derive(Default)]
+pub struct ClusterOptions {
+    /// Mutual TLS between nodes. Without it the node can only be a cluster of one.
+    pub tls: Option<Arc<ClusterTls>>,
+    /// The node-to-node listener (bound by the caller, so a taken port is reported early). Needs `tls`.
+    pub listener: Option<tokio::net::TcpListener>,
+    /// Join the cluster of the node at this Raft address instead of starting a new cluster.
+    pub join: Option<String>,
+    /// With `join`: stay a non-voting learner.
+    pub learner: bool,
+    /// See [`ReplicaNode::join_secret`].
+    pub join_secret: Option<String>,
+}
+
 fn identity_path(dir: &Path) -> PathBuf {
     dir.join("identity.json")
 }
 
+/// How long a joining node waits for the leader to add it (catching up included).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a write may wait for a leader to be elected.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
 impl ReplicaNode {
-    /// Opens the node's data dir (creating it on first start) and starts Raft. A pristine node becomes a
-    /// cluster of one and waits until it is the leader.
-    pub async fn start(dir: &Path, id: NodeId, addr: &str, settings: &RaftSettings) -> Result<ReplicaNode, RaftError> {
+    /// Opens the node's data dir (creating it on first start) and starts Raft. A pristine node either
+    /// becomes a cluster of one or, with `cluster.join`, asks an existing cluster to add it; either way this
+    /// returns once the node knows a leader.
+    pub async fn start(
+        dir: &Path,
+        id: NodeId,
+        addr: &str,
+        settings: &RaftSettings,
+        cluster: ClusterOptions,
+    ) -> Result<ReplicaNode, RaftError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| RaftError::Start(format!("cannot create data dir {}: {e}", dir.display())))?;
-        let identity = Self::check_identity(dir, id)?;
-        let db =
-            sled::Config::new().path(dir.join("db")).mode(sled::Mode::HighThroughput).open().map_err(|e| match e {
+        let bind_ip = cluster.listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.ip());
+        let peers = Peers::new(cluster.tls.clone(), "", bind_ip);
+        // A joining node learns the cluster's name (and the shared secret) from the node it joins.
+        let mut received_secret = None;
+        let remote = match &cluster.join {
+            Some(target) => {
+                let info: ClusterInfo = peers
+                    .call_once(target, "/cluster/info", &InfoRequest { node_id: id }, Duration::from_secs(10))
+                    .await
+                    .map_err(|e| RaftError::Start(format!("cannot join {target}: {e}")))?;
+                received_secret = info.secret.clone();
+                Some(info.cluster)
+            }
+            None => None,
+        };
+        let identity = Self::check_identity(dir, id, remote.as_deref())?;
+        peers.set_cluster(&identity.cluster);
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(settings.storage_cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| match e {
                 sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) => {
                     RaftError::Start(format!("data dir {} is in use by another jeton process", dir.display()))
                 }
@@ -95,24 +162,59 @@ impl ReplicaNode {
             election_timeout_max: settings.election_timeout_ms.1,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_every),
             max_in_snapshot_log_to_keep: 100,
+            // Entries can be whole import batches; keep one append request to a sane size.
+            max_payload_entries: 64,
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(|e| RaftError::Start(format!("raft config: {e}")))?);
-        let raft = Raft::new(id, config, Network, log.clone(), sm)
+        let raft = Raft::new(id, config, Network { peers: peers.clone() }, log.clone(), sm)
             .await
             .map_err(|e| RaftError::Start(format!("raft: {e}")))?;
-        if !raft.is_initialized().await.map_err(|e| RaftError::Start(e.to_string()))? {
-            let mut members = BTreeMap::new();
-            members.insert(id, BasicNode { addr: addr.to_string() });
-            raft.initialize(members).await.map_err(|e| RaftError::Start(format!("raft initialize: {e}")))?;
+        let mut node = ReplicaNode {
+            id,
+            raft,
+            store,
+            log,
+            identity,
+            peers,
+            join_secret: Arc::new(std::sync::RwLock::new(cluster.join_secret)),
+            received_secret,
+            db,
+            settings: settings.clone(),
+            server: None,
+        };
+        match (cluster.listener, cluster.tls) {
+            (Some(listener), Some(tls)) => {
+                node.server = Some(Arc::new(tokio::spawn(crate::cluster::serve(listener, tls, node.clone()))));
+            }
+            (Some(_), None) => return Err(RaftError::Start("a node-to-node listener needs cluster TLS".into())),
+            _ => {}
         }
-        let node = ReplicaNode { id, raft, store, log, identity, db };
-        node.wait_for_leader(Duration::from_secs(10)).await?;
+        let initialized = node.raft.is_initialized().await.map_err(|e| RaftError::Start(e.to_string()))?;
+        match (&cluster.join, initialized) {
+            (Some(target), false) => {
+                let req = JoinRequest { node_id: id, addr: addr.to_string(), learner: cluster.learner };
+                let answer: Result<(), WireError> = node
+                    .peers
+                    .call_once(target, "/cluster/join", &req, JOIN_TIMEOUT)
+                    .await
+                    .map_err(|e| RaftError::Start(format!("joining through {target}: {e}")))?;
+                answer.map_err(|e| RaftError::Start(format!("the cluster refused to add node {id}: {e}")))?;
+            }
+            (None, false) => {
+                let mut members = BTreeMap::new();
+                members.insert(id, BasicNode { addr: addr.to_string() });
+                node.raft.initialize(members).await.map_err(|e| RaftError::Start(format!("raft initialize: {e}")))?;
+            }
+            // Already a member: Raft picks up where it was.
+            (_, true) => {}
+        }
+        node.wait_for_leader(Duration::from_secs(30)).await?;
         Ok(node)
     }
 
     /// Reads (or, on first start, writes) the data dir's identity and refuses a dir of another node.
-    fn check_identity(dir: &Path, id: NodeId) -> Result<Identity, RaftError> {
+    fn check_identity(dir: &Path, id: NodeId, cluster: Option<&str>) -> Result<Identity, RaftError> {
         let path = identity_path(dir);
         match std::fs::read(&path) {
             Ok(bytes) => {
@@ -127,6 +229,13 @@ impl ReplicaNode {
                         identity.node_id
                     )));
                 }
+                if let Some(cluster) = cluster.filter(|c| *c != identity.cluster) {
+                    return Err(RaftError::Start(format!(
+                        "data dir {} belongs to cluster {}, but the node to join is in cluster {cluster}; use an empty --data-dir to join",
+                        dir.display(),
+                        identity.cluster
+                    )));
+                }
                 Ok(identity)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -136,7 +245,8 @@ impl ReplicaNode {
                         dir.display()
                     )));
                 }
-                let identity = Identity { cluster: uuid::Uuid::new_v4().to_string(), node_id: id };
+                let cluster = cluster.map(str::to_string).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let identity = Identity { cluster, node_id: id };
                 let bytes = serde_json::to_vec_pretty(&identity).map_err(|e| RaftError::Start(e.to_string()))?;
                 std::fs::write(&path, bytes)
                     .map_err(|e| RaftError::Start(format!("cannot write {}: {e}", path.display())))?;
@@ -156,13 +266,20 @@ impl ReplicaNode {
             match tokio::time::timeout_at(deadline, metrics.changed()).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => return Err(RaftError::Start("raft stopped while electing a leader".into())),
-                Err(_) => return Err(RaftError::Start("no leader elected within 10 s".into())),
+                Err(_) => return Err(RaftError::Start(format!("no leader elected within {} s", timeout.as_secs()))),
             }
         }
     }
 
-    /// Writes a command through Raft and returns the state machine's answer once it is applied here.
+    /// Writes a command through Raft and returns the state machine's answer once it is applied on the leader.
+    /// On a follower the command is forwarded to the leader; the caller sees one answer either way.
     pub async fn write(&self, cmd: Command) -> Result<CommandResponse, WriteError> {
+        self.on_leader("/cluster/write", &cmd, || self.write_here(cmd.clone())).await
+    }
+
+    /// Proposes on this node, which must be the leader.
+    pub(crate) async fn write_here(&self, cmd: Command) -> Result<CommandResponse, WriteError> {
+        self.check_quorum()?;
         let fut = self.raft.client_write(cmd);
         match tokio::time::timeout(Duration::from_secs(10), fut).await {
             Err(_) => Err(WriteError::Timeout),
@@ -174,13 +291,193 @@ impl ReplicaNode {
         }
     }
 
+    /// A leader that has heard from no quorum for longer than an election timeout is most likely cut off:
+    /// refuse at once instead of letting the write hang until it times out.
+    fn check_quorum(&self) -> Result<(), WriteError> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let voters = metrics.membership_config.membership().voter_ids().count();
+        match metrics.millis_since_quorum_ack {
+            Some(ms) if voters > 1 && ms > self.settings.election_timeout_ms.1 * 2 => {
+                Err(WriteError::Unavailable(format!("the leader (this node) has not heard from a quorum for {ms} ms")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs `here` if this node is the leader, or sends `body` to `path` on the leader. Retries while a leader
+    /// is being elected and when the request provably did not arrive; never re-sends a request that may
+    /// have been applied.
+    async fn on_leader<B, T, F, Fut>(&self, path: &str, body: &B, here: F) -> Result<T, WriteError>
+    where
+        B: Serialize,
+        T: DeserializeOwned,
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, WriteError>>,
+    {
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        let mut last_error = String::from("no leader elected yet");
+        loop {
+            let leader = self.raft.metrics().borrow().current_leader;
+            let retry = match leader {
+                Some(l) if l == self.id => match here().await {
+                    Err(WriteError::NotLeader { .. }) => true,
+                    other => return other,
+                },
+                Some(l) => match self.leader_addr(l) {
+                    None => true,
+                    Some(addr) => {
+                        let answer: Result<Result<T, WireError>, CallError> =
+                            self.peers.call_once(&addr, path, body, Duration::from_secs(15)).await;
+                        match answer {
+                            Ok(Ok(t)) => return Ok(t),
+                            Ok(Err(WireError::NotLeader)) => true,
+                            Ok(Err(e)) => return Err(e.into()),
+                            Err(e @ CallError::NotConnected { .. }) => {
+                                last_error = format!("leader node {l}: {e}");
+                                true
+                            }
+                            Err(e @ CallError::Unreachable { .. }) => return Err(WriteError::Unknown(e.to_string())),
+                            Err(e @ CallError::Refused { .. }) => return Err(WriteError::Fatal(e.to_string())),
+                        }
+                    }
+                },
+                None => true,
+            };
+            if retry && tokio::time::Instant::now() < deadline {
+                // Let the election (or the new leader's first heartbeat) happen.
+                let mut metrics = self.raft.metrics();
+                let _ = tokio::time::timeout(Duration::from_millis(200), metrics.changed()).await;
+                continue;
+            }
+            return Err(WriteError::Unavailable(last_error));
+        }
+    }
+
+    /// The Raft address of a member.
+    fn leader_addr(&self, id: NodeId) -> Option<String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics.membership_config.membership().get_node(&id).map(|n| n.addr.clone())
+    }
+
+    /// Changes the membership (through the leader): add a learner, promote a learner to voter, remove a node.
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<(), WriteError> {
+        self.on_leader("/cluster/membership", &change, || self.change_membership_here(change.clone())).await
+    }
+
+    pub(crate) async fn change_membership_here(&self, change: MembershipChange) -> Result<(), WriteError> {
+        self.check_quorum()?;
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let result = match change {
+            MembershipChange::AddLearner { id, addr } => {
+                if voters.contains(&id) {
+                    return Err(WriteError::Invalid(format!("node {id} is already a voter")));
+                }
+                self.raft.add_learner(id, BasicNode { addr }, true).await.map(|_| ())
+            }
+            MembershipChange::Promote { id } => {
+                if membership.get_node(&id).is_none() {
+                    return Err(WriteError::Invalid(format!("node {id} is not a member; add it as a learner first")));
+                }
+                if voters.contains(&id) {
+                    return Ok(());
+                }
+                let mut next = voters.clone();
+                next.insert(id);
+                self.raft.change_membership(next, true).await.map(|_| ())
+            }
+            MembershipChange::Remove { id } => {
+                if membership.get_node(&id).is_none() {
+                    return Err(WriteError::Invalid(format!("node {id} is not a member")));
+                }
+                if voters.contains(&id) {
+                    if voters.len() == 1 {
+                        return Err(WriteError::Invalid("cannot remove the last voter".into()));
+                    }
+                    let mut next = voters.clone();
+                    next.remove(&id);
+                    self.raft.change_membership(next, false).await.map(|_| ())
+                } else {
+                    let mut gone = BTreeSet::new();
+                    gone.insert(id);
+                    self.raft.change_membership(openraft::ChangeMembers::RemoveNodes(gone), false).await.map(|_| ())
+                }
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(OpenraftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(WriteError::NotLeader { leader: f.leader_id })
+            }
+            Err(OpenraftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(WriteError::Invalid(e.to_string()))
+            }
+            Err(e) => Err(WriteError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Waits until this node has applied everything the leader had committed when asked: a read after this
+    /// returns is linearizable. The hot paths never call it.
+    pub async fn linearizable_barrier(&self) -> Result<(), WriteError> {
+        let index: Option<u64> = self.on_leader("/cluster/read-index", &(), || self.read_index_here()).await?;
+        if index.is_some() {
+            self.raft
+                .wait(Some(LEADER_WAIT))
+                .applied_index_at_least(index, "linearizable read")
+                .await
+                .map_err(|e| WriteError::Unavailable(format!("catching up for a linearizable read: {e}")))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn read_index_here(&self) -> Result<Option<u64>, WriteError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(log_id.map(|l| l.index)),
+            Err(OpenraftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(WriteError::NotLeader { leader: f.leader_id })
+            }
+            Err(OpenraftError::APIError(e)) => Err(WriteError::Unavailable(e.to_string())),
+            Err(e) => Err(WriteError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Sets what this node hands to nodes joining through it (see `join_secret`).
+    pub fn set_join_secret(&self, secret: &str) {
+        *self.join_secret.write().unwrap_or_else(|p| p.into_inner()) = Some(secret.to_string());
+    }
+
+    /// What this node knows of the cluster.
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let member =
+            |id: NodeId| Member { id, addr: membership.get_node(&id).map(|n| n.addr.clone()).unwrap_or_default() };
+        ClusterStatus {
+            cluster: self.identity.cluster.clone(),
+            node_id: self.id,
+            state: format!("{:?}", m.state),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            voters: membership.voter_ids().map(member).collect(),
+            learners: membership.learner_ids().map(member).collect(),
+            replication: m.replication.map(|r| r.into_iter().map(|(id, l)| (id, l.map(|l| l.index))).collect()),
+        }
+    }
+
     /// The current leader, as this node knows it.
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
     }
 
-    /// Flushes and stops Raft.
+    /// Flushes and stops Raft and the node-to-node listener.
     pub async fn shutdown(&self) {
+        if let Some(server) = &self.server {
+            server.abort();
+        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }

@@ -90,7 +90,7 @@ fn populate(args: &Args, dir: &Path) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     runtime.block_on(async {
         let started = Instant::now();
-        let node = ReplicaNode::start(dir, 1, "127.0.0.1:7001", &RaftSettings::default())
+        let node = ReplicaNode::start(dir, 1, "127.0.0.1:7001", &RaftSettings::default(), Default::default())
             .await
             .map_err(|e| format!("starting the node: {e}"))?;
         // The same file `jeton serve` reads the key-encryption key from, so the binary can open the keys.

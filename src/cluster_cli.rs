@@ -1,0 +1,91 @@
+//! `jeton cluster …`: certificates for node-to-node TLS, and membership changes through a node's admin API.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+/// The CA's subject. Node certificates name it as their issuer; which CA it is comes from its key.
+fn ca_params() -> anyhow::Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Jeton");
+    dn.push(DnType::CommonName, "Jeton cluster CA");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2035, 1, 1);
+    Ok(params)
+}
+
+/// `jeton cluster ca --out DIR`: `DIR/ca.pem` and `DIR/ca-key.pem`.
+pub fn make_ca(out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let (cert_path, key_path) = (out.join("ca.pem"), out.join("ca-key.pem"));
+    if cert_path.exists() || key_path.exists() {
+        bail!("{} already holds a CA; refusing to replace it (every node certificate depends on it)", out.display());
+    }
+    let key = KeyPair::generate()?;
+    let cert = ca_params()?.self_signed(&key)?;
+    std::fs::write(&cert_path, cert.pem()).with_context(|| format!("writing {}", cert_path.display()))?;
+    jeton_edge::keys::write_private_file(&key_path, key.serialize_pem().as_bytes())?;
+    println!("cluster CA: {} (key {}; keep the key off the nodes)", cert_path.display(), key_path.display());
+    Ok(())
+}
+
+/// `jeton cluster cert --ca-dir DIR --name NAME --host H… --out DIR`: `NAME.pem` and `NAME-key.pem`, valid as
+/// server and client certificate for the given host names and IP addresses.
+pub fn make_cert(ca_dir: &Path, name: &str, hosts: &[String], out: &Path) -> anyhow::Result<()> {
+    if hosts.is_empty() {
+        bail!("give at least one --host: the names and addresses peers use to reach this node");
+    }
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        bail!("--name must be a plain file name");
+    }
+    let ca_key_path = ca_dir.join("ca-key.pem");
+    let ca_key_pem =
+        std::fs::read_to_string(&ca_key_path).with_context(|| format!("cannot read {}", ca_key_path.display()))?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem).with_context(|| format!("{} is not a key", ca_key_path.display()))?;
+    let issuer = Issuer::new(ca_params()?, ca_key);
+    let mut params = CertificateParams::new(hosts.to_vec())?;
+    params.distinguished_name.push(DnType::OrganizationName, "Jeton");
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2035, 1, 1);
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let (cert_path, key_path) = (out.join(format!("{name}.pem")), out.join(format!("{name}-key.pem")));
+    std::fs::write(&cert_path, cert.pem()).with_context(|| format!("writing {}", cert_path.display()))?;
+    jeton_edge::keys::write_private_file(&key_path, key.serialize_pem().as_bytes())?;
+    println!("node certificate: {} (key {})", cert_path.display(), key_path.display());
+    Ok(())
+}
+
+/// A membership operation or status query through a node's admin API.
+pub async fn admin_call(url: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<()> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (Some(id), Some(secret)) = (env("JETON_ADMIN_CLIENT_ID"), env("JETON_ADMIN_CLIENT_SECRET")) else {
+        bail!("set JETON_ADMIN_CLIENT_ID and JETON_ADMIN_CLIENT_SECRET (the admin application's credentials)");
+    };
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(620)).build()?;
+    let url = format!("{}/api/{path}", url.trim_end_matches('/'));
+    let req = match body {
+        Some(b) => client.post(&url).json(&b),
+        None => client.get(&url),
+    };
+    let resp = req.basic_auth(id, Some(secret)).send().await.with_context(|| format!("calling {url}"))?;
+    let status = resp.status();
+    let answer: serde_json::Value = resp.json().await.with_context(|| format!("reading the answer of {url}"))?;
+    if !status.is_success() || answer.get("status").and_then(|s| s.as_str()) != Some("ok") {
+        bail!("{}: {}", status, answer.get("msg").and_then(|m| m.as_str()).unwrap_or("refused"));
+    }
+    println!("{}", serde_json::to_string_pretty(answer.get("data").unwrap_or(&serde_json::Value::Null))?);
+    Ok(())
+}
