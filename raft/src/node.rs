@@ -200,6 +200,11 @@ impl ReplicaNode {
                     .await
                     .map_err(|e| RaftError::Start(format!("joining through {target}: {e}")))?;
                 answer.map_err(|e| RaftError::Start(format!("the cluster refused to add node {id}: {e}")))?;
+                // Added means replicated, not yet applied here: serve only once the state is as new as the
+                // leader's was at this point.
+                node.linearizable_barrier()
+                    .await
+                    .map_err(|e| RaftError::Start(format!("catching up after joining: {e}")))?;
             }
             (None, false) => {
                 let mut members = BTreeMap::new();

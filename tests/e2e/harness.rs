@@ -80,6 +80,14 @@ impl Node {
         std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
     }
 
+    /// SIGKILL: the process dies on the spot, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Graceful stop (SIGTERM) and wait for the process to exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -4,6 +4,7 @@
 //! One test binary with a module per area, so the build stays fast.
 
 mod admin;
+mod cluster;
 mod harness;
 mod lifecycle;
 mod oauth;

@@ -1,0 +1,511 @@
+//! Clusters of real `jeton` processes on loopback: replication, forwarded writes, leader failure, partitions,
+//! full restarts and membership changes.
+//!
+//! Node `i` listens for its peers on `127.0.0.i` and reaches them from that address. Between the nodes sits
+//! a TCP proxy owned by the test (the address in the membership is the proxy's), which can cut a node off in
+//! both directions: connections to it and connections from its address.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::{free_port, Node, ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET};
+
+/// A TCP proxy in front of each node's Raft listener, able to partition nodes.
+#[derive(Clone, Default)]
+struct Proxy {
+    /// Nodes cut off from the others.
+    cut: Arc<Mutex<HashSet<u8>>>,
+    /// Open relayed connections: (target node, source node, task).
+    open: Arc<Mutex<Vec<(u8, u8, tokio::task::AbortHandle)>>>,
+}
+
+impl Proxy {
+    /// Relays `127.0.0.{node}:{port}` → `127.0.0.{node}:{to}`.
+    async fn relay(&self, node: u8, port: u16, to: u16) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.".to_string() + &node.to_string(), port))
+            .await
+            .expect("proxy listen");
+        let proxy = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, peer)) = listener.accept().await else { continue };
+                let source = match peer.ip() {
+                    std::net::IpAddr::V4(ip) => ip.octets()[3],
+                    _ => 0,
+                };
+                if proxy.is_cut(node) || proxy.is_cut(source) {
+                    continue; // dropped: the connection closes at once
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect((format!("127.0.0.{node}"), to)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                proxy.open.lock().unwrap().push((node, source, task.abort_handle()));
+            }
+        });
+    }
+
+    fn is_cut(&self, node: u8) -> bool {
+        self.cut.lock().unwrap().contains(&node)
+    }
+
+    /// Cuts `node` off: drops its open connections and refuses new ones, both ways.
+    fn partition(&self, node: u8) {
+        self.cut.lock().unwrap().insert(node);
+        for (to, from, task) in self.open.lock().unwrap().iter() {
+            if *to == node || *from == node {
+                task.abort();
+            }
+        }
+    }
+
+    fn heal(&self) {
+        self.cut.lock().unwrap().clear();
+    }
+}
+
+/// The files and addresses of one cluster.
+struct Cluster {
+    tmp: tempfile::TempDir,
+    proxy: Proxy,
+    issuer: String,
+    nodes: Vec<Option<Node>>,
+    /// Per node (index = id - 1): http port, raft listener port, proxy port.
+    ports: Vec<(u16, u16, u16)>,
+}
+
+fn jeton(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_jeton"))
+        .args(args)
+        .env("JETON_ADMIN_CLIENT_ID", ADMIN_CLIENT_ID)
+        .env("JETON_ADMIN_CLIENT_SECRET", ADMIN_CLIENT_SECRET)
+        .output()
+        .expect("run jeton")
+}
+
+impl Cluster {
+    /// Files for up to `max` nodes; starts none.
+    async fn new(max: u8) -> Cluster {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ca = tmp.path().join("ca");
+        let out = jeton(&["cluster", "ca", "--out", ca.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let proxy = Proxy::default();
+        let mut ports = Vec::new();
+        for i in 1..=max {
+            let host = format!("127.0.0.{i}");
+            let out = jeton(&[
+                "cluster",
+                "cert",
+                "--ca-dir",
+                ca.to_str().unwrap(),
+                "--name",
+                &format!("node-{i}"),
+                "--host",
+                &host,
+                "--out",
+                ca.to_str().unwrap(),
+            ]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let (http, raft, front) = (free_port(), free_port(), free_port());
+            proxy.relay(i, front, raft).await;
+            ports.push((http, raft, front));
+        }
+        let issuer = format!("http://127.0.0.1:{}", ports[0].0);
+        Cluster { tmp, proxy, issuer, nodes: (0..max).map(|_| None).collect(), ports }
+    }
+
+    fn raft_addr(&self, id: u8) -> String {
+        format!("127.0.0.{id}:{}", self.ports[id as usize - 1].2)
+    }
+
+    fn data_dir(&self, id: u8) -> PathBuf {
+        self.tmp.path().join(format!("node-{id}"))
+    }
+
+    fn config(&self, id: u8, snapshot_every: u64) -> PathBuf {
+        let ca = self.tmp.path().join("ca");
+        let (_, raft, _) = self.ports[id as usize - 1];
+        let text = format!(
+            r#"node_id = {id}
+issuer = "{issuer}"
+[raft]
+addr = "{addr}"
+listen = "127.0.0.{id}:{raft}"
+heartbeat_ms = 100
+election_timeout_min_ms = 600
+election_timeout_max_ms = 1200
+snapshot_every = {snapshot_every}
+[cluster]
+ca = "{ca}/ca.pem"
+cert = "{ca}/node-{id}.pem"
+key = "{ca}/node-{id}-key.pem"
+"#,
+            issuer = self.issuer,
+            addr = self.raft_addr(id),
+            ca = ca.display(),
+        );
+        let path = self.tmp.path().join(format!("node-{id}.toml"));
+        std::fs::write(&path, text).expect("config");
+        path
+    }
+
+    /// Starts node `id`: the first node of a cluster, or one joining through `join`.
+    async fn start(&mut self, id: u8, join: Option<u8>, extra: &[&str]) {
+        self.start_with(id, join, extra, 10_000).await
+    }
+
+    async fn start_with(&mut self, id: u8, join: Option<u8>, extra: &[&str], snapshot_every: u64) {
+        let config = self.config(id, snapshot_every);
+        let mut args = vec!["--config".to_string(), config.display().to_string()];
+        if let Some(j) = join {
+            args.push("--join".into());
+            args.push(self.raft_addr(j));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let node = Node::start_in(&self.data_dir(id), self.ports[id as usize - 1].0, &args).await;
+        self.nodes[id as usize - 1] = Some(node);
+    }
+
+    /// A three-node cluster: node 1 starts it, 2 and 3 join.
+    async fn three(snapshot_every: u64) -> Cluster {
+        let mut c = Cluster::new(4).await;
+        c.start_with(1, None, &[], snapshot_every).await;
+        c.start_with(2, Some(1), &[], snapshot_every).await;
+        c.start_with(3, Some(1), &[], snapshot_every).await;
+        c
+    }
+
+    fn node(&self, id: u8) -> &Node {
+        self.nodes[id as usize - 1].as_ref().expect("node running")
+    }
+
+    async fn status(&self, id: u8) -> Value {
+        let (s, v) = self.node(id).admin_get("get-cluster-status").await;
+        assert_eq!(s, 200, "{v}");
+        v["data"].clone()
+    }
+
+    /// The leader, once all running nodes agree on one.
+    async fn leader(&self) -> u8 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut seen = BTreeSet::new();
+            for (i, n) in self.nodes.iter().enumerate() {
+                if n.is_some() {
+                    seen.insert(self.status(i as u8 + 1).await["leader"].as_u64());
+                }
+            }
+            if seen.len() == 1 {
+                if let Some(Some(l)) = seen.into_iter().next() {
+                    return l as u8;
+                }
+            }
+            assert!(Instant::now() < deadline, "no agreed leader");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn add_org(&self, via: u8, name: &str) -> (u16, Value) {
+        self.node(via).admin_post("add-organization", json!({"owner": "admin", "name": name})).await
+    }
+}
+
+/// Organization names on a node.
+async fn org_names(node: &Node) -> Vec<String> {
+    let (s, v) = node.admin_get("get-organizations").await;
+    assert_eq!(s, 200, "{v}");
+    v["data"].as_array().expect("list").iter().map(|o| o["name"].as_str().unwrap_or_default().to_string()).collect()
+}
+
+/// Waits until `node` has every name in `want`.
+async fn wait_for_orgs(node: &Node, want: &BTreeSet<String>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let have: BTreeSet<String> = org_names(node).await.into_iter().collect();
+        if want.is_subset(&have) {
+            return;
+        }
+        let missing: Vec<_> = want.difference(&have).collect();
+        assert!(Instant::now() < deadline, "node at {} misses {missing:?}", node.base);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn client_credentials_form() -> [(&'static str, &'static str); 1] {
+    [("grant_type", "client_credentials")]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_replicate_forward_writes_and_revocations_reach_every_node() {
+    let c = Cluster::three(10_000).await;
+    let leader = c.leader().await;
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    let status = c.status(follower).await;
+    assert_eq!(status["voters"].as_array().map(Vec::len), Some(3), "{status}");
+
+    // A write through a follower: one answer, and every node has it.
+    let (s, v) = c.add_org(follower, "written-on-a-follower").await;
+    assert_eq!(s, 200, "{v}");
+    let want: BTreeSet<String> = ["written-on-a-follower".to_string()].into();
+    for id in 1..=3 {
+        wait_for_orgs(c.node(id), &want).await;
+    }
+    // A linearizable read on another follower sees it at once.
+    let other = (1..=3).find(|i| *i != leader && *i != follower).unwrap();
+    let (s, v) =
+        c.node(other).admin_get("get-organization?id=admin/written-on-a-follower&consistency=linearizable").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["name"], "written-on-a-follower");
+
+    // A token issued by one node introspects on the others; revoked on one, inactive everywhere.
+    let (s, v) = c
+        .node(follower)
+        .post_form_basic("/oauth/token", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &client_credentials_form())
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let token = v["access_token"].as_str().unwrap().to_string();
+    for id in 1..=3 {
+        let (s, v) = c
+            .node(id)
+            .post_form_basic("/oauth/introspect", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &token)])
+            .await;
+        assert_eq!((s, &v["active"]), (200, &json!(true)), "node {id}: {v}");
+    }
+    let (s, _) = c
+        .node(other)
+        .post_form_basic("/oauth/revoke", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &token)])
+        .await;
+    assert_eq!(s, 200);
+    for id in 1..=3 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, v) = c
+                .node(id)
+                .post_form_basic("/oauth/introspect", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &token)])
+                .await;
+            if v["active"] == json!(false) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {id} still answers active after the revocation");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // The node-to-node listener refuses a client without a certificate of the cluster CA, and logs it.
+    let stranger =
+        reqwest::Client::builder().danger_accept_invalid_certs(true).timeout(Duration::from_secs(5)).build().unwrap();
+    let (_, raft, _) = c.ports[0];
+    let r = stranger.post(format!("https://127.0.0.1:{raft}/cluster/info")).body("{\"node_id\":9}").send().await;
+    assert!(r.is_err(), "a peer without a client certificate got an answer: {r:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !c.node(1).output().contains("refused a node-to-node connection") {
+        assert!(Instant::now() < deadline, "the refusal was not logged: {}", c.node(1).output());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_leader_loses_no_acknowledged_write() {
+    let mut c = Cluster::three(10_000).await;
+    let leader = c.leader().await;
+    let writer = (1..=3).find(|i| *i != leader).unwrap();
+    let mut acknowledged = BTreeSet::new();
+    let mut killed_at = None;
+    let mut first_after_kill = None;
+    for i in 0..400 {
+        let name = format!("stream-{i:04}");
+        let (s, v) = c.add_org(writer, &name).await;
+        match s {
+            200 => {
+                acknowledged.insert(name);
+                if killed_at.is_some() && first_after_kill.is_none() {
+                    first_after_kill = Some(Instant::now());
+                }
+            }
+            // During the failover a write may be refused (503) — never half-done.
+            503 => assert!(v["msg"].as_str().is_some(), "{v}"),
+            _ => panic!("unexpected answer {s}: {v}"),
+        }
+        if i == 60 {
+            c.nodes[leader as usize - 1].take().unwrap().kill();
+            killed_at = Some(Instant::now());
+        }
+        if first_after_kill.is_some_and(|t| t.elapsed() > Duration::from_secs(1)) && acknowledged.len() > 100 {
+            break;
+        }
+    }
+    let took = first_after_kill.expect("writes resumed after the leader died") - killed_at.unwrap();
+    assert!(took < Duration::from_secs(15), "a new leader took {took:?} to accept writes");
+    let new_leader = c.leader().await;
+    assert_ne!(new_leader, leader);
+
+    // The old leader comes back on its data dir and catches up.
+    c.start(leader, None, &[]).await;
+    for id in 1..=3 {
+        wait_for_orgs(c.node(id), &acknowledged).await;
+        let names = org_names(c.node(id)).await;
+        let unique: BTreeSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "node {id} lists an organization twice");
+    }
+    // Every node holds the same set (acknowledged ones and any whose answer was lost in the failover).
+    let sets: Vec<Vec<String>> = futures_util::future::join_all((1..=3).map(|id| org_names(c.node(id)))).await;
+    assert!(sets.windows(2).all(|w| w[0] == w[1]), "nodes disagree");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_node_refuses_writes_serves_reads_and_catches_up() {
+    let c = Cluster::three(10_000).await;
+    let leader = c.leader().await;
+    let cut = (1..=3).rev().find(|i| *i != leader).unwrap();
+    let majority = (1..=3).find(|i| *i != cut).unwrap();
+    let (s, v) = c
+        .node(cut)
+        .post_form_basic("/oauth/token", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &client_credentials_form())
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let token = v["access_token"].as_str().unwrap().to_string();
+
+    c.proxy.partition(cut);
+    // The majority keeps accepting writes.
+    let (s, v) = c.add_org(majority, "during-the-partition").await;
+    assert_eq!(s, 200, "{v}");
+    // The minority refuses them with a clear error…
+    let (s, v) = c.add_org(cut, "on-the-minority").await;
+    assert_eq!(s, 503, "{v}");
+    let msg = v["msg"].as_str().unwrap_or_default();
+    assert!(msg.contains("no quorum") || msg.contains("leader"), "{msg}");
+    // …but serves tokens and introspection from its own state.
+    let (s, v) = c
+        .node(cut)
+        .post_form_basic("/oauth/token", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &client_credentials_form())
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = c
+        .node(cut)
+        .post_form_basic("/oauth/introspect", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &token)])
+        .await;
+    assert_eq!((s, &v["active"]), (200, &json!(true)), "{v}");
+    assert!(!org_names(c.node(cut)).await.contains(&"during-the-partition".to_string()));
+
+    c.proxy.heal();
+    wait_for_orgs(c.node(cut), &["during-the-partition".to_string()].into()).await;
+    assert!(!org_names(c.node(majority)).await.contains(&"on-the-minority".to_string()), "a refused write appeared");
+    let (s, v) = c.add_org(cut, "after-healing").await;
+    assert_eq!(s, 200, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_cluster_restart_keeps_the_state() {
+    let mut c = Cluster::three(10_000).await;
+    let (s, v) = c.add_org(2, "before-restart").await;
+    assert_eq!(s, 200, "{v}");
+    wait_for_orgs(c.node(3), &["before-restart".to_string()].into()).await;
+    for id in 1..=3 {
+        c.nodes[id - 1].as_mut().unwrap().stop();
+    }
+    // Restarted in another order; no --join needed: they are members already.
+    for id in [3, 1, 2] {
+        let config = c.config(id, 10_000);
+        let node =
+            Node::start_in(&c.data_dir(id), c.ports[id as usize - 1].0, &["--config", config.to_str().unwrap()]).await;
+        c.nodes[id as usize - 1] = Some(node);
+    }
+    c.leader().await;
+    for id in 1..=3 {
+        assert!(org_names(c.node(id)).await.contains(&"before-restart".to_string()), "node {id}");
+    }
+    let (s, v) = c.add_org(1, "after-restart").await;
+    assert_eq!(s, 200, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn membership_changes_keep_the_cluster_serving() {
+    // Snapshots every 20 entries: a node joining later catches up from a snapshot.
+    let mut c = Cluster::three(20).await;
+    let mut want = BTreeSet::new();
+    for i in 0..150 {
+        let name = format!("bulk-{i:03}");
+        let (s, v) = c.add_org(1 + (i % 3) as u8, &name).await;
+        assert_eq!(s, 200, "{v}");
+        want.insert(name);
+    }
+    // A fourth node as a learner.
+    c.start_with(4, Some(2), &["--learner"], 20).await;
+    let status = c.status(4).await;
+    assert_eq!(status["state"], "Learner", "{status}");
+    assert!(status["learners"].as_array().unwrap().iter().any(|m| m["id"] == 4), "{status}");
+    assert!(status["snapshotIndex"].as_u64().is_some(), "the learner did not catch up from a snapshot: {status}");
+    wait_for_orgs(c.node(4), &want).await;
+
+    // Promoted with the CLI, against another node's admin API.
+    let url = c.node(3).base.clone();
+    let out = jeton(&["cluster", "promote", "--url", &url, "--id", "4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = c.status(4).await;
+    assert_eq!(status["voters"].as_array().map(Vec::len), Some(4), "{status}");
+    let (s, v) = c.add_org(4, "written-on-node-4").await;
+    assert_eq!(s, 200, "{v}");
+
+    // Node 1 (which started the cluster) is removed over the admin API; the rest keep serving.
+    let (s, v) = c.node(2).admin_post("cluster-remove", json!({"id": 1})).await;
+    assert_eq!(s, 200, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = c.status(4).await;
+        let voters: Vec<u64> = status["voters"].as_array().unwrap().iter().filter_map(|m| m["id"].as_u64()).collect();
+        if voters == vec![2, 3, 4] && status["leader"].as_u64().is_some_and(|l| l != 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "membership did not settle: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.nodes[0].as_mut().unwrap().stop();
+    let (s, v) = c.add_org(3, "after-removal").await;
+    assert_eq!(s, 200, "{v}");
+    want.insert("after-removal".into());
+    want.insert("written-on-node-4".into());
+    for id in 2..=4 {
+        wait_for_orgs(c.node(id), &want).await;
+    }
+    // Bad membership requests are refused and change nothing.
+    let (s, v) = c.node(2).admin_post("cluster-promote", json!({"id": 77})).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, _) = c.node(2).admin_post("cluster-remove", json!({})).await;
+    assert_eq!(s, 400);
+    let out = jeton(&["cluster", "status", "--url", &c.node(2).base]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"voters\""));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn joining_needs_a_certificate_and_a_data_dir_of_another_cluster_is_refused() {
+    let mut c = Cluster::new(2).await;
+    c.start(1, None, &[]).await;
+    // Node 2's data dir first belongs to a cluster of its own…
+    let dir = c.data_dir(2);
+    let port = c.ports[1].0;
+    let mut alone = Node::start_in(&dir, port, &["--node-id", "2"]).await;
+    alone.stop();
+    // …so it cannot join cluster 1 with it.
+    let config = c.config(2, 10_000);
+    let out = Command::new(env!("CARGO_BIN_EXE_jeton"))
+        .args(["serve", "--config", config.to_str().unwrap(), "--data-dir", dir.to_str().unwrap()])
+        .args(["--http-addr", &format!("127.0.0.1:{port}"), "--join", &c.raft_addr(1)])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("belongs to cluster"), "{err}");
+    // Joining without cluster TLS is refused before anything starts.
+    let out = jeton(&["serve", "--data-dir", "/nonexistent/x", "--join", &c.raft_addr(1)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mutual TLS"));
+}
