@@ -292,6 +292,22 @@ mod tests {
     }
 
     #[test]
+    fn three_node_examples_parse_and_check() {
+        for (id, text) in [
+            (1, include_str!("../conf/cluster/node-1.toml")),
+            (2, include_str!("../conf/cluster/node-2.toml")),
+            (3, include_str!("../conf/cluster/node-3.toml")),
+        ] {
+            let mut cfg: Config = toml::from_str(text).expect("conf/cluster example must parse");
+            cfg.check().expect("conf/cluster example must pass the checks");
+            assert_eq!(cfg.node_id, id);
+            assert_eq!(cfg.cluster.join.is_empty(), id == 1);
+        }
+        let compose: Config = toml::from_str(include_str!("../deploy/compose-node.toml")).expect("compose config");
+        assert!(compose.cluster.enabled());
+    }
+
+    #[test]
     fn flags_override_file_and_bad_values_are_refused() {
         let cfg =
             Config::load(None, Overrides { http_addr: Some("127.0.0.1:9999".into()), ..Default::default() }).unwrap();

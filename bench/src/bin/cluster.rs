@@ -1,0 +1,446 @@
+//! Three-node benchmarks on loopback, in one run:
+//!
+//! 1. **Replicated writes**: Jeton `add-user` through the admin API vs etcd `put` (three members, same
+//!    fsync durability, JSON gateway) with the same HTTP client, the same concurrency and a value of the
+//!    same size: throughput and p50/p99 commit latency.
+//! 2. **Follower-served introspection** while the leader takes writes: throughput on an idle cluster vs
+//!    under write load.
+//! 3. **Revocation propagation**: a token revoked on the leader, introspected on the two followers until it
+//!    answers inactive: p50/p99 of that delay.
+//!
+//! ```text
+//! cluster --bin target/perf/jeton [--etcd /usr/bin/etcd] [--seconds 10] [--concurrency 16] [--revocations 200]
+//! ```
+//! Output: `key=value` lines on stdout, a summary on stderr.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+const CLIENT_ID: &str = "bench-admin";
+const CLIENT_SECRET: &str = "bench-admin-secret-0123456789";
+
+struct Args(Vec<String>);
+
+impl Args {
+    fn value(&self, name: &str) -> Option<&str> {
+        self.0.iter().position(|a| a == name).and_then(|i| self.0.get(i + 1)).map(String::as_str)
+    }
+    fn number(&self, name: &str, default: u64) -> u64 {
+        self.value(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+    }
+}
+
+/// Child processes killed on drop.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+fn run(bin: &Path, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(bin).args(args).output().map_err(|e| format!("{}: {e}", bin.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} {args:?}: {}", bin.display(), String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(())
+}
+
+async fn wait_http(url: &str) -> Result<(), String> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("{url} did not answer"))
+}
+
+/// Starts three Jeton nodes (node 1 first, 2 and 3 joining). Returns the processes and HTTP base URLs.
+async fn start_jeton(bin: &Path, dir: &Path) -> Result<(Procs, Vec<String>), String> {
+    let ca = dir.join("ca");
+    let ca_s = ca.to_str().ok_or("path")?;
+    run(bin, &["cluster", "ca", "--out", ca_s])?;
+    let mut procs = Procs(Vec::new());
+    let mut urls = Vec::new();
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    for i in 1..=3u16 {
+        run(
+            bin,
+            &["cluster", "cert", "--ca-dir", ca_s, "--name", &format!("n{i}"), "--host", "127.0.0.1", "--out", ca_s],
+        )?;
+        let (http, raft) = ports[i as usize - 1];
+        let config = dir.join(format!("n{i}.toml"));
+        let text = format!(
+            "node_id = {i}\nissuer = \"http://bench.example\"\ndata_dir = \"{d}\"\n[http]\naddr = \"127.0.0.1:{http}\"\n\
+             [raft]\naddr = \"127.0.0.1:{raft}\"\nheartbeat_ms = 100\nelection_timeout_min_ms = 1000\nelection_timeout_max_ms = 2000\n\
+             [cluster]\nca = \"{ca_s}/ca.pem\"\ncert = \"{ca_s}/n{i}.pem\"\nkey = \"{ca_s}/n{i}-key.pem\"\n{join}",
+            d = dir.join(format!("data-{i}")).display(),
+            join = if i == 1 { String::new() } else { format!("join = \"127.0.0.1:{}\"\n", ports[0].1) },
+        );
+        std::fs::write(&config, text).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(dir.join(format!("n{i}.log"))).map_err(|e| e.to_string())?;
+        let child = Command::new(bin)
+            .args(["serve", "--config", config.to_str().ok_or("path")?])
+            .env("JETON_ADMIN_PASSWORD", "bench-admin-password")
+            .env("JETON_ADMIN_CLIENT_ID", CLIENT_ID)
+            .env("JETON_ADMIN_CLIENT_SECRET", CLIENT_SECRET)
+            .env("JETON_LOG", "warn")
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        procs.0.push(child);
+        let url = format!("http://127.0.0.1:{http}");
+        wait_http(&format!("{url}/api/health")).await?;
+        urls.push(url);
+    }
+    Ok((procs, urls))
+}
+
+/// Starts a three-member etcd cluster with its defaults (WAL fsync on every commit). Returns client URLs.
+async fn start_etcd(bin: &Path, dir: &Path) -> Result<(Procs, Vec<String>), String> {
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let initial: Vec<String> =
+        ports.iter().enumerate().map(|(i, p)| format!("e{i}=http://127.0.0.1:{}", p.1)).collect();
+    let mut procs = Procs(Vec::new());
+    let mut urls = Vec::new();
+    for (i, (client, peer)) in ports.iter().enumerate() {
+        let log = std::fs::File::create(dir.join(format!("etcd-{i}.log"))).map_err(|e| e.to_string())?;
+        let child = Command::new(bin)
+            .args([
+                "--name",
+                &format!("e{i}"),
+                "--data-dir",
+                dir.join(format!("etcd-{i}")).to_str().ok_or("path")?,
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-cluster",
+                &initial.join(","),
+                "--initial-cluster-state",
+                "new",
+                "--log-level",
+                "error",
+            ])
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", bin.display()))?;
+        procs.0.push(child);
+        urls.push(format!("http://127.0.0.1:{client}"));
+    }
+    for u in &urls {
+        wait_http(&format!("{u}/health")).await?;
+    }
+    Ok((procs, urls))
+}
+
+/// Latencies and count of a closed-loop run.
+struct Run {
+    ops: u64,
+    errors: u64,
+    seconds: f64,
+    latencies_us: Vec<u64>,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.seconds
+    }
+    fn pct(&self, p: f64) -> f64 {
+        percentile(&self.latencies_us, p) as f64 / 1000.0
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// `concurrency` tasks send requests made by `make(worker, seq)` for `seconds`; a request counts when
+/// `ok(status)`.
+async fn closed_loop<F>(concurrency: u64, seconds: u64, make: F) -> Run
+where
+    F: Fn(&reqwest::Client, u64, u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let (make, stop, errors) = (make.clone(), stop.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().expect("client");
+            let mut lat = Vec::new();
+            let mut seq = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                match make(&client, w, seq).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        lat.push(t.elapsed().as_micros() as u64);
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                seq += 1;
+            }
+            lat
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    Run { ops: all.len() as u64, errors: errors.load(Ordering::Relaxed), seconds, latencies_us: all }
+}
+
+/// A user record of realistic size (the JSON sent is ~300 bytes).
+fn user_body(worker: u64, seq: u64) -> Value {
+    json!({
+        "owner": "bench", "name": format!("u-{worker}-{seq}"), "displayName": format!("Bench User {worker} {seq}"),
+        "email": format!("u-{worker}-{seq}@bench.example"), "phone": "+15550000000", "type": "normal-user",
+    })
+}
+
+async fn jeton_writes(url: &str, concurrency: u64, seconds: u64, tag: &str) -> Run {
+    let url = format!("{url}/api/add-user");
+    let tag = tag.to_string();
+    closed_loop(concurrency, seconds, move |c, w, s| {
+        let mut body = user_body(w, s);
+        body["name"] = json!(format!("{tag}-{w}-{s}"));
+        c.post(&url).basic_auth(CLIENT_ID, Some(CLIENT_SECRET)).json(&body)
+    })
+    .await
+}
+
+async fn etcd_puts(url: &str, concurrency: u64, seconds: u64) -> Run {
+    let url = format!("{url}/v3/kv/put");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    closed_loop(concurrency, seconds, move |c, w, s| {
+        let key = format!("/users/bench/u-{w}-{s}");
+        let value = user_body(w, s).to_string();
+        c.post(&url).json(&json!({"key": b64.encode(key), "value": b64.encode(value)}))
+    })
+    .await
+}
+
+async fn token(client: &reqwest::Client, url: &str) -> Result<String, String> {
+    let v: Value = client
+        .post(format!("{url}/oauth/token"))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    v["access_token"].as_str().map(str::to_string).ok_or_else(|| format!("no token: {v}"))
+}
+
+async fn active(client: &reqwest::Client, url: &str, token: &str) -> Result<bool, String> {
+    let v: Value = client
+        .post(format!("{url}/oauth/introspect"))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(v["active"] == json!(true))
+}
+
+async fn introspection_load(url: &str, token: &str, concurrency: u64, seconds: u64) -> Run {
+    let url = format!("{url}/oauth/introspect");
+    let token = token.to_string();
+    closed_loop(concurrency, seconds, move |c, _, _| {
+        c.post(&url).basic_auth(CLIENT_ID, Some(CLIENT_SECRET)).form(&[("token", token.as_str())])
+    })
+    .await
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match real_main().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cluster bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main() -> Result<(), String> {
+    let args = Args(std::env::args().skip(1).collect());
+    let bin = PathBuf::from(args.value("--bin").ok_or("--bin PATH/TO/jeton is required")?);
+    let etcd = PathBuf::from(args.value("--etcd").unwrap_or("/usr/bin/etcd"));
+    let seconds = args.number("--seconds", 10);
+    let concurrency = args.number("--concurrency", 16);
+    let revocations = args.number("--revocations", 200);
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let client = reqwest::Client::new();
+
+    // 1. Replicated writes, Jeton then etcd, same client, same concurrency.
+    let (jeton_procs, urls) = start_jeton(&bin, tmp.path()).await?;
+    let r = client
+        .post(format!("{}/api/add-organization", urls[0]))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .json(&json!({"owner": "admin", "name": "bench"}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !r.status().is_success() {
+        return Err(format!("add-organization: {}", r.status()));
+    }
+    let jw = jeton_writes(&urls[0], concurrency, seconds, "w").await;
+    println!("jeton_writes_per_s={:.0}", jw.rate());
+    println!("jeton_write_p50_ms={:.2}", jw.pct(0.5));
+    println!("jeton_write_p99_ms={:.2}", jw.pct(0.99));
+    println!("jeton_write_errors={}", jw.errors);
+    let etcd_result = match start_etcd(&etcd, tmp.path()).await {
+        Ok((etcd_procs, eurls)) => {
+            let ew = etcd_puts(&eurls[0], concurrency, seconds).await;
+            drop(etcd_procs);
+            println!("etcd_puts_per_s={:.0}", ew.rate());
+            println!("etcd_put_p50_ms={:.2}", ew.pct(0.5));
+            println!("etcd_put_p99_ms={:.2}", ew.pct(0.99));
+            println!("etcd_put_errors={}", ew.errors);
+            Some(ew)
+        }
+        Err(e) => {
+            eprintln!("etcd not measured: {e}");
+            None
+        }
+    };
+
+    // 2. Introspection on a follower (node 3): idle, then with the leader taking writes.
+    let t = token(&client, &urls[0]).await?;
+    let follower = urls[2].clone();
+    let _ = active(&client, &follower, &t).await?;
+    let idle = introspection_load(&follower, &t, concurrency, seconds).await;
+    let writer = {
+        let leader = urls[0].clone();
+        tokio::spawn(async move { jeton_writes(&leader, concurrency, seconds + 1, "load").await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let busy = introspection_load(&follower, &t, concurrency, seconds).await;
+    let background = writer.await.map_err(|e| e.to_string())?;
+    println!("follower_introspect_idle_per_s={:.0}", idle.rate());
+    println!("follower_introspect_under_writes_per_s={:.0}", busy.rate());
+    println!("follower_introspect_ratio={:.2}", busy.rate() / idle.rate());
+    println!("background_writes_per_s={:.0}", background.rate());
+
+    // 3. Revocation propagation to the followers.
+    // From sending the revocation to the leader, and from its acknowledgement, until a follower answers
+    // inactive (follower polled back to back).
+    let mut delays = Vec::new();
+    let mut after_ack = Vec::new();
+    for _ in 0..revocations {
+        let t = token(&client, &urls[0]).await?;
+        for f in &urls[1..] {
+            if !active(&client, f, &t).await? {
+                return Err("a fresh token is inactive on a follower".into());
+            }
+        }
+        let t0 = Instant::now();
+        let r = client
+            .post(format!("{}/oauth/revoke", urls[0]))
+            .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+            .form(&[("token", t.as_str())])
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!("revoke: {}", r.status()));
+        }
+        let acked = t0.elapsed();
+        for f in &urls[1..] {
+            loop {
+                if !active(&client, f, &t).await? {
+                    delays.push(t0.elapsed().as_micros() as u64);
+                    after_ack.push((t0.elapsed() - acked).as_micros() as u64);
+                    break;
+                }
+                if t0.elapsed() > Duration::from_secs(10) {
+                    return Err("a revocation did not reach a follower within 10 s".into());
+                }
+            }
+        }
+    }
+    delays.sort_unstable();
+    after_ack.sort_unstable();
+    println!("revocation_propagation_p50_ms={:.2}", percentile(&delays, 0.5) as f64 / 1000.0);
+    println!("revocation_propagation_p99_ms={:.2}", percentile(&delays, 0.99) as f64 / 1000.0);
+    println!("revocation_after_ack_p50_ms={:.2}", percentile(&after_ack, 0.5) as f64 / 1000.0);
+    println!("revocation_after_ack_p99_ms={:.2}", percentile(&after_ack, 0.99) as f64 / 1000.0);
+    drop(jeton_procs);
+
+    eprintln!(
+        "writes: jeton {:.0}/s p50 {:.2} ms p99 {:.2} ms{}",
+        jw.rate(),
+        jw.pct(0.5),
+        jw.pct(0.99),
+        etcd_result
+            .map(|e| format!(
+                " | etcd {:.0}/s p50 {:.2} ms p99 {:.2} ms | ratio {:.2}",
+                e.rate(),
+                e.pct(0.5),
+                e.pct(0.99),
+                jw.rate() / e.rate()
+            ))
+            .unwrap_or_default()
+    );
+    eprintln!(
+        "follower introspection: idle {:.0}/s, leader under writes {:.0}/s ({:.0} writes/s): ratio {:.2}",
+        idle.rate(),
+        busy.rate(),
+        background.rate(),
+        busy.rate() / idle.rate()
+    );
+    eprintln!(
+        "revocation sent → inactive on a follower: p50 {:.2} ms, p99 {:.2} ms; after the revocation's answer: p50 {:.2} ms, p99 {:.2} ms ({} samples)",
+        percentile(&delays, 0.5) as f64 / 1000.0,
+        percentile(&delays, 0.99) as f64 / 1000.0,
+        percentile(&after_ack, 0.5) as f64 / 1000.0,
+        percentile(&after_ack, 0.99) as f64 / 1000.0,
+        delays.len()
+    );
+    Ok(())
+}
