@@ -9,8 +9,10 @@
 //!    answers inactive: p50/p99 of that delay.
 //!
 //! ```text
-//! cluster --bin target/perf/jeton [--etcd /usr/bin/etcd] [--seconds 10] [--concurrency 16] [--revocations 200]
+//! cluster --bin target/perf/jeton [--etcd /usr/bin/etcd] [--seconds 10] [--concurrency 16] [--revocations 200] [--pin]
 //! ```
+//! `--pin` puts the measured follower (node 3, etcd member 3) alone on CPU 1 and the other two members on CPU 0
+//! (`taskset`), as if the follower had a machine of its own; the load generator is not pinned.
 //! Output: `key=value` lines on stdout, a summary on stderr.
 
 use std::path::{Path, PathBuf};
@@ -75,7 +77,18 @@ async fn wait_http(url: &str) -> Result<(), String> {
 }
 
 /// Starts three Jeton nodes (node 1 first, 2 and 3 joining). Returns the processes and HTTP base URLs.
-async fn start_jeton(bin: &Path, dir: &Path) -> Result<(Procs, Vec<String>), String> {
+/// The command for member `i` (1-based) of three, pinned when asked (see `--pin`).
+fn member_command(bin: &Path, i: usize, pin: bool) -> Command {
+    if pin {
+        let mut c = Command::new("taskset");
+        c.arg("-c").arg(if i == 3 { "1" } else { "0" }).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
+}
+
+async fn start_jeton(bin: &Path, dir: &Path, pin: bool) -> Result<(Procs, Vec<String>), String> {
     let ca = dir.join("ca");
     let ca_s = ca.to_str().ok_or("path")?;
     run(bin, &["cluster", "ca", "--out", ca_s])?;
@@ -98,7 +111,7 @@ async fn start_jeton(bin: &Path, dir: &Path) -> Result<(Procs, Vec<String>), Str
         );
         std::fs::write(&config, text).map_err(|e| e.to_string())?;
         let log = std::fs::File::create(dir.join(format!("n{i}.log"))).map_err(|e| e.to_string())?;
-        let child = Command::new(bin)
+        let child = member_command(bin, i as usize, pin)
             .args(["serve", "--config", config.to_str().ok_or("path")?])
             .env("JETON_ADMIN_PASSWORD", "bench-admin-password")
             .env("JETON_ADMIN_CLIENT_ID", CLIENT_ID)
@@ -118,7 +131,7 @@ async fn start_jeton(bin: &Path, dir: &Path) -> Result<(Procs, Vec<String>), Str
 }
 
 /// Starts a three-member etcd cluster with its defaults (WAL fsync on every commit). Returns client URLs.
-async fn start_etcd(bin: &Path, dir: &Path) -> Result<(Procs, Vec<String>), String> {
+async fn start_etcd(bin: &Path, dir: &Path, pin: bool) -> Result<(Procs, Vec<String>), String> {
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
     let initial: Vec<String> =
         ports.iter().enumerate().map(|(i, p)| format!("e{i}=http://127.0.0.1:{}", p.1)).collect();
@@ -126,7 +139,7 @@ async fn start_etcd(bin: &Path, dir: &Path) -> Result<(Procs, Vec<String>), Stri
     let mut urls = Vec::new();
     for (i, (client, peer)) in ports.iter().enumerate() {
         let log = std::fs::File::create(dir.join(format!("etcd-{i}.log"))).map_err(|e| e.to_string())?;
-        let child = Command::new(bin)
+        let child = member_command(bin, i + 1, pin)
             .args([
                 "--name",
                 &format!("e{i}"),
@@ -314,11 +327,12 @@ async fn real_main() -> Result<(), String> {
     let seconds = args.number("--seconds", 10);
     let concurrency = args.number("--concurrency", 16);
     let revocations = args.number("--revocations", 200);
+    let pin = args.0.iter().any(|a| a == "--pin");
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let client = reqwest::Client::new();
 
     // 1. Replicated writes, Jeton then etcd, same client, same concurrency.
-    let (jeton_procs, urls) = start_jeton(&bin, tmp.path()).await?;
+    let (jeton_procs, urls) = start_jeton(&bin, tmp.path(), pin).await?;
     let r = client
         .post(format!("{}/api/add-organization", urls[0]))
         .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
@@ -334,7 +348,7 @@ async fn real_main() -> Result<(), String> {
     println!("jeton_write_p50_ms={:.2}", jw.pct(0.5));
     println!("jeton_write_p99_ms={:.2}", jw.pct(0.99));
     println!("jeton_write_errors={}", jw.errors);
-    let etcd_result = match start_etcd(&etcd, tmp.path()).await {
+    let etcd_result = match start_etcd(&etcd, tmp.path(), pin).await {
         Ok((etcd_procs, eurls)) => {
             let ew = etcd_puts(&eurls[0], concurrency, seconds).await;
             drop(etcd_procs);
