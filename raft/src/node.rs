@@ -139,6 +139,7 @@ impl ReplicaNode {
             }
             None => None,
         };
+        let existed = identity_path(dir).exists();
         let identity = Self::check_identity(dir, id, remote.as_deref())?;
         peers.set_cluster(&identity.cluster);
         let db = sled::Config::new()
@@ -191,6 +192,16 @@ impl ReplicaNode {
             _ => {}
         }
         let initialized = node.raft.is_initialized().await.map_err(|e| RaftError::Start(e.to_string()))?;
+        if existed && !initialized && cluster.join.is_none() {
+            // A node that has started before always has Raft state (at least its own membership). Starting a
+            // new cluster here would silently drop whatever the damaged database held.
+            node.shutdown().await;
+            return Err(RaftError::Start(format!(
+                "data dir {} has started before but holds no Raft state: its database is missing or damaged. \
+                 Restore it from a backup, or move it away and add this node again with --join",
+                dir.display()
+            )));
+        }
         match (&cluster.join, initialized) {
             (Some(target), false) => {
                 let req = JoinRequest { node_id: id, addr: addr.to_string(), learner: cluster.learner };

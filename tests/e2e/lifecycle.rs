@@ -84,6 +84,42 @@ async fn start_up_errors_are_clear() {
     assert_ne!(code, 0);
     assert!(text.contains("belongs to node 1"), "{text}");
 
+    // A data dir whose database is gone or damaged is refused, not silently started afresh.
+    let mut stopped = Node::start().await;
+    stopped.stop();
+    let damaged = tmp.path().join("damaged");
+    std::fs::create_dir_all(&damaged).unwrap();
+    for f in ["identity.json", "kek"] {
+        std::fs::copy(stopped.dir.join(f), damaged.join(f)).unwrap();
+    }
+    let (code, text) = run_jeton(&[
+        "serve",
+        "--data-dir",
+        damaged.to_str().unwrap(),
+        "--http-addr",
+        &format!("127.0.0.1:{}", free_port()),
+    ]);
+    assert_ne!(code, 0, "{text}");
+    assert!(text.contains("holds no Raft state"), "{text}");
+    let db = stopped.dir.join("db").join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    for (i, b) in bytes.iter_mut().enumerate() {
+        if i % 4096 >= 64 {
+            *b ^= 0x5a;
+        }
+    }
+    std::fs::write(&db, bytes).unwrap();
+    let (code, text) = run_jeton(&[
+        "serve",
+        "--data-dir",
+        stopped.dir.to_str().unwrap(),
+        "--http-addr",
+        &format!("127.0.0.1:{}", free_port()),
+    ]);
+    assert_ne!(code, 0, "a corrupt database must not start: {text}");
+    assert!(text.contains("holds no Raft state") || text.contains("cannot open data dir"), "{text}");
+    assert!(!text.contains("created organization"), "{text}");
+
     // A bad config file and a bad flag value.
     let cfg = tmp.path().join("bad.toml");
     std::fs::write(&cfg, "no_such_setting = true\n").unwrap();
