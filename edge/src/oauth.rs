@@ -372,7 +372,7 @@ impl Edge {
         if token.len() > 16 * 1024 {
             return None;
         }
-        let kid = jsonwebtoken::decode_header(token).ok()?.kid?;
+        let kid = crate::keys::header_kid(token)?;
         let key = self.keyring.get(&kid)?;
         let Value::Object(claims) = key.verify(token).ok()? else {
             return None;

@@ -159,7 +159,8 @@ pub struct Application {
 }
 
 /// The algorithms a signing key can have.
-pub const SIGNING_ALGORITHMS: &[&str] = &["EdDSA", "ES256", "ES384", "RS256", "RS384", "RS512"];
+pub const SIGNING_ALGORITHMS: &[&str] =
+    &["EdDSA", "ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"];
 
 /// A token signing key. The private half is encrypted at rest with the node's key-encryption key.
 #[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
