@@ -2,6 +2,7 @@
 
 mod bootstrap;
 mod config;
+mod import;
 mod tls;
 
 use std::path::PathBuf;
@@ -53,6 +54,11 @@ enum Commands {
         #[arg(long, env = "JETON_RAFT_ADDR")]
         raft_addr: Option<String>,
     },
+    /// Import another identity server's state (Casdoor).
+    Import {
+        #[command(subcommand)]
+        source: import::ImportSource,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -78,6 +84,7 @@ fn main() -> std::process::ExitCode {
                     Config::load(config.as_deref(), Overrides { data_dir, http_addr, node_id, issuer, raft_addr })?;
                 serve(cfg).await
             }
+            Commands::Import { source } => import::run(source).await,
         }
     });
     match result {

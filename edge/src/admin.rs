@@ -636,6 +636,8 @@ pub struct ApplyResult {
     pub written: BTreeMap<String, u64>,
     pub unchanged: BTreeMap<String, u64>,
     pub refused: Vec<Refusal>,
+    /// Dry runs only: the positions of the items that would be written.
+    pub would_write: Vec<usize>,
 }
 
 /// Applies import items to a node: keys are sealed with `kek`, items equal to the stored state are counted
@@ -701,8 +703,11 @@ pub async fn apply_items(
         pending.push((index, cmd));
     }
     if dry_run || pending.is_empty() {
-        for (_, cmd) in &pending {
+        for (index, cmd) in &pending {
             *result.written.entry(cmd.kind().to_string()).or_default() += 1;
+            if dry_run {
+                result.would_write.push(*index);
+            }
         }
         return Ok(result);
     }
