@@ -93,8 +93,13 @@ impl Target {
     pub async fn apply(&self, items: Vec<ApplyItem>, dry_run: bool) -> Result<ApplyResult, MigrateError> {
         match self {
             Target::Node { http, endpoint, basic, token, url } => {
-                let body = ApplyRequest { items, dry_run };
-                let mut req = http.post(endpoint).json(&body);
+                let body = serde_json::to_vec(&ApplyRequest { items, dry_run })
+                    .map_err(|e| MigrateError::Target(format!("encoding a batch: {e}")))?;
+                // Not `application/json`: the node would also read a JSON body as request parameters.
+                let mut req = http
+                    .post(endpoint)
+                    .header(reqwest::header::CONTENT_TYPE, "application/vnd.jeton.apply+json")
+                    .body(body);
                 req = match basic {
                     Some((id, secret)) => req.basic_auth(id, Some(secret)),
                     None => req.bearer_auth(token),

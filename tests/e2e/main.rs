@@ -5,5 +5,6 @@
 
 mod admin;
 mod harness;
+mod import;
 mod lifecycle;
 mod oauth;
