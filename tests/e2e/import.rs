@@ -55,7 +55,8 @@ impl CasdoorDb {
         let db = CasdoorDb { kind, name, pg_user };
         match kind {
             Kind::Postgres => {
-                db.psql("postgres", &format!("DROP DATABASE IF EXISTS {0}; CREATE DATABASE {0}", db.name));
+                db.psql("postgres", &format!("DROP DATABASE IF EXISTS {}", db.name));
+                db.psql("postgres", &format!("CREATE DATABASE {}", db.name));
                 for f in ["schema-postgres.sql", "seed-postgres.sql"] {
                     run_ok(
                         Command::new("psql")
