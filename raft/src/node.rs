@@ -78,8 +78,12 @@ impl ReplicaNode {
         std::fs::create_dir_all(dir)
             .map_err(|e| RaftError::Start(format!("cannot create data dir {}: {e}", dir.display())))?;
         let identity = Self::check_identity(dir, id)?;
-        let db =
-            sled::Config::new().path(dir.join("db")).mode(sled::Mode::HighThroughput).open().map_err(|e| match e {
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .mode(sled::Mode::HighThroughput)
+            .cache_capacity(settings.storage_cache_bytes)
+            .open()
+            .map_err(|e| match e {
                 sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) => {
                     RaftError::Start(format!("data dir {} is in use by another jeton process", dir.display()))
                 }
