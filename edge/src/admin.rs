@@ -602,6 +602,8 @@ pub const ADMIN_PATHS: &[&str] = &[
 pub const APPLY_BODY_LIMIT: usize = 256 << 20;
 
 /// One thing to apply: a command, or a key pair to seal with the node's key-encryption key and store.
+// Items are built once and moved into a batch; boxing the command would only add an allocation per record.
+#[allow(clippy::large_enum_variant)]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub enum ApplyItem {

@@ -6,6 +6,7 @@
 //! the zero value (§1.5).
 
 use std::collections::HashMap;
+use std::str::FromStr;
 
 use futures_util::stream::{BoxStream, StreamExt};
 // Dynamic SQL here is built only from our own column and table names, quoted (never from row data).
@@ -141,6 +142,13 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         .map(|t| t.unix_timestamp())
 }
 
+/// Reading a whole table is one long statement by design: no "slow statement" warnings, no statement logs
+/// (which would also name the database).
+fn quiet<O: sqlx::ConnectOptions>(o: O) -> O {
+    o.log_statements(log::LevelFilter::Off)
+        .log_slow_statements(log::LevelFilter::Off, std::time::Duration::from_secs(3600))
+}
+
 /// A table as it will be read: its quoted name and the selected columns.
 pub struct Table {
     pub name: String,
@@ -155,12 +163,14 @@ impl Source {
     pub async fn open(url: &str) -> Result<Source, MigrateError> {
         let err = |e: sqlx::Error| MigrateError::Source(scrub(&e.to_string(), url));
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let mut c = PgConnection::connect(url).await.map_err(err)?;
+            let opts = quiet(sqlx::postgres::PgConnectOptions::from_str(url).map_err(err)?);
+            let mut c = PgConnection::connect_with(&opts).await.map_err(err)?;
             sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut c).await.map_err(err)?;
             Ok(Source::Pg(c))
         } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
             let url = url.replacen("mariadb://", "mysql://", 1);
-            let mut c = MySqlConnection::connect(&url).await.map_err(err)?;
+            let opts = quiet(sqlx::mysql::MySqlConnectOptions::from_str(&url).map_err(err)?);
+            let mut c = MySqlConnection::connect_with(&opts).await.map_err(err)?;
             sqlx::raw_sql("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 .execute(&mut c)
                 .await
