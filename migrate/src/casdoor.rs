@@ -490,3 +490,80 @@ pub fn token(r: &Row, now: i64) -> Result<TokenFate, String> {
     }
     Ok(TokenFate::Valid { issuer })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn row<'a>(columns: &'a HashMap<&'static str, usize>, values: &[Option<&str>]) -> Row<'a> {
+        Row { columns, values: values.iter().map(|v| v.map(str::to_string)).collect() }
+    }
+
+    #[test]
+    fn json_lists_accept_every_empty_form_and_null_is_zero() {
+        let cols: HashMap<&'static str, usize> = [("groups", 0), ("is_admin", 1), ("score", 2)].into_iter().collect();
+        for empty in [None, Some(""), Some("null"), Some("[]"), Some("  null ")] {
+            let r = row(&cols, &[empty, None, None]);
+            assert_eq!(r.list("groups"), Ok(vec![]), "{empty:?}");
+            assert!(!r.b("is_admin"));
+            assert_eq!(r.i("score"), 0);
+        }
+        let r = row(&cols, &[Some(r#"["acme/a","acme/b"]"#), Some("1"), Some("7")]);
+        assert_eq!(r.list("groups").expect("list"), ["acme/a", "acme/b"]);
+        assert!(r.b("is_admin"));
+        assert_eq!(r.i("score"), 7);
+        // PostgreSQL booleans as text.
+        let r = row(&cols, &[Some("{"), Some("true"), Some("x")]);
+        assert!(r.b("is_admin"));
+        assert!(r.list("groups").is_err(), "broken JSON is an error, not an empty list");
+        // A column the table does not have reads as its zero value.
+        assert_eq!(r.s("no_such_column"), "");
+    }
+
+    #[test]
+    fn users_with_unknown_schemes_or_bad_names_are_refused() {
+        let cols: HashMap<&'static str, usize> =
+            [("owner", 0), ("name", 1), ("id", 2), ("password", 3), ("password_type", 4)].into_iter().collect();
+        let ok = row(&cols, &[Some("acme"), Some("a"), Some("u-1"), Some("x"), Some("plain")]);
+        assert!(user(&ok, "bcrypt").is_ok());
+        let unknown = row(&cols, &[Some("acme"), Some("a"), Some("u-1"), Some("x"), Some("sha3")]);
+        assert!(user(&unknown, "bcrypt").unwrap_err().contains("sha3"));
+        let empty_type = row(&cols, &[Some("acme"), Some("a"), Some("u-1"), Some("x"), Some("")]);
+        assert!(user(&empty_type, "bcrypt").is_ok(), "empty = the organization's scheme");
+        assert!(user(&empty_type, "").is_err(), "and the organization has none");
+        let slash = row(&cols, &[Some("acme"), Some("a/b"), Some("u-1"), Some(""), Some("")]);
+        assert!(user(&slash, "bcrypt").is_err());
+        let no_id = row(&cols, &[Some("acme"), Some("a"), None, Some(""), Some("")]);
+        assert!(user(&no_id, "bcrypt").is_err());
+    }
+
+    fn jwt(claims: &str) -> String {
+        format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(claims))
+    }
+
+    #[test]
+    fn token_fates() {
+        let cols: HashMap<&'static str, usize> =
+            [("access_token", 0), ("expires_in", 1), ("token_type", 2), ("code_is_used", 3), ("created_time", 4)]
+                .into_iter()
+                .collect();
+        let valid = jwt(r#"{"exp":2000,"jti":"admin/t1","iss":"https://auth.example.com"}"#);
+        let t = |tok: &str, expires_in: &str, typ: &str, used: &str| {
+            let values = [Some(tok), Some(expires_in), Some(typ), Some(used), Some("2026-11-20T08:00:00Z")];
+            token(&row(&cols, &values), 1000)
+        };
+        assert_eq!(t(&valid, "3600", "Bearer", "true"), Ok(TokenFate::Valid { issuer: "https://auth.example.com".into() }));
+        assert!(matches!(t(&valid, "0", "Bearer", "true"), Ok(TokenFate::Revoke { why: "revoked in Casdoor", .. })));
+        assert!(matches!(t(&valid, "3600", "DPoP", "1"), Ok(TokenFate::Revoke { why: "DPoP-bound", .. })));
+        assert!(matches!(t(&valid, "3600", "Bearer", "false"), Ok(TokenFate::Revoke { .. })));
+        let expired = jwt(r#"{"exp":999,"jti":"admin/t2"}"#);
+        assert_eq!(t(&expired, "0", "Bearer", "true"), Ok(TokenFate::Expired));
+        assert!(t("not-a-jwt", "3600", "Bearer", "true").is_err());
+        if let Ok(TokenFate::Revoke { revocation, .. }) = t(&valid, "0", "Bearer", "true") {
+            assert_eq!(revocation.jti, "admin/t1");
+            assert_eq!(revocation.expires_at, 2000);
+        }
+    }
+}

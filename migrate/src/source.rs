@@ -261,10 +261,17 @@ impl Source {
             exprs.push("1".into());
         }
         let quoted = self.quote(table);
+        // In primary-key order: records then reach the node's store in key order, so its B-tree is written
+        // sequentially instead of at random pages (a 1M-user import was several times slower unsorted).
+        let order = if columns.contains_key("owner") && columns.contains_key("name") {
+            format!(" ORDER BY {}, {}", self.quote("owner"), self.quote("name"))
+        } else {
+            String::new()
+        };
         Ok(Some(Table {
             name: table.to_string(),
             columns,
-            select: format!("SELECT {} FROM {quoted}", exprs.join(", ")),
+            select: format!("SELECT {} FROM {quoted}{order}", exprs.join(", ")),
             count: format!("SELECT CAST(COUNT(*) AS CHAR(20)) FROM {quoted}"),
         }))
     }

@@ -317,8 +317,7 @@ async fn check_casdoor_tokens(node: &Node, db: &CasdoorDb) {
         let v = introspect(node, app, &db.access_token(name)).await;
         assert_eq!(v["active"], false, "token {name} is {why}: {v}");
     }
-    // A token of an issuer nobody recorded stays refused: the same claims re-signed are not needed to show
-    // it; a token whose iss is changed no longer verifies at all.
+    // Changing a claim breaks the signature: inactive.
     let mut parts: Vec<String> = bob.split('.').map(str::to_string).collect();
     use base64::Engine;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -327,6 +326,30 @@ async fn check_casdoor_tokens(node: &Node, db: &CasdoorDb) {
     parts[1] = b64.encode(serde_json::to_vec(&claims).expect("json"));
     let v = introspect(node, APP_ACME_CLI, &parts.join(".")).await;
     assert_eq!(v["active"], false);
+}
+
+/// Foreign issuers are accepted per application, not in general: a token signed with the imported
+/// `cert-built-in` key (the test holds the fixture's private key) is active with the node's own issuer, and
+/// inactive with Casdoor's issuer for `app-built-in` (which had no live Casdoor token, so none was recorded)
+/// or with any other issuer.
+async fn check_issuer_acceptance(node: &Node) {
+    use jwt_simple::prelude::*;
+    let pem = std::fs::read_to_string(Path::new(FIXTURES).join("keys/cert-built-in.key")).expect("key");
+    let key = RS256KeyPair::from_pem(&pem).expect("pkcs8 rsa").with_key_id("cert-built-in");
+    let sign = |iss: &str| {
+        let custom = serde_json::json!({"azp": APP_BUILT_IN.0, "scope": ""});
+        let claims = Claims::with_custom_claims(custom, Duration::from_mins(10))
+            .with_issuer(iss)
+            .with_subject("admin/app-built-in")
+            .with_jwt_id(format!("admin/{}", uuid_like()));
+        key.sign(claims).expect("sign")
+    };
+    let v = introspect(node, APP_BUILT_IN, &sign(&node.base)).await;
+    assert_eq!(v["active"], true, "own issuer, imported key: {v}");
+    for iss in [CASDOOR_ISSUER, "https://evil.example"] {
+        let v = introspect(node, APP_BUILT_IN, &sign(iss)).await;
+        assert_eq!(v["active"], false, "issuer {iss} is not recorded for app-built-in: {v}");
+    }
 }
 
 /// Imported client credentials, memberships and keys.
@@ -495,6 +518,7 @@ async fn import_mysql_into_data_dir() {
     check_every_login(&node, APP_BUILT_IN).await;
     check_casdoor_tokens(&node, &db).await;
     check_apps_and_memberships(&node).await;
+    check_issuer_acceptance(&node).await;
     // Casdoor's built-in admin is a global administrator here too.
     let (s, v) = login(&node, APP_BUILT_IN, "admin", "123", "").await;
     assert_eq!(s, 200, "{v}");
