@@ -3,6 +3,7 @@
 mod bootstrap;
 mod cluster_cli;
 mod config;
+mod import;
 mod tls;
 
 use std::path::PathBuf;
@@ -70,6 +71,11 @@ enum Commands {
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
+    },
+    /// Import another identity server's state (Casdoor).
+    Import {
+        #[command(subcommand)]
+        source: import::ImportSource,
     },
 }
 
@@ -153,6 +159,7 @@ fn main() -> std::process::ExitCode {
                 serve(cfg).await
             }
             Commands::Cluster { command } => cluster(command).await,
+            Commands::Import { source } => import::run(source).await,
         }
     });
     match result {

@@ -9,11 +9,14 @@
 
 use jeton_raft::cluster::MembershipChange;
 use jeton_raft::model::{Application, Group, Organization, Role, SigningKey, User};
-use jeton_raft::{Command, Outcome, PutMode, WriteError};
+use std::collections::BTreeMap;
+
+use jeton_raft::{Command, Outcome, PutMode, ReplicaNode, WriteError};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::EdgeError;
-use crate::keys::Alg;
+use crate::keys::{Alg, Kek, KeyImport};
 use crate::oauth::Params;
 use crate::service::{now, sha256, Edge};
 
@@ -139,6 +142,9 @@ impl Edge {
             Caller::Admin => {}
             Caller::NotAdmin => return Some(fail(403, "this API is for administrators")),
             Caller::Anonymous(why) => return Some(fail(401, why)),
+        }
+        if path == "jeton/apply" {
+            return Some(self.apply_request(body).await);
         }
         let body: Value = if is_read || body.is_empty() {
             Value::Null
@@ -621,10 +627,174 @@ pub const ADMIN_PATHS: &[&str] = &[
     "add-group",
     "update-group",
     "delete-group",
+    "jeton/apply",
 ];
 
 /// A write that did not happen (or whose fate is unknown): 503 with the reason.
 fn write_failed(e: EdgeError) -> AdminReply {
     tracing::warn!("admin write: {e}");
     fail(503, e.to_string())
+}
+
+/// Largest body `POST /api/jeton/apply` accepts.
+pub const APPLY_BODY_LIMIT: usize = 256 << 20;
+
+/// One thing to apply: a command, or a key pair to seal with the node's key-encryption key and store.
+// Items are built once and moved into a batch; boxing the command would only add an allocation per record.
+#[allow(clippy::large_enum_variant)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum ApplyItem {
+    Command(Command),
+    Key(KeyImport),
+}
+
+/// `POST /api/jeton/apply`: items applied as one `Command::Batch`, after dropping those that would change
+/// nothing.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ApplyRequest {
+    pub items: Vec<ApplyItem>,
+    /// Only say what would be written.
+    pub dry_run: bool,
+}
+
+/// An item that was not applied.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Refusal {
+    /// Position in the request's items.
+    pub index: usize,
+    pub kind: String,
+    pub reason: String,
+}
+
+/// What an apply did (or, for a dry run, would do), counted per command kind.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ApplyResult {
+    pub written: BTreeMap<String, u64>,
+    pub unchanged: BTreeMap<String, u64>,
+    pub refused: Vec<Refusal>,
+    /// Dry runs only: the positions of the items that would be written.
+    pub would_write: Vec<usize>,
+}
+
+/// Applies import items to a node: keys are sealed with `kek`, items equal to the stored state are counted
+/// unchanged and dropped, the rest is written as ONE batch. If the state machine refuses the batch, the
+/// items are written one by one so that only the refused ones are left out (and reported).
+///
+/// `protected_app` (the node's own admin application) is never replaced: replacing it would change the
+/// credentials the import itself is using.
+pub async fn apply_items(
+    node: &ReplicaNode,
+    kek: &Kek,
+    items: Vec<ApplyItem>,
+    dry_run: bool,
+    protected_app: Option<&str>,
+) -> Result<ApplyResult, EdgeError> {
+    let mut result = ApplyResult::default();
+    let mut pending: Vec<(usize, Command)> = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let refuse = |kind: &str, reason: String| Refusal { index, kind: kind.to_string(), reason };
+        // Signing keys only come as key items (sealed here); other commands are not for imports.
+        let cmd = match item {
+            ApplyItem::Key(k) => match crate::keys::import_pem(&k, kek) {
+                Ok(key) => Command::PutSigningKey { key, mode: PutMode::Upsert },
+                Err(e) => {
+                    result.refused.push(refuse("put_signing_key", e.to_string()));
+                    continue;
+                }
+            },
+            ApplyItem::Command(cmd) => {
+                let allowed = matches!(
+                    cmd,
+                    Command::PutOrganization { .. }
+                        | Command::PutUser { .. }
+                        | Command::PutApplication { .. }
+                        | Command::PutRole { .. }
+                        | Command::PutGroup { .. }
+                        | Command::PutPermission { .. }
+                        | Command::PutModel { .. }
+                        | Command::PutAcceptedIssuer { .. }
+                        | Command::Revoke { .. }
+                        | Command::IssueRefreshToken { .. }
+                );
+                if !allowed {
+                    result.refused.push(refuse(cmd.kind(), "not a command an import may apply".into()));
+                    continue;
+                }
+                cmd
+            }
+        };
+        if node.store.unchanged(&cmd)? {
+            *result.unchanged.entry(cmd.kind().to_string()).or_default() += 1;
+            continue;
+        }
+        if let (Some(protected), Command::PutApplication { app, .. }) = (protected_app, &cmd) {
+            if app.name == protected && node.store.application(protected)?.is_some() {
+                result.refused.push(refuse(
+                    cmd.kind(),
+                    format!("{protected} is this node's admin application; it is kept, not replaced"),
+                ));
+                continue;
+            }
+        }
+        pending.push((index, cmd));
+    }
+    if dry_run || pending.is_empty() {
+        for (index, cmd) in &pending {
+            *result.written.entry(cmd.kind().to_string()).or_default() += 1;
+            if dry_run {
+                result.would_write.push(*index);
+            }
+        }
+        return Ok(result);
+    }
+    let kinds: Vec<(usize, &'static str)> = pending.iter().map(|(i, c)| (*i, c.kind())).collect();
+    let commands: Vec<Command> = pending.iter().map(|(_, c)| c.clone()).collect();
+    match node.write(Command::Batch { commands }).await?.outcome {
+        Outcome::Applied => {
+            for (_, kind) in kinds {
+                *result.written.entry(kind.to_string()).or_default() += 1;
+            }
+        }
+        _ => {
+            for (index, cmd) in pending {
+                let kind = cmd.kind();
+                match node.write(cmd).await?.outcome {
+                    Outcome::Applied => *result.written.entry(kind.to_string()).or_default() += 1,
+                    other => {
+                        result.refused.push(Refusal { index, kind: kind.to_string(), reason: outcome_text(&other) })
+                    }
+                }
+            }
+        }
+    }
+    Ok(result)
+}
+
+fn outcome_text(o: &Outcome) -> String {
+    match o {
+        Outcome::Applied => "applied".into(),
+        Outcome::Conflict(m) | Outcome::NotFound(m) | Outcome::Invalid(m) => m.clone(),
+        Outcome::Reused => "refused".into(),
+    }
+}
+
+impl Edge {
+    /// `POST /api/jeton/apply` (the caller is already known to be an administrator).
+    async fn apply_request(&self, body: &[u8]) -> AdminReply {
+        let req: ApplyRequest = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return fail(400, format!("the body is not an apply request: {e}")),
+        };
+        match apply_items(&self.node, &self.kek, req.items, req.dry_run, Some(&self.config.admin_app)).await {
+            Ok(result) => ok(to_value(&result)),
+            Err(e) => {
+                tracing::error!("apply: {e}");
+                fail(503, format!("the write did not happen: {e}"))
+            }
+        }
+    }
 }

@@ -376,6 +376,10 @@ async fn route(
         (&Method::GET, "/metrics") => {
             ("metrics", reply(200, "text/plain; version=0.0.4", edge.metrics.render(&edge.node.raft, edge.node.id)))
         }
+        // Imports send large batches: a body limit of its own.
+        (&Method::POST, "/api/jeton/apply") => {
+            ("admin", Box::pin(admin(edge, req, crate::admin::APPLY_BODY_LIMIT.max(limit), timeout)).await)
+        }
         // Rare and with large futures: boxed, so every request's future stays small (it is moved around).
         (_, p) if p.starts_with("/api/") => ("admin", Box::pin(admin(edge, req, limit, timeout)).await),
         _ => ("other", json_reply(404, r#"{"error":"not_found"}"#)),

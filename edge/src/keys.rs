@@ -1,23 +1,24 @@
 //! Signing keys: generation, encryption at rest, the in-memory keyring and the JWKS.
 //!
-//! Keys are generated with the RustCrypto crates (ed25519-dalek, p256, rsa), which also give the public
-//! components published in the JWKS. Signing uses aws-lc-rs key pairs parsed ONCE per key and kept in
-//! memory (jsonwebtoken would re-parse the key on every token, and the bare `rsa` signer is not blinded).
-//! Verification uses jsonwebtoken with decoding keys built from the same public components.
+//! Keys are generated with the RustCrypto crates (ed25519-dalek, p256, rsa), or imported from PEM (Casdoor
+//! certs: PKCS#1, PKCS#8 or SEC1, see [`import_pem`]). Signing uses aws-lc-rs key pairs parsed ONCE per key
+//! and kept in memory (jsonwebtoken would re-parse the key on every token, and the bare `rsa` signer is not
+//! blinded). Verification uses aws-lc-rs public keys, also parsed once per key (jsonwebtoken has no ES512).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::signature::{self as awssig, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
+use aws_lc_rs::signature::{KeyPair, ParsedPublicKey};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use bytes::Bytes;
 use jeton_raft::model::SigningKey;
 use jeton_raft::Store;
-use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{json, Value};
 
 use crate::EdgeError;
@@ -27,9 +28,14 @@ use crate::EdgeError;
 pub enum Alg {
     EdDSA,
     ES256,
+    ES384,
+    ES512,
     RS256,
     RS384,
     RS512,
+    PS256,
+    PS384,
+    PS512,
 }
 
 impl Alg {
@@ -37,9 +43,14 @@ impl Alg {
         Some(match s {
             "EdDSA" => Alg::EdDSA,
             "ES256" => Alg::ES256,
+            "ES384" => Alg::ES384,
+            "ES512" => Alg::ES512,
             "RS256" => Alg::RS256,
             "RS384" => Alg::RS384,
             "RS512" => Alg::RS512,
+            "PS256" => Alg::PS256,
+            "PS384" => Alg::PS384,
+            "PS512" => Alg::PS512,
             _ => return None,
         })
     }
@@ -47,22 +58,69 @@ impl Alg {
         match self {
             Alg::EdDSA => "EdDSA",
             Alg::ES256 => "ES256",
+            Alg::ES384 => "ES384",
+            Alg::ES512 => "ES512",
             Alg::RS256 => "RS256",
             Alg::RS384 => "RS384",
             Alg::RS512 => "RS512",
+            Alg::PS256 => "PS256",
+            Alg::PS384 => "PS384",
+            Alg::PS512 => "PS512",
         }
     }
-    fn jsonwebtoken(self) -> Algorithm {
+    /// The key type: what a private key must be to sign with this algorithm.
+    fn family(self) -> KeyFamily {
         match self {
-            Alg::EdDSA => Algorithm::EdDSA,
-            Alg::ES256 => Algorithm::ES256,
-            Alg::RS256 => Algorithm::RS256,
-            Alg::RS384 => Algorithm::RS384,
-            Alg::RS512 => Algorithm::RS512,
+            Alg::EdDSA => KeyFamily::Ed25519,
+            Alg::ES256 => KeyFamily::Ec(&awssig::ECDSA_P256_SHA256_FIXED_SIGNING, "P-256", 32),
+            Alg::ES384 => KeyFamily::Ec(&awssig::ECDSA_P384_SHA384_FIXED_SIGNING, "P-384", 48),
+            Alg::ES512 => KeyFamily::Ec(&awssig::ECDSA_P521_SHA512_FIXED_SIGNING, "P-521", 66),
+            Alg::RS256 => KeyFamily::Rsa(&awssig::RSA_PKCS1_SHA256),
+            Alg::RS384 => KeyFamily::Rsa(&awssig::RSA_PKCS1_SHA384),
+            Alg::RS512 => KeyFamily::Rsa(&awssig::RSA_PKCS1_SHA512),
+            Alg::PS256 => KeyFamily::Rsa(&awssig::RSA_PSS_SHA256),
+            Alg::PS384 => KeyFamily::Rsa(&awssig::RSA_PSS_SHA384),
+            Alg::PS512 => KeyFamily::Rsa(&awssig::RSA_PSS_SHA512),
+        }
+    }
+    /// How aws-lc-rs verifies a signature of this algorithm.
+    fn verification(self) -> &'static dyn awssig::VerificationAlgorithm {
+        match self {
+            Alg::EdDSA => &awssig::ED25519,
+            Alg::ES256 => &awssig::ECDSA_P256_SHA256_FIXED,
+            Alg::ES384 => &awssig::ECDSA_P384_SHA384_FIXED,
+            Alg::ES512 => &awssig::ECDSA_P521_SHA512_FIXED,
+            Alg::RS256 => &awssig::RSA_PKCS1_2048_8192_SHA256,
+            Alg::RS384 => &awssig::RSA_PKCS1_2048_8192_SHA384,
+            Alg::RS512 => &awssig::RSA_PKCS1_2048_8192_SHA512,
+            Alg::PS256 => &awssig::RSA_PSS_2048_8192_SHA256,
+            Alg::PS384 => &awssig::RSA_PSS_2048_8192_SHA384,
+            Alg::PS512 => &awssig::RSA_PSS_2048_8192_SHA512,
         }
     }
     /// The algorithms a new key can be generated for.
     pub const GENERATED: [Alg; 3] = [Alg::EdDSA, Alg::ES256, Alg::RS256];
+    /// Every algorithm a key can be loaded, signed and verified with (imported keys).
+    pub const ALL: [Alg; 10] = [
+        Alg::EdDSA,
+        Alg::ES256,
+        Alg::ES384,
+        Alg::ES512,
+        Alg::RS256,
+        Alg::RS384,
+        Alg::RS512,
+        Alg::PS256,
+        Alg::PS384,
+        Alg::PS512,
+    ];
+}
+
+/// The kind of key an algorithm needs.
+enum KeyFamily {
+    Ed25519,
+    /// Signing algorithm, JWK curve name, coordinate length in bytes.
+    Ec(&'static awssig::EcdsaSigningAlgorithm, &'static str, usize),
+    Rsa(&'static dyn awssig::RsaEncoding),
 }
 
 /// The node's key-encryption key: AES-256-GCM over private keys at rest.
@@ -171,6 +229,7 @@ pub fn generate(alg: Alg, kid: &str, owner: &str, kek: &Kek, now: i64) -> Result
             let pem = rsa::RsaPublicKey::from(&sk).to_public_key_pem(line).map_err(|e| crypto(&e))?;
             (der, pem)
         }
+        other => return Err(EdgeError::Crypto(format!("{} keys are imported, not generated", other.as_str()))),
     };
     let certificate = self_signed_certificate(&pkcs8, kid, owner)?;
     Ok(SigningKey {
@@ -212,7 +271,7 @@ pub struct LoadedKey {
     pub retire_at: i64,
     pub created_at: i64,
     signer: Signer,
-    decoding: DecodingKey,
+    verifier: ParsedPublicKey,
     /// Public JWK.
     pub jwk: Value,
     /// base64url of `{"alg","kid","typ":"at+jwt"}` (RFC 9068 access tokens).
@@ -228,24 +287,16 @@ impl LoadedKey {
             .ok_or_else(|| EdgeError::Crypto(format!("key {} has unsupported algorithm {}", sk.kid, sk.algorithm)))?;
         let pkcs8 = kek.open(&sk.kid, &sk.private_key_sealed)?;
         let bad = |what: &str| EdgeError::Crypto(format!("key {}: {what}", sk.kid));
-        let signer = match alg {
-            Alg::EdDSA => {
+        let signer = match alg.family() {
+            KeyFamily::Ed25519 => {
                 Signer::Ed(Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8).map_err(|_| bad("bad Ed25519 key"))?)
             }
-            Alg::ES256 => Signer::Ec(
-                EcdsaKeyPair::from_pkcs8(&awssig::ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)
-                    .map_err(|_| bad("bad P-256 key"))?,
-            ),
-            Alg::RS256 | Alg::RS384 | Alg::RS512 => {
-                let enc: &'static dyn awssig::RsaEncoding = match alg {
-                    Alg::RS256 => &awssig::RSA_PKCS1_SHA256,
-                    Alg::RS384 => &awssig::RSA_PKCS1_SHA384,
-                    _ => &awssig::RSA_PKCS1_SHA512,
-                };
-                Signer::Rsa(RsaKeyPair::from_pkcs8(&pkcs8).map_err(|_| bad("bad RSA key"))?, enc)
+            KeyFamily::Ec(signing, curve, _) => {
+                Signer::Ec(EcdsaKeyPair::from_pkcs8(signing, &pkcs8).map_err(|_| bad(&format!("bad {curve} key")))?)
             }
+            KeyFamily::Rsa(enc) => Signer::Rsa(RsaKeyPair::from_pkcs8(&pkcs8).map_err(|_| bad("bad RSA key"))?, enc),
         };
-        let (jwk, decoding) = public_jwk(sk, alg)?;
+        let (jwk, verifier) = public_jwk(sk, alg)?;
         let header =
             |typ: &str| URL_SAFE_NO_PAD.encode(json!({"alg": alg.as_str(), "kid": sk.kid, "typ": typ}).to_string());
         Ok(LoadedKey {
@@ -255,7 +306,7 @@ impl LoadedKey {
             retire_at: sk.retire_at,
             created_at: sk.created_at,
             signer,
-            decoding,
+            verifier,
             jwk,
             access_header: header("at+jwt"),
             refresh_header: header("JWT"),
@@ -287,57 +338,85 @@ impl LoadedKey {
         Ok(out)
     }
 
-    /// Verifies a token's signature and `exp` (no leeway) and returns its claims.
-    pub fn verify(&self, token: &str) -> Result<Value, jsonwebtoken::errors::Error> {
-        let mut v = jsonwebtoken::Validation::new(self.alg.jsonwebtoken());
-        v.leeway = 0;
-        v.validate_aud = false;
-        v.validate_nbf = true;
-        v.required_spec_claims = ["exp".to_string()].into_iter().collect();
-        Ok(jsonwebtoken::decode::<Value>(token, &self.decoding, &v)?.claims)
+    /// Verifies a token's signature (the header's `alg` must be this key's), `exp` (required, no leeway) and
+    /// `nbf` (when present), and returns its claims.
+    pub fn verify(&self, token: &str) -> Result<Value, VerifyError> {
+        let (signed, sig_b64) = token.rsplit_once('.').ok_or(VerifyError::Malformed)?;
+        let (header_b64, claims_b64) = signed.split_once('.').ok_or(VerifyError::Malformed)?;
+        let header: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| VerifyError::Malformed)?)
+                .map_err(|_| VerifyError::Malformed)?;
+        if header.get("alg").and_then(Value::as_str) != Some(self.alg.as_str()) {
+            return Err(VerifyError::Algorithm);
+        }
+        let sig = URL_SAFE_NO_PAD.decode(sig_b64).map_err(|_| VerifyError::Malformed)?;
+        self.verifier.verify_sig(signed.as_bytes(), &sig).map_err(|_| VerifyError::Signature)?;
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims_b64).map_err(|_| VerifyError::Malformed)?)
+                .map_err(|_| VerifyError::Malformed)?;
+        let now = crate::service::now();
+        let exp = claims.get("exp").and_then(Value::as_i64).ok_or(VerifyError::Expired)?;
+        if exp < now {
+            return Err(VerifyError::Expired);
+        }
+        if let Some(nbf) = claims.get("nbf") {
+            if nbf.as_i64().is_none_or(|nbf| nbf > now) {
+                return Err(VerifyError::NotYetValid);
+            }
+        }
+        Ok(claims)
     }
 }
 
-/// The public JWK of a stored key (from its public key PEM) and the matching decoding key.
-fn public_jwk(sk: &SigningKey, alg: Alg) -> Result<(Value, DecodingKey), EdgeError> {
+/// Why a token did not verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyError {
+    /// Not three base64url parts with JSON header and claims.
+    Malformed,
+    /// The header names another algorithm than the key's.
+    Algorithm,
+    Signature,
+    Expired,
+    NotYetValid,
+}
+
+/// The public JWK of a stored key (from its public key PEM) and the parsed verification key.
+fn public_jwk(sk: &SigningKey, alg: Alg) -> Result<(Value, ParsedPublicKey), EdgeError> {
     use ed25519_dalek::pkcs8::DecodePublicKey;
     let bad = |e: &dyn std::fmt::Display| EdgeError::Crypto(format!("public key of {}: {e}", sk.kid));
-    let mut jwk = match alg {
-        Alg::EdDSA => {
+    let spki = pem_der(&sk.public_key_pem, "PUBLIC KEY").ok_or_else(|| bad(&"not a PEM public key"))?;
+    let (mut jwk, verifier) = match alg.family() {
+        KeyFamily::Ed25519 => {
             let vk = ed25519_dalek::VerifyingKey::from_public_key_pem(&sk.public_key_pem).map_err(|e| bad(&e))?;
-            json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(vk.to_bytes())})
+            let raw = vk.to_bytes();
+            let verifier = ParsedPublicKey::new(alg.verification(), raw).map_err(|e| bad(&e))?;
+            (json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(raw)}), verifier)
         }
-        Alg::ES256 => {
-            let pk = p256::PublicKey::from_public_key_pem(&sk.public_key_pem).map_err(|e| bad(&e))?;
-            let point = pk.to_sec1_bytes();
-            // Uncompressed SEC1: 0x04 || x (32) || y (32).
-            if point.len() != 65 {
-                return Err(bad(&"not an uncompressed P-256 point"));
+        KeyFamily::Ec(_, curve, len) => {
+            let verifier = ParsedPublicKey::new(alg.verification(), &spki).map_err(|e| bad(&e))?;
+            // The SubjectPublicKeyInfo ends with the uncompressed SEC1 point: 0x04 || x || y.
+            let point = spki.get(spki.len().saturating_sub(2 * len + 1)..).unwrap_or_default();
+            if point.len() != 2 * len + 1 || point[0] != 4 {
+                return Err(bad(&format!("not an uncompressed {curve} point")));
             }
-            json!({"kty": "EC", "crv": "P-256", "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..])})
+            let jwk = json!({
+                "kty": "EC", "crv": curve,
+                "x": URL_SAFE_NO_PAD.encode(&point[1..1 + len]), "y": URL_SAFE_NO_PAD.encode(&point[1 + len..]),
+            });
+            (jwk, verifier)
         }
-        Alg::RS256 | Alg::RS384 | Alg::RS512 => {
+        KeyFamily::Rsa(_) => {
             use rsa::traits::PublicKeyParts;
             let pk = rsa::RsaPublicKey::from_public_key_pem(&sk.public_key_pem).map_err(|e| bad(&e))?;
-            json!({
+            let verifier = ParsedPublicKey::new(alg.verification(), &spki).map_err(|e| bad(&e))?;
+            let jwk = json!({
                 "kty": "RSA",
                 "n": URL_SAFE_NO_PAD.encode(pk.n().to_be_bytes_trimmed_vartime()),
                 "e": URL_SAFE_NO_PAD.encode(pk.e().to_be_bytes_trimmed_vartime()),
-            })
+            });
+            (jwk, verifier)
         }
     };
-    let decoding = match alg {
-        Alg::EdDSA => DecodingKey::from_ed_components(jwk["x"].as_str().unwrap_or_default()),
-        Alg::ES256 => DecodingKey::from_ec_components(
-            jwk["x"].as_str().unwrap_or_default(),
-            jwk["y"].as_str().unwrap_or_default(),
-        ),
-        _ => DecodingKey::from_rsa_components(
-            jwk["n"].as_str().unwrap_or_default(),
-            jwk["e"].as_str().unwrap_or_default(),
-        ),
-    }
-    .map_err(|e| bad(&e))?;
     let obj = jwk.as_object_mut().ok_or_else(|| bad(&"jwk"))?;
     obj.insert("use".into(), json!("sig"));
     obj.insert("kid".into(), json!(sk.kid));
@@ -345,15 +424,133 @@ fn public_jwk(sk: &SigningKey, alg: Alg) -> Result<(Value, DecodingKey), EdgeErr
     if let Some(der) = certificate_der(&sk.certificate) {
         obj.insert("x5c".into(), json!([STANDARD.encode(der)]));
     }
-    Ok((jwk, decoding))
+    Ok((jwk, verifier))
+}
+
+/// A key pair from outside (a Casdoor cert): what [`import_pem`] turns into a [`SigningKey`].
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct KeyImport {
+    pub kid: String,
+    pub owner: String,
+    pub display_name: String,
+    /// JWS algorithm (one of [`Alg::ALL`]).
+    pub algorithm: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// PEM X.509 certificate of the key (published as `x5c`); must hold the key's public half.
+    pub certificate: String,
+    /// PEM private key: `RSA PRIVATE KEY` (PKCS#1), `PRIVATE KEY` (PKCS#8), `EC PRIVATE KEY` (SEC1) or
+    /// `RSA PSS PRIVATE KEY`.
+    pub private_key: String,
+}
+
+/// A parsed imported key: PKCS#8 DER of the private half and PEM of the public half.
+pub struct ParsedImport {
+    pub pkcs8: Vec<u8>,
+    pub public_key_pem: String,
+}
+
+/// Parses an imported key pair and checks it: the private key must suit the algorithm and, when a
+/// certificate is given, the certificate must carry the same public key.
+pub fn parse_import(k: &KeyImport) -> Result<ParsedImport, EdgeError> {
+    let bad = |what: String| EdgeError::Crypto(format!("key {}: {what}", k.kid));
+    let alg = Alg::parse(&k.algorithm).ok_or_else(|| bad(format!("unsupported algorithm {:?}", k.algorithm)))?;
+    let (label, der) = pem_any(&k.private_key).ok_or_else(|| bad("the private key is not PEM".into()))?;
+    let (pkcs8, spki): (Vec<u8>, Vec<u8>) = match alg.family() {
+        KeyFamily::Ed25519 => {
+            let kp = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|e| bad(format!("Ed25519 key: {e}")))?;
+            let spki = kp.public_key().as_der().map_err(|_| bad("public key".into()))?;
+            (der.clone(), spki.as_ref().to_vec())
+        }
+        KeyFamily::Ec(signing, curve, _) => {
+            // SEC1 (`EC PRIVATE KEY`) or PKCS#8.
+            let kp = EcdsaKeyPair::from_private_key_der(signing, &der)
+                .map_err(|e| bad(format!("{label} is not a {curve} key: {e}")))?;
+            let pkcs8 = kp.to_pkcs8v1().map_err(|_| bad("cannot re-encode the key".into()))?;
+            let spki = kp.public_key().as_der().map_err(|_| bad("public key".into()))?;
+            (pkcs8.as_ref().to_vec(), spki.as_ref().to_vec())
+        }
+        KeyFamily::Rsa(_) => {
+            // PKCS#8 (also Casdoor's `RSA PSS PRIVATE KEY`) or PKCS#1.
+            let kp = RsaKeyPair::from_pkcs8(&der)
+                .or_else(|_| RsaKeyPair::from_der(&der))
+                .map_err(|e| bad(format!("{label} is not an RSA key: {e}")))?;
+            let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&kp)
+                .map_err(|_| bad("cannot re-encode the key".into()))?;
+            let spki = kp.public_key().as_der().map_err(|_| bad("public key".into()))?;
+            (pkcs8.as_ref().to_vec(), spki.as_ref().to_vec())
+        }
+    };
+    if !k.certificate.trim().is_empty() {
+        let cert = certificate_der(&k.certificate).ok_or_else(|| bad("the certificate is not PEM".into()))?;
+        // A certificate holds its SubjectPublicKeyInfo verbatim.
+        if !cert.windows(spki.len()).any(|w| w == spki.as_slice()) {
+            return Err(bad("the certificate does not hold the private key's public key".into()));
+        }
+    }
+    Ok(ParsedImport { pkcs8, public_key_pem: to_pem("PUBLIC KEY", &spki) })
+}
+
+/// Turns an imported key pair into a stored key, its private half sealed with `kek`.
+pub fn import_pem(k: &KeyImport, kek: &Kek) -> Result<SigningKey, EdgeError> {
+    let parsed = parse_import(k)?;
+    let sk = SigningKey {
+        kid: k.kid.clone(),
+        owner: k.owner.clone(),
+        display_name: k.display_name.clone(),
+        algorithm: k.algorithm.clone(),
+        created_at: k.created_at,
+        public_key_pem: parsed.public_key_pem,
+        certificate: k.certificate.clone(),
+        private_key_sealed: kek.seal(&k.kid, &parsed.pkcs8)?,
+        retire_at: 0,
+    };
+    // Load it once: what cannot sign here is refused now, not when the keyring reloads.
+    LoadedKey::load(&sk, kek)?;
+    Ok(sk)
+}
+
+/// The `kid` of a compact JWS's header, without verifying anything.
+pub fn header_kid(token: &str) -> Option<String> {
+    let header_b64 = token.split('.').next()?;
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header_b64).ok()?).ok()?;
+    header.get("kid")?.as_str().map(str::to_string)
+}
+
+/// The label and DER of the first PEM block.
+fn pem_any(pem: &str) -> Option<(String, Vec<u8>)> {
+    let start = pem.find("-----BEGIN ")? + "-----BEGIN ".len();
+    let label_end = pem[start..].find("-----")? + start;
+    let label = pem[start..label_end].to_string();
+    let der = pem_der(pem, &label)?;
+    Some((label, der))
+}
+
+/// DER of the first PEM block with this label.
+fn pem_der(pem: &str, label: &str) -> Option<Vec<u8>> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end_marker = format!("-----END {label}-----");
+    let start = pem.find(&begin)? + begin.len();
+    let end = pem[start..].find(&end_marker)? + start;
+    let body: String = pem[start..end].chars().filter(|c| !c.is_whitespace()).collect();
+    STANDARD.decode(body).ok()
+}
+
+fn to_pem(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 /// DER of the first certificate in a PEM string.
 fn certificate_der(pem: &str) -> Option<Vec<u8>> {
-    let start = pem.find("-----BEGIN CERTIFICATE-----")? + "-----BEGIN CERTIFICATE-----".len();
-    let end = pem[start..].find("-----END CERTIFICATE-----")? + start;
-    let body: String = pem[start..end].chars().filter(|c| !c.is_whitespace()).collect();
-    STANDARD.decode(body).ok()
+    pem_der(pem, "CERTIFICATE")
 }
 
 /// All keys of the node, parsed, plus the pre-encoded JWKS document.
@@ -412,5 +609,83 @@ impl Keyring {
             .filter(|k| k.alg == alg && k.active)
             .max_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.kid.cmp(&b.kid)))
             .cloned()
+    }
+}
+
+#[cfg(test)]
+mod import_tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/casdoor/keys/");
+        std::fs::read_to_string(format!("{dir}{name}")).expect("fixture key")
+    }
+
+    fn kek() -> Kek {
+        Kek::from_hex(&"ab".repeat(32)).expect("kek")
+    }
+
+    fn import(cert: &str, alg: &str) -> Result<SigningKey, EdgeError> {
+        let k = KeyImport {
+            kid: cert.into(),
+            owner: "admin".into(),
+            algorithm: alg.into(),
+            certificate: fixture(&format!("{cert}.pem")),
+            private_key: fixture(&format!("{cert}.key")),
+            ..Default::default()
+        };
+        import_pem(&k, &kek())
+    }
+
+    #[test]
+    fn casdoor_key_formats_load_sign_and_verify() {
+        // PKCS#8 RSA, PKCS#1 RSA, SEC1 P-256 / P-384 / P-521; RSA keys also sign PSS.
+        for (cert, alg) in [
+            ("cert-built-in", "RS256"),
+            ("cert-acme-rs512", "RS512"),
+            ("cert-acme-rs512", "PS256"),
+            ("cert-built-in", "PS384"),
+            ("cert-built-in", "PS512"),
+            ("cert-acme-es256", "ES256"),
+            ("cert-globex-es384", "ES384"),
+            ("cert-globex-es512", "ES512"),
+        ] {
+            let sk = import(cert, alg).unwrap_or_else(|e| panic!("{cert} {alg}: {e}"));
+            let key = LoadedKey::load(&sk, &kek()).expect("load");
+            let exp = crate::service::now() + 60;
+            let token = key.sign(&key.access_header, format!(r#"{{"exp":{exp}}}"#).as_bytes()).expect("sign");
+            assert_eq!(key.verify(&token).expect("verify")["exp"], exp, "{alg}");
+            assert_eq!(key.jwk["kid"], cert);
+            assert_eq!(key.jwk["alg"], alg);
+            // A flipped signature byte fails.
+            let mut bad = token.clone().into_bytes();
+            let i = bad.len() - 3;
+            bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
+            assert!(key.verify(std::str::from_utf8(&bad).expect("utf8")).is_err(), "{alg}");
+            let expired = key.sign(&key.access_header, b"{\"exp\":1}").expect("sign");
+            assert_eq!(key.verify(&expired), Err(VerifyError::Expired));
+        }
+    }
+
+    #[test]
+    fn wrong_curve_wrong_certificate_and_ssl_keys_are_refused() {
+        assert!(import("cert-acme-es256", "ES384").is_err(), "a P-256 key is not ES384");
+        assert!(import("cert-acme-es256", "RS256").is_err());
+        assert!(import("cert-built-in", "ES256").is_err());
+        let k = KeyImport {
+            kid: "mixed".into(),
+            algorithm: "RS256".into(),
+            certificate: fixture("cert-acme-rs512.pem"),
+            private_key: fixture("cert-built-in.key"),
+            ..Default::default()
+        };
+        assert!(import_pem(&k, &kek()).is_err(), "certificate of another key");
+        let k = KeyImport {
+            kid: "x".into(),
+            algorithm: "RS256".into(),
+            private_key: "garbage".into(),
+            ..Default::default()
+        };
+        assert!(import_pem(&k, &kek()).is_err());
     }
 }

@@ -204,7 +204,14 @@ impl Edge {
                 let kid = kid.clone();
                 let _ = self.introspections.invalidate_entries_if(move |_, v| v.kid == kid);
             }
-            Change::Organization(_) | Change::Role { .. } | Change::Group { .. } | Change::RefreshToken(_) => {}
+            // Rare (imports): answers cached under a withdrawn issuer must go.
+            Change::AcceptedIssuer { .. } => self.introspections.invalidate_all(),
+            Change::Organization(_)
+            | Change::Role { .. }
+            | Change::Group { .. }
+            | Change::RefreshToken(_)
+            | Change::Permission { .. }
+            | Change::Model { .. } => {}
             Change::Everything => {
                 self.apps.invalidate_all();
                 self.introspections.invalidate_all();

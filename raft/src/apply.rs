@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 
 use crate::command::{Command, Outcome, PutMode};
-use crate::model::{Application, Group, Organization, RefreshState, RefreshToken, Revocation, Role, SigningKey, User};
+use crate::model::{
+    AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshState, RefreshToken, Revocation,
+    Role, SigningKey, User,
+};
 use crate::store::{key, Change, Stored};
 use crate::RaftError;
 
@@ -162,6 +165,36 @@ impl<'a> Pending<'a> {
                 self.changes.push(Change::Group { owner: owner.clone(), name: name.clone() });
                 Ok(Outcome::Applied)
             }
+            Command::PutPermission { permission, mode } => self.put_permission(permission, *mode),
+            Command::DeletePermission { owner, name } => {
+                let k = key::permission(owner, name);
+                if !self.contains(&k)? {
+                    return Ok(Outcome::NotFound(format!("permission {owner}/{name}")));
+                }
+                self.delete(k);
+                self.changes.push(Change::Permission { owner: owner.clone(), name: name.clone() });
+                Ok(Outcome::Applied)
+            }
+            Command::PutModel { model, mode } => self.put_model(model, *mode),
+            Command::DeleteModel { owner, name } => {
+                let k = key::model(owner, name);
+                if !self.contains(&k)? {
+                    return Ok(Outcome::NotFound(format!("model {owner}/{name}")));
+                }
+                self.delete(k);
+                self.changes.push(Change::Model { owner: owner.clone(), name: name.clone() });
+                Ok(Outcome::Applied)
+            }
+            Command::PutAcceptedIssuer { accepted, mode } => self.put_accepted_issuer(accepted, *mode),
+            Command::DeleteAcceptedIssuer { application, issuer } => {
+                let k = key::accepted_issuer(application, issuer);
+                if !self.contains(&k)? {
+                    return Ok(Outcome::NotFound(format!("accepted issuer {issuer} of {application}")));
+                }
+                self.delete(k);
+                self.changes.push(Change::AcceptedIssuer { application: application.clone(), issuer: issuer.clone() });
+                Ok(Outcome::Applied)
+            }
             Command::IssueRefreshToken { token } => self.issue_refresh_token(token),
             Command::RotateRefreshToken { old_id, new, now } => self.rotate_refresh_token(old_id, new, *now),
             Command::Revoke { revocation } => self.revoke(revocation),
@@ -227,6 +260,9 @@ impl<'a> Pending<'a> {
         }
         for gk in self.keys_with_prefix(&key::groups_of(name))? {
             self.delete(gk);
+        }
+        for pk in self.keys_with_prefix(&key::permissions_of(name))? {
+            self.delete(pk);
         }
         self.delete(k);
         self.changes.push(Change::Organization(name.to_string()));
@@ -331,6 +367,9 @@ impl<'a> Pending<'a> {
         match self.read::<Application>(&k)? {
             Some(app) => {
                 self.delete(key::app_by_client(&app.client_id));
+                for ik in self.keys_with_prefix(&key::accepted_issuers_of(name))? {
+                    self.delete(ik);
+                }
                 self.delete(k);
                 self.changes.push(Change::Application { name: app.name, client_id: app.client_id });
                 Ok(Outcome::Applied)
@@ -428,6 +467,51 @@ impl<'a> Pending<'a> {
         }
         self.put(k, group)?;
         self.changes.push(Change::Group { owner: group.owner.clone(), name: group.name.clone() });
+        Ok(Outcome::Applied)
+    }
+
+    fn put_permission(&mut self, p: &Permission, mode: PutMode) -> Result<Outcome, RaftError> {
+        if let Some(bad) = check_names(&[&p.owner, &p.name]) {
+            return Ok(bad);
+        }
+        if !self.contains(&key::org(&p.owner))? {
+            return Ok(Outcome::Invalid(format!("organization {} does not exist", p.owner)));
+        }
+        let k = key::permission(&p.owner, &p.name);
+        if let Some(o) = self.check_mode(&k, mode, &format!("permission {}/{}", p.owner, p.name))? {
+            return Ok(o);
+        }
+        self.put(k, p)?;
+        self.changes.push(Change::Permission { owner: p.owner.clone(), name: p.name.clone() });
+        Ok(Outcome::Applied)
+    }
+
+    fn put_model(&mut self, m: &CasbinModel, mode: PutMode) -> Result<Outcome, RaftError> {
+        if let Some(bad) = check_names(&[&m.owner, &m.name]) {
+            return Ok(bad);
+        }
+        let k = key::model(&m.owner, &m.name);
+        if let Some(o) = self.check_mode(&k, mode, &format!("model {}/{}", m.owner, m.name))? {
+            return Ok(o);
+        }
+        self.put(k, m)?;
+        self.changes.push(Change::Model { owner: m.owner.clone(), name: m.name.clone() });
+        Ok(Outcome::Applied)
+    }
+
+    fn put_accepted_issuer(&mut self, a: &AcceptedIssuer, mode: PutMode) -> Result<Outcome, RaftError> {
+        if let Some(bad) = check_names(&[&a.application]).or_else(|| check_ids(&[&a.issuer])) {
+            return Ok(bad);
+        }
+        if !self.contains(&key::app(&a.application))? {
+            return Ok(Outcome::Invalid(format!("application {} does not exist", a.application)));
+        }
+        let k = key::accepted_issuer(&a.application, &a.issuer);
+        if let Some(o) = self.check_mode(&k, mode, &format!("accepted issuer {} of {}", a.issuer, a.application))? {
+            return Ok(o);
+        }
+        self.put(k, a)?;
+        self.changes.push(Change::AcceptedIssuer { application: a.application.clone(), issuer: a.issuer.clone() });
         Ok(Outcome::Applied)
     }
 

@@ -6,7 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Application, Group, Organization, RefreshToken, Revocation, Role, SigningKey, User};
+use crate::model::{
+    AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshToken, Revocation, Role,
+    SigningKey, User,
+};
 
 /// How a `Put*` command treats an existing record.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +80,31 @@ pub enum Command {
         owner: String,
         name: String,
     },
+    PutPermission {
+        permission: Permission,
+        mode: PutMode,
+    },
+    DeletePermission {
+        owner: String,
+        name: String,
+    },
+    PutModel {
+        model: CasbinModel,
+        mode: PutMode,
+    },
+    DeleteModel {
+        owner: String,
+        name: String,
+    },
+    /// Lets tokens of `accepted.application` carry `accepted.issuer` as `iss` (imported tokens).
+    PutAcceptedIssuer {
+        accepted: AcceptedIssuer,
+        mode: PutMode,
+    },
+    DeleteAcceptedIssuer {
+        application: String,
+        issuer: String,
+    },
     /// Records a new refresh token (the first of its family, or one written by an import).
     IssueRefreshToken {
         token: RefreshToken,
@@ -124,6 +152,12 @@ impl Command {
             Command::DeleteRole { .. } => "delete_role",
             Command::PutGroup { .. } => "put_group",
             Command::DeleteGroup { .. } => "delete_group",
+            Command::PutPermission { .. } => "put_permission",
+            Command::DeletePermission { .. } => "delete_permission",
+            Command::PutModel { .. } => "put_model",
+            Command::DeleteModel { .. } => "delete_model",
+            Command::PutAcceptedIssuer { .. } => "put_accepted_issuer",
+            Command::DeleteAcceptedIssuer { .. } => "delete_accepted_issuer",
             Command::IssueRefreshToken { .. } => "issue_refresh_token",
             Command::RotateRefreshToken { .. } => "rotate_refresh_token",
             Command::Revoke { .. } => "revoke",

@@ -159,7 +159,8 @@ pub struct Application {
 }
 
 /// The algorithms a signing key can have.
-pub const SIGNING_ALGORITHMS: &[&str] = &["EdDSA", "ES256", "ES384", "RS256", "RS384", "RS512"];
+pub const SIGNING_ALGORITHMS: &[&str] =
+    &["EdDSA", "ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"];
 
 /// A token signing key. The private half is encrypted at rest with the node's key-encryption key.
 #[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
@@ -267,4 +268,67 @@ pub struct Revocation {
     /// Unix seconds; the record is pruned after this.
     pub expires_at: i64,
     pub revoked_at: i64,
+}
+
+/// A permission: who (users, groups, roles) may do what (actions) on which resources, under a Casbin model.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Permission {
+    pub owner: String,
+    pub name: String,
+    pub display_name: String,
+    pub created_time: String,
+    pub description: String,
+    /// `org/user` ids (or `org/*`).
+    pub users: Vec<String>,
+    /// `org/group` ids (or `*`).
+    pub groups: Vec<String>,
+    /// `org/role` ids.
+    pub roles: Vec<String>,
+    pub domains: Vec<String>,
+    /// Casbin model id `owner/name`; empty = the built-in RBAC model.
+    pub model: String,
+    pub adapter: String,
+    /// `Application`, `API`, `Custom`, ...
+    pub resource_type: String,
+    pub resources: Vec<String>,
+    pub actions: Vec<String>,
+    /// `Allow` or `Deny`.
+    pub effect: String,
+    pub is_enabled: bool,
+    /// RFC 3339; reached = no longer in force.
+    pub expire_time: String,
+    pub submitter: String,
+    pub approver: String,
+    pub approve_time: String,
+    /// `Approved` or `Pending`.
+    pub state: String,
+    /// The Casbin policy lines of this permission: `ptype, v0, .., v5` each (Casdoor `permission_rule`).
+    pub policies: Vec<Vec<String>>,
+}
+
+/// A Casbin model (the `[request_definition]` ... `[matchers]` text) permissions are enforced with.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CasbinModel {
+    pub owner: String,
+    pub name: String,
+    pub display_name: String,
+    pub created_time: String,
+    pub description: String,
+    pub model_text: String,
+}
+
+/// An issuer other than the node's own whose tokens an application's clients may still present: tokens
+/// issued before a move to Jeton (e.g. by Casdoor), signed with a key the node holds. Recorded per
+/// application, so a foreign `iss` is only accepted on tokens of that application.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AcceptedIssuer {
+    /// Application name.
+    pub application: String,
+    /// The `iss` value, exactly.
+    pub issuer: String,
+    /// Where it came from (e.g. `casdoor import`).
+    pub source: String,
 }

@@ -11,7 +11,11 @@ use rkyv::{Archive, Portable};
 use sled::IVec;
 use tokio::sync::broadcast;
 
-use crate::model::{Application, Group, Organization, RefreshToken, Revocation, Role, SigningKey, User};
+use crate::model::{
+    AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshToken, Revocation, Role,
+    SigningKey, User,
+};
+use crate::Command;
 use crate::RaftError;
 
 /// Key layout of the `state` tree. Parts are joined with a NUL byte, which names may not contain.
@@ -28,6 +32,9 @@ pub mod key {
     pub const REFRESH: &[u8] = b"t\0";
     pub const FAMILY: &[u8] = b"f\0";
     pub const REVOCATION: &[u8] = b"v\0";
+    pub const PERMISSION: &[u8] = b"p\0";
+    pub const MODEL: &[u8] = b"q\0";
+    pub const ACCEPTED_ISSUER: &[u8] = b"x\0";
     /// Raft bookkeeping kept in the same batch as the state: applied log id, membership.
     pub const META: &[u8] = b"m\0";
     pub const META_APPLIED: &[u8] = b"m\0applied";
@@ -102,6 +109,25 @@ pub mod key {
     pub fn revocation(jti: &str) -> Vec<u8> {
         join(REVOCATION, &[jti])
     }
+    pub fn permission(owner: &str, name: &str) -> Vec<u8> {
+        join(PERMISSION, &[owner, name])
+    }
+    pub fn permissions_of(owner: &str) -> Vec<u8> {
+        let mut k = join(PERMISSION, &[owner]);
+        k.push(0);
+        k
+    }
+    pub fn model(owner: &str, name: &str) -> Vec<u8> {
+        join(MODEL, &[owner, name])
+    }
+    pub fn accepted_issuer(application: &str, issuer: &str) -> Vec<u8> {
+        join(ACCEPTED_ISSUER, &[application, issuer])
+    }
+    pub fn accepted_issuers_of(application: &str) -> Vec<u8> {
+        let mut k = join(ACCEPTED_ISSUER, &[application]);
+        k.push(0);
+        k
+    }
 }
 
 /// A record type stored as an rkyv archive.
@@ -150,6 +176,9 @@ stored! {
     Group => key::GROUP,
     RefreshToken => key::REFRESH,
     Revocation => key::REVOCATION,
+    Permission => key::PERMISSION,
+    CasbinModel => key::MODEL,
+    AcceptedIssuer => key::ACCEPTED_ISSUER,
 }
 
 /// Validates a value by the record type its key prefix names. Index and meta values are not archives
@@ -165,6 +194,9 @@ pub fn validate_value(key: &[u8], value: &[u8]) -> Result<(), RaftError> {
         p if p == key::GROUP => Group::validate(value),
         p if p == key::REFRESH => RefreshToken::validate(value),
         p if p == key::REVOCATION => Revocation::validate(value),
+        p if p == key::PERMISSION => Permission::validate(value),
+        p if p == key::MODEL => CasbinModel::validate(value),
+        p if p == key::ACCEPTED_ISSUER => AcceptedIssuer::validate(value),
         _ => Ok(()),
     }
 }
@@ -225,6 +257,18 @@ pub enum Change {
     },
     RefreshToken(String),
     Revocation(String),
+    Permission {
+        owner: String,
+        name: String,
+    },
+    Model {
+        owner: String,
+        name: String,
+    },
+    AcceptedIssuer {
+        application: String,
+        issuer: String,
+    },
     /// A snapshot replaced the whole state.
     Everything,
 }
@@ -331,6 +375,58 @@ impl Store {
     pub fn is_revoked(&self, jti: &str) -> Result<bool, RaftError> {
         Ok(self.state.contains_key(key::revocation(jti))?)
     }
+    pub fn permission(&self, owner: &str, name: &str) -> Result<Option<Record<Permission>>, RaftError> {
+        self.record(&key::permission(owner, name))
+    }
+    pub fn permissions(&self, owner: &str) -> impl Iterator<Item = Result<Record<Permission>, RaftError>> {
+        self.records(&key::permissions_of(owner))
+    }
+    pub fn model(&self, owner: &str, name: &str) -> Result<Option<Record<CasbinModel>>, RaftError> {
+        self.record(&key::model(owner, name))
+    }
+    /// Whether tokens of `application` may carry `issuer` as `iss`.
+    pub fn accepts_issuer(&self, application: &str, issuer: &str) -> Result<bool, RaftError> {
+        Ok(self.state.contains_key(key::accepted_issuer(application, issuer))?)
+    }
+
+    /// Whether applying `cmd` would leave the state as it is: a `Put*` of a record equal to the stored one
+    /// (a signing key counts as equal when everything but its sealed private half is), a revocation or
+    /// refresh token already recorded. Importers use it to write only what changed.
+    pub fn unchanged(&self, cmd: &Command) -> Result<bool, RaftError> {
+        fn same<T: Stored + PartialEq>(store: &Store, k: &[u8], v: &T) -> Result<bool, RaftError>
+        where
+            T::Archived: Portable,
+        {
+            match store.state.get(k)? {
+                Some(bytes) => Ok(T::decode(&bytes)? == *v),
+                None => Ok(false),
+            }
+        }
+        Ok(match cmd {
+            Command::PutOrganization { org, .. } => same(self, &key::org(&org.name), org)?,
+            Command::PutUser { user, .. } => same(self, &key::user(&user.owner, &user.name), user)?,
+            Command::PutApplication { app, .. } => same(self, &key::app(&app.name), app)?,
+            Command::PutSigningKey { key: sk, .. } => match self.state.get(key::signing_key(&sk.kid))? {
+                Some(bytes) => {
+                    let mut stored = SigningKey::decode(&bytes)?;
+                    stored.private_key_sealed = sk.private_key_sealed.clone();
+                    stored == *sk
+                }
+                None => false,
+            },
+            Command::PutRole { role, .. } => same(self, &key::role(&role.owner, &role.name), role)?,
+            Command::PutGroup { group, .. } => same(self, &key::group(&group.owner, &group.name), group)?,
+            Command::PutPermission { permission: p, .. } => same(self, &key::permission(&p.owner, &p.name), p)?,
+            Command::PutModel { model: m, .. } => same(self, &key::model(&m.owner, &m.name), m)?,
+            Command::PutAcceptedIssuer { accepted: a, .. } => {
+                same(self, &key::accepted_issuer(&a.application, &a.issuer), a)?
+            }
+            Command::Revoke { revocation } => self.state.contains_key(key::revocation(&revocation.jti))?,
+            Command::IssueRefreshToken { token } => self.state.contains_key(key::refresh(&token.id))?,
+            _ => false,
+        })
+    }
+
     /// Number of records under a prefix (admin statistics, tests).
     pub fn count(&self, prefix: &[u8]) -> usize {
         self.state.scan_prefix(prefix).count()

@@ -6,5 +6,6 @@
 mod admin;
 mod cluster;
 mod harness;
+mod import;
 mod lifecycle;
 mod oauth;

@@ -1,0 +1,572 @@
+//! Casdoor rows → Jeton records (COMPAT §2, §3). Each function maps ONE row and says why when it cannot.
+//!
+//! What is deliberately not copied (COMPAT §11): the master password is only ever checked as a hash (the
+//! node never compares it with the stored string); roles and permissions keep their `is_enabled`, `state`
+//! and `expire_time` so the node can honour them; DPoP-bound tokens are revoked instead of becoming plain
+//! bearer tokens.
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jeton_edge::keys::KeyImport;
+use jeton_edge::password::Scheme;
+use jeton_raft::model::{
+    Application, CasbinModel, Group, Organization, Permission, Revocation, Role, TokenAttribute, User,
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::source::Row;
+
+pub const ORGANIZATION: &[&str] = &[
+    "owner",
+    "name",
+    "created_time",
+    "display_name",
+    "password_type",
+    "password_salt",
+    "master_password",
+    "enable_soft_deletion",
+    "tags",
+    "default_token_format",
+];
+
+pub const USER: &[&str] = &[
+    "owner",
+    "name",
+    "created_time",
+    "updated_time",
+    "deleted_time",
+    "id",
+    "type",
+    "password",
+    "password_salt",
+    "password_type",
+    "display_name",
+    "first_name",
+    "last_name",
+    "avatar",
+    "email",
+    "email_verified",
+    "phone",
+    "country_code",
+    "region",
+    "location",
+    "address",
+    "affiliation",
+    "title",
+    "homepage",
+    "bio",
+    "tag",
+    "language",
+    "gender",
+    "birthday",
+    "real_name",
+    "is_verified",
+    "score",
+    "is_admin",
+    "is_forbidden",
+    "is_deleted",
+    "signup_application",
+    "ldap",
+    "groups",
+    "properties",
+    "uid_number",
+    "preferred_mfa_type",
+    "totp_secret",
+    "last_change_password_time",
+    "need_update_password",
+];
+
+pub const GROUP: &[&str] =
+    &["owner", "name", "created_time", "display_name", "type", "parent_id", "is_top_group", "is_enabled", "gid_number"];
+
+pub const APPLICATION: &[&str] = &[
+    "owner",
+    "name",
+    "created_time",
+    "display_name",
+    "organization",
+    "cert",
+    "client_id",
+    "client_secret",
+    "redirect_uris",
+    "grant_types",
+    "scopes",
+    "token_format",
+    "token_fields",
+    "token_attributes",
+    "expire_in_hours",
+    "refresh_expire_in_hours",
+    "failed_signin_limit",
+    "failed_signin_frozen_time",
+];
+
+pub const CERT: &[&str] =
+    &["owner", "name", "created_time", "display_name", "type", "crypto_algorithm", "certificate", "private_key"];
+
+pub const ROLE: &[&str] = &[
+    "owner",
+    "name",
+    "created_time",
+    "display_name",
+    "description",
+    "users",
+    "groups",
+    "roles",
+    "domains",
+    "is_enabled",
+];
+
+pub const PERMISSION: &[&str] = &[
+    "owner",
+    "name",
+    "created_time",
+    "display_name",
+    "description",
+    "users",
+    "groups",
+    "roles",
+    "domains",
+    "model",
+    "adapter",
+    "resource_type",
+    "resources",
+    "actions",
+    "effect",
+    "is_enabled",
+    "expire_time",
+    "submitter",
+    "approver",
+    "approve_time",
+    "state",
+];
+
+pub const MODEL: &[&str] = &["owner", "name", "created_time", "display_name", "description", "model_text"];
+
+pub const RULE: &[&str] = &["id", "ptype", "v0", "v1", "v2", "v3", "v4", "v5"];
+
+pub const TOKEN: &[&str] = &[
+    "owner",
+    "name",
+    "created_time",
+    "application",
+    "organization",
+    "user",
+    "access_token",
+    "refresh_token",
+    "expires_in",
+    "token_type",
+    "code_is_used",
+];
+
+/// Names become parts of keys and of `owner/name` ids (the node's own rule, checked here so the row is
+/// reported instead of failing a whole batch).
+pub fn check_name(what: &str, n: &str) -> Result<(), String> {
+    if n.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if n.contains('/') || n.contains('\0') {
+        return Err(format!("{what} {n:?} contains '/' or NUL"));
+    }
+    if n.len() > 255 {
+        return Err(format!("{what} is longer than 255 bytes"));
+    }
+    Ok(())
+}
+
+pub fn organization(r: &Row) -> Result<Organization, String> {
+    let name = r.string("name");
+    check_name("name", &name)?;
+    let password_type = r.string("password_type");
+    if !password_type.is_empty() && Scheme::parse(&password_type).is_none() {
+        return Err(format!("unknown password_type {password_type:?}"));
+    }
+    Ok(Organization {
+        name,
+        display_name: r.string("display_name"),
+        created_time: r.string("created_time"),
+        password_type,
+        password_salt: r.string("password_salt"),
+        master_password: r.string("master_password"),
+        enable_soft_deletion: r.b("enable_soft_deletion"),
+        tags: r.list("tags")?,
+        default_token_format: r.string("default_token_format"),
+    })
+}
+
+/// A user of an organization whose password scheme is `org_type`.
+pub fn user(r: &Row, org_type: &str) -> Result<User, String> {
+    let (owner, name) = (r.string("owner"), r.string("name"));
+    check_name("owner", &owner)?;
+    check_name("name", &name)?;
+    let id = r.string("id");
+    if id.is_empty() || id.contains('\0') {
+        return Err("user has no id".into());
+    }
+    let password = r.string("password");
+    let password_type = r.string("password_type");
+    if !password_type.is_empty() && Scheme::parse(&password_type).is_none() {
+        return Err(format!("unknown password_type {password_type:?}"));
+    }
+    if password_type.is_empty() && !password.is_empty() && Scheme::parse(org_type).is_none() {
+        return Err(format!(
+            "password_type is empty and the organization's {org_type:?} is not a password scheme: the password could never be checked"
+        ));
+    }
+    let properties = match r.json("properties")? {
+        Value::Object(m) => m
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::String(s) => s,
+                    Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                (k, v)
+            })
+            .collect(),
+        Value::Null => BTreeMap::new(),
+        _ => return Err("column properties is not a JSON object".into()),
+    };
+    Ok(User {
+        owner,
+        name,
+        id,
+        created_time: r.string("created_time"),
+        updated_time: r.string("updated_time"),
+        deleted_time: r.string("deleted_time"),
+        r#type: r.string("type"),
+        password,
+        password_salt: r.string("password_salt"),
+        password_type,
+        display_name: r.string("display_name"),
+        first_name: r.string("first_name"),
+        last_name: r.string("last_name"),
+        avatar: r.string("avatar"),
+        email: r.string("email"),
+        email_verified: r.b("email_verified"),
+        phone: r.string("phone"),
+        country_code: r.string("country_code"),
+        region: r.string("region"),
+        location: r.string("location"),
+        address: r.list("address")?,
+        affiliation: r.string("affiliation"),
+        title: r.string("title"),
+        homepage: r.string("homepage"),
+        bio: r.string("bio"),
+        tag: r.string("tag"),
+        language: r.string("language"),
+        gender: r.string("gender"),
+        birthday: r.string("birthday"),
+        real_name: r.string("real_name"),
+        is_verified: r.b("is_verified"),
+        score: r.i("score"),
+        is_admin: r.b("is_admin"),
+        is_forbidden: r.b("is_forbidden"),
+        is_deleted: r.b("is_deleted"),
+        signup_application: r.string("signup_application"),
+        ldap: r.string("ldap"),
+        groups: r.list("groups")?,
+        properties,
+        uid_number: r.i("uid_number"),
+        preferred_mfa_type: r.string("preferred_mfa_type"),
+        totp_secret: r.string("totp_secret"),
+        last_change_password_time: r.string("last_change_password_time"),
+        need_update_password: r.b("need_update_password"),
+    })
+}
+
+pub fn group(r: &Row) -> Result<Group, String> {
+    let (owner, name) = (r.string("owner"), r.string("name"));
+    check_name("owner", &owner)?;
+    check_name("name", &name)?;
+    Ok(Group {
+        owner,
+        name,
+        display_name: r.string("display_name"),
+        created_time: r.string("created_time"),
+        r#type: r.string("type"),
+        parent_id: r.string("parent_id"),
+        is_top_group: r.b("is_top_group"),
+        is_enabled: r.b("is_enabled"),
+        gid_number: r.i("gid_number"),
+    })
+}
+
+/// An application; `cert` is the signing key's kid (Casdoor: empty = `cert-built-in`, §3.1).
+pub fn application(r: &Row) -> Result<Application, String> {
+    let name = r.string("name");
+    check_name("name", &name)?;
+    let client_id = r.string("client_id");
+    check_name("client_id", &client_id)?;
+    let organization = r.string("organization");
+    check_name("organization", &organization)?;
+    let secret = r.string("client_secret");
+    let scopes = match r.json("scopes")? {
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|v| match v {
+                Value::String(s) => Some(s),
+                Value::Object(m) => m.get("name").and_then(Value::as_str).map(str::to_string),
+                _ => None,
+            })
+            .filter(|s| !s.is_empty())
+            .collect(),
+        Value::Null => Vec::new(),
+        _ => return Err("column scopes is not a JSON list".into()),
+    };
+    let token_attributes = match r.json("token_attributes")? {
+        Value::Null => Vec::new(),
+        v => serde_json::from_value::<Vec<TokenAttribute>>(v)
+            .map_err(|e| format!("column token_attributes is not a list of attributes: {e}"))?,
+    };
+    let cert = match r.s("cert") {
+        "" => "cert-built-in".to_string(),
+        c => c.to_string(),
+    };
+    Ok(Application {
+        owner: "admin".into(),
+        name,
+        display_name: r.string("display_name"),
+        created_time: r.string("created_time"),
+        organization,
+        client_id,
+        client_secret_digest: if secret.is_empty() { Vec::new() } else { Sha256::digest(secret.as_bytes()).to_vec() },
+        redirect_uris: r.list("redirect_uris")?,
+        grant_types: r.list("grant_types")?,
+        scopes,
+        token_format: r.string("token_format"),
+        cert,
+        expire_in_hours: r.f("expire_in_hours"),
+        refresh_expire_in_hours: r.f("refresh_expire_in_hours"),
+        token_fields: r.list("token_fields")?,
+        token_attributes,
+        failed_signin_limit: r.i("failed_signin_limit").clamp(0, i32::MAX as i64) as i32,
+        failed_signin_frozen_time: r.i("failed_signin_frozen_time").clamp(0, i32::MAX as i64) as i32,
+    })
+}
+
+/// What a cert row is.
+pub enum Cert {
+    /// A JWT signing key (type `x509`).
+    Signing(KeyImport),
+    /// Not a signing key (SSL/TLS or payment certificates): not imported, by design.
+    NotSigning(String),
+}
+
+pub fn cert(r: &Row) -> Result<Cert, String> {
+    let name = r.string("name");
+    check_name("name", &name)?;
+    let kind = r.string("type");
+    if !kind.eq_ignore_ascii_case("x509") {
+        return Ok(Cert::NotSigning(format!("{kind} certificate, not a token signing key")));
+    }
+    let k = KeyImport {
+        kid: name.clone(),
+        owner: r.string("owner"),
+        display_name: r.string("display_name"),
+        algorithm: r.string("crypto_algorithm"),
+        created_at: r.unix("created_time"),
+        certificate: r.string("certificate"),
+        private_key: r.string("private_key"),
+    };
+    // Checked here so a bad key is reported with its row (the node checks again when it seals it).
+    jeton_edge::keys::parse_import(&k).map_err(|e| e.to_string())?;
+    Ok(Cert::Signing(k))
+}
+
+pub fn role(r: &Row) -> Result<Role, String> {
+    let (owner, name) = (r.string("owner"), r.string("name"));
+    check_name("owner", &owner)?;
+    check_name("name", &name)?;
+    Ok(Role {
+        owner,
+        name,
+        display_name: r.string("display_name"),
+        created_time: r.string("created_time"),
+        description: r.string("description"),
+        users: r.list("users")?,
+        groups: r.list("groups")?,
+        roles: r.list("roles")?,
+        domains: r.list("domains")?,
+        is_enabled: r.b("is_enabled"),
+    })
+}
+
+pub fn model(r: &Row) -> Result<CasbinModel, String> {
+    let (owner, name) = (r.string("owner"), r.string("name"));
+    check_name("owner", &owner)?;
+    check_name("name", &name)?;
+    Ok(CasbinModel {
+        owner,
+        name,
+        display_name: r.string("display_name"),
+        created_time: r.string("created_time"),
+        description: r.string("description"),
+        model_text: r.string("model_text"),
+    })
+}
+
+/// A permission with its policy lines (from `permission_rule`, §3.4).
+pub fn permission(r: &Row, policies: Vec<Vec<String>>) -> Result<Permission, String> {
+    let (owner, name) = (r.string("owner"), r.string("name"));
+    check_name("owner", &owner)?;
+    check_name("name", &name)?;
+    Ok(Permission {
+        owner,
+        name,
+        display_name: r.string("display_name"),
+        created_time: r.string("created_time"),
+        description: r.string("description"),
+        users: r.list("users")?,
+        groups: r.list("groups")?,
+        roles: r.list("roles")?,
+        domains: r.list("domains")?,
+        model: r.string("model"),
+        adapter: r.string("adapter"),
+        resource_type: r.string("resource_type"),
+        resources: r.list("resources")?,
+        actions: r.list("actions")?,
+        effect: r.string("effect"),
+        is_enabled: r.b("is_enabled"),
+        expire_time: r.string("expire_time"),
+        submitter: r.string("submitter"),
+        approver: r.string("approver"),
+        approve_time: r.string("approve_time"),
+        state: r.string("state"),
+        policies,
+    })
+}
+
+/// The claims of a JWT, read without verifying (the node verifies tokens itself).
+pub fn jwt_claims(token: &str) -> Option<serde_json::Map<String, Value>> {
+    let payload = token.split('.').nth(1)?;
+    match serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?).ok()? {
+        Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// What becomes of an issued token (§5.1, §5.6, §5.7).
+#[derive(Debug, PartialEq)]
+pub enum TokenFate {
+    /// Expired: nothing to carry over.
+    Expired,
+    /// Still valid: it verifies by its signature with the imported key; its issuer must be accepted.
+    Valid { issuer: String },
+    /// Must stop working at the node: revoked in Casdoor (`expires_in` 0), never handed out (authorization
+    /// code not exchanged), or DPoP-bound (the node checks no DPoP proofs, so it must not become a bearer
+    /// token).
+    Revoke { revocation: Revocation, issuer: String, why: &'static str },
+}
+
+pub fn token(r: &Row, now: i64) -> Result<TokenFate, String> {
+    let claims = jwt_claims(r.s("access_token")).ok_or("access_token is not a JWT")?;
+    let exp = claims.get("exp").and_then(Value::as_i64).ok_or("access token has no exp")?;
+    let jti = claims.get("jti").and_then(Value::as_str).unwrap_or_default().to_string();
+    let issuer = claims.get("iss").and_then(Value::as_str).unwrap_or_default().to_string();
+    if exp <= now {
+        return Ok(TokenFate::Expired);
+    }
+    if jti.is_empty() {
+        return Err("access token has no jti".into());
+    }
+    let created = r.unix("created_time");
+    let revoke = |why| TokenFate::Revoke {
+        revocation: Revocation { jti: jti.clone(), expires_at: exp, revoked_at: created },
+        issuer: issuer.clone(),
+        why,
+    };
+    if r.i("expires_in") <= 0 {
+        return Ok(revoke("revoked in Casdoor"));
+    }
+    if r.s("token_type").eq_ignore_ascii_case("DPoP") {
+        return Ok(revoke("DPoP-bound"));
+    }
+    if r.has("code_is_used") && !r.b("code_is_used") {
+        return Ok(revoke("authorization code never exchanged"));
+    }
+    Ok(TokenFate::Valid { issuer })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn row<'a>(columns: &'a HashMap<&'static str, usize>, values: &[Option<&str>]) -> Row<'a> {
+        Row { columns, values: values.iter().map(|v| v.map(str::to_string)).collect() }
+    }
+
+    #[test]
+    fn json_lists_accept_every_empty_form_and_null_is_zero() {
+        let cols: HashMap<&'static str, usize> = [("groups", 0), ("is_admin", 1), ("score", 2)].into_iter().collect();
+        for empty in [None, Some(""), Some("null"), Some("[]"), Some("  null ")] {
+            let r = row(&cols, &[empty, None, None]);
+            assert_eq!(r.list("groups"), Ok(vec![]), "{empty:?}");
+            assert!(!r.b("is_admin"));
+            assert_eq!(r.i("score"), 0);
+        }
+        let r = row(&cols, &[Some(r#"["acme/a","acme/b"]"#), Some("1"), Some("7")]);
+        assert_eq!(r.list("groups").expect("list"), ["acme/a", "acme/b"]);
+        assert!(r.b("is_admin"));
+        assert_eq!(r.i("score"), 7);
+        // PostgreSQL booleans as text.
+        let r = row(&cols, &[Some("{"), Some("true"), Some("x")]);
+        assert!(r.b("is_admin"));
+        assert!(r.list("groups").is_err(), "broken JSON is an error, not an empty list");
+        // A column the table does not have reads as its zero value.
+        assert_eq!(r.s("no_such_column"), "");
+    }
+
+    #[test]
+    fn users_with_unknown_schemes_or_bad_names_are_refused() {
+        let cols: HashMap<&'static str, usize> =
+            [("owner", 0), ("name", 1), ("id", 2), ("password", 3), ("password_type", 4)].into_iter().collect();
+        let ok = row(&cols, &[Some("acme"), Some("a"), Some("u-1"), Some("x"), Some("plain")]);
+        assert!(user(&ok, "bcrypt").is_ok());
+        let unknown = row(&cols, &[Some("acme"), Some("a"), Some("u-1"), Some("x"), Some("sha3")]);
+        assert!(user(&unknown, "bcrypt").unwrap_err().contains("sha3"));
+        let empty_type = row(&cols, &[Some("acme"), Some("a"), Some("u-1"), Some("x"), Some("")]);
+        assert!(user(&empty_type, "bcrypt").is_ok(), "empty = the organization's scheme");
+        assert!(user(&empty_type, "").is_err(), "and the organization has none");
+        let slash = row(&cols, &[Some("acme"), Some("a/b"), Some("u-1"), Some(""), Some("")]);
+        assert!(user(&slash, "bcrypt").is_err());
+        let no_id = row(&cols, &[Some("acme"), Some("a"), None, Some(""), Some("")]);
+        assert!(user(&no_id, "bcrypt").is_err());
+    }
+
+    fn jwt(claims: &str) -> String {
+        format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(claims))
+    }
+
+    #[test]
+    fn token_fates() {
+        let cols: HashMap<&'static str, usize> =
+            [("access_token", 0), ("expires_in", 1), ("token_type", 2), ("code_is_used", 3), ("created_time", 4)]
+                .into_iter()
+                .collect();
+        let valid = jwt(r#"{"exp":2000,"jti":"admin/t1","iss":"https://auth.example.com"}"#);
+        let t = |tok: &str, expires_in: &str, typ: &str, used: &str| {
+            let values = [Some(tok), Some(expires_in), Some(typ), Some(used), Some("2026-11-20T08:00:00Z")];
+            token(&row(&cols, &values), 1000)
+        };
+        assert_eq!(
+            t(&valid, "3600", "Bearer", "true"),
+            Ok(TokenFate::Valid { issuer: "https://auth.example.com".into() })
+        );
+        assert!(matches!(t(&valid, "0", "Bearer", "true"), Ok(TokenFate::Revoke { why: "revoked in Casdoor", .. })));
+        assert!(matches!(t(&valid, "3600", "DPoP", "1"), Ok(TokenFate::Revoke { why: "DPoP-bound", .. })));
+        assert!(matches!(t(&valid, "3600", "Bearer", "false"), Ok(TokenFate::Revoke { .. })));
+        let expired = jwt(r#"{"exp":999,"jti":"admin/t2"}"#);
+        assert_eq!(t(&expired, "0", "Bearer", "true"), Ok(TokenFate::Expired));
+        assert!(t("not-a-jwt", "3600", "Bearer", "true").is_err());
+        if let Ok(TokenFate::Revoke { revocation, .. }) = t(&valid, "0", "Bearer", "true") {
+            assert_eq!(revocation.jti, "admin/t1");
+            assert_eq!(revocation.expires_at, 2000);
+        }
+    }
+}

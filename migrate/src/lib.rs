@@ -1,0 +1,464 @@
+//! `jeton import casdoor`: reads a Casdoor database (PostgreSQL or MySQL/MariaDB) and writes its identity
+//! state into Jeton as [`Command`]s.
+//!
+//! - [`source`]: the read-only connection, tables streamed row by row, columns by name;
+//! - [`casdoor`]: one Casdoor row → one Jeton record, or the reason it cannot be;
+//! - [`target`]: a running node (admin API) or a data dir, written in batches;
+//! - [`report`]: counts, skipped rows, the summary table and the JSON report.
+//!
+//! Tables are read in dependency order (organizations, applications and their certs, groups, users,
+//! roles, models, permissions with their policies, tokens, then the issuers to accept) and every table is
+//! flushed before the next, so a record never reaches the node before what it refers to. Rows are never
+//! all in memory: only the current batch, and small lookups (organizations' password schemes, imported
+//! applications and certs, permission policies).
+//!
+//! Idempotent: the node drops items equal to what it already holds ("unchanged"), so a second run writes
+//! nothing and an interrupted run picks up where it stopped.
+
+pub mod casdoor;
+pub mod report;
+pub mod source;
+pub mod target;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use jeton_edge::admin::ApplyItem;
+use jeton_raft::model::{AcceptedIssuer, Application};
+use jeton_raft::{Command, PutMode};
+
+pub use report::Report;
+use source::{Row, Source, Table};
+pub use target::TargetSpec;
+use target::{item_kind, Target};
+
+/// Errors of an import.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("reading the Casdoor database: {0}")]
+    Source(String),
+    #[error("writing: {0}")]
+    Target(String),
+    /// `--strict` and a row could not be imported.
+    #[error("aborted (--strict): {0}")]
+    Strict(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What to import and where.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Database URL (`postgres://…`, `mysql://…`, `mariadb://…`).
+    pub from: String,
+    /// Only these organizations (empty: all).
+    pub orgs: Vec<String>,
+    pub dry_run: bool,
+    pub target: TargetSpec,
+    /// Abort at the first row that cannot be imported.
+    pub strict: bool,
+    pub report: Option<PathBuf>,
+    /// Items per batch (one Raft log entry each).
+    pub batch_size: usize,
+    /// Casdoor's `tableNamePrefix` (prefixes object tables and `permission_rule`, COMPAT §1.1).
+    pub table_prefix: String,
+    /// Issuers (Casdoor's `origin`) to accept on every imported application's tokens, besides those seen
+    /// in the token table.
+    pub issuers: Vec<String>,
+    /// Draw progress bars (only ever on a terminal).
+    pub progress: bool,
+    /// "Now" in unix seconds: tokens expired by then are not carried over.
+    pub now: i64,
+}
+
+/// Where a batched item came from, for the report.
+struct Origin {
+    table: &'static str,
+    key: String,
+}
+
+struct Run {
+    opts: Options,
+    target: Target,
+    report: Report,
+    batch: Vec<ApplyItem>,
+    origins: Vec<Origin>,
+}
+
+impl Run {
+    fn skip(&mut self, table: &'static str, key: &str, reason: impl Into<String>) -> Result<(), MigrateError> {
+        let reason = reason.into();
+        tracing::debug!(table, key, %reason, "row skipped");
+        self.report.skip(table, key, &reason);
+        if self.opts.strict {
+            return Err(MigrateError::Strict(format!("{table} {key}: {reason}")));
+        }
+        Ok(())
+    }
+
+    async fn push(&mut self, table: &'static str, key: String, item: ApplyItem) -> Result<(), MigrateError> {
+        self.batch.push(item);
+        self.origins.push(Origin { table, key });
+        if self.batch.len() >= self.opts.batch_size {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), MigrateError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let items = std::mem::take(&mut self.batch);
+        let origins = std::mem::take(&mut self.origins);
+        let kinds: Vec<&'static str> = items.iter().map(item_kind).collect();
+        let result = self.target.apply(items, self.opts.dry_run).await?;
+        if self.opts.dry_run {
+            for i in &result.would_write {
+                if let (Some(o), Some(kind)) = (origins.get(*i), kinds.get(*i)) {
+                    println!("would write {kind} {} ({})", o.key, o.table);
+                }
+            }
+        }
+        self.report.add_counts(&result.written, &result.unchanged);
+        for refusal in result.refused {
+            let (table, key) = origins.get(refusal.index).map(|o| (o.table, o.key.as_str())).unwrap_or(("?", "?"));
+            let key = key.to_string();
+            self.skip(table, &key, format!("refused by the node: {}", refusal.reason))?;
+        }
+        Ok(())
+    }
+
+    fn table_name(&self, base: &str) -> String {
+        match base {
+            // Casdoor's own Casbin tables are never prefixed (COMPAT §1.1).
+            "casbin_rule" | "casbin_user_rule" | "casbin_api_rule" => base.to_string(),
+            _ => format!("{}{base}", self.opts.table_prefix),
+        }
+    }
+
+    fn wanted_org(&self, org: &str) -> bool {
+        self.opts.orgs.is_empty() || self.opts.orgs.iter().any(|o| o == org)
+    }
+
+    fn progress(&self, label: &str, len: u64) -> ProgressBar {
+        if !self.opts.progress {
+            return ProgressBar::hidden();
+        }
+        // indicatif draws nothing when stderr is not a terminal.
+        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} ({per_sec}, {eta} left)") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(label.to_string());
+        bar
+    }
+}
+
+/// Streams one table through `each` (a row mapper), with a progress bar. Returns false if the table is
+/// missing.
+macro_rules! each_row {
+    ($run:expr, $src:expr, $table:expr, $cols:expr, |$row:ident| $body:block) => {{
+        let name = $run.table_name($table);
+        let t: Option<Table> = $src.table(&name, $cols).await.map_err(|e| source_err(&$run.opts, e))?;
+        match t {
+            None => {
+                $run.report.note_missing_table(&name);
+                false
+            }
+            Some(t) => {
+                let len = $src.count(&t).await.map_err(|e| source_err(&$run.opts, e))?;
+                let bar = $run.progress($table, len);
+                let mut rows = $src.rows(&t);
+                while let Some(values) = rows.next().await {
+                    let values = values.map_err(|e| source_err(&$run.opts, e))?;
+                    let $row = Row { columns: &t.columns, values };
+                    $run.report.read($table);
+                    bar.inc(1);
+                    $body
+                }
+                drop(rows);
+                bar.finish_and_clear();
+                $run.flush().await?;
+                true
+            }
+        }
+    }};
+}
+
+fn source_err(opts: &Options, e: sqlx::Error) -> MigrateError {
+    MigrateError::Source(source::scrub(&e.to_string(), &opts.from))
+}
+
+/// Runs an import. The report is returned (and written to `--report`) also when the run fails.
+pub async fn run(opts: Options) -> (Report, Result<(), MigrateError>) {
+    let started = Instant::now();
+    let mut report = Report::new(&opts);
+    let target = match Target::open(&opts.target, opts.dry_run).await {
+        Ok(t) => t,
+        Err(e) => {
+            report.finish(started, Some(&e));
+            return (report, Err(e));
+        }
+    };
+    let mut run = Run { opts, target, report, batch: Vec::new(), origins: Vec::new() };
+    let result = match Source::open(&run.opts.from).await {
+        Ok(mut src) => {
+            let r = import(&mut run, &mut src).await;
+            src.close().await;
+            r
+        }
+        Err(e) => Err(e),
+    };
+    let Run { target, mut report, opts, .. } = run;
+    target.close().await;
+    report.finish(started, result.as_ref().err());
+    if let Some(path) = &opts.report {
+        if let Err(e) = report.write_json(path) {
+            return (report, Err(e));
+        }
+    }
+    (report, result)
+}
+
+async fn import(run: &mut Run, src: &mut Source) -> Result<(), MigrateError> {
+    // Organizations: their password schemes are needed to check users.
+    let mut org_types: HashMap<String, String> = HashMap::new();
+    each_row!(run, src, "organization", casdoor::ORGANIZATION, |row| {
+        let name = row.string("name");
+        if !run.wanted_org(&name) {
+            continue;
+        }
+        match casdoor::organization(&row) {
+            Ok(org) => {
+                org_types.insert(org.name.clone(), org.password_type.clone());
+                run.push(
+                    "organization",
+                    name,
+                    ApplyItem::Command(Command::PutOrganization { org, mode: PutMode::Upsert }),
+                )
+                .await?;
+            }
+            Err(why) => run.skip("organization", &name, why)?,
+        }
+    });
+
+    // Applications (few) are read first to know which certs they sign with; written after the certs.
+    let mut apps: Vec<Application> = Vec::new();
+    each_row!(run, src, "application", casdoor::APPLICATION, |row| {
+        let key = row.string("name");
+        let org = row.string("organization");
+        if !run.wanted_org(&org) {
+            continue;
+        }
+        match casdoor::application(&row) {
+            Ok(_) if !org_types.contains_key(&org) => {
+                run.skip("application", &key, format!("its organization {org:?} is not imported"))?
+            }
+            Ok(app) => apps.push(app),
+            Err(why) => run.skip("application", &key, why)?,
+        }
+    });
+    let needed_certs: HashSet<String> = apps.iter().map(|a| a.cert.clone()).collect();
+
+    let mut kids: HashSet<String> = HashSet::new();
+    each_row!(run, src, "cert", casdoor::CERT, |row| {
+        let name = row.string("name");
+        let owner = row.string("owner");
+        if !run.opts.orgs.is_empty() && !needed_certs.contains(&name) && !run.wanted_org(&owner) {
+            continue;
+        }
+        match casdoor::cert(&row) {
+            Ok(casdoor::Cert::Signing(k)) => {
+                if !kids.insert(k.kid.clone()) {
+                    // Casdoor finds certs by name only (COMPAT §11.18): the first one wins, as there.
+                    run.skip("cert", &format!("{owner}/{name}"), "another cert has the same name (kid)")?;
+                    continue;
+                }
+                run.push("cert", format!("{owner}/{name}"), ApplyItem::Key(k)).await?;
+            }
+            Ok(casdoor::Cert::NotSigning(why)) => run.report.not_imported(&format!("cert: {why}")),
+            Err(why) => run.skip("cert", &format!("{owner}/{name}"), why)?,
+        }
+    });
+    run.flush().await?;
+
+    let mut app_names: BTreeMap<String, ()> = BTreeMap::new();
+    for app in apps {
+        if !kids.contains(&app.cert) {
+            let why = format!("its signing cert {:?} is not imported", app.cert);
+            run.skip("application", &app.name.clone(), why)?;
+            continue;
+        }
+        app_names.insert(app.name.clone(), ());
+        let name = app.name.clone();
+        run.push("application", name, ApplyItem::Command(Command::PutApplication { app, mode: PutMode::Upsert }))
+            .await?;
+    }
+    run.flush().await?;
+
+    each_row!(run, src, "group", casdoor::GROUP, |row| {
+        let key = format!("{}/{}", row.s("owner"), row.s("name"));
+        if !run.wanted_org(row.s("owner")) {
+            continue;
+        }
+        match casdoor::group(&row) {
+            Ok(g) if !org_types.contains_key(&g.owner) => {
+                run.skip("group", &key, format!("its organization {:?} is not imported", g.owner))?
+            }
+            Ok(group) => {
+                run.push("group", key, ApplyItem::Command(Command::PutGroup { group, mode: PutMode::Upsert })).await?
+            }
+            Err(why) => run.skip("group", &key, why)?,
+        }
+    });
+
+    each_row!(run, src, "user", casdoor::USER, |row| {
+        let owner = row.s("owner");
+        if !run.wanted_org(owner) {
+            continue;
+        }
+        let key = format!("{owner}/{}", row.s("name"));
+        let Some(org_type) = org_types.get(owner) else {
+            let why = format!("its organization {owner:?} is not imported");
+            run.skip("user", &key, why)?;
+            continue;
+        };
+        match casdoor::user(&row, org_type) {
+            Ok(user) => {
+                run.push("user", key, ApplyItem::Command(Command::PutUser { user, mode: PutMode::Upsert })).await?
+            }
+            Err(why) => run.skip("user", &key, why)?,
+        }
+    });
+
+    each_row!(run, src, "role", casdoor::ROLE, |row| {
+        let key = format!("{}/{}", row.s("owner"), row.s("name"));
+        if !run.wanted_org(row.s("owner")) {
+            continue;
+        }
+        match casdoor::role(&row) {
+            Ok(r) if !org_types.contains_key(&r.owner) => {
+                run.skip("role", &key, format!("its organization {:?} is not imported", r.owner))?
+            }
+            Ok(role) => {
+                run.push("role", key, ApplyItem::Command(Command::PutRole { role, mode: PutMode::Upsert })).await?
+            }
+            Err(why) => run.skip("role", &key, why)?,
+        }
+    });
+
+    each_row!(run, src, "model", casdoor::MODEL, |row| {
+        let key = format!("{}/{}", row.s("owner"), row.s("name"));
+        if !run.wanted_org(row.s("owner")) {
+            continue;
+        }
+        match casdoor::model(&row) {
+            Ok(model) => {
+                run.push("model", key, ApplyItem::Command(Command::PutModel { model, mode: PutMode::Upsert })).await?
+            }
+            Err(why) => run.skip("model", &key, why)?,
+        }
+    });
+
+    // Policies by permission id (`v5` = `owner/permission`, COMPAT §3.4), attached to their permission.
+    let mut policies: HashMap<String, Vec<(String, Vec<String>)>> = HashMap::new();
+    each_row!(run, src, "permission_rule", casdoor::RULE, |row| {
+        let line: Vec<String> = ["ptype", "v0", "v1", "v2", "v3", "v4", "v5"].iter().map(|c| row.string(c)).collect();
+        policies.entry(row.string("v5")).or_default().push((row.string("id"), line));
+    });
+    each_row!(run, src, "permission", casdoor::PERMISSION, |row| {
+        let key = format!("{}/{}", row.s("owner"), row.s("name"));
+        let lines = policies.remove(&key).unwrap_or_default();
+        if !run.wanted_org(row.s("owner")) {
+            continue;
+        }
+        let lines: Vec<Vec<String>> = lines.into_iter().map(|(_, l)| l).collect();
+        match casdoor::permission(&row, lines) {
+            Ok(p) if !org_types.contains_key(&p.owner) => {
+                run.skip("permission", &key, format!("its organization {:?} is not imported", p.owner))?
+            }
+            Ok(permission) => {
+                if !permission.adapter.is_empty() {
+                    run.report.not_imported("permission: policies kept in another adapter's table");
+                }
+                run.push(
+                    "permission",
+                    key,
+                    ApplyItem::Command(Command::PutPermission { permission, mode: PutMode::Upsert }),
+                )
+                .await?
+            }
+            Err(why) => run.skip("permission", &key, why)?,
+        }
+    });
+    let mut orphans: Vec<(String, String)> = policies
+        .into_iter()
+        .filter(|(perm, _)| run.wanted_org(perm.split('/').next().unwrap_or_default()))
+        .flat_map(|(perm, lines)| lines.into_iter().map(move |(id, _)| (id, perm.clone())))
+        .collect();
+    orphans.sort();
+    for (id, perm) in orphans {
+        run.skip("permission_rule", &id, format!("policy of unknown permission {perm:?}"))?;
+    }
+
+    // Tokens: valid ones verify by their signature (nothing to write but their issuer); revoked, DPoP-bound
+    // and never-delivered ones become revocations; expired ones are left behind.
+    let mut issuers: BTreeSet<(String, String)> = BTreeSet::new();
+    let now = run.opts.now;
+    each_row!(run, src, "token", casdoor::TOKEN, |row| {
+        let key = format!("{}/{}", row.s("owner"), row.s("name"));
+        if !run.wanted_org(row.s("organization")) {
+            continue;
+        }
+        let app = row.string("application");
+        if !app_names.contains_key(&app) {
+            let why = format!("its application {app:?} is not imported");
+            run.skip("token", &key, why)?;
+            continue;
+        }
+        if !row.s("refresh_token").is_empty() {
+            run.report.not_imported("token: refresh tokens (Casdoor's carry no kid; clients sign in again)");
+        }
+        match casdoor::token(&row, now) {
+            Ok(casdoor::TokenFate::Expired) => run.report.not_imported("token: expired"),
+            Ok(casdoor::TokenFate::Valid { issuer }) => {
+                run.report.not_imported("token: valid, verifies by its signature (no record needed)");
+                if !issuer.is_empty() {
+                    issuers.insert((app, issuer));
+                }
+            }
+            Ok(casdoor::TokenFate::Revoke { revocation, issuer, why }) => {
+                run.report.not_imported(&format!("token: {why} (written as a revocation)"));
+                if !issuer.is_empty() {
+                    issuers.insert((app, issuer));
+                }
+                run.push("token", key, ApplyItem::Command(Command::Revoke { revocation })).await?;
+            }
+            Err(why) => run.skip("token", &key, why)?,
+        }
+    });
+
+    for app in app_names.keys() {
+        for issuer in &run.opts.issuers {
+            issuers.insert((app.clone(), issuer.clone()));
+        }
+    }
+    for (application, issuer) in issuers {
+        let key = format!("{application} {issuer}");
+        let accepted = AcceptedIssuer { application, issuer, source: "casdoor import".into() };
+        run.push(
+            "accepted_issuer",
+            key,
+            ApplyItem::Command(Command::PutAcceptedIssuer { accepted, mode: PutMode::Upsert }),
+        )
+        .await?;
+    }
+    run.flush().await?;
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! Where imported items go: a running node (its admin API, `POST /api/jeton/apply`), a node's data dir
+//! before its first start (opened here with [`ReplicaNode`]), or nowhere (a dry run without a target).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jeton_edge::admin::{apply_items, ApplyItem, ApplyRequest, ApplyResult};
+use jeton_edge::keys::Kek;
+use jeton_raft::node::RaftSettings;
+use jeton_raft::ReplicaNode;
+
+use crate::source::{percent_decode, redact_url, scrub};
+use crate::MigrateError;
+
+/// What the user asked to write into.
+#[derive(Debug, Clone)]
+pub enum TargetSpec {
+    /// A running node. Credentials: the admin application's client id and secret (HTTP Basic, also taken
+    /// from the URL's user info) or an admin Bearer token.
+    Node { url: String, client_id: String, client_secret: String, token: String },
+    /// A node's data dir, before the node's first start (or while it is stopped).
+    DataDir { dir: PathBuf, node_id: u64, raft_addr: String },
+    /// Nothing (dry run only).
+    Nowhere,
+}
+
+impl TargetSpec {
+    /// For reports and logs: never a credential.
+    pub fn describe(&self) -> String {
+        match self {
+            TargetSpec::Node { url, .. } => format!("node {}", redact_url(url)),
+            TargetSpec::DataDir { dir, .. } => format!("data dir {}", dir.display()),
+            TargetSpec::Nowhere => "nowhere (dry run)".into(),
+        }
+    }
+}
+
+pub enum Target {
+    Node { http: reqwest::Client, endpoint: String, basic: Option<(String, String)>, token: String, url: String },
+    DataDir { node: ReplicaNode, kek: Kek },
+    Nowhere,
+}
+
+impl Target {
+    pub async fn open(spec: &TargetSpec, dry_run: bool) -> Result<Target, MigrateError> {
+        match spec {
+            TargetSpec::Node { url, client_id, client_secret, token } => {
+                let mut u = reqwest::Url::parse(url)
+                    .map_err(|e| MigrateError::Usage(format!("--into {}: {e}", redact_url(url))))?;
+                let mut basic = (!client_id.is_empty()).then(|| (client_id.clone(), client_secret.clone()));
+                if !u.username().is_empty() {
+                    let decode = |s: &str| percent_decode(s).unwrap_or_else(|| s.to_string());
+                    basic = Some((decode(u.username()), decode(u.password().unwrap_or(""))));
+                    let _ = u.set_username("");
+                    let _ = u.set_password(None);
+                }
+                if basic.is_none() && token.is_empty() {
+                    return Err(MigrateError::Usage(
+                        "--into needs the admin application's credentials: --client-id/--client-secret \
+                         (or JETON_ADMIN_CLIENT_ID/JETON_ADMIN_CLIENT_SECRET), a Bearer --token, or id:secret@ in the URL"
+                            .into(),
+                    ));
+                }
+                let endpoint = u.join("/api/jeton/apply").map_err(|e| MigrateError::Usage(e.to_string()))?;
+                let http = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(600))
+                    .build()
+                    .map_err(|e| MigrateError::Target(e.to_string()))?;
+                Ok(Target::Node { http, endpoint: endpoint.to_string(), basic, token: token.clone(), url: url.clone() })
+            }
+            TargetSpec::DataDir { dir, node_id, raft_addr } => {
+                if dry_run && !dir.join("db").exists() {
+                    // Nothing there yet: everything would be written, and a dry run creates nothing.
+                    return Ok(Target::Nowhere);
+                }
+                let id = read_node_id(dir).unwrap_or(*node_id);
+                let node = ReplicaNode::start(dir, id, raft_addr, &RaftSettings::default(), Default::default())
+                    .await
+                    .map_err(|e| MigrateError::Target(e.to_string()))?;
+                let kek = match std::env::var("JETON_KEK").ok().filter(|k| !k.is_empty()) {
+                    Some(hex_key) => Kek::from_hex(&hex_key),
+                    None if dry_run && !dir.join("kek").exists() => Kek::from_hex(&"00".repeat(32)),
+                    None => Kek::load_or_create(&dir.join("kek")),
+                }
+                .map_err(|e| MigrateError::Target(e.to_string()))?;
+                Ok(Target::DataDir { node, kek })
+            }
+            TargetSpec::Nowhere => Ok(Target::Nowhere),
+        }
+    }
+
+    /// Applies (or, dry, evaluates) one batch.
+    pub async fn apply(&self, items: Vec<ApplyItem>, dry_run: bool) -> Result<ApplyResult, MigrateError> {
+        match self {
+            Target::Node { http, endpoint, basic, token, url } => {
+                let body = serde_json::to_vec(&ApplyRequest { items, dry_run })
+                    .map_err(|e| MigrateError::Target(format!("encoding a batch: {e}")))?;
+                // Not `application/json`: the node would also read a JSON body as request parameters.
+                let mut req = http
+                    .post(endpoint)
+                    .header(reqwest::header::CONTENT_TYPE, "application/vnd.jeton.apply+json")
+                    .body(body);
+                req = match basic {
+                    Some((id, secret)) => req.basic_auth(id, Some(secret)),
+                    None => req.bearer_auth(token),
+                };
+                let resp = req.send().await.map_err(|e| MigrateError::Target(scrub(&e.to_string(), url)))?;
+                let status = resp.status();
+                let text = resp.text().await.map_err(|e| MigrateError::Target(scrub(&e.to_string(), url)))?;
+                let envelope: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                if !status.is_success() || envelope.get("status").and_then(|s| s.as_str()) != Some("ok") {
+                    let msg = envelope.get("msg").and_then(|m| m.as_str()).unwrap_or(&text).to_string();
+                    return Err(MigrateError::Target(format!("the node answered {status}: {msg}")));
+                }
+                serde_json::from_value(envelope.get("data").cloned().unwrap_or_default())
+                    .map_err(|e| MigrateError::Target(format!("unexpected answer from the node: {e}")))
+            }
+            Target::DataDir { node, kek } => {
+                apply_items(node, kek, items, dry_run, None).await.map_err(|e| MigrateError::Target(e.to_string()))
+            }
+            Target::Nowhere => {
+                let mut r = ApplyResult::default();
+                for (i, item) in items.iter().enumerate() {
+                    *r.written.entry(item_kind(item).to_string()).or_default() += 1;
+                    r.would_write.push(i);
+                }
+                Ok(r)
+            }
+        }
+    }
+
+    /// Stops a data-dir node cleanly (flushes).
+    pub async fn close(self) {
+        if let Target::DataDir { node, .. } = self {
+            node.shutdown().await;
+        }
+    }
+}
+
+pub fn item_kind(item: &ApplyItem) -> &'static str {
+    match item {
+        ApplyItem::Command(c) => c.kind(),
+        ApplyItem::Key(_) => "put_signing_key",
+    }
+}
+
+/// The node id recorded in a data dir, if it has one.
+fn read_node_id(dir: &Path) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("identity.json")).ok()?).ok()?;
+    v.get("node_id")?.as_u64()
+}
