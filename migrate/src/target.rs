@@ -37,7 +37,7 @@ impl TargetSpec {
 
 pub enum Target {
     Node { http: reqwest::Client, endpoint: String, basic: Option<(String, String)>, token: String, url: String },
-    DataDir { node: ReplicaNode, kek: Kek },
+    DataDir { node: Box<ReplicaNode>, kek: Kek },
     Nowhere,
 }
 
@@ -83,7 +83,7 @@ impl Target {
                     None => Kek::load_or_create(&dir.join("kek")),
                 }
                 .map_err(|e| MigrateError::Target(e.to_string()))?;
-                Ok(Target::DataDir { node, kek })
+                Ok(Target::DataDir { node: Box::new(node), kek })
             }
             TargetSpec::Nowhere => Ok(Target::Nowhere),
         }
