@@ -4,6 +4,7 @@
 //! - [`http`]: the HTTP listener (hyper + rustls), routing and request decoding;
 //! - [`oauth`]: token issuance, introspection, revocation, userinfo;
 //! - [`admin`]: the Casdoor-compatible admin API;
+//! - [`builtin`]: the objects a new cluster starts with;
 //! - [`service`]: [`Edge`], the state and caches the services share;
 //! - [`claims`]: what goes into a token, per Casdoor token format;
 //! - [`keys`]: signing keys, their encryption at rest, the keyring and JWKS;
@@ -11,6 +12,7 @@
 //! - [`metrics`]: Prometheus metrics.
 
 pub mod admin;
+pub mod builtin;
 pub mod claims;
 pub mod error;
 pub mod http;

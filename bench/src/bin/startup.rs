@@ -24,9 +24,10 @@ use std::process::{Child, Command as Process, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use jeton_bench::sample_user;
-use jeton_edge::keys::{self, Alg, Kek};
-use jeton_edge::service::{now, sha256};
-use jeton_raft::model::{Application, Organization, User};
+use jeton_edge::builtin::{self, BuiltIn};
+use jeton_edge::keys::Kek;
+use jeton_edge::service::now;
+use jeton_raft::model::Organization;
 use jeton_raft::node::RaftSettings;
 use jeton_raft::{Command, Outcome, PutMode, ReplicaNode};
 
@@ -152,62 +153,33 @@ async fn write(node: &ReplicaNode, cmd: Command) -> Result<(), String> {
     }
 }
 
-/// What `jeton serve` creates on first start (src/bootstrap.rs), with fixed credentials, plus the
+/// What `jeton serve` creates on first start (the same builder), with fixed credentials, plus the
 /// organization the users go to.
 fn built_in_objects(kek: &Kek) -> Result<Vec<Command>, String> {
     let created = "2026-11-20T08:00:00Z";
-    let mut commands = Vec::new();
-    let mut eddsa_kid = String::new();
-    for alg in Alg::GENERATED {
-        let kid = format!("jeton-{}-startup", alg.as_str().to_lowercase());
-        let key = keys::generate(alg, &kid, "admin", kek, now()).map_err(|e| e.to_string())?;
-        if alg == Alg::EdDSA {
-            eddsa_kid = kid;
-        }
-        commands.push(Command::PutSigningKey { key, mode: PutMode::Create });
-    }
-    for (name, display) in [(ADMIN_ORG, "Built-in Organization"), (jeton_bench::ORG, "Bench Inc.")] {
-        commands.push(Command::PutOrganization {
-            org: Organization {
-                name: name.into(),
-                display_name: display.into(),
-                created_time: created.into(),
-                password_type: "argon2id".into(),
-                ..Default::default()
-            },
-            mode: PutMode::Create,
-        });
-    }
-    commands.push(Command::PutUser {
-        user: User {
-            owner: ADMIN_ORG.into(),
-            name: "admin".into(),
-            id: "00000000-0000-4000-8000-00000000ad01".into(),
-            created_time: created.into(),
-            r#type: "normal-user".into(),
+    let mut commands = builtin::commands(
+        kek,
+        BuiltIn {
+            admin_org: ADMIN_ORG,
+            admin_app: ADMIN_APP,
+            client_id: CLIENT_ID,
+            client_secret: CLIENT_SECRET,
             // Not a hash of anything known: nobody signs in as admin here.
-            password: jeton_bench::PASSWORD_HASH.into(),
-            password_type: "argon2id".into(),
-            display_name: "Admin".into(),
-            is_admin: true,
-            ..Default::default()
+            password_hash: jeton_bench::PASSWORD_HASH.into(),
+            password_salt: String::new(),
+            admin_user_id: "00000000-0000-4000-8000-00000000ad01".into(),
+            created: created.into(),
+            now: now(),
+            kid_suffix: "startup",
         },
-        mode: PutMode::Create,
-    });
-    commands.push(Command::PutApplication {
-        app: Application {
-            owner: "admin".into(),
-            name: ADMIN_APP.into(),
-            display_name: "Jeton administration".into(),
+    )
+    .map_err(|e| e.to_string())?;
+    commands.push(Command::PutOrganization {
+        org: Organization {
+            name: jeton_bench::ORG.into(),
+            display_name: "Bench Inc.".into(),
             created_time: created.into(),
-            organization: ADMIN_ORG.into(),
-            client_id: CLIENT_ID.into(),
-            client_secret_digest: sha256(CLIENT_SECRET.as_bytes()).to_vec(),
-            grant_types: vec!["client_credentials".into(), "password".into(), "refresh_token".into()],
-            token_format: "JWT-Standard".into(),
-            cert: eddsa_kid,
-            expire_in_hours: 1.0,
-            refresh_expire_in_hours: 168.0,
+            password_type: "argon2id".into(),
             ..Default::default()
         },
         mode: PutMode::Create,
