@@ -272,31 +272,19 @@ async fn etcd_puts(url: &str, concurrency: u64, seconds: u64) -> Run {
     .await
 }
 
+/// POSTs a form with the admin application's Basic credentials and decodes the JSON answer.
+async fn post_form(client: &reqwest::Client, url: &str, form: &[(&str, &str)]) -> Result<Value, String> {
+    let r = client.post(url).basic_auth(CLIENT_ID, Some(CLIENT_SECRET)).form(form).send().await;
+    r.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())
+}
+
 async fn token(client: &reqwest::Client, url: &str) -> Result<String, String> {
-    let v: Value = client
-        .post(format!("{url}/oauth/token"))
-        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
+    let v = post_form(client, &format!("{url}/oauth/token"), &[("grant_type", "client_credentials")]).await?;
     v["access_token"].as_str().map(str::to_string).ok_or_else(|| format!("no token: {v}"))
 }
 
 async fn active(client: &reqwest::Client, url: &str, token: &str) -> Result<bool, String> {
-    let v: Value = client
-        .post(format!("{url}/oauth/introspect"))
-        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
+    let v = post_form(client, &format!("{url}/oauth/introspect"), &[("token", token)]).await?;
     Ok(v["active"] == json!(true))
 }
 
