@@ -138,9 +138,9 @@ issuer = "{issuer}"
 [raft]
 addr = "{addr}"
 listen = "127.0.0.{id}:{raft}"
-heartbeat_ms = 100
-election_timeout_min_ms = 600
-election_timeout_max_ms = 1200
+heartbeat_ms = 150
+election_timeout_min_ms = 1000
+election_timeout_max_ms = 2000
 snapshot_every = {snapshot_every}
 [cluster]
 ca = "{ca}/ca.pem"
