@@ -554,7 +554,10 @@ mod tests {
             let values = [Some(tok), Some(expires_in), Some(typ), Some(used), Some("2026-11-20T08:00:00Z")];
             token(&row(&cols, &values), 1000)
         };
-        assert_eq!(t(&valid, "3600", "Bearer", "true"), Ok(TokenFate::Valid { issuer: "https://auth.example.com".into() }));
+        assert_eq!(
+            t(&valid, "3600", "Bearer", "true"),
+            Ok(TokenFate::Valid { issuer: "https://auth.example.com".into() })
+        );
         assert!(matches!(t(&valid, "0", "Bearer", "true"), Ok(TokenFate::Revoke { why: "revoked in Casdoor", .. })));
         assert!(matches!(t(&valid, "3600", "DPoP", "1"), Ok(TokenFate::Revoke { why: "DPoP-bound", .. })));
         assert!(matches!(t(&valid, "3600", "Bearer", "false"), Ok(TokenFate::Revoke { .. })));
