@@ -3,7 +3,9 @@
 //! Keys are generated with the RustCrypto crates (ed25519-dalek, p256, rsa), or imported from PEM (Casdoor
 //! certs: PKCS#1, PKCS#8 or SEC1, see [`import_pem`]). Signing uses aws-lc-rs key pairs parsed ONCE per key
 //! and kept in memory (jsonwebtoken would re-parse the key on every token, and the bare `rsa` signer is not
-//! blinded). Verification uses aws-lc-rs public keys, also parsed once per key (jsonwebtoken has no ES512).
+//! blinded). Verification uses jsonwebtoken with decoding keys built once per key from the public JWK
+//! components; jsonwebtoken has no ES512, so ES512 tokens are verified with an aws-lc-rs public key (also
+//! parsed once) and the same claim checks.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -39,6 +41,23 @@ pub enum Alg {
 }
 
 impl Alg {
+    /// jsonwebtoken's name for it (it has no ES512).
+    pub fn jsonwebtoken(self) -> Option<jsonwebtoken::Algorithm> {
+        use jsonwebtoken::Algorithm as J;
+        Some(match self {
+            Alg::EdDSA => J::EdDSA,
+            Alg::ES256 => J::ES256,
+            Alg::ES384 => J::ES384,
+            Alg::ES512 => return None,
+            Alg::RS256 => J::RS256,
+            Alg::RS384 => J::RS384,
+            Alg::RS512 => J::RS512,
+            Alg::PS256 => J::PS256,
+            Alg::PS384 => J::PS384,
+            Alg::PS512 => J::PS512,
+        })
+    }
+
     pub fn parse(s: &str) -> Option<Alg> {
         Some(match s {
             "EdDSA" => Alg::EdDSA,
@@ -271,6 +290,9 @@ pub struct LoadedKey {
     pub retire_at: i64,
     pub created_at: i64,
     signer: Signer,
+    /// jsonwebtoken's key, for every algorithm it knows.
+    decoding: Option<jsonwebtoken::DecodingKey>,
+    /// For the one it does not (ES512).
     verifier: ParsedPublicKey,
     /// Public JWK.
     pub jwk: Value,
@@ -297,6 +319,7 @@ impl LoadedKey {
             KeyFamily::Rsa(enc) => Signer::Rsa(RsaKeyPair::from_pkcs8(&pkcs8).map_err(|_| bad("bad RSA key"))?, enc),
         };
         let (jwk, verifier) = public_jwk(sk, alg)?;
+        let decoding = decoding_key(&jwk, alg).map_err(|e| bad(&format!("public key: {e}")))?;
         let header =
             |typ: &str| URL_SAFE_NO_PAD.encode(json!({"alg": alg.as_str(), "kid": sk.kid, "typ": typ}).to_string());
         Ok(LoadedKey {
@@ -306,6 +329,7 @@ impl LoadedKey {
             retire_at: sk.retire_at,
             created_at: sk.created_at,
             signer,
+            decoding,
             verifier,
             jwk,
             access_header: header("at+jwt"),
@@ -341,6 +365,23 @@ impl LoadedKey {
     /// Verifies a token's signature (the header's `alg` must be this key's), `exp` (required, no leeway) and
     /// `nbf` (when present), and returns its claims.
     pub fn verify(&self, token: &str) -> Result<Value, VerifyError> {
+        if let (Some(decoding), Some(alg)) = (&self.decoding, self.alg.jsonwebtoken()) {
+            let mut v = jsonwebtoken::Validation::new(alg);
+            v.leeway = 0;
+            v.validate_aud = false;
+            v.validate_nbf = true;
+            v.required_spec_claims = ["exp".to_string()].into_iter().collect();
+            return jsonwebtoken::decode::<Value>(token, decoding, &v).map(|d| d.claims).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::ExpiredSignature | ErrorKind::MissingRequiredClaim(_) => VerifyError::Expired,
+                    ErrorKind::ImmatureSignature => VerifyError::NotYetValid,
+                    ErrorKind::InvalidSignature => VerifyError::Signature,
+                    ErrorKind::InvalidAlgorithm => VerifyError::Algorithm,
+                    _ => VerifyError::Malformed,
+                }
+            });
+        }
         let (signed, sig_b64) = token.rsplit_once('.').ok_or(VerifyError::Malformed)?;
         let (header_b64, claims_b64) = signed.split_once('.').ok_or(VerifyError::Malformed)?;
         let header: Value =
@@ -378,6 +419,21 @@ pub enum VerifyError {
     Signature,
     Expired,
     NotYetValid,
+}
+
+/// jsonwebtoken's decoding key for `alg` from the public JWK's components; None where jsonwebtoken has no
+/// such algorithm (ES512).
+fn decoding_key(jwk: &Value, alg: Alg) -> Result<Option<jsonwebtoken::DecodingKey>, jsonwebtoken::errors::Error> {
+    use jsonwebtoken::DecodingKey;
+    if alg.jsonwebtoken().is_none() {
+        return Ok(None);
+    }
+    let part = |k: &str| jwk.get(k).and_then(Value::as_str).unwrap_or_default();
+    Ok(Some(match alg.family() {
+        KeyFamily::Ed25519 => DecodingKey::from_ed_components(part("x"))?,
+        KeyFamily::Ec(..) => DecodingKey::from_ec_components(part("x"), part("y"))?,
+        KeyFamily::Rsa(_) => DecodingKey::from_rsa_components(part("n"), part("e"))?,
+    }))
 }
 
 /// The public JWK of a stored key (from its public key PEM) and the parsed verification key.

@@ -22,6 +22,7 @@ pub mod target;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::StreamExt;
@@ -82,12 +83,23 @@ struct Origin {
     key: String,
 }
 
+/// A batch being written while the next one is read: its outcome, and what its items were.
+struct InFlight {
+    write: tokio::task::JoinHandle<Result<jeton_edge::admin::ApplyResult, MigrateError>>,
+    origins: Vec<Origin>,
+    kinds: Vec<&'static str>,
+}
+
 struct Run {
     opts: Options,
-    target: Target,
+    target: Arc<Target>,
     report: Report,
     batch: Vec<ApplyItem>,
     origins: Vec<Origin>,
+    /// At most one batch is written at a time, and the next one is only submitted once it is applied, so
+    /// batches apply in order (a record never precedes what it refers to); reading the database overlaps
+    /// with that one write.
+    in_flight: Option<InFlight>,
 }
 
 impl Run {
@@ -110,14 +122,27 @@ impl Run {
         Ok(())
     }
 
+    /// Submits the current batch (after the previous one is applied) without waiting for it.
     async fn flush(&mut self) -> Result<(), MigrateError> {
+        self.settle().await?;
         if self.batch.is_empty() {
             return Ok(());
         }
         let items = std::mem::take(&mut self.batch);
         let origins = std::mem::take(&mut self.origins);
         let kinds: Vec<&'static str> = items.iter().map(item_kind).collect();
-        let result = self.target.apply(items, self.opts.dry_run).await?;
+        let (target, dry_run) = (self.target.clone(), self.opts.dry_run);
+        let write = tokio::spawn(async move { target.apply(items, dry_run).await });
+        self.in_flight = Some(InFlight { write, origins, kinds });
+        Ok(())
+    }
+
+    /// Waits for the batch being written and accounts for it.
+    async fn settle(&mut self) -> Result<(), MigrateError> {
+        let Some(InFlight { write, origins, kinds }) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let result = write.await.map_err(|e| MigrateError::Target(format!("writer task: {e}")))??;
         if self.opts.dry_run {
             for i in &result.would_write {
                 if let (Some(o), Some(kind)) = (origins.get(*i), kinds.get(*i)) {
@@ -206,8 +231,9 @@ pub async fn run(opts: Options) -> (Report, Result<(), MigrateError>) {
             return (report, Err(e));
         }
     };
-    let mut run = Run { opts, target, report, batch: Vec::new(), origins: Vec::new() };
-    let result = match Source::open(&run.opts.from).await {
+    let mut run =
+        Run { opts, target: Arc::new(target), report, batch: Vec::new(), origins: Vec::new(), in_flight: None };
+    let mut result = match Source::open(&run.opts.from).await {
         Ok(mut src) => {
             let r = import(&mut run, &mut src).await;
             src.close().await;
@@ -215,8 +241,15 @@ pub async fn run(opts: Options) -> (Report, Result<(), MigrateError>) {
         }
         Err(e) => Err(e),
     };
+    // Whatever happened, the batch in flight finishes (and is accounted for) before the target closes.
+    let settled = run.settle().await;
+    if result.is_ok() {
+        result = settled;
+    }
     let Run { target, mut report, opts, .. } = run;
-    target.close().await;
+    if let Ok(target) = Arc::try_unwrap(target) {
+        target.close().await;
+    }
     report.finish(started, result.as_ref().err());
     if let Some(path) = &opts.report {
         if let Err(e) = report.write_json(path) {
