@@ -23,6 +23,8 @@ use crate::config::{Config, Overrides};
 
 /// sled materializes and frees large pages on every write and the HTTP paths allocate per request; glibc's
 /// allocator spent a fifth of a node's CPU in malloc/consolidation under replicated writes.
+/// (`--no-default-features` builds with the system allocator, for comparisons.)
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
