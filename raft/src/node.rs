@@ -32,7 +32,7 @@ pub enum WriteError {
     /// Raft stopped (storage failure or shutdown).
     #[error("replication stopped: {0}")]
     Fatal(String),
-    #[error("no quorum: the write was not committed within 10 s")]
+    #[error("no quorum: the write was not committed within 10 s (it is applied later if a quorum comes back)")]
     Timeout,
     /// The leader cannot be reached, or it cannot reach a quorum: nothing was written.
     #[error("no quorum: {0}")]
