@@ -97,6 +97,11 @@ pub struct Edge {
     user_tokens: Cache<String, Arc<std::sync::Mutex<std::collections::VecDeque<[u8; 32]>>>>,
     /// Bumped before any invalidation; an answer computed across a bump is not cached.
     pub(crate) epoch: AtomicU64,
+    /// Changes the invalidation task has handled (compared with `Store::changes_sent`), and a wake-up for
+    /// writers waiting on it; `invalidating` says whether that task runs at all.
+    handled: AtomicU64,
+    handled_notify: tokio::sync::Notify,
+    invalidating: std::sync::atomic::AtomicBool,
     user_failures: Cache<String, Arc<std::sync::Mutex<Failures>>>,
     ip_failures: Cache<std::net::IpAddr, Arc<AtomicU64>>,
     password_slots: Semaphore,
@@ -145,6 +150,9 @@ impl Edge {
                 .time_to_live(Duration::from_secs(86_400))
                 .build(),
             epoch: AtomicU64::new(0),
+            handled: AtomicU64::new(0),
+            handled_notify: tokio::sync::Notify::new(),
+            invalidating: std::sync::atomic::AtomicBool::new(false),
             user_failures: Cache::builder().max_capacity(1_000_000).time_to_idle(Duration::from_secs(3600)).build(),
             ip_failures: Cache::builder().max_capacity(1_000_000).time_to_live(config.ip_failure_window).build(),
             password_slots: Semaphore::new(config.password_check_concurrency.max(1)),
@@ -162,17 +170,27 @@ impl Edge {
     pub fn spawn_invalidation(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let edge = self.clone();
         let mut rx = self.store.subscribe();
+        // Changes sent before subscribing need no handling: nothing was cached under them yet.
+        self.handled.store(self.store.changes_sent(), Ordering::SeqCst);
+        self.invalidating.store(true, Ordering::SeqCst);
         tokio::spawn(async move {
             loop {
-                match rx.recv().await {
-                    Ok(change) => edge.invalidate(&change),
+                let handled = match rx.recv().await {
+                    Ok(change) => {
+                        edge.invalidate(&change);
+                        1
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!("missed {n} change notifications: dropping all caches");
                         edge.invalidate(&Change::Everything);
+                        n
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                }
+                };
+                edge.handled.fetch_add(handled, Ordering::SeqCst);
+                edge.handled_notify.notify_waiters();
             }
+            edge.invalidating.store(false, Ordering::SeqCst);
         })
     }
 
@@ -280,8 +298,31 @@ impl Edge {
         let kind = cmd.kind();
         let started = Instant::now();
         let resp = self.node.write(cmd).await?;
+        self.caches_caught_up().await;
         self.metrics.record_write(kind, started.elapsed());
         Ok(resp.outcome)
+    }
+
+    /// Read-your-writes on this node: waits (briefly) until the caches have dropped what the writes applied
+    /// here so far made stale, so the next request sees them — a token right after a key rotation is
+    /// signed with the new key. Other nodes catch up on their own, moments later.
+    async fn caches_caught_up(&self) {
+        if !self.invalidating.load(Ordering::SeqCst) {
+            return;
+        }
+        let target = self.store.changes_sent();
+        let wait = async {
+            loop {
+                let notified = self.handled_notify.notified();
+                if self.handled.load(Ordering::SeqCst) >= target {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(std::time::Duration::from_secs(2), wait).await.is_err() {
+            tracing::warn!("cache invalidation is behind the state by more than 2 s");
+        }
     }
 
     /// The roles of a user (for `JWT` / `JWT-Custom` tokens and userinfo).

@@ -421,8 +421,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (batch, changes) = pending.into_batch();
         self.store.state.apply_batch(batch).map_err(io_write)?;
         for c in changes {
-            // No receiver is fine: nothing caches yet.
-            let _ = self.store.changes.send(c);
+            self.store.broadcast(c);
         }
         Ok(replies)
     }
@@ -462,7 +461,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(io_write)?;
         installed.map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         self.store.db.flush_async().await.map_err(io_write)?;
-        let _ = self.store.changes.send(Change::Everything);
+        self.store.broadcast(Change::Everything);
         Ok(())
     }
 

@@ -279,6 +279,8 @@ pub struct Store {
     pub(crate) db: sled::Db,
     pub(crate) state: sled::Tree,
     pub(crate) changes: broadcast::Sender<Change>,
+    /// Changes sent so far (see [`Store::changes_sent`]).
+    pub(crate) sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -286,7 +288,19 @@ impl Store {
     pub fn open(db: &sled::Db) -> Result<Store, RaftError> {
         let state = db.open_tree("state")?;
         let (changes, _) = broadcast::channel(4096);
-        Ok(Store { db: db.clone(), state, changes })
+        Ok(Store { db: db.clone(), state, changes, sent: Default::default() })
+    }
+
+    /// How many changes have been broadcast. A write that returned has had its changes counted, so a
+    /// subscriber that has handled this many has seen them (read-your-writes for caches).
+    pub fn changes_sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn broadcast(&self, change: Change) {
+        // No receiver is fine: nothing caches yet.
+        let _ = self.changes.send(change);
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Subscribes to applied changes. A receiver that lags must assume everything changed.
