@@ -163,6 +163,14 @@ pub const TOKEN: &[&str] = &[
 
 /// Names become parts of keys and of `owner/name` ids (the node's own rule, checked here so the row is
 /// reported instead of failing a whole batch).
+/// A row's `(owner, name)` key, both checked with [`check_name`].
+fn owner_and_name(r: &Row) -> Result<(String, String), String> {
+    let (owner, name) = (r.string("owner"), r.string("name"));
+    check_name("owner", &owner)?;
+    check_name("name", &name)?;
+    Ok((owner, name))
+}
+
 pub fn check_name(what: &str, n: &str) -> Result<(), String> {
     if n.is_empty() {
         return Err(format!("{what} is empty"));
@@ -198,9 +206,7 @@ pub fn organization(r: &Row) -> Result<Organization, String> {
 
 /// A user of an organization whose password scheme is `org_type`.
 pub fn user(r: &Row, org_type: &str) -> Result<User, String> {
-    let (owner, name) = (r.string("owner"), r.string("name"));
-    check_name("owner", &owner)?;
-    check_name("name", &name)?;
+    let (owner, name) = owner_and_name(r)?;
     let id = r.string("id");
     if id.is_empty() || id.contains('\0') {
         return Err("user has no id".into());
@@ -279,9 +285,7 @@ pub fn user(r: &Row, org_type: &str) -> Result<User, String> {
 }
 
 pub fn group(r: &Row) -> Result<Group, String> {
-    let (owner, name) = (r.string("owner"), r.string("name"));
-    check_name("owner", &owner)?;
-    check_name("name", &name)?;
+    let (owner, name) = owner_and_name(r)?;
     Ok(Group {
         owner,
         name,
@@ -378,9 +382,7 @@ pub fn cert(r: &Row) -> Result<Cert, String> {
 }
 
 pub fn role(r: &Row) -> Result<Role, String> {
-    let (owner, name) = (r.string("owner"), r.string("name"));
-    check_name("owner", &owner)?;
-    check_name("name", &name)?;
+    let (owner, name) = owner_and_name(r)?;
     Ok(Role {
         owner,
         name,
@@ -396,9 +398,7 @@ pub fn role(r: &Row) -> Result<Role, String> {
 }
 
 pub fn model(r: &Row) -> Result<CasbinModel, String> {
-    let (owner, name) = (r.string("owner"), r.string("name"));
-    check_name("owner", &owner)?;
-    check_name("name", &name)?;
+    let (owner, name) = owner_and_name(r)?;
     Ok(CasbinModel {
         owner,
         name,
@@ -411,9 +411,7 @@ pub fn model(r: &Row) -> Result<CasbinModel, String> {
 
 /// A permission with its policy lines (from `permission_rule`, §3.4).
 pub fn permission(r: &Row, policies: Vec<Vec<String>>) -> Result<Permission, String> {
-    let (owner, name) = (r.string("owner"), r.string("name"));
-    check_name("owner", &owner)?;
-    check_name("name", &name)?;
+    let (owner, name) = owner_and_name(r)?;
     Ok(Permission {
         owner,
         name,
