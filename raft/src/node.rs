@@ -310,7 +310,9 @@ impl ReplicaNode {
     /// A leader that has heard from no quorum for longer than an election timeout is most likely cut off:
     /// refuse at once instead of letting the write hang until it times out.
     fn check_quorum(&self) -> Result<(), WriteError> {
-        let metrics = self.raft.metrics().borrow().clone();
+        // Borrowed, not cloned: this runs on every write.
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow();
         let voters = metrics.membership_config.membership().voter_ids().count();
         match metrics.millis_since_quorum_ack {
             Some(ms) if voters > 1 && ms > self.settings.election_timeout_ms.1 * 2 => {
@@ -371,7 +373,8 @@ impl ReplicaNode {
 
     /// The Raft address of a member.
     fn leader_addr(&self, id: NodeId) -> Option<String> {
-        let metrics = self.raft.metrics().borrow().clone();
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow();
         metrics.membership_config.membership().get_node(&id).map(|n| n.addr.clone())
     }
 
@@ -382,8 +385,7 @@ impl ReplicaNode {
 
     pub(crate) async fn change_membership_here(&self, change: MembershipChange) -> Result<(), WriteError> {
         self.check_quorum()?;
-        let metrics = self.raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership().clone();
+        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let result = match change {
             MembershipChange::AddLearner { id, addr } => {
