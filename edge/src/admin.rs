@@ -11,7 +11,7 @@ use jeton_raft::cluster::MembershipChange;
 use jeton_raft::model::{Application, Group, Organization, Role, SigningKey, User};
 use std::collections::BTreeMap;
 
-use jeton_raft::{Command, Outcome, PutMode, ReplicaNode, WriteError};
+use jeton_raft::{Command, CommandResponse, Outcome, PutMode, ReplicaNode, WriteError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -649,7 +649,7 @@ pub enum ApplyItem {
     Key(KeyImport),
 }
 
-/// `POST /api/jeton/apply`: items applied as one `Command::Batch`, after dropping those that would change
+/// `POST /api/jeton/apply`: items applied as one `Command::Each`, after dropping those that would change
 /// nothing.
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
 #[serde(default, rename_all = "camelCase")]
@@ -681,8 +681,8 @@ pub struct ApplyResult {
 }
 
 /// Applies import items to a node: keys are sealed with `kek`, items equal to the stored state are counted
-/// unchanged and dropped, the rest is written as ONE batch. If the state machine refuses the batch, the
-/// items are written one by one so that only the refused ones are left out (and reported).
+/// unchanged and dropped, the rest is written as ONE log entry ([`Command::Each`]) in which the state
+/// machine judges every item on its own: refused ones are left out (and reported), the others are written.
 ///
 /// `protected_app` (the node's own admin application) is never replaced: replacing it would change the
 /// credentials the import itself is using.
@@ -693,6 +693,53 @@ pub async fn apply_items(
     dry_run: bool,
     protected_app: Option<&str>,
 ) -> Result<ApplyResult, EdgeError> {
+    let mut prepared = prepare_items(node, kek, items, dry_run, protected_app)?;
+    match prepared.command.take() {
+        Some(cmd) => prepared.finish(node.write(cmd).await?),
+        None => Ok(prepared.result),
+    }
+}
+
+/// A batch of import items checked against the state: what is already known of the result, and the one
+/// command to write (none when nothing is left to write, or for a dry run).
+pub struct PreparedItems {
+    pub result: ApplyResult,
+    pub command: Option<Command>,
+    /// Position and kind of each command inside `command`.
+    positions: Vec<(usize, &'static str)>,
+}
+
+impl PreparedItems {
+    /// The result, once the state machine has answered `command`.
+    pub fn finish(mut self, response: CommandResponse) -> Result<ApplyResult, EdgeError> {
+        if response.outcomes.len() != self.positions.len() {
+            return Err(EdgeError::Unexpected(format!(
+                "the node answered {} outcomes for {} commands",
+                response.outcomes.len(),
+                self.positions.len()
+            )));
+        }
+        for ((index, kind), outcome) in self.positions.into_iter().zip(response.outcomes) {
+            match outcome {
+                Outcome::Applied => *self.result.written.entry(kind.to_string()).or_default() += 1,
+                other => {
+                    self.result.refused.push(Refusal { index, kind: kind.to_string(), reason: outcome_text(&other) })
+                }
+            }
+        }
+        Ok(self.result)
+    }
+}
+
+/// The first half of [`apply_items`]: seals keys, drops unchanged items, refuses what an import may not
+/// write, and builds the command for the rest.
+pub fn prepare_items(
+    node: &ReplicaNode,
+    kek: &Kek,
+    items: Vec<ApplyItem>,
+    dry_run: bool,
+    protected_app: Option<&str>,
+) -> Result<PreparedItems, EdgeError> {
     let mut result = ApplyResult::default();
     let mut pending: Vec<(usize, Command)> = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
@@ -749,29 +796,11 @@ pub async fn apply_items(
                 result.would_write.push(*index);
             }
         }
-        return Ok(result);
+        return Ok(PreparedItems { result, command: None, positions: Vec::new() });
     }
-    let kinds: Vec<(usize, &'static str)> = pending.iter().map(|(i, c)| (*i, c.kind())).collect();
-    let commands: Vec<Command> = pending.iter().map(|(_, c)| c.clone()).collect();
-    match node.write(Command::Batch { commands }).await?.outcome {
-        Outcome::Applied => {
-            for (_, kind) in kinds {
-                *result.written.entry(kind.to_string()).or_default() += 1;
-            }
-        }
-        _ => {
-            for (index, cmd) in pending {
-                let kind = cmd.kind();
-                match node.write(cmd).await?.outcome {
-                    Outcome::Applied => *result.written.entry(kind.to_string()).or_default() += 1,
-                    other => {
-                        result.refused.push(Refusal { index, kind: kind.to_string(), reason: outcome_text(&other) })
-                    }
-                }
-            }
-        }
-    }
-    Ok(result)
+    let (positions, commands): (Vec<(usize, &'static str)>, Vec<Command>) =
+        pending.into_iter().map(|(i, c)| ((i, c.kind()), c)).unzip();
+    Ok(PreparedItems { result, command: Some(Command::Each { commands }), positions })
 }
 
 fn outcome_text(o: &Outcome) -> String {

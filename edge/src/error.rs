@@ -17,6 +17,9 @@ pub enum EdgeError {
     Json(#[from] serde_json::Error),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The node answered something this code cannot make sense of (e.g. another version's reply).
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
 }
 
 /// An OAuth 2 error response (RFC 6749 §5.2): `{"error","error_description"}`.

@@ -20,7 +20,7 @@ pub mod report;
 pub mod source;
 pub mod target;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -96,10 +96,10 @@ struct Run {
     report: Report,
     batch: Vec<ApplyItem>,
     origins: Vec<Origin>,
-    /// At most one batch is written at a time, and the next one is only submitted once it is applied, so
-    /// batches apply in order (a record never precedes what it refers to); reading the database overlaps
-    /// with that one write.
-    in_flight: Option<InFlight>,
+    /// Batches being written, oldest first: at most [`Target::depth`]. Batches are proposed in order, so
+    /// they apply in order (a record never precedes what it refers to); reading the database overlaps
+    /// with the writes.
+    in_flight: VecDeque<InFlight>,
 }
 
 impl Run {
@@ -122,24 +122,38 @@ impl Run {
         Ok(())
     }
 
-    /// Submits the current batch (after the previous one is applied) without waiting for it.
+    /// Submits the current batch without waiting for it (once fewer than the target's depth are in flight).
     async fn flush(&mut self) -> Result<(), MigrateError> {
-        self.settle().await?;
         if self.batch.is_empty() {
             return Ok(());
+        }
+        while self.in_flight.len() >= self.target.depth() {
+            self.settle_oldest().await?;
         }
         let items = std::mem::take(&mut self.batch);
         let origins = std::mem::take(&mut self.origins);
         let kinds: Vec<&'static str> = items.iter().map(item_kind).collect();
-        let (target, dry_run) = (self.target.clone(), self.opts.dry_run);
-        let write = tokio::spawn(async move { target.apply(items, dry_run).await });
-        self.in_flight = Some(InFlight { write, origins, kinds });
+        let write = self.target.submit(items, self.opts.dry_run).await?;
+        self.in_flight.push_back(InFlight { write, origins, kinds });
         Ok(())
     }
 
-    /// Waits for the batch being written and accounts for it.
+    /// Waits for every batch being written and accounts for them (all of them, also after an error: the
+    /// first error is returned).
     async fn settle(&mut self) -> Result<(), MigrateError> {
-        let Some(InFlight { write, origins, kinds }) = self.in_flight.take() else {
+        let mut first_error = Ok(());
+        while !self.in_flight.is_empty() {
+            let r = self.settle_oldest().await;
+            if first_error.is_ok() {
+                first_error = r;
+            }
+        }
+        first_error
+    }
+
+    /// Waits for the oldest batch being written and accounts for it.
+    async fn settle_oldest(&mut self) -> Result<(), MigrateError> {
+        let Some(InFlight { write, origins, kinds }) = self.in_flight.pop_front() else {
             return Ok(());
         };
         let result = write.await.map_err(|e| MigrateError::Target(format!("writer task: {e}")))??;
@@ -231,8 +245,14 @@ pub async fn run(opts: Options) -> (Report, Result<(), MigrateError>) {
             return (report, Err(e));
         }
     };
-    let mut run =
-        Run { opts, target: Arc::new(target), report, batch: Vec::new(), origins: Vec::new(), in_flight: None };
+    let mut run = Run {
+        opts,
+        target: Arc::new(target),
+        report,
+        batch: Vec::new(),
+        origins: Vec::new(),
+        in_flight: VecDeque::new(),
+    };
     let mut result = match Source::open(&run.opts.from).await {
         Ok(mut src) => {
             let r = import(&mut run, &mut src).await;

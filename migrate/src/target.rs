@@ -2,9 +2,10 @@
 //! before its first start (opened here with [`ReplicaNode`]), or nowhere (a dry run without a target).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use jeton_edge::admin::{apply_items, ApplyItem, ApplyRequest, ApplyResult};
+use jeton_edge::admin::{apply_items, prepare_items, ApplyItem, ApplyRequest, ApplyResult};
 use jeton_edge::keys::Kek;
 use jeton_raft::node::RaftSettings;
 use jeton_raft::ReplicaNode;
@@ -87,6 +88,39 @@ impl Target {
             }
             TargetSpec::Nowhere => Ok(Target::Nowhere),
         }
+    }
+
+    /// How many batches may be in flight at once. Into a data dir, batches are proposed in order from here
+    /// (see [`Target::submit`]), so the next one can be appended while the previous one is applied; over
+    /// HTTP, two requests could reach Raft in either order, so one at a time.
+    pub fn depth(&self) -> usize {
+        match self {
+            Target::DataDir { .. } => 3,
+            _ => 1,
+        }
+    }
+
+    /// Starts applying one batch: into a data dir, the batch is checked and proposed before this returns
+    /// (so batches keep their order); the task finishes once it is applied.
+    pub async fn submit(
+        self: &Arc<Self>,
+        items: Vec<ApplyItem>,
+        dry_run: bool,
+    ) -> Result<tokio::task::JoinHandle<Result<ApplyResult, MigrateError>>, MigrateError> {
+        let target_err = |e: &dyn std::fmt::Display| MigrateError::Target(e.to_string());
+        if let Target::DataDir { node, kek } = &**self {
+            let mut prepared = prepare_items(node, kek, items, dry_run, None).map_err(|e| target_err(&e))?;
+            let Some(cmd) = prepared.command.take() else {
+                return Ok(tokio::spawn(async move { Ok(prepared.result) }));
+            };
+            let applied = node.propose(cmd).await.map_err(|e| target_err(&e))?;
+            return Ok(tokio::spawn(async move {
+                let response = applied.await.map_err(|e| target_err(&e))?;
+                prepared.finish(response).map_err(|e| target_err(&e))
+            }));
+        }
+        let target = self.clone();
+        Ok(tokio::spawn(async move { target.apply(items, dry_run).await }))
     }
 
     /// Applies (or, dry, evaluates) one batch.

@@ -24,11 +24,13 @@ pub(crate) struct Pending<'a> {
     /// rolled back without copying the whole overlay.
     journal: Vec<Undo>,
     pub(crate) changes: Vec<Change>,
+    /// The last organization looked up in the tree, and whether it was there.
+    org_in_tree: Option<(Vec<u8>, bool)>,
 }
 
 impl<'a> Pending<'a> {
     pub(crate) fn new(tree: &'a sled::Tree) -> Self {
-        Pending { tree, writes: BTreeMap::new(), journal: Vec::new(), changes: Vec::new() }
+        Pending { tree, writes: BTreeMap::new(), journal: Vec::new(), changes: Vec::new(), org_in_tree: None }
     }
 
     fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>, RaftError> {
@@ -209,17 +211,46 @@ impl<'a> Pending<'a> {
                 }
                 Ok(Outcome::Applied)
             }
+            Command::Each { commands } => {
+                self.apply_each(commands)?;
+                Ok(Outcome::Applied)
+            }
         }
     }
 
-    /// Checks `mode` against whether `k` exists.
-    fn check_mode(&self, k: &[u8], mode: PutMode, what: &str) -> Result<Option<Outcome>, RaftError> {
+    /// Applies each command on its own (a refused one changes nothing and the rest go on).
+    pub(crate) fn apply_each(&mut self, commands: &[Command]) -> Result<Vec<Outcome>, RaftError> {
+        commands.iter().map(|c| self.apply(c)).collect()
+    }
+
+    /// Checks `mode` against whether `k` exists (an upsert takes either: no lookup).
+    fn check_mode(&self, k: &[u8], mode: PutMode, what: impl FnOnce() -> String) -> Result<Option<Outcome>, RaftError> {
+        if mode == PutMode::Upsert {
+            return Ok(None);
+        }
         let exists = self.contains(k)?;
         Ok(match (mode, exists) {
-            (PutMode::Create, true) => Some(Outcome::Conflict(format!("{what} already exists"))),
-            (PutMode::Update, false) => Some(Outcome::NotFound(format!("{what} does not exist"))),
+            (PutMode::Create, true) => Some(Outcome::Conflict(format!("{} already exists", what()))),
+            (PutMode::Update, false) => Some(Outcome::NotFound(format!("{} does not exist", what()))),
             _ => None,
         })
+    }
+
+    /// Whether organization `name` exists. Lookups in the tree are remembered for the batch (the tree does
+    /// not change while a batch is pending): a batch of users asks for the same organization each time.
+    fn org_exists(&mut self, name: &str) -> Result<bool, RaftError> {
+        let k = key::org(name);
+        if let Some(v) = self.writes.get(&k) {
+            return Ok(v.is_some());
+        }
+        if let Some((known, exists)) = &self.org_in_tree {
+            if *known == k {
+                return Ok(*exists);
+            }
+        }
+        let exists = self.tree.contains_key(&k)?;
+        self.org_in_tree = Some((k, exists));
+        Ok(exists)
     }
 
     fn put_organization(&mut self, org: &Organization, mode: PutMode) -> Result<Outcome, RaftError> {
@@ -227,7 +258,7 @@ impl<'a> Pending<'a> {
             return Ok(bad);
         }
         let k = key::org(&org.name);
-        if let Some(o) = self.check_mode(&k, mode, &format!("organization {}", org.name))? {
+        if let Some(o) = self.check_mode(&k, mode, || format!("organization {}", org.name))? {
             return Ok(o);
         }
         self.put(k, org)?;
@@ -276,11 +307,11 @@ impl<'a> Pending<'a> {
         if user.id.is_empty() || user.id.contains('\0') {
             return Ok(Outcome::Invalid("user id must be set".into()));
         }
-        if !self.contains(&key::org(&user.owner))? {
+        if !self.org_exists(&user.owner)? {
             return Ok(Outcome::Invalid(format!("organization {} does not exist", user.owner)));
         }
         let k = key::user(&user.owner, &user.name);
-        if let Some(o) = self.check_mode(&k, mode, &format!("user {}/{}", user.owner, user.name))? {
+        if let Some(o) = self.check_mode(&k, mode, || format!("user {}/{}", user.owner, user.name))? {
             return Ok(o);
         }
         // The id must stay unique across the whole state.
@@ -343,7 +374,7 @@ impl<'a> Pending<'a> {
             return Ok(Outcome::Invalid(format!("signing key {} does not exist", app.cert)));
         }
         let k = key::app(&app.name);
-        if let Some(o) = self.check_mode(&k, mode, &format!("application {}", app.name))? {
+        if let Some(o) = self.check_mode(&k, mode, || format!("application {}", app.name))? {
             return Ok(o);
         }
         let ck = key::app_by_client(&app.client_id);
@@ -383,7 +414,7 @@ impl<'a> Pending<'a> {
             return Ok(bad);
         }
         let k = key::signing_key(&sk.kid);
-        if let Some(o) = self.check_mode(&k, mode, &format!("signing key {}", sk.kid))? {
+        if let Some(o) = self.check_mode(&k, mode, || format!("signing key {}", sk.kid))? {
             return Ok(o);
         }
         self.put(k, sk)?;
@@ -446,7 +477,7 @@ impl<'a> Pending<'a> {
             return Ok(Outcome::Invalid(format!("organization {} does not exist", role.owner)));
         }
         let k = key::role(&role.owner, &role.name);
-        if let Some(o) = self.check_mode(&k, mode, &format!("role {}/{}", role.owner, role.name))? {
+        if let Some(o) = self.check_mode(&k, mode, || format!("role {}/{}", role.owner, role.name))? {
             return Ok(o);
         }
         self.put(k, role)?;
@@ -462,7 +493,7 @@ impl<'a> Pending<'a> {
             return Ok(Outcome::Invalid(format!("organization {} does not exist", group.owner)));
         }
         let k = key::group(&group.owner, &group.name);
-        if let Some(o) = self.check_mode(&k, mode, &format!("group {}/{}", group.owner, group.name))? {
+        if let Some(o) = self.check_mode(&k, mode, || format!("group {}/{}", group.owner, group.name))? {
             return Ok(o);
         }
         self.put(k, group)?;
@@ -478,7 +509,7 @@ impl<'a> Pending<'a> {
             return Ok(Outcome::Invalid(format!("organization {} does not exist", p.owner)));
         }
         let k = key::permission(&p.owner, &p.name);
-        if let Some(o) = self.check_mode(&k, mode, &format!("permission {}/{}", p.owner, p.name))? {
+        if let Some(o) = self.check_mode(&k, mode, || format!("permission {}/{}", p.owner, p.name))? {
             return Ok(o);
         }
         self.put(k, p)?;
@@ -491,7 +522,7 @@ impl<'a> Pending<'a> {
             return Ok(bad);
         }
         let k = key::model(&m.owner, &m.name);
-        if let Some(o) = self.check_mode(&k, mode, &format!("model {}/{}", m.owner, m.name))? {
+        if let Some(o) = self.check_mode(&k, mode, || format!("model {}/{}", m.owner, m.name))? {
             return Ok(o);
         }
         self.put(k, m)?;
@@ -507,7 +538,7 @@ impl<'a> Pending<'a> {
             return Ok(Outcome::Invalid(format!("application {} does not exist", a.application)));
         }
         let k = key::accepted_issuer(&a.application, &a.issuer);
-        if let Some(o) = self.check_mode(&k, mode, &format!("accepted issuer {} of {}", a.issuer, a.application))? {
+        if let Some(o) = self.check_mode(&k, mode, || format!("accepted issuer {} of {}", a.issuer, a.application))? {
             return Ok(o);
         }
         self.put(k, a)?;

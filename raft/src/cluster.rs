@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::network::{ClusterTls, CLUSTER_HEADER, MAX_BODY};
+use crate::network::{decode_body, ClusterTls, CLUSTER_HEADER, MAX_BODY, POSTCARD};
 use crate::node::{ReplicaNode, WriteError};
 use crate::NodeId;
 
@@ -54,8 +54,9 @@ pub struct JoinRequest {
 }
 
 /// A change to the cluster's membership.
+// No `#[serde(tag)]` here or in any other type that travels between nodes: postcard (the nodes' wire
+// format) cannot read internally tagged or untagged enums.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[serde(tag = "op", rename_all = "kebab-case")]
 pub enum MembershipChange {
     /// Adds a non-voting member and waits until it has caught up.
     AddLearner { id: NodeId, addr: String },
@@ -170,16 +171,27 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, tls: Arc<ClusterTls
 }
 
 fn answer(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    answer_as(status, body, "application/json")
+}
+
+fn answer_as(status: StatusCode, body: Vec<u8>, content_type: &'static str) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
     resp
 }
 
-fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
-    match serde_json::to_vec(value) {
+/// The answer in the request's format: postcard for a postcard request, else JSON.
+fn encoded<T: Serialize>(value: &T, binary: bool) -> Response<Full<Bytes>> {
+    let body = if binary {
+        postcard::to_stdvec(value).map_err(|e| e.to_string())
+    } else {
+        serde_json::to_vec(value).map_err(|e| e.to_string())
+    };
+    match body {
+        Ok(body) if binary => answer_as(StatusCode::OK, body, POSTCARD),
         Ok(body) => answer(StatusCode::OK, body),
-        Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, e.to_string().into_bytes()),
+        Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, e.into_bytes()),
     }
 }
 
@@ -193,16 +205,18 @@ async fn handle(node: &ReplicaNode, req: Request<Incoming>, peer: std::net::Sock
     if req.method() != hyper::Method::POST {
         return answer(StatusCode::METHOD_NOT_ALLOWED, Vec::new());
     }
+    let content_type = req.headers().get(hyper::header::CONTENT_TYPE).cloned();
+    let format = Format(content_type);
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return answer(StatusCode::PAYLOAD_TOO_LARGE, format!("\"{e}\"").into_bytes()),
     };
     match path.as_str() {
-        "/raft/append" => rpc(&body, |r| node.raft.append_entries(r)).await,
-        "/raft/vote" => rpc(&body, |r| node.raft.vote(r)).await,
-        "/raft/snapshot" => rpc(&body, |r| node.raft.install_snapshot(r)).await,
+        "/raft/append" => rpc(&format, &body, |r| node.raft.append_entries(r)).await,
+        "/raft/vote" => rpc(&format, &body, |r| node.raft.vote(r)).await,
+        "/raft/snapshot" => rpc(&format, &body, |r| node.raft.install_snapshot(r)).await,
         "/cluster/info" => {
-            rpc(&body, |r: InfoRequest| async move {
+            rpc(&format, &body, |r: InfoRequest| async move {
                 tracing::info!(%peer, node = r.node_id, "a node asks to join");
                 ClusterInfo {
                     cluster: node.identity.cluster.clone(),
@@ -213,7 +227,7 @@ async fn handle(node: &ReplicaNode, req: Request<Incoming>, peer: std::net::Sock
             .await
         }
         "/cluster/join" => {
-            rpc(&body, |r: JoinRequest| async move {
+            rpc(&format, &body, |r: JoinRequest| async move {
                 tracing::info!(%peer, node = r.node_id, addr = %r.addr, learner = r.learner, "adding a node");
                 let added = node.change_membership(MembershipChange::AddLearner { id: r.node_id, addr: r.addr }).await;
                 let promoted = match added {
@@ -224,27 +238,38 @@ async fn handle(node: &ReplicaNode, req: Request<Incoming>, peer: std::net::Sock
             })
             .await
         }
-        "/cluster/write" => rpc(&body, |cmd| async move { node.write_here(cmd).await.map_err(WireError::from) }).await,
+        "/cluster/write" => {
+            rpc(&format, &body, |cmd| async move { node.write_here(cmd).await.map_err(WireError::from) }).await
+        }
         "/cluster/membership" => {
-            rpc(&body, |change| async move { node.change_membership_here(change).await.map_err(WireError::from) }).await
+            rpc(
+                &format,
+                &body,
+                |change| async move { node.change_membership_here(change).await.map_err(WireError::from) },
+            )
+            .await
         }
         "/cluster/read-index" => {
-            rpc(&body, |()| async move { node.read_index_here().await.map_err(WireError::from) }).await
+            rpc(&format, &body, |()| async move { node.read_index_here().await.map_err(WireError::from) }).await
         }
         _ => answer(StatusCode::NOT_FOUND, Vec::new()),
     }
 }
 
+/// The content type a request came in (its answer goes back in the same format).
+struct Format(Option<hyper::header::HeaderValue>);
+
 /// Decodes the request, runs `f` and encodes what it returns as the answer (errors travel as values).
-async fn rpc<Req, Resp, F, Fut>(body: &[u8], f: F) -> Response<Full<Bytes>>
+async fn rpc<Req, Resp, F, Fut>(format: &Format, body: &[u8], f: F) -> Response<Full<Bytes>>
 where
     Req: DeserializeOwned,
     Resp: Serialize,
     F: FnOnce(Req) -> Fut,
     Fut: std::future::Future<Output = Resp>,
 {
-    match serde_json::from_slice::<Req>(body) {
-        Ok(req) => json(&f(req).await),
+    let content_type = format.0.as_ref().map(|v| v.as_bytes());
+    match decode_body::<Req>(content_type, body) {
+        Ok(req) => encoded(&f(req).await, content_type == Some(POSTCARD.as_bytes())),
         Err(e) => answer(StatusCode::BAD_REQUEST, format!("\"undecodable request: {e}\"").into_bytes()),
     }
 }

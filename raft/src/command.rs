@@ -133,6 +133,11 @@ pub enum Command {
     Batch {
         commands: Vec<Command>,
     },
+    /// Several commands applied in order, each on its own: a refused one is left out and the others stay.
+    /// The response has one outcome per command (an import's batch: one log entry, rows judged one by one).
+    Each {
+        commands: Vec<Command>,
+    },
 }
 
 impl Command {
@@ -164,6 +169,7 @@ impl Command {
             Command::RevokeRefreshFamily { .. } => "revoke_refresh_family",
             Command::Prune { .. } => "prune",
             Command::Batch { .. } => "batch",
+            Command::Each { .. } => "each",
         }
     }
 }
@@ -187,4 +193,7 @@ pub enum Outcome {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct CommandResponse {
     pub outcome: Outcome,
+    /// [`Command::Each`] only: the outcome of each of its commands, in order.
+    #[serde(default)]
+    pub outcomes: Vec<Outcome>,
 }

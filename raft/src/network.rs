@@ -35,6 +35,19 @@ pub const CLUSTER_HEADER: &str = "x-jeton-cluster";
 /// Largest body exchanged between nodes (append batches, snapshot chunks).
 pub const MAX_BODY: usize = 256 << 20;
 
+/// Content type of binary RPC bodies (postcard): what nodes send each other. A JSON body
+/// (`application/json`) is still understood, and answered in JSON.
+pub const POSTCARD: &str = "application/x-jeton-postcard";
+
+/// Decodes an RPC body of content type `content_type` (postcard or JSON).
+pub(crate) fn decode_body<T: DeserializeOwned>(content_type: Option<&[u8]>, body: &[u8]) -> Result<T, String> {
+    if content_type == Some(POSTCARD.as_bytes()) {
+        postcard::from_bytes(body).map_err(|e| e.to_string())
+    } else {
+        serde_json::from_slice(body).map_err(|e| e.to_string())
+    }
+}
+
 /// The mutual-TLS configuration of a node: its certificate, and the cluster CA it trusts.
 pub struct ClusterTls {
     pub server: Arc<rustls::ServerConfig>,
@@ -159,7 +172,7 @@ impl Peers {
         Ok(sender)
     }
 
-    /// POSTs `body` as JSON to `path` on the node at `addr`, reusing `conn` when it is still open.
+    /// POSTs `body` (postcard) to `path` on the node at `addr`, reusing `conn` when it is still open.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         conn: &mut Option<Sender>,
@@ -169,7 +182,7 @@ impl Peers {
         timeout: Duration,
     ) -> Result<Resp, CallError> {
         let unreachable = |reason: String| CallError::Unreachable { addr: addr.to_string(), reason };
-        let bytes = serde_json::to_vec(body).map_err(|e| unreachable(format!("encoding: {e}")))?;
+        let bytes = postcard::to_stdvec(body).map_err(|e| unreachable(format!("encoding: {e}")))?;
         let exchange = async {
             let mut sender = match conn.take() {
                 Some(s) if !s.is_closed() => s,
@@ -178,12 +191,13 @@ impl Peers {
             sender.ready().await.map_err(|e| unreachable(e.to_string()))?;
             let req = hyper::Request::post(path)
                 .header(hyper::header::HOST, addr)
-                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .header(hyper::header::CONTENT_TYPE, POSTCARD)
                 .header(CLUSTER_HEADER, self.cluster())
                 .body(Full::new(Bytes::from(bytes)))
                 .map_err(|e| unreachable(e.to_string()))?;
             let resp = sender.send_request(req).await.map_err(|e| unreachable(e.to_string()))?;
             let status = resp.status();
+            let content_type = resp.headers().get(hyper::header::CONTENT_TYPE).cloned();
             let body = Limited::new(resp.into_body(), MAX_BODY)
                 .collect()
                 .await
@@ -197,7 +211,8 @@ impl Peers {
                     message: String::from_utf8_lossy(&body).into_owned(),
                 });
             }
-            serde_json::from_slice(&body).map_err(|e| unreachable(format!("undecodable answer: {e}")))
+            decode_body(content_type.as_ref().map(|v| v.as_bytes()), &body)
+                .map_err(|e| unreachable(format!("undecodable answer: {e}")))
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(r) => r,
@@ -308,5 +323,69 @@ mod tests {
         assert_eq!(super::split_host("[::1]:7001"), Some(("::1", 7001)));
         assert_eq!(super::split_host("node-1.example:7001"), Some(("node-1.example", 7001)));
         assert_eq!(super::split_host("node-1.example"), None);
+    }
+
+    /// Every body nodes send each other survives the binary wire format (postcard cannot read tagged or
+    /// untagged enums; a type that needs one fails here, not in a running cluster).
+    #[test]
+    fn wire_types_round_trip_in_postcard() {
+        use crate::cluster::{ClusterInfo, InfoRequest, JoinRequest, MembershipChange, WireError};
+        use crate::{Command, CommandResponse, Outcome};
+        use openraft::{BasicNode, Entry, EntryPayload, LogId, Membership, SnapshotMeta, StoredMembership, Vote};
+        use std::collections::{BTreeMap, BTreeSet};
+
+        fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug>(v: &T) -> T {
+            let bytes = postcard::to_stdvec(v).expect("encode");
+            super::decode_body::<T>(Some(super::POSTCARD.as_bytes()), &bytes).expect("decode")
+        }
+        for change in [
+            MembershipChange::AddLearner { id: 4, addr: "10.0.0.4:7000".into() },
+            MembershipChange::Promote { id: 4 },
+            MembershipChange::Remove { id: 1 },
+        ] {
+            assert_eq!(round_trip(&change), change);
+        }
+        let e: Result<(), WireError> = Err(WireError::Unavailable("no quorum".into()));
+        assert_eq!(round_trip(&e), e);
+        assert_eq!(round_trip(&InfoRequest { node_id: 2 }).node_id, 2);
+        let info = round_trip(&ClusterInfo { cluster: "c".into(), leader: Some(1), secret: Some("ab".into()) });
+        assert_eq!((info.cluster.as_str(), info.leader, info.secret.as_deref()), ("c", Some(1), Some("ab")));
+        assert!(round_trip(&JoinRequest { node_id: 3, addr: "a:1".into(), learner: true }).learner);
+        let cmd = Command::Each { commands: vec![Command::DeleteUser { owner: "acme".into(), name: "bob".into() }] };
+        assert_eq!(round_trip(&cmd), cmd);
+        let resp: Result<CommandResponse, WireError> =
+            Ok(CommandResponse { outcome: Outcome::Applied, outcomes: vec![Outcome::Invalid("x".into())] });
+        assert_eq!(round_trip(&resp), resp);
+
+        let nodes: BTreeMap<u64, BasicNode> = [(1, BasicNode::new("a:1")), (2, BasicNode::new("b:2"))].into();
+        let membership = Membership::new(vec![BTreeSet::from([1, 2])], nodes);
+        let log_id = LogId::new(openraft::CommittedLeaderId::new(3, 1), 42);
+        let entries: Vec<Entry<crate::TypeConfig>> = vec![
+            Entry { log_id, payload: EntryPayload::Blank },
+            Entry { log_id, payload: EntryPayload::Normal(cmd.clone()) },
+            Entry { log_id, payload: EntryPayload::Membership(membership.clone()) },
+        ];
+        let append = openraft::raft::AppendEntriesRequest::<crate::TypeConfig> {
+            vote: Vote::new_committed(3, 1),
+            prev_log_id: Some(log_id),
+            leader_commit: Some(log_id),
+            entries,
+        };
+        let back = round_trip(&append);
+        assert_eq!(back.entries.len(), 3);
+        assert_eq!(back.entries[1].payload, EntryPayload::Normal(cmd));
+        let snapshot = openraft::raft::InstallSnapshotRequest::<crate::TypeConfig> {
+            vote: Vote::new_committed(3, 1),
+            meta: SnapshotMeta {
+                last_log_id: Some(log_id),
+                last_membership: StoredMembership::new(Some(log_id), membership),
+                snapshot_id: "s".into(),
+            },
+            offset: 0,
+            data: vec![1, 2, 3],
+            done: true,
+        };
+        assert_eq!(round_trip(&snapshot).data, vec![1, 2, 3]);
+        assert_eq!(round_trip(&openraft::raft::VoteRequest::new(Vote::new(4, 2), Some(log_id))).vote, Vote::new(4, 2));
     }
 }

@@ -307,6 +307,28 @@ impl ReplicaNode {
         }
     }
 
+    /// Proposes `cmd` on this node, which must be the leader, without waiting for it: returns once Raft has
+    /// taken it, with a future of its response. Proposals are applied in the order they were made, so a
+    /// caller can keep several in flight (an import into a data dir: the next batch is appended while the
+    /// previous one is applied). Unlike [`ReplicaNode::write`], nothing is forwarded and nothing retried.
+    pub async fn propose(
+        &self,
+        cmd: Command,
+    ) -> Result<impl std::future::Future<Output = Result<CommandResponse, WriteError>> + Send + 'static, WriteError>
+    {
+        self.check_quorum()?;
+        let rx = self.raft.client_write_ff(cmd).await.map_err(|e| WriteError::Fatal(e.to_string()))?;
+        Ok(async move {
+            match tokio::time::timeout(Duration::from_secs(10), rx).await {
+                Err(_) => Err(WriteError::Timeout),
+                Ok(Err(_)) => Err(WriteError::Fatal("Raft stopped before answering".into())),
+                Ok(Ok(Ok(resp))) => Ok(resp.data),
+                Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => Err(WriteError::NotLeader { leader: f.leader_id }),
+                Ok(Ok(Err(e))) => Err(WriteError::Fatal(e.to_string())),
+            }
+        })
+    }
+
     /// A leader that has heard from no quorum for longer than an election timeout is most likely cut off:
     /// refuse at once instead of letting the write hang until it times out.
     fn check_quorum(&self) -> Result<(), WriteError> {
