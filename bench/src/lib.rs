@@ -153,7 +153,7 @@ impl Fixture {
     /// every time).
     pub fn client_credentials(&self) -> String {
         let params: Params = [("grant_type", "client_credentials")].into_iter().collect();
-        let auth = ClientAuth { basic: Some((CLIENT_ID.into(), CLIENT_SECRET.into())) };
+        let auth = ClientAuth { basic: Some((CLIENT_ID.into(), CLIENT_SECRET.into())), ..Default::default() };
         self.runtime.block_on(self.edge.token(&params, &auth, None)).expect("token").access_token
     }
 }

@@ -220,19 +220,43 @@ async fn handle(
 struct Decoded {
     params: Params,
     basic: Option<(String, String)>,
+    /// The `Authorization: Basic` header as it came (decoded into `basic` unless `known_client` is set).
+    basic_header: Option<Bytes>,
+    /// The client that header authenticated before (see [`Edge::known_basic`]); `basic` is then not decoded.
+    known_client: Option<Arc<crate::service::ClientApp>>,
     bearer: Option<String>,
     body: Bytes,
 }
 
-/// Reads the body within the size and time limits.
+impl Decoded {
+    fn client_auth(&mut self) -> ClientAuth {
+        ClientAuth { basic: self.basic.take(), header: self.basic_header.take(), known: self.known_client.take() }
+    }
+}
+
+/// Reads the body within the size and time limits. A small body usually arrived with the headers: it is
+/// taken at once, and a timer is only set for a body that is still on its way.
 async fn read_body(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, OAuthError> {
-    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
-        Err(_) => {
-            Err(OAuthError { status: 408, error: "invalid_request", description: "request body timed out".into() })
-        }
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(limit)),
-        Ok(Err(_)) => Err(OAuthError::invalid_request("the request body could not be read")),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
+    let mut collect = std::pin::pin!(Limited::new(body, limit).collect());
+    let ready =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(std::future::Future::poll(collect.as_mut(), cx))).await;
+    let collected = match ready {
+        std::task::Poll::Ready(r) => r,
+        std::task::Poll::Pending => match tokio::time::timeout(timeout, collect).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(OAuthError {
+                    status: 408,
+                    error: "invalid_request",
+                    description: "request body timed out".into(),
+                })
+            }
+        },
+    };
+    match collected {
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(limit)),
+        Err(_) => Err(OAuthError::invalid_request("the request body could not be read")),
+        Ok(c) => Ok(c.to_bytes()),
     }
 }
 
@@ -272,8 +296,14 @@ fn add_pairs(params: &mut Params, pairs: impl Iterator<Item = (String, String)>)
     Ok(())
 }
 
-/// Decodes query string, body (form or JSON) and the Authorization header.
-async fn decode(req: Request<Incoming>, limit: usize, timeout: Duration) -> Result<Decoded, OAuthError> {
+/// Decodes query string, body (form or JSON) and the Authorization header. With `known` (the token
+/// endpoints), a Basic header that authenticated a client before is looked up instead of decoded.
+async fn decode(
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+    known: Option<&Edge>,
+) -> Result<Decoded, OAuthError> {
     let (parts, body) = req.into_parts();
     if let Some(len) =
         parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
@@ -307,16 +337,20 @@ async fn decode(req: Request<Incoming>, limit: usize, timeout: Duration) -> Resu
             add_pairs(&mut params, form_pairs(form))?;
         }
     }
-    let (mut basic, mut bearer) = (None, None);
-    if let Some(h) = parts.headers.get(AUTHORIZATION) {
-        let h = h.to_str().map_err(|_| OAuthError::invalid_request("malformed Authorization header"))?;
+    let (mut basic, mut basic_header, mut known_client, mut bearer) = (None, None, None, None);
+    if let Some(raw) = parts.headers.get(AUTHORIZATION) {
+        let h = raw.to_str().map_err(|_| OAuthError::invalid_request("malformed Authorization header"))?;
         if let Some(b64) = strip_scheme(h, "basic") {
-            basic = Some(parse_basic(b64)?);
+            known_client = known.and_then(|edge| edge.known_basic(raw.as_bytes()));
+            if known_client.is_none() {
+                basic = Some(parse_basic(b64)?);
+                basic_header = known.map(|_| Bytes::copy_from_slice(raw.as_bytes()));
+            }
         } else if let Some(t) = strip_scheme(h, "bearer") {
             bearer = Some(t.trim().to_string());
         }
     }
-    Ok(Decoded { params, basic, bearer, body })
+    Ok(Decoded { params, basic, basic_header, known_client, bearer, body })
 }
 
 fn strip_scheme<'a>(h: &'a str, scheme: &str) -> Option<&'a str> {
@@ -394,14 +428,15 @@ async fn token(
     ip: IpAddr,
     refresh_only: bool,
 ) -> Reply {
-    let d = match decode(req, limit, timeout).await {
+    let mut d = match decode(req, limit, timeout, Some(edge)).await {
         Ok(d) => d,
         Err(e) => return oauth_error(&e),
     };
     if refresh_only && d.params.get("grant_type").map(String::as_str) != Some("refresh_token") {
         return oauth_error(&OAuthError::unsupported_grant_type("this endpoint only takes grant_type=refresh_token"));
     }
-    match edge.token(&d.params, &ClientAuth { basic: d.basic }, Some(ip)).await {
+    let auth = d.client_auth();
+    match edge.token(&d.params, &auth, Some(ip)).await {
         Ok(t) => no_store(json_reply(200, t.body())),
         Err(e) => oauth_error(&e),
     }
@@ -414,8 +449,9 @@ async fn client_and_token(
     limit: usize,
     timeout: Duration,
 ) -> Result<(Arc<crate::service::ClientApp>, String), OAuthError> {
-    let mut d = decode(req, limit, timeout).await?;
-    let caller = edge.client_from_request(&d.params, &ClientAuth { basic: d.basic.take() })?;
+    let mut d = decode(req, limit, timeout, Some(edge)).await?;
+    let auth = d.client_auth();
+    let caller = edge.client_from_request(&d.params, &auth)?;
     match d.params.remove("token").filter(|t| !t.is_empty()) {
         Some(token) => Ok((caller, token)),
         None => Err(OAuthError::invalid_request("token is required")),
@@ -445,7 +481,7 @@ async fn revoke(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Dura
 }
 
 async fn userinfo(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Duration, casdoor: bool) -> Reply {
-    let d = match decode(req, limit, timeout).await {
+    let d = match decode(req, limit, timeout, None).await {
         Ok(d) => d,
         Err(e) => return oauth_error(&e),
     };
@@ -474,7 +510,7 @@ async fn userinfo(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Du
 async fn admin(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Duration) -> Reply {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().trim_start_matches("/api/").to_string();
-    let d = match decode(req, limit, timeout).await {
+    let d = match decode(req, limit, timeout, None).await {
         Ok(d) => d,
         Err(e) => {
             return json_reply(

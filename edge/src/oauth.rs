@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use crate::claims::{self, Subject, TokenFrame};
 use crate::error::OAuthError;
 use crate::keys::LoadedKey;
-use crate::service::{now, sha256, CachedToken, ClientApp, Edge};
+use crate::service::{now, CachedToken, ClientApp, Edge};
 
 /// Request parameters, from the query string, a form body or a JSON body. A request carries a handful,
 /// so a vector searched in place beats hashing every key.
@@ -65,10 +65,15 @@ fn param<'a>(p: &'a Params, k: &str) -> &'a str {
 }
 
 /// How the client authenticated, as the front end found it.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ClientAuth {
     /// From `Authorization: Basic` (client_secret_basic).
     pub basic: Option<(String, String)>,
+    /// That header's value as it came: once the credentials check out, the header is remembered
+    /// ([`Edge::known_basic`]).
+    pub header: Option<Bytes>,
+    /// The client a Basic header that authenticated before stands for (then `basic` is not decoded).
+    pub known: Option<Arc<ClientApp>>,
 }
 
 /// A successful token response (RFC 6749 §5.1, plus Casdoor's `id_token` copy).
@@ -127,21 +132,34 @@ impl Edge {
     /// Identifies and authenticates the client of a token-endpoint-style request.
     pub fn client_from_request(&self, p: &Params, auth: &ClientAuth) -> Result<Arc<ClientApp>, OAuthError> {
         let (form_id, form_secret) = (param(p, "client_id"), param(p, "client_secret"));
-        match &auth.basic {
-            Some((id, secret)) => {
-                // RFC 6749 §2.3: one authentication method per request.
-                if !form_secret.is_empty() {
-                    return Err(OAuthError::invalid_request(
-                        "use either HTTP Basic or client_secret in the body, not both",
-                    ));
-                }
-                if !form_id.is_empty() && form_id != id {
-                    return Err(OAuthError::invalid_request("client_id in the body differs from HTTP Basic"));
-                }
-                self.authenticate_client(id, secret)
+        let basic_id = match (&auth.known, &auth.basic) {
+            (Some(client), _) => Some(client.app.client_id.as_str()),
+            (None, Some((id, _))) => Some(id.as_str()),
+            (None, None) => None,
+        };
+        if let Some(id) = basic_id {
+            // RFC 6749 §2.3: one authentication method per request.
+            if !form_secret.is_empty() {
+                return Err(OAuthError::invalid_request(
+                    "use either HTTP Basic or client_secret in the body, not both",
+                ));
             }
-            None if form_id.is_empty() => Err(OAuthError::invalid_client("client authentication is required")),
-            None => self.authenticate_client(form_id, form_secret),
+            if !form_id.is_empty() && form_id != id {
+                return Err(OAuthError::invalid_request("client_id in the body differs from HTTP Basic"));
+            }
+        }
+        match (&auth.known, &auth.basic) {
+            (Some(client), _) => Ok(client.clone()),
+            (None, Some((id, secret))) => {
+                let epoch = self.epoch.load(Ordering::SeqCst);
+                let client = self.authenticate_client(id, secret)?;
+                if let Some(header) = &auth.header {
+                    self.remember_basic(header, &client, epoch);
+                }
+                Ok(client)
+            }
+            (None, None) if form_id.is_empty() => Err(OAuthError::invalid_client("client authentication is required")),
+            (None, None) => self.authenticate_client(form_id, form_secret),
         }
     }
 
@@ -440,7 +458,7 @@ impl Edge {
     /// `POST /oauth/introspect`: the answer for `token`, asked by `caller`.
     pub fn introspect(&self, caller: &ClientApp, token: &str) -> Result<Bytes, OAuthError> {
         const INACTIVE: &[u8] = br#"{"active":false}"#;
-        let digest = sha256(token.as_bytes());
+        let digest = self.digest_key.digest(token.as_bytes());
         let may_see = |org: &str| caller.is_admin_app || caller.app.organization == org;
         if let Some(hit) = self.introspections.get(&digest) {
             self.metrics.introspection_cache(true);

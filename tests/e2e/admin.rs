@@ -95,6 +95,27 @@ async fn admin_crud_of_organizations_users_and_applications() {
         node.post_form_basic("/oauth/introspect", "acme-client", "app-acme-secret-0123456789", &[("token", &at)]).await;
     assert_eq!(v, json!({"active": false}), "a deleted user's token is inactive (cached answer dropped)");
 
+    // A changed secret takes effect at once, also for a client whose Basic header was accepted a moment ago
+    // (accepted headers are remembered).
+    for _ in 0..2 {
+        let (s, v) = node
+            .post_form_basic("/oauth/introspect", "acme-client", "app-acme-secret-0123456789", &[("token", &at)])
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let (_, v) = node.admin_get("get-application?id=admin/app-acme").await;
+    let mut app = v["data"].clone();
+    app["clientSecret"] = json!("app-acme-secret-rotated-0123");
+    let (s, v) = node.admin_post("update-application?id=admin/app-acme", app).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) =
+        node.post_form_basic("/oauth/introspect", "acme-client", "app-acme-secret-0123456789", &[("token", &at)]).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("invalid_client")), "the old secret is refused: {v}");
+    let (s, v) = node
+        .post_form_basic("/oauth/introspect", "acme-client", "app-acme-secret-rotated-0123", &[("token", &at)])
+        .await;
+    assert_eq!(s, 200, "the new secret works: {v}");
+
     // An organization with applications cannot be deleted; without them it can.
     let (s, _) = node.admin_post("delete-organization", json!({"owner": "admin", "name": "acme"})).await;
     assert_eq!(s, 400);
