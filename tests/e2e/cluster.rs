@@ -193,6 +193,19 @@ key = "{ca}/node-{id}-key.pem"
         v["data"].clone()
     }
 
+    /// Node `id`'s status once `done` holds for it: a membership change is committed on the leader
+    /// before every member has applied it.
+    async fn status_when(&self, id: u8, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = self.status(id).await;
+            if done(&status) || Instant::now() > deadline {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The leader, once all running nodes agree on one.
     async fn leader(&self) -> u8 {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -248,7 +261,7 @@ async fn three_nodes_replicate_forward_writes_and_revocations_reach_every_node()
     let c = Cluster::three(10_000).await;
     let leader = c.leader().await;
     let follower = (1..=3).find(|i| *i != leader).unwrap();
-    let status = c.status(follower).await;
+    let status = c.status_when(follower, |s| s["voters"].as_array().map(Vec::len) == Some(3)).await;
     assert_eq!(status["voters"].as_array().map(Vec::len), Some(3), "{status}");
 
     // A write through a follower: one answer, and every node has it.
@@ -449,7 +462,7 @@ async fn membership_changes_keep_the_cluster_serving() {
     let url = c.node(3).base.clone();
     let out = jeton(&["cluster", "promote", "--url", &url, "--id", "4"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let status = c.status(4).await;
+    let status = c.status_when(4, |s| s["voters"].as_array().map(Vec::len) == Some(4)).await;
     assert_eq!(status["voters"].as_array().map(Vec::len), Some(4), "{status}");
     let (s, v) = c.add_org(4, "written-on-node-4").await;
     assert_eq!(s, 200, "{v}");
