@@ -9,7 +9,8 @@
 
 use jeton_raft::cluster::MembershipChange;
 use jeton_raft::model::{Application, Group, Organization, Role, SigningKey, User};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use jeton_raft::{Command, CommandResponse, Outcome, PutMode, ReplicaNode, WriteError};
 use serde::{Deserialize, Serialize};
@@ -657,6 +658,11 @@ pub struct ApplyRequest {
     pub items: Vec<ApplyItem>,
     /// Only say what would be written.
     pub dry_run: bool,
+    /// Lets one import keep several requests in flight: `run` names the import, `seq` (from 0) numbers its
+    /// batches, and the node proposes a batch only after the one before it of the same run, whatever order
+    /// the requests arrive in. Empty `run`: the request is applied on its own.
+    pub run: String,
+    pub seq: u64,
 }
 
 /// An item that was not applied.
@@ -803,6 +809,80 @@ pub fn prepare_items(
     Ok(PreparedItems { result, command: Some(Command::Each { commands }), positions })
 }
 
+impl Edge {
+    /// Applies batch `seq` of import `run`, whose turn it is, and hands the turn on as soon as the batch is
+    /// proposed (on the leader) or written (elsewhere), so the next batch is checked while this one applies.
+    async fn apply_in_turn(
+        &self,
+        run: &str,
+        seq: u64,
+        items: Vec<ApplyItem>,
+        dry_run: bool,
+    ) -> Result<ApplyResult, EdgeError> {
+        let protected = Some(self.config.admin_app.as_str());
+        let leader = self.node.raft.metrics().borrow().current_leader == Some(self.node.id);
+        if !leader {
+            let r = apply_items(&self.node, &self.kek, items, dry_run, protected).await;
+            self.apply_turns.done(run, seq);
+            return r;
+        }
+        let prepared = prepare_items(&self.node, &self.kek, items, dry_run, protected);
+        let (mut prepared, cmd) = match prepared {
+            Ok(mut p) => {
+                let cmd = p.command.take();
+                (p, cmd)
+            }
+            Err(e) => {
+                self.apply_turns.done(run, seq);
+                return Err(e);
+            }
+        };
+        let Some(cmd) = cmd else {
+            self.apply_turns.done(run, seq);
+            return Ok(std::mem::take(&mut prepared.result));
+        };
+        let proposed = self.node.propose(cmd).await;
+        self.apply_turns.done(run, seq);
+        prepared.finish(proposed?.await?)
+    }
+}
+
+/// Whose turn it is among the batches of each import sending several at once (see [`ApplyRequest::run`]).
+#[derive(Default)]
+pub(crate) struct ApplyTurns {
+    /// Import → the next batch to propose, and when the import was last heard of.
+    next: std::sync::Mutex<HashMap<String, (u64, std::time::Instant)>>,
+    changed: tokio::sync::Notify,
+}
+
+impl ApplyTurns {
+    /// Waits until batch `seq` of `run` may go. False if it never will (a batch before it is missing, or
+    /// this one already went).
+    async fn wait(&self, run: &str, seq: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            let next = self.next.lock().unwrap_or_else(|p| p.into_inner()).get(run).map(|e| e.0).unwrap_or(0);
+            if next == seq {
+                return true;
+            }
+            if next > seq || tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Batch `seq` of `run` has gone: the next one may.
+    fn done(&self, run: &str, seq: u64) {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        next.retain(|_, (_, seen)| now.duration_since(*seen) < Duration::from_secs(3600));
+        next.insert(run.to_string(), (seq + 1, now));
+        drop(next);
+        self.changed.notify_waiters();
+    }
+}
+
 fn outcome_text(o: &Outcome) -> String {
     match o {
         Outcome::Applied => "applied".into(),
@@ -818,12 +898,59 @@ impl Edge {
             Ok(r) => r,
             Err(e) => return fail(400, format!("the body is not an apply request: {e}")),
         };
-        match apply_items(&self.node, &self.kek, req.items, req.dry_run, Some(&self.config.admin_app)).await {
+        let applied = if req.run.is_empty() {
+            apply_items(&self.node, &self.kek, req.items, req.dry_run, Some(&self.config.admin_app)).await
+        } else {
+            if !self.apply_turns.wait(&req.run, req.seq, Duration::from_secs(120)).await {
+                return fail(
+                    409,
+                    format!(
+                        "batch {} of import {} came out of order (its predecessor never arrived)",
+                        req.seq, req.run
+                    ),
+                );
+            }
+            self.apply_in_turn(&req.run, req.seq, req.items, req.dry_run).await
+        };
+        match applied {
             Ok(result) => ok(to_value(&result)),
             Err(e) => {
                 tracing::error!("apply: {e}");
                 fail(503, format!("the write did not happen: {e}"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::ApplyTurns;
+
+    /// Batches of one import go in their numbered order whatever order they arrive in; a batch whose
+    /// predecessor never comes is refused after the wait; imports do not wait for each other.
+    #[tokio::test]
+    async fn batches_take_turns_in_their_order() {
+        let turns = Arc::new(ApplyTurns::default());
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for seq in [2u64, 0, 1] {
+            let (turns, order) = (turns.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                assert!(turns.wait("run-a", seq, Duration::from_secs(5)).await);
+                order.lock().unwrap().push(seq);
+                turns.done("run-a", seq);
+            }));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2]);
+        assert!(!turns.wait("run-a", 1, Duration::from_millis(50)).await, "a batch that already went");
+        assert!(!turns.wait("run-a", 5, Duration::from_millis(50)).await, "batches 3 and 4 never came");
+        assert!(turns.wait("run-b", 0, Duration::from_millis(50)).await, "another import starts at once");
     }
 }

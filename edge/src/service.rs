@@ -96,6 +96,7 @@ pub struct Edge {
     basic_auths: Cache<Bytes, Arc<ClientApp>>,
     pub(crate) introspections: Cache<TokenDigest, Arc<CachedToken>>,
     pub(crate) digest_key: DigestKey,
+    pub(crate) apply_turns: crate::admin::ApplyTurns,
     /// jti → token digest, so a revocation can drop the cached answer.
     jti_index: Cache<String, TokenDigest>,
     /// user id → digests of that user's cached answers, so a change to the user drops exactly those (a
@@ -172,6 +173,7 @@ impl Edge {
                 .support_invalidation_closures()
                 .build(),
             digest_key: DigestKey::random()?,
+            apply_turns: Default::default(),
             jti_index: Cache::builder()
                 .max_capacity(config.introspection_cache_entries)
                 .time_to_live(Duration::from_secs(86_400))

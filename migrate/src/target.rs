@@ -37,8 +37,20 @@ impl TargetSpec {
 }
 
 pub enum Target {
-    Node { http: reqwest::Client, endpoint: String, basic: Option<(String, String)>, token: String, url: String },
-    DataDir { node: Box<ReplicaNode>, kek: Kek },
+    Node {
+        http: reqwest::Client,
+        endpoint: String,
+        basic: Option<(String, String)>,
+        token: String,
+        url: String,
+        /// Names this import to the node, which proposes its batches in `seq` order (two are in flight).
+        run: String,
+        seq: std::sync::atomic::AtomicU64,
+    },
+    DataDir {
+        node: Box<ReplicaNode>,
+        kek: Kek,
+    },
     Nowhere,
 }
 
@@ -67,7 +79,15 @@ impl Target {
                     .timeout(Duration::from_secs(600))
                     .build()
                     .map_err(|e| MigrateError::Target(e.to_string()))?;
-                Ok(Target::Node { http, endpoint: endpoint.to_string(), basic, token: token.clone(), url: url.clone() })
+                Ok(Target::Node {
+                    http,
+                    endpoint: endpoint.to_string(),
+                    basic,
+                    token: token.clone(),
+                    url: url.clone(),
+                    run: uuid::Uuid::new_v4().to_string(),
+                    seq: Default::default(),
+                })
             }
             TargetSpec::DataDir { dir, node_id, raft_addr } => {
                 if dry_run && !dir.join("db").exists() {
@@ -91,12 +111,13 @@ impl Target {
     }
 
     /// How many batches may be in flight at once. Into a data dir, batches are proposed in order from here
-    /// (see [`Target::submit`]), so the next one can be appended while the previous one is applied; over
-    /// HTTP, two requests could reach Raft in either order, so one at a time.
+    /// (see [`Target::submit`]); over HTTP, each request carries its place in the import and the node
+    /// proposes them in that order. Either way the next batch is checked while the previous one applies.
     pub fn depth(&self) -> usize {
         match self {
             Target::DataDir { .. } => 3,
-            _ => 1,
+            Target::Node { .. } => 2,
+            Target::Nowhere => 1,
         }
     }
 
@@ -119,15 +140,35 @@ impl Target {
                 prepared.finish(response).map_err(|e| target_err(&e))
             }));
         }
+        // The batch's place in the import is taken here, in submission order, not in the task.
+        let seq = self.next_seq();
         let target = self.clone();
-        Ok(tokio::spawn(async move { target.apply(items, dry_run).await }))
+        Ok(tokio::spawn(async move { target.apply_numbered(items, dry_run, seq).await }))
+    }
+
+    /// The next batch number of an import into a node.
+    fn next_seq(&self) -> u64 {
+        match self {
+            Target::Node { seq, .. } => seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+            _ => 0,
+        }
     }
 
     /// Applies (or, dry, evaluates) one batch.
     pub async fn apply(&self, items: Vec<ApplyItem>, dry_run: bool) -> Result<ApplyResult, MigrateError> {
+        self.apply_numbered(items, dry_run, self.next_seq()).await
+    }
+
+    /// Applies batch number `seq` (into a node: its place in the import).
+    async fn apply_numbered(
+        &self,
+        items: Vec<ApplyItem>,
+        dry_run: bool,
+        seq: u64,
+    ) -> Result<ApplyResult, MigrateError> {
         match self {
-            Target::Node { http, endpoint, basic, token, url } => {
-                let body = serde_json::to_vec(&ApplyRequest { items, dry_run })
+            Target::Node { http, endpoint, basic, token, url, run, .. } => {
+                let body = serde_json::to_vec(&ApplyRequest { items, dry_run, run: run.clone(), seq })
                     .map_err(|e| MigrateError::Target(format!("encoding a batch: {e}")))?;
                 // Not `application/json`: the node would also read a JSON body as request parameters.
                 let mut req = http
