@@ -252,10 +252,6 @@ async fn wait_for_orgs(node: &Node, want: &BTreeSet<String>) {
     }
 }
 
-fn client_credentials_form() -> [(&'static str, &'static str); 1] {
-    [("grant_type", "client_credentials")]
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn three_nodes_replicate_forward_writes_and_revocations_reach_every_node() {
     let c = Cluster::three(10_000).await;
@@ -279,12 +275,7 @@ async fn three_nodes_replicate_forward_writes_and_revocations_reach_every_node()
     assert_eq!(v["data"]["name"], "written-on-a-follower");
 
     // A token issued by one node introspects on the others; revoked on one, inactive everywhere.
-    let (s, v) = c
-        .node(follower)
-        .post_form_basic("/oauth/token", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &client_credentials_form())
-        .await;
-    assert_eq!(s, 200, "{v}");
-    let token = v["access_token"].as_str().unwrap().to_string();
+    let token = c.node(follower).admin_token().await;
     for id in 1..=3 {
         let (s, v) = c
             .node(id)
@@ -379,12 +370,7 @@ async fn a_partitioned_node_refuses_writes_serves_reads_and_catches_up() {
     let leader = c.leader().await;
     let cut = (1..=3).rev().find(|i| *i != leader).unwrap();
     let majority = (1..=3).find(|i| *i != cut).unwrap();
-    let (s, v) = c
-        .node(cut)
-        .post_form_basic("/oauth/token", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &client_credentials_form())
-        .await;
-    assert_eq!(s, 200, "{v}");
-    let token = v["access_token"].as_str().unwrap().to_string();
+    let token = c.node(cut).admin_token().await;
 
     c.proxy.partition(cut);
     // The majority keeps accepting writes.
@@ -396,11 +382,7 @@ async fn a_partitioned_node_refuses_writes_serves_reads_and_catches_up() {
     let msg = v["msg"].as_str().unwrap_or_default();
     assert!(msg.contains("no quorum") || msg.contains("leader"), "{msg}");
     // …but serves tokens and introspection from its own state.
-    let (s, v) = c
-        .node(cut)
-        .post_form_basic("/oauth/token", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &client_credentials_form())
-        .await;
-    assert_eq!(s, 200, "{v}");
+    c.node(cut).admin_token().await;
     let (s, v) = c
         .node(cut)
         .post_form_basic("/oauth/introspect", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &token)])
