@@ -706,18 +706,41 @@ pub async fn apply_items(
     }
 }
 
+/// [`apply_items`] on the leader without waiting for the write: returns once the batch is checked and
+/// proposed, with what resolves to its result once applied. Batches proposed one after the other apply in
+/// that order, so a caller can have several in flight (the next is checked while the previous applies).
+pub async fn propose_items(
+    node: &ReplicaNode,
+    kek: &Kek,
+    items: Vec<ApplyItem>,
+    dry_run: bool,
+    protected_app: Option<&str>,
+) -> Result<impl std::future::Future<Output = Result<ApplyResult, EdgeError>> + Send + 'static, EdgeError> {
+    let mut prepared = prepare_items(node, kek, items, dry_run, protected_app)?;
+    let applied = match prepared.command.take() {
+        Some(cmd) => Some(node.propose(cmd).await?),
+        None => None,
+    };
+    Ok(async move {
+        match applied {
+            Some(applied) => prepared.finish(applied.await?),
+            None => Ok(prepared.result),
+        }
+    })
+}
+
 /// A batch of import items checked against the state: what is already known of the result, and the one
 /// command to write (none when nothing is left to write, or for a dry run).
-pub struct PreparedItems {
-    pub result: ApplyResult,
-    pub command: Option<Command>,
+struct PreparedItems {
+    result: ApplyResult,
+    command: Option<Command>,
     /// Position and kind of each command inside `command`.
     positions: Vec<(usize, &'static str)>,
 }
 
 impl PreparedItems {
     /// The result, once the state machine has answered `command`.
-    pub fn finish(mut self, response: CommandResponse) -> Result<ApplyResult, EdgeError> {
+    fn finish(mut self, response: CommandResponse) -> Result<ApplyResult, EdgeError> {
         if response.outcomes.len() != self.positions.len() {
             return Err(EdgeError::Unexpected(format!(
                 "the node answered {} outcomes for {} commands",
@@ -739,7 +762,7 @@ impl PreparedItems {
 
 /// The first half of [`apply_items`]: seals keys, drops unchanged items, refuses what an import may not
 /// write, and builds the command for the rest.
-pub fn prepare_items(
+fn prepare_items(
     node: &ReplicaNode,
     kek: &Kek,
     items: Vec<ApplyItem>,
@@ -826,24 +849,9 @@ impl Edge {
             self.apply_turns.done(run, seq);
             return r;
         }
-        let prepared = prepare_items(&self.node, &self.kek, items, dry_run, protected);
-        let (mut prepared, cmd) = match prepared {
-            Ok(mut p) => {
-                let cmd = p.command.take();
-                (p, cmd)
-            }
-            Err(e) => {
-                self.apply_turns.done(run, seq);
-                return Err(e);
-            }
-        };
-        let Some(cmd) = cmd else {
-            self.apply_turns.done(run, seq);
-            return Ok(std::mem::take(&mut prepared.result));
-        };
-        let proposed = self.node.propose(cmd).await;
+        let proposed = propose_items(&self.node, &self.kek, items, dry_run, protected).await;
         self.apply_turns.done(run, seq);
-        prepared.finish(proposed?.await?)
+        proposed?.await
     }
 }
 

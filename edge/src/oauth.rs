@@ -132,25 +132,25 @@ impl Edge {
     /// Identifies and authenticates the client of a token-endpoint-style request.
     pub fn client_from_request(&self, p: &Params, auth: &ClientAuth) -> Result<Arc<ClientApp>, OAuthError> {
         let (form_id, form_secret) = (param(p, "client_id"), param(p, "client_secret"));
-        let basic_id = match (&auth.known, &auth.basic) {
-            (Some(client), _) => Some(client.app.client_id.as_str()),
-            (None, Some((id, _))) => Some(id.as_str()),
-            (None, None) => None,
-        };
-        if let Some(id) = basic_id {
-            // RFC 6749 §2.3: one authentication method per request.
+        // RFC 6749 §2.3: one authentication method per request.
+        let only_basic = |basic_id: &str| {
             if !form_secret.is_empty() {
                 return Err(OAuthError::invalid_request(
                     "use either HTTP Basic or client_secret in the body, not both",
                 ));
             }
-            if !form_id.is_empty() && form_id != id {
+            if !form_id.is_empty() && form_id != basic_id {
                 return Err(OAuthError::invalid_request("client_id in the body differs from HTTP Basic"));
             }
-        }
+            Ok(())
+        };
         match (&auth.known, &auth.basic) {
-            (Some(client), _) => Ok(client.clone()),
+            (Some(client), _) => {
+                only_basic(&client.app.client_id)?;
+                Ok(client.clone())
+            }
             (None, Some((id, secret))) => {
+                only_basic(id)?;
                 let epoch = self.epoch.load(Ordering::SeqCst);
                 let client = self.authenticate_client(id, secret)?;
                 if let Some(header) = &auth.header {

@@ -294,9 +294,20 @@ impl Edge {
             list.push_back(digest);
         }
         self.jti_index.insert(entry.jti.clone(), digest);
-        self.introspections.insert(digest, entry);
+        self.keep_unless_invalidated(&self.introspections, digest, entry, started_epoch);
+    }
+
+    /// Puts `key → value` into `cache`, then takes it out again if an invalidation has run since
+    /// `started_epoch` (the value may be computed from state that changed meanwhile). In first, checked after:
+    /// an invalidation between the two is seen, instead of the entry surviving it.
+    fn keep_unless_invalidated<K, V>(&self, cache: &Cache<K, V>, key: K, value: V, started_epoch: u64)
+    where
+        K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+    {
+        cache.insert(key.clone(), value);
         if self.epoch.load(Ordering::SeqCst) != started_epoch {
-            self.introspections.invalidate(&digest);
+            cache.invalidate(&key);
         }
     }
 
@@ -322,10 +333,7 @@ impl Edge {
     /// Remembers that `header` authenticated `client` — unless an invalidation ran since `started_epoch`
     /// (the client may have changed under the check).
     pub(crate) fn remember_basic(&self, header: &Bytes, client: &Arc<ClientApp>, started_epoch: u64) {
-        self.basic_auths.insert(header.clone(), client.clone());
-        if self.epoch.load(Ordering::SeqCst) != started_epoch {
-            self.basic_auths.invalidate(header);
-        }
+        self.keep_unless_invalidated(&self.basic_auths, header.clone(), client.clone(), started_epoch);
     }
 
     /// Authenticates a client by id and secret; any failure is `invalid_client` with the same message.

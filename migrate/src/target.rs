@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jeton_edge::admin::{apply_items, prepare_items, ApplyItem, ApplyRequest, ApplyResult};
+use jeton_edge::admin::{apply_items, propose_items, ApplyItem, ApplyRequest, ApplyResult};
 use jeton_edge::keys::Kek;
 use jeton_raft::node::RaftSettings;
 use jeton_raft::ReplicaNode;
@@ -128,22 +128,15 @@ impl Target {
         items: Vec<ApplyItem>,
         dry_run: bool,
     ) -> Result<tokio::task::JoinHandle<Result<ApplyResult, MigrateError>>, MigrateError> {
-        let target_err = |e: &dyn std::fmt::Display| MigrateError::Target(e.to_string());
+        let target_err = |e: jeton_edge::EdgeError| MigrateError::Target(e.to_string());
         if let Target::DataDir { node, kek } = &**self {
-            let mut prepared = prepare_items(node, kek, items, dry_run, None).map_err(|e| target_err(&e))?;
-            let Some(cmd) = prepared.command.take() else {
-                return Ok(tokio::spawn(async move { Ok(prepared.result) }));
-            };
-            let applied = node.propose(cmd).await.map_err(|e| target_err(&e))?;
-            return Ok(tokio::spawn(async move {
-                let response = applied.await.map_err(|e| target_err(&e))?;
-                prepared.finish(response).map_err(|e| target_err(&e))
-            }));
+            let applied = propose_items(node, kek, items, dry_run, None).await.map_err(target_err)?;
+            return Ok(tokio::spawn(async move { applied.await.map_err(target_err) }));
         }
         // The batch's place in the import is taken here, in submission order, not in the task.
         let seq = self.next_seq();
         let target = self.clone();
-        Ok(tokio::spawn(async move { target.apply_numbered(items, dry_run, seq).await }))
+        Ok(tokio::spawn(async move { target.apply(items, dry_run, seq).await }))
     }
 
     /// The next batch number of an import into a node.
@@ -154,18 +147,8 @@ impl Target {
         }
     }
 
-    /// Applies (or, dry, evaluates) one batch.
-    pub async fn apply(&self, items: Vec<ApplyItem>, dry_run: bool) -> Result<ApplyResult, MigrateError> {
-        self.apply_numbered(items, dry_run, self.next_seq()).await
-    }
-
-    /// Applies batch number `seq` (into a node: its place in the import).
-    async fn apply_numbered(
-        &self,
-        items: Vec<ApplyItem>,
-        dry_run: bool,
-        seq: u64,
-    ) -> Result<ApplyResult, MigrateError> {
+    /// Applies (or, dry, evaluates) batch number `seq` (into a node: its place in the import).
+    async fn apply(&self, items: Vec<ApplyItem>, dry_run: bool, seq: u64) -> Result<ApplyResult, MigrateError> {
         match self {
             Target::Node { http, endpoint, basic, token, url, run, .. } => {
                 let body = serde_json::to_vec(&ApplyRequest { items, dry_run, run: run.clone(), seq })

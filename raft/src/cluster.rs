@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::network::{decode_body, ClusterTls, CLUSTER_HEADER, MAX_BODY, POSTCARD};
+use crate::network::{decode_body, is_postcard, ClusterTls, CLUSTER_HEADER, MAX_BODY, POSTCARD};
 use crate::node::{ReplicaNode, WriteError};
 use crate::NodeId;
 
@@ -205,18 +205,18 @@ async fn handle(node: &ReplicaNode, req: Request<Incoming>, peer: std::net::Sock
     if req.method() != hyper::Method::POST {
         return answer(StatusCode::METHOD_NOT_ALLOWED, Vec::new());
     }
-    let content_type = req.headers().get(hyper::header::CONTENT_TYPE).cloned();
-    let format = Format(content_type);
+    // The answer goes back in the request's format.
+    let binary = is_postcard(req.headers().get(hyper::header::CONTENT_TYPE));
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return answer(StatusCode::PAYLOAD_TOO_LARGE, format!("\"{e}\"").into_bytes()),
     };
     match path.as_str() {
-        "/raft/append" => rpc(&format, &body, |r| node.raft.append_entries(r)).await,
-        "/raft/vote" => rpc(&format, &body, |r| node.raft.vote(r)).await,
-        "/raft/snapshot" => rpc(&format, &body, |r| node.raft.install_snapshot(r)).await,
+        "/raft/append" => rpc(binary, &body, |r| node.raft.append_entries(r)).await,
+        "/raft/vote" => rpc(binary, &body, |r| node.raft.vote(r)).await,
+        "/raft/snapshot" => rpc(binary, &body, |r| node.raft.install_snapshot(r)).await,
         "/cluster/info" => {
-            rpc(&format, &body, |r: InfoRequest| async move {
+            rpc(binary, &body, |r: InfoRequest| async move {
                 tracing::info!(%peer, node = r.node_id, "a node asks to join");
                 ClusterInfo {
                     cluster: node.identity.cluster.clone(),
@@ -227,7 +227,7 @@ async fn handle(node: &ReplicaNode, req: Request<Incoming>, peer: std::net::Sock
             .await
         }
         "/cluster/join" => {
-            rpc(&format, &body, |r: JoinRequest| async move {
+            rpc(binary, &body, |r: JoinRequest| async move {
                 tracing::info!(%peer, node = r.node_id, addr = %r.addr, learner = r.learner, "adding a node");
                 let added = node.change_membership(MembershipChange::AddLearner { id: r.node_id, addr: r.addr }).await;
                 let promoted = match added {
@@ -239,37 +239,33 @@ async fn handle(node: &ReplicaNode, req: Request<Incoming>, peer: std::net::Sock
             .await
         }
         "/cluster/write" => {
-            rpc(&format, &body, |cmd| async move { node.write_here(cmd).await.map_err(WireError::from) }).await
+            rpc(binary, &body, |cmd| async move { node.write_here(cmd).await.map_err(WireError::from) }).await
         }
         "/cluster/membership" => {
             rpc(
-                &format,
+                binary,
                 &body,
                 |change| async move { node.change_membership_here(change).await.map_err(WireError::from) },
             )
             .await
         }
         "/cluster/read-index" => {
-            rpc(&format, &body, |()| async move { node.read_index_here().await.map_err(WireError::from) }).await
+            rpc(binary, &body, |()| async move { node.read_index_here().await.map_err(WireError::from) }).await
         }
         _ => answer(StatusCode::NOT_FOUND, Vec::new()),
     }
 }
 
-/// The content type a request came in (its answer goes back in the same format).
-struct Format(Option<hyper::header::HeaderValue>);
-
 /// Decodes the request, runs `f` and encodes what it returns as the answer (errors travel as values).
-async fn rpc<Req, Resp, F, Fut>(format: &Format, body: &[u8], f: F) -> Response<Full<Bytes>>
+async fn rpc<Req, Resp, F, Fut>(binary: bool, body: &[u8], f: F) -> Response<Full<Bytes>>
 where
     Req: DeserializeOwned,
     Resp: Serialize,
     F: FnOnce(Req) -> Fut,
     Fut: std::future::Future<Output = Resp>,
 {
-    let content_type = format.0.as_ref().map(|v| v.as_bytes());
-    match decode_body::<Req>(content_type, body) {
-        Ok(req) => encoded(&f(req).await, content_type == Some(POSTCARD.as_bytes())),
+    match decode_body::<Req>(binary, body) {
+        Ok(req) => encoded(&f(req).await, binary),
         Err(e) => answer(StatusCode::BAD_REQUEST, format!("\"undecodable request: {e}\"").into_bytes()),
     }
 }

@@ -39,9 +39,14 @@ pub const MAX_BODY: usize = 256 << 20;
 /// (`application/json`) is still understood, and answered in JSON.
 pub const POSTCARD: &str = "application/x-jeton-postcard";
 
-/// Decodes an RPC body of content type `content_type` (postcard or JSON).
-pub(crate) fn decode_body<T: DeserializeOwned>(content_type: Option<&[u8]>, body: &[u8]) -> Result<T, String> {
-    if content_type == Some(POSTCARD.as_bytes()) {
+/// Whether a body of this content type is postcard (else JSON).
+pub(crate) fn is_postcard(content_type: Option<&hyper::header::HeaderValue>) -> bool {
+    content_type.is_some_and(|v| v.as_bytes() == POSTCARD.as_bytes())
+}
+
+/// Decodes an RPC body, postcard if `binary`, else JSON.
+pub(crate) fn decode_body<T: DeserializeOwned>(binary: bool, body: &[u8]) -> Result<T, String> {
+    if binary {
         postcard::from_bytes(body).map_err(|e| e.to_string())
     } else {
         serde_json::from_slice(body).map_err(|e| e.to_string())
@@ -197,7 +202,7 @@ impl Peers {
                 .map_err(|e| unreachable(e.to_string()))?;
             let resp = sender.send_request(req).await.map_err(|e| unreachable(e.to_string()))?;
             let status = resp.status();
-            let content_type = resp.headers().get(hyper::header::CONTENT_TYPE).cloned();
+            let binary = is_postcard(resp.headers().get(hyper::header::CONTENT_TYPE));
             let body = Limited::new(resp.into_body(), MAX_BODY)
                 .collect()
                 .await
@@ -211,8 +216,7 @@ impl Peers {
                     message: String::from_utf8_lossy(&body).into_owned(),
                 });
             }
-            decode_body(content_type.as_ref().map(|v| v.as_bytes()), &body)
-                .map_err(|e| unreachable(format!("undecodable answer: {e}")))
+            decode_body(binary, &body).map_err(|e| unreachable(format!("undecodable answer: {e}")))
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(r) => r,
@@ -336,7 +340,7 @@ mod tests {
 
         fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug>(v: &T) -> T {
             let bytes = postcard::to_stdvec(v).expect("encode");
-            super::decode_body::<T>(Some(super::POSTCARD.as_bytes()), &bytes).expect("decode")
+            super::decode_body::<T>(true, &bytes).expect("decode")
         }
         for change in [
             MembershipChange::AddLearner { id: 4, addr: "10.0.0.4:7000".into() },
