@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::harness::{self, Node, ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET};
 
@@ -652,4 +652,27 @@ async fn an_interrupted_import_continues() {
     assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.total_written(), 0, "{}", r.report);
     assert_eq!(r.unchanged("put_user"), total);
+}
+
+/// Numbered apply requests (what `--into` sends, two at a time): a batch number that already went is
+/// refused with 409 and changes nothing; another import's numbering is its own.
+#[tokio::test]
+async fn apply_requests_of_one_import_go_in_their_order() {
+    let node = Node::start().await;
+    let org = |name: &str| json!({"command": {"PutOrganization": {"org": {"owner": "admin", "name": name}, "mode": "Create"}}});
+    let (s, v) = node.admin_post("jeton/apply", json!({"items": [org("ordered-a")], "run": "run-1", "seq": 0})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["written"]["put_organization"], 1, "{v}");
+    let (s, v) = node.admin_post("jeton/apply", json!({"items": [org("ordered-b")], "run": "run-1", "seq": 0})).await;
+    assert_eq!(s, 409, "a batch number that already went: {v}");
+    let (_, v) = node.admin_get("get-organization?id=admin/ordered-b").await;
+    assert_eq!(v["data"], Value::Null, "the refused batch wrote nothing: {v}");
+    let (s, v) = node.admin_post("jeton/apply", json!({"items": [org("ordered-b")], "run": "run-1", "seq": 1})).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = node.admin_post("jeton/apply", json!({"items": [org("ordered-c")], "run": "run-2", "seq": 0})).await;
+    assert_eq!(s, 200, "another import starts at 0: {v}");
+    for name in ["ordered-a", "ordered-b", "ordered-c"] {
+        let (_, v) = node.admin_get(&format!("get-organization?id=admin/{name}")).await;
+        assert_eq!(v["data"]["name"], name, "{v}");
+    }
 }
