@@ -5,7 +5,7 @@
 //! - [`store`]: the sled keyspace and the zero-copy reads of the hot paths;
 //! - [`storage`]: openraft's log store and state machine on sled;
 //! - [`network`]: node-to-node transport (client side), [`cluster`]: the node-to-node listener;
-//! - [`node`]: starting a node and writing through Raft.
+//! - [`node`]: starting a node and writing through Raft; `commit`: group commit of concurrent writes.
 
 // openraft's StorageError is large and imposed by its traits; boxing it at every call would only add noise.
 #![allow(clippy::result_large_err)]
@@ -13,6 +13,7 @@
 pub mod apply;
 pub mod cluster;
 pub mod command;
+mod commit;
 pub mod model;
 pub mod network;
 pub mod node;

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{ClusterInfo, ClusterStatus, InfoRequest, JoinRequest, Member, MembershipChange, WireError};
+use crate::commit::GroupCommit;
 use crate::network::{CallError, ClusterTls, Network, Peers};
 use crate::storage::{LogStore, StateMachine};
 use crate::store::Store;
@@ -24,7 +25,7 @@ pub struct Identity {
 }
 
 /// Why a write did not happen.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
     /// This node is not the leader (and, in a cluster of one, not yet elected).
     #[error("this node is not the leader{}", leader.map(|l| format!(" (leader: node {l})")).unwrap_or_default())]
@@ -62,6 +63,7 @@ pub struct ReplicaNode {
     pub received_secret: Option<String>,
     db: sled::Db,
     settings: RaftSettings,
+    commits: GroupCommit,
     server: Option<Arc<tokio::task::JoinHandle<()>>>,
 }
 
@@ -173,7 +175,7 @@ impl ReplicaNode {
             .map_err(|e| RaftError::Start(format!("raft: {e}")))?;
         let mut node = ReplicaNode {
             id,
-            raft,
+            raft: raft.clone(),
             store,
             log,
             identity,
@@ -182,6 +184,7 @@ impl ReplicaNode {
             received_secret,
             db,
             settings: settings.clone(),
+            commits: GroupCommit::start(raft.clone()),
             server: None,
         };
         match (cluster.listener, cluster.tls) {
@@ -293,18 +296,11 @@ impl ReplicaNode {
         self.on_leader("/cluster/write", &cmd, || self.write_here(cmd.clone())).await
     }
 
-    /// Proposes on this node, which must be the leader.
+    /// Proposes on this node, which must be the leader, together with the other writes waiting here
+    /// (see [`GroupCommit`]).
     pub(crate) async fn write_here(&self, cmd: Command) -> Result<CommandResponse, WriteError> {
         self.check_quorum()?;
-        let fut = self.raft.client_write(cmd);
-        match tokio::time::timeout(Duration::from_secs(10), fut).await {
-            Err(_) => Err(WriteError::Timeout),
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(OpenraftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(WriteError::NotLeader { leader: f.leader_id })
-            }
-            Ok(Err(e)) => Err(WriteError::Fatal(e.to_string())),
-        }
+        self.commits.write(cmd).await
     }
 
     /// Proposes `cmd` on this node, which must be the leader, without waiting for it: returns once Raft has
@@ -317,16 +313,7 @@ impl ReplicaNode {
     ) -> Result<impl std::future::Future<Output = Result<CommandResponse, WriteError>> + Send + 'static, WriteError>
     {
         self.check_quorum()?;
-        let rx = self.raft.client_write_ff(cmd).await.map_err(|e| WriteError::Fatal(e.to_string()))?;
-        Ok(async move {
-            match tokio::time::timeout(Duration::from_secs(10), rx).await {
-                Err(_) => Err(WriteError::Timeout),
-                Ok(Err(_)) => Err(WriteError::Fatal("Raft stopped before answering".into())),
-                Ok(Ok(Ok(resp))) => Ok(resp.data),
-                Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => Err(WriteError::NotLeader { leader: f.leader_id }),
-                Ok(Ok(Err(e))) => Err(WriteError::Fatal(e.to_string())),
-            }
-        })
+        crate::commit::propose(&self.raft, cmd).await
     }
 
     /// A leader that has heard from no quorum for longer than an election timeout is most likely cut off:

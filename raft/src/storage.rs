@@ -555,7 +555,7 @@ impl StateMachine {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use openraft::{CommittedLeaderId, Entry as RaftEntry};
 
     use super::*;
@@ -572,14 +572,14 @@ mod tests {
         (StateMachine::open(&db, store.clone(), dir.join("snapshots")).unwrap(), store)
     }
 
-    fn org(name: &str) -> Command {
+    pub(crate) fn org(name: &str) -> Command {
         Command::PutOrganization {
             org: Organization { name: name.into(), ..Default::default() },
             mode: PutMode::Create,
         }
     }
 
-    fn user(owner: &str, name: &str, id: &str) -> Command {
+    pub(crate) fn user(owner: &str, name: &str, id: &str) -> Command {
         Command::PutUser {
             user: User {
                 owner: owner.into(),
