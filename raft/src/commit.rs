@@ -19,8 +19,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::node::WriteError;
 use crate::{Command, CommandResponse, Raft};
 
-/// Proposals outstanding at once: the leader appends the next batch while the previous one replicates.
-const IN_FLIGHT: usize = 2;
+/// Proposals outstanding at once. One: the next proposal takes everything that queued while the previous
+/// one committed (measured on three nodes, 16 writers: 1 in flight 3300–3570 writes/s, 2: 3020–3410, 4: 2630).
+const IN_FLIGHT: usize = 1;
 /// Writes in one proposal at most (one log entry; an append request carries up to 64 entries).
 const MAX_BATCH: usize = 128;
 /// How long a write waits for its commit before the caller is told [`WriteError::Timeout`].

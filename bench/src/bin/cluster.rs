@@ -4,15 +4,22 @@
 //!    fsync durability, JSON gateway) with the same HTTP client, the same concurrency and a value of the
 //!    same size: throughput and p50/p99 commit latency.
 //! 2. **Follower-served introspection** while the leader takes writes: throughput on an idle cluster vs
-//!    under write load.
+//!    under write load, once with the writes as fast as 16 writers can go (closed loop) and once paced at
+//!    `--paced-writes` per second (default 1000).
 //! 3. **Revocation propagation**: a token revoked on the leader, introspected on the two followers until it
 //!    answers inactive: p50/p99 of that delay.
 //!
 //! ```text
-//! cluster --bin target/perf/jeton [--etcd /usr/bin/etcd] [--seconds 10] [--concurrency 16] [--revocations 200] [--pin]
+//! cluster --bin target/perf/jeton [--etcd /usr/bin/etcd] [--seconds 10] [--concurrency 16] [--revocations 200]
+//!         [--paced-writes 1000] [--pin]
 //! ```
 //! `--pin` puts the measured follower (node 3, etcd member 3) alone on CPU 1 and the other two members on CPU 0
-//! (`taskset`), as if the follower had a machine of its own; the load generator is not pinned.
+//! (`taskset`), as if the follower had a machine of its own. The load generator (this process) floats over
+//! both CPUs for the write comparison; for the follower's introspection it is pinned to CPU 0 too, so that
+//! CPU 1 is the follower's alone and what is measured is the follower, not its share of a core.
+//!
+//! CPU per write: each member's user + system CPU time (`/proc/PID/stat`) over the write phase, divided by
+//! the writes acknowledged in it.
 //! Output: `key=value` lines on stdout, a summary on stderr.
 
 use std::path::{Path, PathBuf};
@@ -40,6 +47,55 @@ impl Args {
 
 /// Child processes killed on drop.
 struct Procs(Vec<Child>);
+
+impl Procs {
+    /// CPU seconds (user + system) each process has used so far.
+    fn cpu_seconds(&self) -> Vec<f64> {
+        self.0.iter().map(|c| cpu_seconds(c.id())).collect()
+    }
+}
+
+/// User + system CPU seconds of process `pid` (fields 14 and 15 of `/proc/PID/stat`, in clock ticks).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // The command name (field 2) may hold spaces; the fields after it follow its closing parenthesis.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After ')': state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// Runs `f` and returns its result with the CPU microseconds each of `procs` spent per operation meanwhile.
+async fn with_cpu_per_op<F: std::future::Future<Output = Run>>(procs: &Procs, f: F) -> (Run, Vec<f64>) {
+    let before = procs.cpu_seconds();
+    let run = f.await;
+    let after = procs.cpu_seconds();
+    let per_op = after.iter().zip(&before).map(|(a, b)| (a - b) * 1e6 / run.ops.max(1) as f64).collect();
+    (run, per_op)
+}
+
+fn show_cpu(per_op: &[f64]) -> String {
+    per_op.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(" / ")
+}
+
+/// Pins every thread of this process to `cpus` (taskset's list syntax).
+fn pin_self(cpus: &str) -> Result<(), String> {
+    let pid = std::process::id().to_string();
+    run(Path::new("taskset"), &["-a", "-c", "-p", cpus, &pid])
+}
 
 impl Drop for Procs {
     fn drop(&mut self) {
@@ -198,9 +254,19 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// `concurrency` tasks send requests made by `make(worker, seq)` for `seconds`; a request counts when
-/// `ok(status)`.
+/// `concurrency` tasks send requests made by `make(worker, seq)` for `seconds`, each as soon as the previous
+/// one is answered; a request counts when its status is a success.
 async fn closed_loop<F>(concurrency: u64, seconds: u64, make: F) -> Run
+where
+    F: Fn(&reqwest::Client, u64, u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    paced_loop(concurrency, seconds, None, make).await
+}
+
+/// As [`closed_loop`], but with `rate`, at most `rate` requests per second in all: request `seq` of
+/// worker `w` is not sent before `start + (seq * concurrency + w) / rate` (a worker that falls behind
+/// sends at once, so the achieved rate shows whether the server kept up).
+async fn paced_loop<F>(concurrency: u64, seconds: u64, rate: Option<f64>, make: F) -> Run
 where
     F: Fn(&reqwest::Client, u64, u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
 {
@@ -216,6 +282,10 @@ where
             let mut lat = Vec::new();
             let mut seq = 0;
             while !stop.load(Ordering::Relaxed) {
+                if let Some(rate) = rate {
+                    let due = start + Duration::from_secs_f64((seq * concurrency + w) as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
                 let t = Instant::now();
                 match make(&client, w, seq).send().await {
                     Ok(r) if r.status().is_success() => {
@@ -250,10 +320,10 @@ fn user_body(worker: u64, seq: u64) -> Value {
     })
 }
 
-async fn jeton_writes(url: &str, concurrency: u64, seconds: u64, tag: &str) -> Run {
+async fn jeton_writes(url: &str, concurrency: u64, seconds: u64, rate: Option<f64>, tag: &str) -> Run {
     let url = format!("{url}/api/add-user");
     let tag = tag.to_string();
-    closed_loop(concurrency, seconds, move |c, w, s| {
+    paced_loop(concurrency, seconds, rate, move |c, w, s| {
         let mut body = user_body(w, s);
         body["name"] = json!(format!("{tag}-{w}-{s}"));
         c.post(&url).basic_auth(CLIENT_ID, Some(CLIENT_SECRET)).json(&body)
@@ -288,13 +358,48 @@ async fn active(client: &reqwest::Client, url: &str, token: &str) -> Result<bool
     Ok(v["active"] == json!(true))
 }
 
-async fn introspection_load(url: &str, token: &str, concurrency: u64, seconds: u64) -> Run {
-    let url = format!("{url}/oauth/introspect");
-    let token = token.to_string();
-    closed_loop(concurrency, seconds, move |c, _, _| {
-        c.post(&url).basic_auth(CLIENT_ID, Some(CLIENT_SECRET)).form(&[("token", token.as_str())])
+/// Introspection of `token` on `url` by wrk (`concurrency` connections, keep-alive) for `seconds`: a load
+/// generator much lighter per request than this process's HTTP client, so that it is the server that is
+/// measured. Pinned with this process when it is.
+async fn introspection_load(dir: &Path, url: &str, token: &str, concurrency: u64, seconds: u64) -> Result<Run, String> {
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
+    let script = dir.join("introspect.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = \"token={token}\"\n\
+             wrk.headers[\"Content-Type\"] = \"application/x-www-form-urlencoded\"\n\
+             wrk.headers[\"Authorization\"] = \"Basic {basic}\"\n\
+             done = function(s, l, r)\n  local e = s.errors\n  io.write(string.format(\"WRKRESULT %d %d %d\\n\", \
+             s.requests, s.duration, e.status + e.connect + e.read + e.write + e.timeout))\nend\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();
+    let args = [
+        format!("-t{threads}"),
+        format!("-c{concurrency}"),
+        format!("-d{seconds}s"),
+        "--timeout".into(),
+        "5s".into(),
+        "-s".into(),
+        script.to_string_lossy().into_owned(),
+        format!("{url}/oauth/introspect"),
+    ];
+    let out = tokio::task::spawn_blocking(move || Command::new("wrk").args(&args).output())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("wrk (apt-get install wrk): {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find_map(|l| l.strip_prefix("WRKRESULT ")).ok_or_else(|| format!("wrk: {text}"))?;
+    let n: Vec<u64> = line.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    let [requests, duration_us, errors] = n[..] else { return Err(format!("wrk: {line}")) };
+    Ok(Run {
+        ops: requests - errors.min(requests),
+        errors,
+        seconds: duration_us as f64 / 1e6,
+        latencies_us: Vec::new(),
     })
-    .await
 }
 
 #[tokio::main]
@@ -315,6 +420,7 @@ async fn real_main() -> Result<(), String> {
     let seconds = args.number("--seconds", 10);
     let concurrency = args.number("--concurrency", 16);
     let revocations = args.number("--revocations", 200);
+    let paced = args.number("--paced-writes", 1000) as f64;
     let pin = args.0.iter().any(|a| a == "--pin");
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let client = reqwest::Client::new();
@@ -331,20 +437,22 @@ async fn real_main() -> Result<(), String> {
     if !r.status().is_success() {
         return Err(format!("add-organization: {}", r.status()));
     }
-    let jw = jeton_writes(&urls[0], concurrency, seconds, "w").await;
+    let (jw, jeton_cpu) = with_cpu_per_op(&jeton_procs, jeton_writes(&urls[0], concurrency, seconds, None, "w")).await;
     println!("jeton_writes_per_s={:.0}", jw.rate());
+    println!("jeton_cpu_us_per_write={}", show_cpu(&jeton_cpu));
     println!("jeton_write_p50_ms={:.2}", jw.pct(0.5));
     println!("jeton_write_p99_ms={:.2}", jw.pct(0.99));
     println!("jeton_write_errors={}", jw.errors);
     let etcd_result = match start_etcd(&etcd, tmp.path(), pin).await {
         Ok((etcd_procs, eurls)) => {
-            let ew = etcd_puts(&eurls[0], concurrency, seconds).await;
+            let (ew, etcd_cpu) = with_cpu_per_op(&etcd_procs, etcd_puts(&eurls[0], concurrency, seconds)).await;
             drop(etcd_procs);
             println!("etcd_puts_per_s={:.0}", ew.rate());
+            println!("etcd_cpu_us_per_put={}", show_cpu(&etcd_cpu));
             println!("etcd_put_p50_ms={:.2}", ew.pct(0.5));
             println!("etcd_put_p99_ms={:.2}", ew.pct(0.99));
             println!("etcd_put_errors={}", ew.errors);
-            Some(ew)
+            Some((ew, etcd_cpu))
         }
         Err(e) => {
             eprintln!("etcd not measured: {e}");
@@ -352,22 +460,43 @@ async fn real_main() -> Result<(), String> {
         }
     };
 
-    // 2. Introspection on a follower (node 3): idle, then with the leader taking writes.
+    // 2. Introspection on a follower (node 3): idle, then with the leader taking writes, closed loop and
+    //    paced. Pinned runs keep CPU 1 for the follower alone from here on.
+    if pin {
+        pin_self("0")?;
+    }
     let t = token(&client, &urls[0]).await?;
     let follower = urls[2].clone();
     let _ = active(&client, &follower, &t).await?;
-    let idle = introspection_load(&follower, &t, concurrency, seconds).await;
-    let writer = {
-        let leader = urls[0].clone();
-        tokio::spawn(async move { jeton_writes(&leader, concurrency, seconds + 1, "load").await })
+    let node3 = jeton_procs.0[2].id();
+    let busy_cores = |before: f64, run: &Run| (cpu_seconds(node3) - before) / run.seconds;
+    let before = cpu_seconds(node3);
+    let idle = introspection_load(tmp.path(), &follower, &t, concurrency, seconds).await?;
+    let idle_cores = busy_cores(before, &idle);
+    let under = |rate: Option<f64>, tag: &'static str| {
+        let (leader, follower, t, dir) = (urls[0].clone(), follower.clone(), t.clone(), tmp.path().to_path_buf());
+        async move {
+            let writer = tokio::spawn(async move { jeton_writes(&leader, concurrency, seconds + 1, rate, tag).await });
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let before = cpu_seconds(node3);
+            let busy = introspection_load(&dir, &follower, &t, concurrency, seconds).await?;
+            let cores = busy_cores(before, &busy);
+            let background = writer.await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((busy, background, cores))
+        }
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let busy = introspection_load(&follower, &t, concurrency, seconds).await;
-    let background = writer.await.map_err(|e| e.to_string())?;
+    let (busy, background, busy_cores) = under(None, "load").await?;
+    let (paced_busy, paced_background, paced_cores) = under(Some(paced), "paced").await?;
+    println!("follower_cores_idle={idle_cores:.2}");
+    println!("follower_cores_under_writes={busy_cores:.2}");
+    println!("follower_cores_under_paced_writes={paced_cores:.2}");
     println!("follower_introspect_idle_per_s={:.0}", idle.rate());
     println!("follower_introspect_under_writes_per_s={:.0}", busy.rate());
     println!("follower_introspect_ratio={:.2}", busy.rate() / idle.rate());
     println!("background_writes_per_s={:.0}", background.rate());
+    println!("follower_introspect_under_paced_writes_per_s={:.0}", paced_busy.rate());
+    println!("follower_introspect_paced_ratio={:.2}", paced_busy.rate() / idle.rate());
+    println!("paced_writes_per_s={:.0}", paced_background.rate());
 
     // 3. Revocation propagation to the followers.
     // From sending the revocation to the leader, and from its acknowledgement, until a follower answers
@@ -415,26 +544,33 @@ async fn real_main() -> Result<(), String> {
     drop(jeton_procs);
 
     eprintln!(
-        "writes: jeton {:.0}/s p50 {:.2} ms p99 {:.2} ms{}",
+        "writes: jeton {:.0}/s p50 {:.2} ms p99 {:.2} ms, CPU µs per write {}{}",
         jw.rate(),
         jw.pct(0.5),
         jw.pct(0.99),
+        show_cpu(&jeton_cpu),
         etcd_result
-            .map(|e| format!(
-                " | etcd {:.0}/s p50 {:.2} ms p99 {:.2} ms | ratio {:.2}",
+            .map(|(e, cpu)| format!(
+                " | etcd {:.0}/s p50 {:.2} ms p99 {:.2} ms, CPU µs per put {} | ratio {:.2}",
                 e.rate(),
                 e.pct(0.5),
                 e.pct(0.99),
+                show_cpu(&cpu),
                 jw.rate() / e.rate()
             ))
             .unwrap_or_default()
     );
     eprintln!(
-        "follower introspection: idle {:.0}/s, leader under writes {:.0}/s ({:.0} writes/s): ratio {:.2}",
+        "follower introspection: idle {:.0}/s ({idle_cores:.2} cores busy); leader under closed-loop writes {:.0}/s \
+         ({:.0} writes/s, {busy_cores:.2} cores): ratio {:.2}; under paced writes {:.0}/s ({:.0} writes/s, \
+         {paced_cores:.2} cores): ratio {:.2}",
         idle.rate(),
         busy.rate(),
         background.rate(),
-        busy.rate() / idle.rate()
+        busy.rate() / idle.rate(),
+        paced_busy.rate(),
+        paced_background.rate(),
+        paced_busy.rate() / idle.rate()
     );
     eprintln!(
         "revocation sent → inactive on a follower: p50 {:.2} ms, p99 {:.2} ms; after the revocation's answer: p50 {:.2} ms, p99 {:.2} ms ({} samples)",
