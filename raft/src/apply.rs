@@ -320,8 +320,11 @@ impl<'a> Pending<'a> {
                 return Ok(Outcome::Conflict(format!("user id {} is taken", user.id)));
             }
         }
-        if let Some(old) = self.read::<User>(&k)? {
-            self.remove_user_indexes(&old);
+        // A create has just found no record under `k`: nothing to read back.
+        if mode != PutMode::Create {
+            if let Some(old) = self.read::<User>(&k)? {
+                self.remove_user_indexes(&old);
+            }
         }
         self.put(k.clone(), user)?;
         self.put_raw(key::user_by_id(&user.id), k.clone());

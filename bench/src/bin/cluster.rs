@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! cluster --bin target/perf/jeton [--etcd /usr/bin/etcd] [--seconds 10] [--concurrency 16] [--revocations 200]
-//!         [--paced-writes 1000] [--pin]
+//!         [--paced-writes 1000] [--read-connections 64] [--pin]
 //! ```
 //! `--pin` puts the measured follower (node 3, etcd member 3) alone on CPU 1 and the other two members on CPU 0
 //! (`taskset`), as if the follower had a machine of its own. The load generator (this process) floats over
@@ -421,6 +421,7 @@ async fn real_main() -> Result<(), String> {
     let concurrency = args.number("--concurrency", 16);
     let revocations = args.number("--revocations", 200);
     let paced = args.number("--paced-writes", 1000) as f64;
+    let readers = args.number("--read-connections", 64);
     let pin = args.0.iter().any(|a| a == "--pin");
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let client = reqwest::Client::new();
@@ -471,7 +472,7 @@ async fn real_main() -> Result<(), String> {
     let node3 = jeton_procs.0[2].id();
     let busy_cores = |before: f64, run: &Run| (cpu_seconds(node3) - before) / run.seconds;
     let before = cpu_seconds(node3);
-    let idle = introspection_load(tmp.path(), &follower, &t, concurrency, seconds).await?;
+    let idle = introspection_load(tmp.path(), &follower, &t, readers, seconds).await?;
     let idle_cores = busy_cores(before, &idle);
     let under = |rate: Option<f64>, tag: &'static str| {
         let (leader, follower, t, dir) = (urls[0].clone(), follower.clone(), t.clone(), tmp.path().to_path_buf());
@@ -479,7 +480,7 @@ async fn real_main() -> Result<(), String> {
             let writer = tokio::spawn(async move { jeton_writes(&leader, concurrency, seconds + 1, rate, tag).await });
             tokio::time::sleep(Duration::from_millis(500)).await;
             let before = cpu_seconds(node3);
-            let busy = introspection_load(&dir, &follower, &t, concurrency, seconds).await?;
+            let busy = introspection_load(&dir, &follower, &t, readers, seconds).await?;
             let cores = busy_cores(before, &busy);
             let background = writer.await.map_err(|e| e.to_string())?;
             Ok::<_, String>((busy, background, cores))
