@@ -504,3 +504,50 @@ async fn joining_needs_a_certificate_and_a_data_dir_of_another_cluster_is_refuse
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("mutual TLS"));
 }
+
+/// A gauge or counter from a node's `/metrics` (Prometheus text).
+async fn metric(node: &Node, name: &str) -> f64 {
+    let text = node.http.get(node.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("/metrics has no {name}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writes_share_log_entries_and_each_gets_its_own_answer() {
+    let c = Cluster::three(10_000).await;
+    let leader = c.leader().await;
+    let before = metric(c.node(leader), "jeton_raft_applied_index").await;
+    // 60 writes at once through all three nodes: 40 names, 20 of them sent twice.
+    let writes = (0..60u32).map(|i| {
+        let name = format!("burst-{:02}", i % 40);
+        let via = (i % 3 + 1) as u8;
+        let c = &c;
+        async move {
+            let (s, v) = c.add_org(via, &name).await;
+            (name, s, v)
+        }
+    });
+    let answers = futures_util::future::join_all(writes).await;
+    let mut by_name: std::collections::BTreeMap<String, Vec<u16>> = Default::default();
+    for (name, s, v) in answers {
+        assert!(s == 200 || s == 409, "{name}: {s} {v}");
+        by_name.entry(name).or_default().push(s);
+    }
+    for (name, mut statuses) in by_name {
+        statuses.sort_unstable();
+        let want = if name.as_str() < "burst-20" { vec![200, 409] } else { vec![200] };
+        assert_eq!(statuses, want, "{name}: exactly one of its writes is applied, a repeat is refused");
+    }
+    // Every acknowledged write is applied on the leader before it is answered; grouped, they took fewer
+    // log entries than there were writes.
+    let entries = metric(c.node(leader), "jeton_raft_applied_index").await - before;
+    assert!(entries < 60.0, "60 concurrent writes took {entries} log entries: none were grouped");
+    let want: BTreeSet<String> = (0..40).map(|i| format!("burst-{i:02}")).collect();
+    for id in 1..=3 {
+        wait_for_orgs(c.node(id), &want).await;
+        let names = org_names(c.node(id)).await;
+        assert_eq!(names.iter().collect::<BTreeSet<_>>().len(), names.len(), "node {id} lists an organization twice");
+    }
+}
