@@ -37,6 +37,13 @@ fn mint(c: &mut Criterion) {
             b.iter(|| key.sign(&key.access_header, black_box(&claims)).expect("sign"))
         });
     }
+    // The other Ed25519 implementation in the tree signing the same input (the key does not change the cost).
+    let token = fx.user_token(Alg::EdDSA);
+    let (input, _) = token.rsplit_once('.').expect("compact JWS");
+    let dalek = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    g.bench_function("EdDSA signature only, ed25519-dalek sign", |b| {
+        b.iter(|| ed25519_dalek::Signer::sign(&dalek, black_box(input.as_bytes())))
+    });
     // What a mint costs besides the signature: claims of a JWT-Standard user token, serialized.
     g.bench_function("claims build + JSON", |b| b.iter(|| fx.user_claims_json()));
     g.bench_function("client_credentials grant (EdDSA)", |b| b.iter(|| fx.client_credentials()));
