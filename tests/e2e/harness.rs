@@ -13,9 +13,23 @@ pub const ADMIN_PASSWORD: &str = "e2e-admin-password";
 pub const ADMIN_CLIENT_ID: &str = "e2e-admin-client";
 pub const ADMIN_CLIENT_SECRET: &str = "e2e-admin-secret-0123456789abcdef";
 
-/// A free loopback port (bound, read, released).
+/// A loopback port for a server a test starts. Taken below the kernel's ephemeral range (32768–60999 by
+/// default) so that no outgoing connection — the tests make thousands — can grab it between this call and
+/// the server's bind, and never handed out twice in this process (every e2e test runs in it). The
+/// starting point depends on the process id, so two test runs on one machine rarely meet.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(u32::MAX, std::process::id() % SPAN, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// A running `jeton serve`, killed when dropped.
@@ -46,7 +60,7 @@ impl Node {
     /// A node on an existing (or new) data dir, with extra `serve` arguments.
     pub async fn start_in(dir: &Path, port: u16, extra: &[&str]) -> Node {
         let (child, stdout_path) = spawn(dir, port, extra);
-        let node = Node {
+        let mut node = Node {
             child: Some(child),
             base: format!("http://127.0.0.1:{port}"),
             port,
@@ -59,9 +73,12 @@ impl Node {
         node
     }
 
-    async fn wait_ready(&self) {
+    async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("jeton exited ({status}) before it became ready; output: {}", self.output());
+            }
             if let Ok(r) = self.http.get(self.url("/api/health")).send().await {
                 if r.status() == 200 {
                     return;
