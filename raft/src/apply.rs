@@ -370,7 +370,7 @@ impl<'a> Pending<'a> {
         if let Some(bad) = check_names(&[&app.name, &app.client_id]) {
             return Ok(bad);
         }
-        if !self.contains(&key::org(&app.organization))? {
+        if !self.org_exists(&app.organization)? {
             return Ok(Outcome::Invalid(format!("organization {} does not exist", app.organization)));
         }
         if !app.cert.is_empty() && !self.contains(&key::signing_key(&app.cert))? {
@@ -476,7 +476,7 @@ impl<'a> Pending<'a> {
         if let Some(bad) = check_names(&[&role.owner, &role.name]) {
             return Ok(bad);
         }
-        if !self.contains(&key::org(&role.owner))? {
+        if !self.org_exists(&role.owner)? {
             return Ok(Outcome::Invalid(format!("organization {} does not exist", role.owner)));
         }
         let k = key::role(&role.owner, &role.name);
@@ -492,7 +492,7 @@ impl<'a> Pending<'a> {
         if let Some(bad) = check_names(&[&group.owner, &group.name]) {
             return Ok(bad);
         }
-        if !self.contains(&key::org(&group.owner))? {
+        if !self.org_exists(&group.owner)? {
             return Ok(Outcome::Invalid(format!("organization {} does not exist", group.owner)));
         }
         let k = key::group(&group.owner, &group.name);
@@ -508,7 +508,7 @@ impl<'a> Pending<'a> {
         if let Some(bad) = check_names(&[&p.owner, &p.name]) {
             return Ok(bad);
         }
-        if !self.contains(&key::org(&p.owner))? {
+        if !self.org_exists(&p.owner)? {
             return Ok(Outcome::Invalid(format!("organization {} does not exist", p.owner)));
         }
         let k = key::permission(&p.owner, &p.name);
