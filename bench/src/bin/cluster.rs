@@ -78,13 +78,17 @@ fn clock_ticks() -> f64 {
     })
 }
 
-/// Runs `f` and returns its result with the CPU microseconds each of `procs` spent per operation meanwhile.
-async fn with_cpu_per_op<F: std::future::Future<Output = Run>>(procs: &Procs, f: F) -> (Run, Vec<f64>) {
+/// Runs `f` and returns its result with the CPU seconds each of `procs` used meanwhile.
+async fn with_cpu<T>(procs: &Procs, f: impl std::future::Future<Output = T>) -> (T, Vec<f64>) {
     let before = procs.cpu_seconds();
-    let run = f.await;
-    let after = procs.cpu_seconds();
-    let per_op = after.iter().zip(&before).map(|(a, b)| (a - b) * 1e6 / run.ops.max(1) as f64).collect();
-    (run, per_op)
+    let out = f.await;
+    let used = procs.cpu_seconds().iter().zip(&before).map(|(a, b)| a - b).collect();
+    (out, used)
+}
+
+/// CPU microseconds per operation of `run`, for each process of a [`with_cpu`] measurement.
+fn per_op(used: &[f64], run: &Run) -> Vec<f64> {
+    used.iter().map(|s| s * 1e6 / run.ops.max(1) as f64).collect()
 }
 
 fn show_cpu(per_op: &[f64]) -> String {
@@ -438,7 +442,8 @@ async fn real_main() -> Result<(), String> {
     if !r.status().is_success() {
         return Err(format!("add-organization: {}", r.status()));
     }
-    let (jw, jeton_cpu) = with_cpu_per_op(&jeton_procs, jeton_writes(&urls[0], concurrency, seconds, None, "w")).await;
+    let (jw, used) = with_cpu(&jeton_procs, jeton_writes(&urls[0], concurrency, seconds, None, "w")).await;
+    let jeton_cpu = per_op(&used, &jw);
     println!("jeton_writes_per_s={:.0}", jw.rate());
     println!("jeton_cpu_us_per_write={}", show_cpu(&jeton_cpu));
     println!("jeton_write_p50_ms={:.2}", jw.pct(0.5));
@@ -446,7 +451,8 @@ async fn real_main() -> Result<(), String> {
     println!("jeton_write_errors={}", jw.errors);
     let etcd_result = match start_etcd(&etcd, tmp.path(), pin).await {
         Ok((etcd_procs, eurls)) => {
-            let (ew, etcd_cpu) = with_cpu_per_op(&etcd_procs, etcd_puts(&eurls[0], concurrency, seconds)).await;
+            let (ew, used) = with_cpu(&etcd_procs, etcd_puts(&eurls[0], concurrency, seconds)).await;
+            let etcd_cpu = per_op(&used, &ew);
             drop(etcd_procs);
             println!("etcd_puts_per_s={:.0}", ew.rate());
             println!("etcd_cpu_us_per_put={}", show_cpu(&etcd_cpu));
@@ -469,19 +475,20 @@ async fn real_main() -> Result<(), String> {
     let t = token(&client, &urls[0]).await?;
     let follower = urls[2].clone();
     let _ = active(&client, &follower, &t).await?;
-    let node3 = jeton_procs.0[2].id();
-    let busy_cores = |before: f64, run: &Run| (cpu_seconds(node3) - before) / run.seconds;
-    let before = cpu_seconds(node3);
-    let idle = introspection_load(tmp.path(), &follower, &t, readers, seconds).await?;
-    let idle_cores = busy_cores(before, &idle);
+    // Cores the follower (node 3) kept busy during a run.
+    let follower_cores = |used: &[f64], run: &Run| used[2] / run.seconds;
+    let (idle, used) = with_cpu(&jeton_procs, introspection_load(tmp.path(), &follower, &t, readers, seconds)).await;
+    let idle = idle?;
+    let idle_cores = follower_cores(&used, &idle);
     let under = |rate: Option<f64>, tag: &'static str| {
         let (leader, follower, t, dir) = (urls[0].clone(), follower.clone(), t.clone(), tmp.path().to_path_buf());
+        let procs = &jeton_procs;
         async move {
             let writer = tokio::spawn(async move { jeton_writes(&leader, concurrency, seconds + 1, rate, tag).await });
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let before = cpu_seconds(node3);
-            let busy = introspection_load(&dir, &follower, &t, readers, seconds).await?;
-            let cores = busy_cores(before, &busy);
+            let (busy, used) = with_cpu(procs, introspection_load(&dir, &follower, &t, readers, seconds)).await;
+            let busy = busy?;
+            let cores = follower_cores(&used, &busy);
             let background = writer.await.map_err(|e| e.to_string())?;
             Ok::<_, String>((busy, background, cores))
         }
