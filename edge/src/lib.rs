@@ -6,6 +6,7 @@
 //! - [`admin`]: the Casdoor-compatible admin API;
 //! - [`builtin`]: the objects a new cluster starts with;
 //! - [`service`]: [`Edge`], the state and caches the services share;
+//! - [`introspection_cache`]: introspection answers and the index that drops them when their state changes;
 //! - [`claims`]: what goes into a token, per Casdoor token format;
 //! - [`keys`]: signing keys, their encryption at rest, the keyring and JWKS;
 //! - [`password`]: the Casdoor password schemes;
@@ -16,6 +17,7 @@ pub mod builtin;
 pub mod claims;
 pub mod error;
 pub mod http;
+pub mod introspection_cache;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;

@@ -13,8 +13,9 @@ use serde_json::{json, Map, Value};
 
 use crate::claims::{self, Subject, TokenFrame};
 use crate::error::OAuthError;
+use crate::introspection_cache::CachedToken;
 use crate::keys::LoadedKey;
-use crate::service::{now, CachedToken, ClientApp, Edge};
+use crate::service::{now, ClientApp, Edge};
 
 /// Request parameters, from the query string, a form body or a JSON body. A request carries a handful,
 /// so a vector searched in place beats hashing every key.

@@ -324,6 +324,10 @@ impl<'a> Pending<'a> {
         if mode != PutMode::Create {
             if let Some(old) = self.read::<User>(&k)? {
                 self.remove_user_indexes(&old);
+                // Tokens name their user by id: those of the old id are now no one's.
+                if old.id != user.id {
+                    self.changes.push(Change::User { owner: old.owner, name: old.name, id: old.id });
+                }
             }
         }
         self.put(k.clone(), user)?;
