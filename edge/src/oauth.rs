@@ -348,8 +348,11 @@ impl Edge {
         if old.application != client.app.name {
             return Err(invalid());
         }
-        let (org, name) = old.user.split_once('/').unwrap_or_default();
-        let user = match self.store.user(org, name)? {
+        // The token's `sub` is its user's id, signed into it: a user deleted and created again under the
+        // same name is another person (another id), whose tokens this one must not mint. Introspection
+        // (`check_token`) looks the user up the same way.
+        let sub = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
+        let user = match self.store.user_by_id(sub)? {
             Some(u) => u.to_owned()?,
             None => return Err(invalid()),
         };

@@ -247,7 +247,9 @@ pub struct RefreshToken {
     pub family: String,
     /// Application name.
     pub application: String,
-    /// `org/name` of the user.
+    /// `org/name` of the user when the token was issued (for logs and audits). What binds the token to its
+    /// user is the user's id, signed into the token as `sub`: a user deleted and created again under the
+    /// same name has another id, and the token is not theirs.
     pub user: String,
     pub scope: String,
     /// Unix seconds.
