@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 
 use crate::command::{Command, Outcome, PutMode};
+use crate::model::SIGNING_ALGORITHMS;
 use crate::model::{
-    AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshState, RefreshToken, Revocation,
-    Role, SigningKey, User,
+    AcceptedAlgorithms, AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshState,
+    RefreshToken, Revocation, Role, SigningKey, User,
 };
 use crate::store::{key, Change, Stored};
 use crate::RaftError;
@@ -197,6 +198,7 @@ impl<'a> Pending<'a> {
                 self.changes.push(Change::AcceptedIssuer { application: application.clone(), issuer: issuer.clone() });
                 Ok(Outcome::Applied)
             }
+            Command::PutAcceptedAlgorithms { accepted, mode } => self.put_accepted_algorithms(accepted, *mode),
             Command::IssueRefreshToken { token } => self.issue_refresh_token(token),
             Command::RotateRefreshToken { old_id, new, now } => self.rotate_refresh_token(old_id, new, *now),
             Command::Revoke { revocation } => self.revoke(revocation),
@@ -471,8 +473,34 @@ impl<'a> Pending<'a> {
         if !users.is_empty() {
             return Ok(Outcome::Invalid(format!("signing key {kid} is used by {}", users.join(", "))));
         }
-        self.delete(k);
+        self.remove_signing_key(kid);
+        Ok(Outcome::Applied)
+    }
+
+    /// Removes a key with the algorithms it accepted (a key created later under the same kid starts
+    /// strict).
+    fn remove_signing_key(&mut self, kid: &str) {
+        self.delete(key::signing_key(kid));
+        self.delete(key::accepted_algorithms(kid));
         self.changes.push(Change::SigningKey(kid.to_string()));
+    }
+
+    fn put_accepted_algorithms(&mut self, a: &AcceptedAlgorithms, mode: PutMode) -> Result<Outcome, RaftError> {
+        if let Some(bad) = check_names(&[&a.kid]) {
+            return Ok(bad);
+        }
+        if !self.contains(&key::signing_key(&a.kid))? {
+            return Ok(Outcome::Invalid(format!("signing key {} does not exist", a.kid)));
+        }
+        if let Some(alg) = a.algorithms.iter().find(|alg| !SIGNING_ALGORITHMS.contains(&alg.as_str())) {
+            return Ok(Outcome::Invalid(format!("unknown algorithm {alg:?} for signing key {}", a.kid)));
+        }
+        let k = key::accepted_algorithms(&a.kid);
+        if let Some(o) = self.check_mode(&k, mode, || format!("accepted algorithms of {}", a.kid))? {
+            return Ok(o);
+        }
+        self.put(k, a)?;
+        self.changes.push(Change::SigningKey(a.kid.clone()));
         Ok(Outcome::Applied)
     }
 
@@ -646,8 +674,7 @@ impl<'a> Pending<'a> {
         for kk in self.keys_with_prefix(key::SIGNING_KEY)? {
             if let Some(k) = self.read::<SigningKey>(&kk)? {
                 if k.retire_at != 0 && k.retire_at < now {
-                    self.delete(kk);
-                    self.changes.push(Change::SigningKey(k.kid));
+                    self.remove_signing_key(&k.kid);
                 }
             }
         }

@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshToken, Revocation, Role,
-    SigningKey, User,
+    AcceptedAlgorithms, AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshToken,
+    Revocation, Role, SigningKey, User,
 };
 
 /// How a `Put*` command treats an existing record.
@@ -138,6 +138,13 @@ pub enum Command {
     Each {
         commands: Vec<Command>,
     },
+    /// Lets the tokens of signing key `accepted.kid` carry these algorithms besides its own (an imported
+    /// key: the algorithms its applications signed with). Removed with the key.
+    // New variants go last: the log stores commands positionally (postcard), by variant index.
+    PutAcceptedAlgorithms {
+        accepted: AcceptedAlgorithms,
+        mode: PutMode,
+    },
 }
 
 impl Command {
@@ -170,6 +177,7 @@ impl Command {
             Command::Prune { .. } => "prune",
             Command::Batch { .. } => "batch",
             Command::Each { .. } => "each",
+            Command::PutAcceptedAlgorithms { .. } => "put_accepted_algorithms",
         }
     }
 }

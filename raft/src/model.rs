@@ -334,3 +334,17 @@ pub struct AcceptedIssuer {
     /// Where it came from (e.g. `casdoor import`).
     pub source: String,
 }
+
+/// More algorithms a signing key's tokens may carry besides the one it signs with (an imported key:
+/// Casdoor signs with the algorithm of each *application* using a cert, whatever the cert row says, so the
+/// tokens it issued with one key may carry several). Keys without such a record accept only their own
+/// algorithm. A record of its own, not a field of [`SigningKey`]: records are archived in place and
+/// commands are in the log in a positional format, so an existing record's layout never changes.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AcceptedAlgorithms {
+    /// The signing key's kid.
+    pub kid: String,
+    /// JWS algorithms (each one of [`SIGNING_ALGORITHMS`]); the key's own algorithm is always accepted.
+    pub algorithms: Vec<String>,
+}
