@@ -457,13 +457,14 @@ pub enum VerifyError {
 /// What jsonwebtoken checks: the header's algorithm is one of `algorithms`, `exp` is there and not past (no
 /// leeway), `nbf` is not in the future. The audience is the caller's business.
 fn validation(algorithms: &[Alg]) -> jsonwebtoken::Validation {
-    let mut v = jsonwebtoken::Validation::default();
-    v.algorithms = algorithms.iter().filter_map(|a| a.jsonwebtoken()).collect();
-    v.leeway = 0;
-    v.validate_aud = false;
-    v.validate_nbf = true;
-    v.required_spec_claims = ["exp".to_string()].into_iter().collect();
-    v
+    jsonwebtoken::Validation {
+        algorithms: algorithms.iter().filter_map(|a| a.jsonwebtoken()).collect(),
+        leeway: 0,
+        validate_aud: false,
+        validate_nbf: true,
+        required_spec_claims: ["exp".to_string()].into_iter().collect(),
+        ..Default::default()
+    }
 }
 
 /// jsonwebtoken's decoding key for `alg` from the public JWK's components; None where jsonwebtoken has no
