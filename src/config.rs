@@ -58,8 +58,12 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Open connections at most; further clients wait.
     pub max_connections: usize,
-    /// Seconds to receive request headers (also the keep-alive idle timeout).
+    /// Open connections from one client address at most; further ones are closed at once.
+    pub max_connections_per_address: usize,
+    /// Seconds to receive request headers.
     pub header_timeout_secs: u64,
+    /// Seconds a connection with no request in progress stays open (HTTP/1 keep-alive and HTTP/2 alike).
+    pub idle_timeout_secs: u64,
     /// Seconds to receive a request body.
     pub body_timeout_secs: u64,
     /// Seconds in-flight requests get to finish at shutdown.
@@ -135,7 +139,9 @@ impl Default for HttpConfig {
             addr: "127.0.0.1:8000".into(),
             max_body_bytes: 64 * 1024,
             max_connections: 10_000,
+            max_connections_per_address: 256,
             header_timeout_secs: 30,
+            idle_timeout_secs: 60,
             body_timeout_secs: 30,
             shutdown_grace_secs: 10,
         }
@@ -232,6 +238,12 @@ impl Config {
         }
         if self.http.max_connections == 0 {
             bail!("http.max_connections must be at least 1");
+        }
+        if self.http.max_connections_per_address == 0 {
+            bail!("http.max_connections_per_address must be at least 1");
+        }
+        if self.http.idle_timeout_secs == 0 {
+            bail!("http.idle_timeout_secs must be at least 1");
         }
         if self.tls.enabled && !self.tls.self_signed && (self.tls.cert.is_empty() || self.tls.key.is_empty()) {
             bail!("tls.enabled needs tls.cert and tls.key, or tls.self_signed = true");

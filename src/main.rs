@@ -309,7 +309,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let http = HttpSettings {
         tls,
         max_connections: cfg.http.max_connections,
+        max_connections_per_address: cfg.http.max_connections_per_address,
         header_timeout: Duration::from_secs(cfg.http.header_timeout_secs),
+        idle_timeout: Duration::from_secs(cfg.http.idle_timeout_secs),
         body_timeout: Duration::from_secs(cfg.http.body_timeout_secs),
         shutdown_grace: Duration::from_secs(cfg.http.shutdown_grace_secs),
     };

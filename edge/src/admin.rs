@@ -39,6 +39,27 @@ fn fail(status: u16, msg: impl Into<String>) -> AdminReply {
     AdminReply { status, body: json!({"status": "error", "msg": msg.into(), "data": null, "data2": null}) }
 }
 
+/// An admin API call that may go ahead: its path is served and its caller is an administrator. Only
+/// [`Edge::admin_gate`] makes one.
+pub struct AdminGrant {
+    path: &'static str,
+}
+
+impl AdminGrant {
+    /// `POST /api/jeton/apply`, whose body may be large.
+    pub fn is_apply(&self) -> bool {
+        self.path == APPLY_PATH
+    }
+}
+
+/// Casdoor's own admin paths (not Jeton's import and cluster APIs): where Casdoor's SDKs may authenticate
+/// with `clientId` / `clientSecret` query parameters.
+pub fn casdoor_path(path: &str) -> bool {
+    ADMIN_PATHS.contains(&path) && path != APPLY_PATH && !path.contains("cluster") && path != "rotate-cert"
+}
+
+const APPLY_PATH: &str = "jeton/apply";
+
 /// Who is calling the admin API.
 pub enum Caller {
     Admin,
@@ -80,24 +101,68 @@ fn user_view(u: &User) -> Value {
     v
 }
 
-/// An application as the admin API shows it: the secret is never readable (only its digest is stored).
-fn app_view(a: &Application) -> Value {
-    let mut v = to_value(a);
+/// An organization as the admin API shows it: the master password and the organization salt masked, as a
+/// user's password is (sending `***` back keeps the stored value).
+fn org_view(o: &Organization) -> Value {
+    let mut v = to_value(o);
     if let Some(m) = v.as_object_mut() {
-        m.remove("clientSecretDigest");
-        m.insert("clientSecret".into(), json!(MASK));
-        m.insert("tokenSigningMethod".into(), json!(""));
+        // Casdoor's organizations all belong to `admin`.
+        m.insert("owner".into(), json!("admin"));
+        for (key, stored) in [("masterPassword", &o.master_password), ("passwordSalt", &o.password_salt)] {
+            m.insert(key.into(), json!(if stored.is_empty() { "" } else { MASK }));
+        }
     }
     v
 }
 
-/// A signing key as Casdoor's `cert`: public parts only.
+/// A signing key as Casdoor's `cert`: public parts only, with Casdoor's JSON types (`createdTime` is
+/// RFC 3339 text). `retireAt` (unix seconds, 0 while the key signs) is Jeton's own.
 fn cert_view(k: &SigningKey) -> Value {
     json!({
-        "owner": k.owner, "name": k.kid, "displayName": k.display_name, "scope": "JWT", "type": "x509",
-        "cryptoAlgorithm": k.algorithm, "certificate": k.certificate, "publicKey": k.public_key_pem,
-        "privateKey": "", "createdTime": k.created_at, "retireAt": k.retire_at,
+        "owner": k.owner, "name": k.kid, "createdTime": rfc3339(k.created_at), "displayName": k.display_name,
+        "scope": "JWT", "type": "x509", "cryptoAlgorithm": k.algorithm, "certificate": k.certificate,
+        "publicKey": k.public_key_pem, "privateKey": "", "retireAt": k.retire_at,
     })
+}
+
+/// RFC 3339 (UTC) of unix seconds.
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// Write bodies as Casdoor's SDKs send them: `null` for an absent value (dropped, so the field takes its
+/// default) and `[""]` for an empty list (the Python SDK's default for `grantTypes`, `tags`, `users`, ...;
+/// empty strings are dropped from lists).
+fn normalize_sdk_body(body: &mut Value) {
+    if let Some(m) = body.as_object_mut() {
+        m.retain(|_, v| !v.is_null());
+        for v in m.values_mut() {
+            if let Some(list) = v.as_array_mut() {
+                list.retain(|item| item.as_str() != Some(""));
+            }
+        }
+    }
+}
+
+impl Edge {
+    /// An application as the admin API shows it: the secret is never readable (only its digest is
+    /// stored); `scopes` as Casdoor's scope objects; `tokenSigningMethod` the algorithm of its key.
+    fn app_view(&self, a: &Application) -> Value {
+        let mut v = to_value(a);
+        if let Some(m) = v.as_object_mut() {
+            m.remove("clientSecretDigest");
+            m.insert("clientSecret".into(), json!(MASK));
+            let alg = self.keyring.get(&a.cert).map(|k| k.alg.as_str()).unwrap_or("");
+            m.insert("tokenSigningMethod".into(), json!(alg));
+            let scopes: Vec<Value> =
+                a.scopes.iter().map(|s| json!({"name": s, "displayName": s, "description": ""})).collect();
+            m.insert("scopes".into(), Value::Array(scopes));
+        }
+        v
+    }
 }
 
 impl Edge {
@@ -123,57 +188,59 @@ impl Edge {
         }
     }
 
-    /// Serves one admin API call. `path` is the part after `/api/`.
-    pub async fn admin(
-        &self,
-        path: &str,
-        method: &str,
-        query: &Params,
-        body: &[u8],
-        auth: &AdminAuth<'_>,
-    ) -> Option<AdminReply> {
-        if !ADMIN_PATHS.contains(&path) {
-            return None;
-        }
+    /// Checks an admin API call before its body is read: the path exists, the method fits it, and the
+    /// caller is an administrator. `path` is the part after `/api/`. What comes back opens
+    /// [`Edge::admin`]; a refusal is the answer to send (404, 405, 401 or 403).
+    pub fn admin_gate(&self, path: &str, method: &str, auth: &AdminAuth) -> Result<AdminGrant, AdminReply> {
+        let Some(path) = ADMIN_PATHS.iter().find(|p| **p == path) else {
+            return Err(fail(404, format!("unknown API /api/{path}")));
+        };
         let is_read = path.starts_with("get-");
         if is_read != (method == "GET") && !(is_read && method == "POST") {
-            return Some(fail(405, format!("use {} for /api/{path}", if is_read { "GET" } else { "POST" })));
+            return Err(fail(405, format!("use {} for /api/{path}", if is_read { "GET" } else { "POST" })));
         }
         match self.admin_caller(auth) {
-            Caller::Admin => {}
-            Caller::NotAdmin => return Some(fail(403, "this API is for administrators")),
-            Caller::Anonymous(why) => return Some(fail(401, why)),
+            Caller::Admin => Ok(AdminGrant { path }),
+            Caller::NotAdmin => Err(fail(403, "this API is for administrators")),
+            Caller::Anonymous(why) => Err(fail(401, why)),
         }
-        if path == "jeton/apply" {
-            return Some(self.apply_request(body).await);
+    }
+
+    /// Serves one admin API call that [`Edge::admin_gate`] let through.
+    pub async fn admin(&self, grant: AdminGrant, query: &Params, body: &[u8]) -> AdminReply {
+        let path = grant.path;
+        let is_read = path.starts_with("get-");
+        if grant.is_apply() {
+            return self.apply_request(body).await;
         }
         let body: Value = if is_read || body.is_empty() {
             Value::Null
         } else {
             match serde_json::from_slice(body) {
-                Ok(v) => v,
-                Err(e) => return Some(fail(400, format!("the body is not valid JSON: {e}"))),
+                Ok(mut v) => {
+                    normalize_sdk_body(&mut v);
+                    v
+                }
+                Err(e) => return fail(400, format!("the body is not valid JSON: {e}")),
             }
         };
         let q = |k: &str| query.get(k).map(String::as_str).unwrap_or("");
         let page = match Page::from_query(q("p"), q("pageSize")) {
             Ok(p) => p,
-            Err(msg) => return Some(fail(400, msg)),
+            Err(msg) => return fail(400, msg),
         };
         if is_read && q("consistency") == "linearizable" {
             // Wait until this node has applied everything the leader had committed: a read after a write
             // acknowledged anywhere in the cluster sees it.
             if let Err(e) = self.node.linearizable_barrier().await {
-                return Some(fail(503, format!("no linearizable read: {e}")));
+                return fail(503, format!("no linearizable read: {e}"));
             }
         }
-        let reply = match path {
+        match path {
             "get-cluster-status" => ok(to_value(&self.node.status())),
             "cluster-add-learner" | "cluster-promote" | "cluster-remove" => self.cluster_change(path, &body).await,
-            "get-organizations" => self.list(page, self.store.organizations(), |o: &Organization| to_value(o)),
-            "get-organization" => {
-                self.get_one(q("id"), |_, n| self.store.organization(n), |o: &Organization| to_value(o))
-            }
+            "get-organizations" => self.list(page, self.store.organizations(), org_view),
+            "get-organization" => self.get_one(q("id"), |_, n| self.store.organization(n), org_view),
             "add-organization" => self.put_organization(&body, PutMode::Create).await,
             "update-organization" => self.put_organization(&body, PutMode::Update).await,
             "delete-organization" => self.delete(&body, |_, n| Command::DeleteOrganization { name: n.into() }).await,
@@ -182,8 +249,8 @@ impl Edge {
             "add-user" => self.put_user(&body, PutMode::Create).await,
             "update-user" => self.put_user(&body, PutMode::Update).await,
             "delete-user" => self.delete(&body, |o, n| Command::DeleteUser { owner: o.into(), name: n.into() }).await,
-            "get-applications" => self.list(page, self.store.applications(), app_view),
-            "get-application" => self.get_one(q("id"), |_, n| self.store.application(n), app_view),
+            "get-applications" => self.list(page, self.store.applications(), |a| self.app_view(a)),
+            "get-application" => self.get_one(q("id"), |_, n| self.store.application(n), |a| self.app_view(a)),
             "add-application" => self.put_application(&body, PutMode::Create).await,
             "update-application" => self.put_application(&body, PutMode::Update).await,
             "delete-application" => self.delete(&body, |_, n| Command::DeleteApplication { name: n.into() }).await,
@@ -211,8 +278,7 @@ impl Edge {
             }
             "delete-group" => self.delete(&body, |o, n| Command::DeleteGroup { owner: o.into(), name: n.into() }).await,
             _ => fail(404, "unknown admin API"),
-        };
-        Some(reply)
+        }
     }
 
     /// A list, or one page of it with the total count in `data2` (Casdoor's `p` / `pageSize`). Records
@@ -330,6 +396,26 @@ impl Edge {
             Ok(o) => o,
             Err(e) => return fail(400, format!("invalid organization: {e}")),
         };
+        // What the views mask comes back masked: keep what is stored.
+        if org.master_password == MASK || org.password_salt == MASK || org.created_time.is_empty() {
+            let existing = match self.store.organization(&org.name).and_then(|r| r.map(|r| r.to_owned()).transpose()) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!("admin put_organization: {e}");
+                    return fail(500, "internal error");
+                }
+            };
+            let old = existing.unwrap_or_default();
+            if org.master_password == MASK {
+                org.master_password = old.master_password;
+            }
+            if org.password_salt == MASK {
+                org.password_salt = old.password_salt;
+            }
+            if org.created_time.is_empty() {
+                org.created_time = old.created_time;
+            }
+        }
         if org.created_time.is_empty() {
             org.created_time = rfc3339_now();
         }
@@ -416,6 +502,15 @@ impl Edge {
         };
         // Only the digest of a secret is stored; a client cannot set the digest itself.
         m.remove("clientSecretDigest");
+        // Casdoor's scopes are objects (`{name, displayName, description}`, as the views show them); plain
+        // names are taken too.
+        if let Some(Value::Array(scopes)) = m.get_mut("scopes") {
+            for scope in scopes.iter_mut() {
+                if let Some(name) = scope.get("name").and_then(Value::as_str) {
+                    *scope = json!(name);
+                }
+            }
+        }
         let secret = m.remove("clientSecret").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         let signing_method =
             m.remove("tokenSigningMethod").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
@@ -434,17 +529,19 @@ impl Edge {
         if app.created_time.is_empty() {
             app.created_time = existing.as_ref().map(|e| e.created_time.clone()).unwrap_or_else(rfc3339_now);
         }
-        let mut generated = None;
         if app.client_id.is_empty() {
             app.client_id = existing.as_ref().map(|e| e.client_id.clone()).unwrap_or_else(|| random_hex(10));
         }
         if secret.is_empty() || secret == MASK {
             match &existing {
                 Some(old) => app.client_secret_digest = old.client_secret_digest.clone(),
+                // Casdoor generates one and shows it in get-application; Jeton keeps only a digest, so it
+                // could never show it: the caller chooses it (README, "Admin API").
                 None => {
-                    let s = random_hex(20);
-                    app.client_secret_digest = sha256(s.as_bytes()).to_vec();
-                    generated = Some(s);
+                    return fail(
+                        400,
+                        "clientSecret is required: Jeton stores only its digest and cannot show it later; choose one of at least 16 characters",
+                    )
                 }
             }
         } else {
@@ -466,11 +563,18 @@ impl Edge {
             app.expire_in_hours = existing.as_ref().map(|e| e.expire_in_hours).filter(|h| *h > 0.0).unwrap_or(1.0);
         }
         if app.cert.is_empty() {
-            let alg = if signing_method.is_empty() { Some(Alg::EdDSA) } else { Alg::parse(&signing_method) };
+            // RS256 unless told otherwise: what OIDC Core requires every relying party to support, Casdoor's
+            // default, and the only algorithm Casdoor's Node SDK verifies (EdDSA is faster: README).
+            let alg = if signing_method.is_empty() { Some(Alg::RS256) } else { Alg::parse(&signing_method) };
             let Some(alg) = alg else {
                 return fail(400, format!("unsupported tokenSigningMethod {signing_method}"));
             };
-            match existing.as_ref().map(|e| e.cert.clone()).filter(|c| !c.is_empty() && signing_method.is_empty()) {
+            // An update that names no key keeps the application's key, unless it asks for another algorithm.
+            let keeps = |kid: &String| {
+                !kid.is_empty()
+                    && (signing_method.is_empty() || self.keyring.get(kid).is_some_and(|k| k.alg == alg))
+            };
+            match existing.as_ref().map(|e| e.cert.clone()).filter(keeps) {
                 Some(c) => app.cert = c,
                 None => match self.keyring.default_for(alg) {
                     Some(k) => app.cert = k.kid.clone(),
@@ -480,18 +584,14 @@ impl Edge {
                 },
             }
         }
-        let client_id = app.client_id.clone();
-        let reply = self.commit(Command::PutApplication { app, mode }).await;
-        match (reply.status, generated) {
-            (200, Some(secret)) => ok2(json!("Affected"), json!({"clientId": client_id, "clientSecret": secret})),
-            _ => reply,
-        }
+        self.commit(Command::PutApplication { app, mode }).await
     }
 
     async fn add_cert(&self, body: &Value) -> AdminReply {
         let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
         let owner = body.get("owner").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("admin");
-        let alg_name = body.get("cryptoAlgorithm").and_then(Value::as_str).unwrap_or("EdDSA");
+        // Casdoor's default, like applications'.
+        let alg_name = body.get("cryptoAlgorithm").and_then(Value::as_str).filter(|a| !a.is_empty()).unwrap_or("RS256");
         let Some(alg) = Alg::parse(alg_name).filter(|a| Alg::GENERATED.contains(a)) else {
             return fail(400, format!("cryptoAlgorithm must be one of EdDSA, ES256, RS256 (got {alg_name})"));
         };
@@ -628,7 +728,7 @@ pub const ADMIN_PATHS: &[&str] = &[
     "add-group",
     "update-group",
     "delete-group",
-    "jeton/apply",
+    APPLY_PATH,
 ];
 
 /// A write that did not happen (or whose fate is unknown): 503 with the reason.

@@ -24,6 +24,7 @@ struct Handles {
     password_ok: Counter,
     password_failed: Counter,
     tokens: [Counter; 3],
+    connections_refused: Counter,
 }
 
 /// The node's metrics. Without an installed recorder (benches, unit tests) every call is a no-op.
@@ -56,6 +57,7 @@ impl Metrics {
                 password_ok: counter!("jeton_password_checks_total", "result" => "ok"),
                 password_failed: counter!("jeton_password_checks_total", "result" => "failed"),
                 tokens: GRANTS.map(|g| counter!("jeton_tokens_issued_total", "grant" => g)),
+                connections_refused: counter!("jeton_http_connections_refused_total", "reason" => "per_address_limit"),
             })),
         })
     }
@@ -90,6 +92,13 @@ impl Metrics {
     pub fn password_check(&self, ok: bool) {
         if let Some(h) = &self.handles {
             if ok { &h.password_ok } else { &h.password_failed }.increment(1);
+        }
+    }
+
+    /// A connection closed at once because its address had too many open.
+    pub fn connection_refused(&self) {
+        if let Some(h) = &self.handles {
+            h.connections_refused.increment(1);
         }
     }
 
