@@ -151,18 +151,22 @@ impl Edge {
     /// An application as the admin API shows it: the secret is never readable (only its digest is
     /// stored); `scopes` as Casdoor's scope objects; `tokenSigningMethod` the algorithm of its key.
     fn app_view(&self, a: &Application) -> Value {
-        let mut v = to_value(a);
-        if let Some(m) = v.as_object_mut() {
-            m.remove("clientSecretDigest");
-            m.insert("clientSecret".into(), json!(MASK));
-            let alg = self.keyring.get(&a.cert).map(|k| k.alg.as_str()).unwrap_or("");
-            m.insert("tokenSigningMethod".into(), json!(alg));
-            let scopes: Vec<Value> =
-                a.scopes.iter().map(|s| json!({"name": s, "displayName": s, "description": ""})).collect();
-            m.insert("scopes".into(), Value::Array(scopes));
-        }
-        v
+        app_fields(a, self.keyring.get(&a.cert).map(|k| k.alg.as_str()).unwrap_or(""))
     }
+}
+
+/// [`Edge::app_view`] for an application whose key has algorithm `alg`.
+fn app_fields(a: &Application, alg: &str) -> Value {
+    let mut v = to_value(a);
+    if let Some(m) = v.as_object_mut() {
+        m.remove("clientSecretDigest");
+        m.insert("clientSecret".into(), json!(MASK));
+        m.insert("tokenSigningMethod".into(), json!(alg));
+        let scopes: Vec<Value> =
+            a.scopes.iter().map(|s| json!({"name": s, "displayName": s, "description": ""})).collect();
+        m.insert("scopes".into(), Value::Array(scopes));
+    }
+    v
 }
 
 impl Edge {
@@ -1035,7 +1039,227 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use super::ApplyTurns;
+    use jeton_raft::model::{Application, Group, Organization, Role, SigningKey, TokenAttribute, User};
+    use serde_json::{json, Value};
+
+    use super::{cert_view, normalize_sdk_body, org_view, user_view, ApplyTurns};
+
+    /// The JSON type of a field in Casdoor's Go structs, from the column types of COMPAT §2 (VARCHAR/TEXT →
+    /// string, INTEGER/BIGINT/DOUBLE → number, BOOL → bool, "JSON list" → array of strings or of objects,
+    /// "JSON object" → object). Casdoor's Go SDK decodes into those structs: another type fails it.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Ty {
+        Str,
+        Num,
+        Bool,
+        StrList,
+        ObjList,
+        Obj,
+    }
+    use Ty::*;
+
+    fn ty_of(v: &Value) -> Option<Ty> {
+        Some(match v {
+            Value::String(_) => Str,
+            Value::Number(_) => Num,
+            Value::Bool(_) => Bool,
+            Value::Object(_) => Obj,
+            Value::Array(a) if a.iter().all(Value::is_string) && a.iter().any(Value::is_string) => StrList,
+            Value::Array(a) if a.iter().all(Value::is_object) && !a.is_empty() => ObjList,
+            _ => return None,
+        })
+    }
+
+    /// COMPAT §2.1 organization (the fields the view emits).
+    const ORGANIZATION: &[(&str, Ty)] = &[
+        ("owner", Str),
+        ("name", Str),
+        ("createdTime", Str),
+        ("displayName", Str),
+        ("passwordType", Str),
+        ("passwordSalt", Str),
+        ("masterPassword", Str),
+        ("enableSoftDeletion", Bool),
+        ("tags", StrList),
+        ("defaultTokenFormat", Str),
+    ];
+    /// COMPAT §2.2 user.
+    const USER: &[(&str, Ty)] = &[
+        ("owner", Str),
+        ("name", Str),
+        ("id", Str),
+        ("createdTime", Str),
+        ("updatedTime", Str),
+        ("deletedTime", Str),
+        ("type", Str),
+        ("password", Str),
+        ("passwordSalt", Str),
+        ("passwordType", Str),
+        ("displayName", Str),
+        ("firstName", Str),
+        ("lastName", Str),
+        ("avatar", Str),
+        ("email", Str),
+        ("emailVerified", Bool),
+        ("phone", Str),
+        ("countryCode", Str),
+        ("region", Str),
+        ("location", Str),
+        ("address", StrList),
+        ("affiliation", Str),
+        ("title", Str),
+        ("homepage", Str),
+        ("bio", Str),
+        ("tag", Str),
+        ("language", Str),
+        ("gender", Str),
+        ("birthday", Str),
+        ("realName", Str),
+        ("isVerified", Bool),
+        ("score", Num),
+        ("isAdmin", Bool),
+        ("isForbidden", Bool),
+        ("isDeleted", Bool),
+        ("signupApplication", Str),
+        ("ldap", Str),
+        ("groups", StrList),
+        ("properties", Obj),
+        ("uidNumber", Num),
+        ("preferredMfaType", Str),
+        ("totpSecret", Str),
+        ("lastChangePasswordTime", Str),
+        ("needUpdatePassword", Bool),
+    ];
+    /// COMPAT §2.4 application.
+    const APPLICATION: &[(&str, Ty)] = &[
+        ("owner", Str),
+        ("name", Str),
+        ("displayName", Str),
+        ("createdTime", Str),
+        ("organization", Str),
+        ("clientId", Str),
+        ("clientSecret", Str),
+        ("redirectUris", StrList),
+        ("grantTypes", StrList),
+        ("scopes", ObjList),
+        ("tokenFormat", Str),
+        ("tokenSigningMethod", Str),
+        ("cert", Str),
+        ("expireInHours", Num),
+        ("refreshExpireInHours", Num),
+        ("tokenFields", StrList),
+        ("tokenAttributes", ObjList),
+        ("failedSigninLimit", Num),
+        ("failedSigninFrozenTime", Num),
+    ];
+    /// COMPAT §2.5 cert; `publicKey` and `retireAt` are Jeton's own (extra fields are ignored by decoders).
+    const CERT: &[(&str, Ty)] = &[
+        ("owner", Str),
+        ("name", Str),
+        ("createdTime", Str),
+        ("displayName", Str),
+        ("scope", Str),
+        ("type", Str),
+        ("cryptoAlgorithm", Str),
+        ("certificate", Str),
+        ("privateKey", Str),
+        ("publicKey", Str),
+        ("retireAt", Num),
+    ];
+    /// COMPAT §2.7 role.
+    const ROLE: &[(&str, Ty)] = &[
+        ("owner", Str),
+        ("name", Str),
+        ("createdTime", Str),
+        ("displayName", Str),
+        ("description", Str),
+        ("users", StrList),
+        ("groups", StrList),
+        ("roles", StrList),
+        ("domains", StrList),
+        ("isEnabled", Bool),
+    ];
+    /// COMPAT §2.3 group.
+    const GROUP: &[(&str, Ty)] = &[
+        ("owner", Str),
+        ("name", Str),
+        ("createdTime", Str),
+        ("displayName", Str),
+        ("type", Str),
+        ("parentId", Str),
+        ("isTopGroup", Bool),
+        ("isEnabled", Bool),
+        ("gidNumber", Num),
+    ];
+
+    /// Every field a view emits is in Casdoor's table with the same JSON type, and every field of the table
+    /// is emitted. Lists are filled so that their element type shows.
+    fn check(kind: &str, view: &Value, table: &[(&str, Ty)]) {
+        let obj = view.as_object().unwrap_or_else(|| panic!("{kind}: not an object: {view}"));
+        for (k, v) in obj {
+            let expected = table.iter().find(|(f, _)| f == k).map(|(_, t)| *t);
+            let expected = expected.unwrap_or_else(|| panic!("{kind}.{k} is not a field of Casdoor's {kind}: {v}"));
+            assert_eq!(ty_of(v), Some(expected), "{kind}.{k} = {v}: Casdoor's Go struct has {expected:?}");
+        }
+        for (f, _) in table {
+            assert!(obj.contains_key(*f), "{kind}.{f} is missing from the view");
+        }
+    }
+
+    #[test]
+    fn admin_views_keep_the_json_types_of_casdoors_structs() {
+        let s = |x: &str| x.to_string();
+        let org = Organization {
+            name: s("acme"),
+            master_password: s("hash"),
+            password_salt: s("salt"),
+            tags: vec![s("staff")],
+            ..Default::default()
+        };
+        check("organization", &org_view(&org), ORGANIZATION);
+        let user = User {
+            address: vec![s("1 Main St")],
+            groups: vec![s("acme/dev")],
+            properties: [(s("k"), s("v"))].into(),
+            ..Default::default()
+        };
+        check("user", &user_view(&user), USER);
+        let key = SigningKey { kid: s("k1"), algorithm: s("RS256"), created_at: 1_700_000_000, ..Default::default() };
+        let cert = cert_view(&key);
+        check("cert", &cert, CERT);
+        assert_eq!(cert["createdTime"], "2023-11-14T22:13:20Z");
+        let role = Role {
+            users: vec![s("acme/a")],
+            groups: vec![s("acme/g")],
+            roles: vec![s("acme/r")],
+            domains: vec![s("d")],
+            ..Default::default()
+        };
+        check("role", &super::to_value(&role), ROLE);
+        check("group", &super::to_value(&Group::default()), GROUP);
+        let app = Application {
+            redirect_uris: vec![s("https://a/cb")],
+            grant_types: vec![s("password")],
+            scopes: vec![s("read")],
+            token_fields: vec![s("Email")],
+            token_attributes: vec![TokenAttribute { name: s("t"), ..Default::default() }],
+            client_secret_digest: vec![1; 32],
+            ..Default::default()
+        };
+        let view = super::app_fields(&app, "RS256");
+        check("application", &view, APPLICATION);
+        assert_eq!(view["scopes"][0]["name"], "read");
+    }
+
+    #[test]
+    fn organization_secrets_are_masked_and_sdk_bodies_normalized() {
+        let org = Organization { name: "acme".into(), master_password: "h".into(), ..Default::default() };
+        let v = org_view(&org);
+        assert_eq!((v["masterPassword"].as_str(), v["passwordSalt"].as_str()), (Some("***"), Some("")));
+        let mut body = json!({"name": "x", "grantTypes": [""], "tags": ["", "a"], "cert": null, "expireInHours": 0});
+        normalize_sdk_body(&mut body);
+        assert_eq!(body, json!({"name": "x", "grantTypes": [], "tags": ["a"], "expireInHours": 0}));
+    }
 
     /// Batches of one import go in their numbered order whatever order they arrive in; a batch whose
     /// predecessor never comes is refused after the wait; imports do not wait for each other.

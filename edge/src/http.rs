@@ -820,6 +820,29 @@ mod tests {
     }
 
     #[test]
+    fn parameters_past_the_cap_are_refused() {
+        let at_cap: Vec<String> = (0..Params::MAX).map(|i| format!("k{i}=v")).collect();
+        let at_cap = at_cap.join("&");
+        assert_eq!(parse_form(&at_cap).map(|p| p.len()), Ok(Params::MAX));
+        let e = parse_form(&format!("{at_cap}&one=more")).unwrap_err();
+        assert_eq!((e.status, e.error), (400, "invalid_request"), "{e:?}");
+        let e = parse_form("a=1&b=2&a=3").unwrap_err();
+        assert!(e.description.contains("repeated"), "{e:?}");
+    }
+
+    #[test]
+    fn each_address_gets_its_own_connection_limit() {
+        let slots = Arc::new(AddressSlots::new(2));
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
+        let first = slots.take(a).expect("1st");
+        let _second = slots.take(a).expect("2nd");
+        assert!(slots.take(a).is_none(), "a third from the same address");
+        let _other = slots.take(b).expect("another address is not affected");
+        drop(first);
+        assert!(slots.take(a).is_some(), "a slot frees when its connection ends");
+    }
+
+    #[test]
     fn basic_credentials_are_url_decoded() {
         let b64 = STANDARD.encode("my%20client:s%3Acret+x");
         assert_eq!(parse_basic(&b64).unwrap(), ("my client".to_string(), "s:cret x".to_string()));

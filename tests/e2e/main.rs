@@ -6,6 +6,8 @@
 mod admin;
 mod cluster;
 mod harness;
+mod http;
 mod import;
 mod lifecycle;
 mod oauth;
+mod sdk;
