@@ -566,6 +566,21 @@ impl Edge {
         if app.expire_in_hours <= 0.0 || !app.expire_in_hours.is_finite() {
             app.expire_in_hours = existing.as_ref().map(|e| e.expire_in_hours).filter(|h| *h > 0.0).unwrap_or(1.0);
         }
+        // A key named together with an algorithm it does not sign with: the one the application had gives
+        // way to the algorithm (the view sends both back); any other is a contradiction.
+        if !app.cert.is_empty() && !signing_method.is_empty() {
+            let named = self.keyring.get(&app.cert).map(|k| k.alg);
+            if named != Alg::parse(&signing_method) {
+                if existing.as_ref().is_some_and(|e| e.cert == app.cert) {
+                    app.cert.clear();
+                } else {
+                    return fail(
+                        400,
+                        format!("cert {} does not sign with tokenSigningMethod {signing_method}", app.cert),
+                    );
+                }
+            }
+        }
         if app.cert.is_empty() {
             // RS256 unless told otherwise: what OIDC Core requires every relying party to support, Casdoor's
             // default, and the only algorithm Casdoor's Node SDK verifies (EdDSA is faster: README).

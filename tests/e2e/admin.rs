@@ -80,12 +80,15 @@ async fn admin_crud_of_organizations_users_and_applications() {
     let (s, _) = node
         .admin_post(
             "add-application",
-            json!({"owner": "admin", "name": "app-dup", "organization": "acme", "clientId": "acme-client"}),
+            json!({"owner": "admin", "name": "app-dup", "organization": "acme", "clientId": "acme-client", "clientSecret": csecret}),
         )
         .await;
     assert_eq!(s, 409, "a client id is unique");
     let (s, _) = node
-        .admin_post("add-application", json!({"owner": "admin", "name": "app-orphan", "organization": "no-such-org"}))
+        .admin_post(
+            "add-application",
+            json!({"owner": "admin", "name": "app-orphan", "organization": "no-such-org", "clientSecret": csecret}),
+        )
         .await;
     assert_eq!(s, 400, "an application needs an existing organization");
 
@@ -273,7 +276,7 @@ async fn key_rotation_keeps_old_tokens_verifying() {
 #[tokio::test]
 async fn organization_secrets_are_masked_and_kept() {
     let node = Node::start().await;
-    let org = json!({"owner": "admin", "name": "acme", "passwordType": "sha256-salt", "passwordSalt": "org-salt-1", "masterPassword": "0123abcd-master-hash", "displayName": "Acme"});
+    let org = json!({"owner": "admin", "name": "acme", "passwordType": "salt", "passwordSalt": "org-salt-1", "masterPassword": "0123abcd-master-hash", "displayName": "Acme"});
     let (s, v) = node.admin_post("add-organization", org.clone()).await;
     assert_eq!(s, 200, "{v}");
     for api in ["get-organization?id=admin/acme", "get-organizations?owner=admin"] {
