@@ -55,9 +55,7 @@ fn parse(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(10);
     let usual = "grant_type=client_credentials&scope=openid%20profile&client_id=app-client&client_secret=s3cret";
     g.bench_function("usual 4 parameters, after", |b| b.iter(|| parse_form(black_box(usual)).expect("parses")));
-    g.bench_function("usual 4 parameters, before", |b| {
-        b.iter(|| parse_form_before(black_box(usual)).expect("parses"))
-    });
+    g.bench_function("usual 4 parameters, before", |b| b.iter(|| parse_form_before(black_box(usual)).expect("parses")));
     let attack = unique_keys(256 * 1024);
     g.bench_function("256 KiB of unique keys, after (refused at the cap)", |b| {
         b.iter(|| parse_form(black_box(&attack)).expect_err("past the cap"))

@@ -590,8 +590,7 @@ impl Edge {
             };
             // An update that names no key keeps the application's key, unless it asks for another algorithm.
             let keeps = |kid: &String| {
-                !kid.is_empty()
-                    && (signing_method.is_empty() || self.keyring.get(kid).is_some_and(|k| k.alg == alg))
+                !kid.is_empty() && (signing_method.is_empty() || self.keyring.get(kid).is_some_and(|k| k.alg == alg))
             };
             match existing.as_ref().map(|e| e.cert.clone()).filter(keeps) {
                 Some(c) => app.cert = c,

@@ -120,7 +120,8 @@ pub async fn serve(
         let (http1, http2) = (http1.clone(), http2.clone());
         let stop = stop_watch.clone();
         let tls = tls.clone();
-        let (header_timeout, body_timeout, idle) = (settings.header_timeout, settings.body_timeout, settings.idle_timeout);
+        let (header_timeout, body_timeout, idle) =
+            (settings.header_timeout, settings.body_timeout, settings.idle_timeout);
         tokio::spawn(async move {
             let _slots = (permit, address_slot);
             let activity = Arc::new(Activity::new());
@@ -221,8 +222,7 @@ where
     let mut closing = false;
     loop {
         // While a request runs there is no deadline yet; look again one idle period later.
-        let deadline =
-            activity.idle_deadline(idle).unwrap_or_else(|| tokio::time::Instant::now() + idle);
+        let deadline = activity.idle_deadline(idle).unwrap_or_else(|| tokio::time::Instant::now() + idle);
         tokio::select! {
             result = conn.as_mut() => return result,
             _ = tokio::time::sleep_until(deadline), if !closing => {
@@ -392,8 +392,7 @@ async fn read_body(
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, OAuthError> {
-    if let Some(len) = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
-    {
+    if let Some(len) = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
         if len > limit as u64 {
             return Err(too_large(limit));
         }
@@ -731,6 +730,12 @@ async fn userinfo(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Du
     }
 }
 
+/// Whether a request comes with a body (a non-zero `Content-Length`, or chunks).
+fn announces_body(headers: &hyper::HeaderMap) -> bool {
+    headers.contains_key(hyper::header::TRANSFER_ENCODING)
+        || headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() != "0")
+}
+
 /// Casdoor's error envelope with an HTTP status, for the admin API.
 fn admin_error(status: u16, msg: &str) -> Reply {
     json_reply(status, json!({"status": "error", "msg": msg, "data": null, "data2": null}).to_string())
@@ -754,7 +759,9 @@ async fn admin(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Durat
     };
     // Casdoor falls back from Basic to these parameters; its Python SDK sends nothing else.
     let query_credentials = match (&auth.basic, &auth.bearer, query.get("clientId"), query.get("clientSecret")) {
-        (None, None, Some(id), Some(secret)) if crate::admin::casdoor_path(path) => Some((id.as_str(), secret.as_str())),
+        (None, None, Some(id), Some(secret)) if crate::admin::casdoor_path(path) => {
+            Some((id.as_str(), secret.as_str()))
+        }
         _ => None,
     };
     let admin_auth = AdminAuth {
@@ -766,8 +773,10 @@ async fn admin(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Durat
         Ok(grant) => grant,
         Err(refused) => {
             let mut r = json_reply(refused.status, refused.body.to_string());
-            // The body was not read: the connection cannot carry another request.
-            r.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            if announces_body(&parts.headers) {
+                // The body was not read: the connection cannot carry another request.
+                r.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            }
             return r;
         }
     };

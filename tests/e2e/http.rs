@@ -99,10 +99,8 @@ async fn unauthenticated_apply_is_refused_before_its_body_is_read() {
     };
     let answer = answer_before_the_body(node.port, &head("")).await;
     assert!(answer.starts_with("HTTP/1.1 401"), "no credentials: {answer}");
-    let wrong = base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        format!("{ADMIN_CLIENT_ID}:not-the-secret"),
-    );
+    let wrong =
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{ADMIN_CLIENT_ID}:not-the-secret"));
     let answer = answer_before_the_body(node.port, &head(&format!("Authorization: Basic {wrong}\r\n"))).await;
     assert!(answer.starts_with("HTTP/1.1 401"), "wrong secret: {answer}");
     // A valid client that is not the admin application: 403, also without reading the body.
@@ -151,11 +149,11 @@ impl ServerCertVerifier for AnyCertificate {
     }
     fn verify_tls13_signature(
         &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        signature: &rustls::DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
+        self.verify_tls12_signature(message, cert, signature)
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()

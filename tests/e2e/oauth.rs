@@ -595,7 +595,8 @@ async fn repeated_client_credentials_on_casdoor_paths() {
     let (s, t) = node.password_grant(&id, &secret, "sam", "Sam-Password-1").await;
     assert_eq!(s, 200, "{t}");
     let refresh = |path: &'static str, rt: String, body_secret: String| {
-        let body = json!({"client_id": id, "client_secret": body_secret, "grant_type": "refresh_token", "refresh_token": rt});
+        let body =
+            json!({"client_id": id, "client_secret": body_secret, "grant_type": "refresh_token", "refresh_token": rt});
         node.http.post(node.url(path)).basic_auth(&id, Some(&secret)).json(&body).send()
     };
     let rt = t["refresh_token"].as_str().unwrap().to_string();

@@ -25,7 +25,13 @@ fn run_script(node: &Node, program: &Path, script: &Path, org: &str) -> String {
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{} failed ({}):\n{text}\nnode log:\n{}", script.display(), out.status, node.output());
+    assert!(
+        out.status.success(),
+        "{} failed ({}):\n{text}\nnode log:\n{}",
+        script.display(),
+        out.status,
+        node.output()
+    );
     text
 }
 
