@@ -19,7 +19,7 @@ use tokio_rustls::client::TlsStream;
 use crate::harness::*;
 
 /// How long a test waits for something the server must do by itself (close a connection, answer). Only a
-/// bound for a failing test; the server's own timeouts in these tests are 1 s or far longer than this.
+/// bound for a failing test; the server's own timeouts in these tests are 2 s or far longer than this.
 const PATIENCE: Duration = Duration::from_secs(20);
 
 #[tokio::test]
@@ -204,7 +204,7 @@ async fn h2_connection(
 #[tokio::test]
 async fn idle_http2_and_http1_connections_are_closed() {
     // Headers may take long; a connection with nothing in progress may not.
-    let node = Node::start_configured("idle_timeout_secs = 1\nheader_timeout_secs = 120", true).await;
+    let node = Node::start_configured("idle_timeout_secs = 2\nheader_timeout_secs = 120", true).await;
 
     // HTTP/2: hyper's keep-alive only pings, so without an idle timer this connection stays forever.
     let (_sender, driver) = h2_connection(node.port, "127.0.0.1").await.expect("h2 connection");
@@ -231,8 +231,8 @@ async fn idle_http2_and_http1_connections_are_closed() {
 
     // A connection in use is not cut: requests spread over more than the idle timeout, each within it.
     let (mut sender, driver) = h2_connection(node.port, "127.0.0.1").await.expect("h2 connection");
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
         let req = hyper::Request::get(format!("https://localhost:{}/api/health", node.port))
             .body(Empty::<Bytes>::new())
             .expect("request");
