@@ -161,8 +161,6 @@ pub const TOKEN: &[&str] = &[
     "code_is_used",
 ];
 
-/// Names become parts of keys and of `owner/name` ids (the node's own rule, checked here so the row is
-/// reported instead of failing a whole batch).
 /// A row's `(owner, name)` key, both checked with [`check_name`].
 fn owner_and_name(r: &Row) -> Result<(String, String), String> {
     let (owner, name) = (r.string("owner"), r.string("name"));
@@ -171,17 +169,14 @@ fn owner_and_name(r: &Row) -> Result<(String, String), String> {
     Ok((owner, name))
 }
 
+/// Names become parts of keys and of `owner/name` ids: the node's own rule
+/// ([`jeton_raft::apply::name_problem`], up to 255 characters as Casdoor's `varchar(255)`), checked here so
+/// the row is reported instead of failing a whole batch.
 pub fn check_name(what: &str, n: &str) -> Result<(), String> {
-    if n.is_empty() {
-        return Err(format!("{what} is empty"));
+    match jeton_raft::apply::name_problem(n) {
+        Some(problem) => Err(format!("{what}: {problem}")),
+        None => Ok(()),
     }
-    if n.contains('/') || n.contains('\0') {
-        return Err(format!("{what} {n:?} contains '/' or NUL"));
-    }
-    if n.len() > 255 {
-        return Err(format!("{what} is longer than 255 bytes"));
-    }
-    Ok(())
 }
 
 pub fn organization(r: &Row) -> Result<Organization, String> {
