@@ -9,3 +9,4 @@ mod harness;
 mod import;
 mod lifecycle;
 mod oauth;
+mod passwords;

@@ -67,6 +67,10 @@ impl Default for PasswordConfig {
 /// (bcrypt cost 12 as PHP writes it: 0.2 s; argon2 at the cost cap: 0.2 s; see bench/RESULTS.md).
 pub const DEFAULT_FAILURE_FLOOR_MS: u64 = 400;
 
+/// How long a sign-in waits for its lockout change to be replicated (normally milliseconds) before it
+/// answers anyway.
+const RECORDING_WAIT: Duration = Duration::from_secs(2);
+
 /// The lockout rule of the application signed in to (COMPAT §4.5).
 #[derive(Debug, Clone, Copy)]
 pub struct Lockout {
@@ -329,15 +333,21 @@ impl Passwords {
             Ok(r) => r,
             Err(e) => return Err(EdgeError::Unexpected(format!("password check task: {e}")).into()),
         };
+        // The failure (or the reset after a success) is on its way to the other nodes; a write that takes
+        // longer than usual (no quorum) is waited for a little, then left to finish on its own.
+        let floor = started + self.config.failure_floor;
+        let wait_for = |recording: Option<tokio::task::JoinHandle<()>>, until: Instant| async move {
+            if let Some(recording) = recording {
+                let _ = tokio::time::timeout_at(until.into(), recording).await;
+            }
+        };
         match result {
-            Ok(verified) => Ok(verified),
+            Ok(verified) => {
+                wait_for(recording, Instant::now() + RECORDING_WAIT).await;
+                Ok(verified)
+            }
             Err(()) => {
-                // The failure is on its way to the other nodes while the floor runs down; a write that
-                // takes longer (no quorum) is waited for a little, then left to finish on its own.
-                let floor = started + self.config.failure_floor;
-                if let Some(recording) = recording {
-                    let _ = tokio::time::timeout_at((floor + Duration::from_secs(2)).into(), recording).await;
-                }
+                wait_for(recording, floor + RECORDING_WAIT).await;
                 tokio::time::sleep_until(floor.into()).await;
                 Err(Refused::Invalid)
             }
@@ -381,8 +391,8 @@ impl Passwords {
         Ok(attempt)
     }
 
-    /// Runs the check of an admitted attempt and records its outcome. On a failure, returns the task that
-    /// replicates it.
+    /// Runs the check of an admitted attempt and records its outcome. Returns with it the task that
+    /// replicates the change to the account's failures, if there is one.
     async fn check(
         self: Arc<Self>,
         attempt: Attempt,
@@ -437,12 +447,11 @@ impl Passwords {
             (Ok(how), Some(user)) => {
                 let had_failures = attempt.succeeded();
                 let replicated = matches!(self.store.signin_failures(&key), Ok(Some(_)));
-                if had_failures || replicated {
-                    // Not waited for: a sign-in that succeeded does not depend on a quorum.
+                let reset = (had_failures || replicated).then(|| {
                     let this = self.clone();
-                    tokio::spawn(async move { this.replicate(Command::ResetSigninFailures { account: key }).await });
-                }
-                (Ok(Verified { user, how }), None)
+                    tokio::spawn(async move { this.replicate(Command::ResetSigninFailures { account: key }).await })
+                });
+                (Ok(Verified { user, how }), reset)
             }
             _ => {
                 let now = unix_now();
