@@ -576,7 +576,8 @@ mod tests {
             ("", "sha1", "not a password scheme"),
             ("argon2id", "bcrypt", "over the cap"),
         ] {
-            let huge = "$argon2id$v=19$m=2097152,t=1,p=4$AAECAwQFBgcICQoLDA0ODw$Tn6Kri1FkXIcvNI846j3rVw0u9kaBVJAs9hHaQ38LzM";
+            let huge =
+                "$argon2id$v=19$m=2097152,t=1,p=4$AAECAwQFBgcICQoLDA0ODw$Tn6Kri1FkXIcvNI846j3rVw0u9kaBVJAs9hHaQ38LzM";
             let password = if password_type == "argon2id" { huge } else { "x" };
             let (u, dropped) = user_of(password, password_type, org_type).unwrap();
             assert!(dropped.as_deref().is_some_and(|d| d.contains(why)), "{password_type}/{org_type}: {dropped:?}");

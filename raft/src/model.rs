@@ -356,7 +356,13 @@ pub struct SigninFailures {
 impl SigninFailures {
     /// The record after one more failure at `now`, with the application's `limit` (≥ 1) and frozen time.
     /// A failure while the account is locked (an attempt that was already running) changes nothing.
-    pub fn after_failure(previous: Option<&SigninFailures>, account: &str, now: i64, limit: u32, frozen_secs: i64) -> Self {
+    pub fn after_failure(
+        previous: Option<&SigninFailures>,
+        account: &str,
+        now: i64,
+        limit: u32,
+        frozen_secs: i64,
+    ) -> Self {
         let limit = limit.max(1);
         if let Some(p) = previous {
             if p.locked_at(now) {

@@ -711,7 +711,8 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn signin_failures_count_lock_reset_and_prune() {
         let dir = tempfile::tempdir().unwrap();
-        let fail = |now: i64| Command::RecordSigninFailure { account: "user:u1".into(), now, limit: 2, frozen_secs: 60 };
+        let fail =
+            |now: i64| Command::RecordSigninFailure { account: "user:u1".into(), now, limit: 2, frozen_secs: 60 };
         for cmd in [fail(100), Command::ResetSigninFailures { account: "user:u1".into() }] {
             let e = entry(1, cmd);
             assert_eq!(decode_entry(&encode_entry(&e).unwrap()).unwrap().payload, e.payload, "log entry round trip");

@@ -573,8 +573,7 @@ async fn all_caught_up(c: &Cluster) {
 async fn failed_sign_ins_lock_the_account_on_every_node_and_survive_a_restart() {
     let mut c = Cluster::three(10_000).await;
     let leader = c.leader().await;
-    let (id, secret) =
-        c.node(leader).app_with_user("acme", "app-acme", json!({}), "frank", "Frank-Password-1").await;
+    let (id, secret) = c.node(leader).app_with_user("acme", "app-acme", json!({}), "frank", "Frank-Password-1").await;
     let (s, v) = c
         .node(leader)
         .admin_post("add-user", json!({"owner": "acme", "name": "grace", "password": "Grace-Password-1"}))

@@ -721,7 +721,9 @@ async fn users_without_a_usable_password_are_imported(kind: Kind, tag: &str) {
         .as_array()
         .expect("passwordsDropped in the report")
         .iter()
-        .map(|d| (d["key"].as_str().unwrap_or_default().to_string(), d["reason"].as_str().unwrap_or_default().to_string()))
+        .map(|d| {
+            (d["key"].as_str().unwrap_or_default().to_string(), d["reason"].as_str().unwrap_or_default().to_string())
+        })
         .collect();
     let reason = |key: &str| dropped.iter().find(|(k, _)| k == key).map(|(_, r)| r.clone()).unwrap_or_default();
     assert!(reason("acme/quentin").contains("sha1"), "{dropped:?}");
@@ -764,13 +766,7 @@ async fn users_without_a_usable_password_are_imported(kind: Kind, tag: &str) {
     assert_eq!(long.chars().count(), 255);
     let id = format!("acme/{long}");
     let url = reqwest::Url::parse_with_params(&node.url("/api/get-user"), &[("id", id.as_str())]).expect("url");
-    let r = node
-        .http
-        .get(url)
-        .basic_auth(ADMIN_CLIENT_ID, Some(ADMIN_CLIENT_SECRET))
-        .send()
-        .await
-        .expect("request");
+    let r = node.http.get(url).basic_auth(ADMIN_CLIENT_ID, Some(ADMIN_CLIENT_SECRET)).send().await.expect("request");
     let (s, v) = harness::response(r).await;
     assert_eq!((s, v["data"]["name"].as_str()), (200, Some(long.as_str())), "{v}");
     let (s, v) = login(&node, APP_ACME, &long, "Long-Name-1", "").await;

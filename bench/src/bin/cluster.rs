@@ -450,7 +450,13 @@ async fn failed_logins(bin: &Path, dir: &Path, pin: bool, concurrency: u64, seco
                         let login = format!("ghost-{w}-{seq}");
                         let form = [("grant_type", "password"), ("username", login.as_str()), ("password", "x")];
                         let t = Instant::now();
-                        match client.post(&url).basic_auth("bench-app", Some("bench-app-secret-0123456789")).form(&form).send().await {
+                        match client
+                            .post(&url)
+                            .basic_auth("bench-app", Some("bench-app-secret-0123456789"))
+                            .form(&form)
+                            .send()
+                            .await
+                        {
                             Ok(r) if r.status() == 400 => lat.push(t.elapsed().as_micros() as u64),
                             _ => errors += 1,
                         }

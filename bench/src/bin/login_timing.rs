@@ -221,7 +221,8 @@ async fn run(args: &Args, bin: &Path) -> Result<(), String> {
     println!("|---|---|---|---|---|---|");
     for (i, (case, _)) in CASES.iter().enumerate() {
         let f = stats(&mut failed[i]);
-        let ok = if succeeded[i].is_empty() { "—".to_string() } else { format!("{:.1}", stats(&mut succeeded[i])[0]) };
+        let ok =
+            if succeeded[i].is_empty() { "—".to_string() } else { format!("{:.1}", stats(&mut succeeded[i])[0]) };
         println!("| {case} | {:.1} | {:.1} | {:.1} | {:.1} | {ok} |", f[0], f[1], f[2], f[3]);
     }
     Ok(())

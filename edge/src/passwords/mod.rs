@@ -280,11 +280,7 @@ fn policy(org: &Organization) -> OrgPolicy<'_> {
 }
 
 fn stored(user: &User) -> StoredPassword<'_> {
-    StoredPassword {
-        password: &user.password,
-        password_type: &user.password_type,
-        password_salt: &user.password_salt,
-    }
+    StoredPassword { password: &user.password, password_type: &user.password_type, password_salt: &user.password_salt }
 }
 
 /// The password service of one node.
@@ -565,8 +561,9 @@ mod tests {
         let unknown = User { password_type: "sha3".into(), ..plain.clone() };
         assert_eq!(checkable(&org, &unknown), Err("unsupported password type"));
         let huge = User {
-            password: "$argon2id$v=19$m=2097152,t=1,p=4$AAECAwQFBgcICQoLDA0ODw$Tn6Kri1FkXIcvNI846j3rVw0u9kaBVJAs9hHaQ38LzM"
-                .into(),
+            password:
+                "$argon2id$v=19$m=2097152,t=1,p=4$AAECAwQFBgcICQoLDA0ODw$Tn6Kri1FkXIcvNI846j3rVw0u9kaBVJAs9hHaQ38LzM"
+                    .into(),
             password_type: "argon2id".into(),
             ..plain
         };

@@ -207,15 +207,9 @@ impl<'a> Argon2Hash<'a> {
     /// `None` for anything malformed (it never verifies).
     fn parse(stored: &'a str) -> Option<Argon2Hash<'a>> {
         let mut parts = stored.split('$');
-        let ("", "argon2id", "v=19", params, salt, key, None) = (
-            parts.next()?,
-            parts.next()?,
-            parts.next()?,
-            parts.next()?,
-            parts.next()?,
-            parts.next()?,
-            parts.next(),
-        ) else {
+        let ("", "argon2id", "v=19", params, salt, key, None) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next())
+        else {
             return None;
         };
         let (mut m, mut t, mut p) = (None, None, None);
@@ -601,8 +595,20 @@ pub(super) mod tests {
     /// never verifies, and `usable` says why.
     #[test]
     fn one_check_costs_at_most_the_cap() {
-        let argon = |m: u32, t: u32, p: u32| format!("$argon2id$v=19$m={m},t={t},p={p}$AAECAwQFBgcICQoLDA0ODw$Tn6Kri1FkXIcvNI846j3rVw0u9kaBVJAs9hHaQ38LzM");
-        for (m, t, p) in [(65_536, 1, 2), (19_456, 2, 1), (47_104, 1, 1), (65_536, 3, 4), (102_400, 2, 8), (65_536, 4, 1), (262_144, 1, 1)] {
+        let argon = |m: u32, t: u32, p: u32| {
+            format!(
+                "$argon2id$v=19$m={m},t={t},p={p}$AAECAwQFBgcICQoLDA0ODw$Tn6Kri1FkXIcvNI846j3rVw0u9kaBVJAs9hHaQ38LzM"
+            )
+        };
+        for (m, t, p) in [
+            (65_536, 1, 2),
+            (19_456, 2, 1),
+            (47_104, 1, 1),
+            (65_536, 3, 4),
+            (102_400, 2, 8),
+            (65_536, 4, 1),
+            (262_144, 1, 1),
+        ] {
             assert_eq!(work(Scheme::Argon2id, &argon(m, t, p)), Ok(m), "m={m} t={t} p={p}");
         }
         assert_eq!(work(Scheme::Argon2id, &argon(8, 1, 1)), Ok(SMALL_CHECK_KIB), "small memory still counts 1 MiB");
@@ -618,7 +624,8 @@ pub(super) mod tests {
         let over = TooCostly::Argon2 { memory_kib: 1_048_576, passes: 64 }.to_string();
         assert!(over.contains("67108864 KiB·passes") && over.contains("262144"), "{over}");
         // The cap is in the product: 1 GiB × 64 passes (each under the old per-parameter caps) is refused.
-        let stored = StoredPassword { password: &argon(1_048_576, 64, 1), password_type: "argon2id", password_salt: "" };
+        let stored =
+            StoredPassword { password: &argon(1_048_576, 64, 1), password_type: "argon2id", password_salt: "" };
         let org = OrgPolicy { password_type: "argon2id", password_salt: "", master_password: "" };
         assert_eq!(
             usable(&org, &stored),
@@ -626,13 +633,21 @@ pub(super) mod tests {
         );
         assert_eq!(check(&org, &stored, PW), usable(&org, &stored).map(|_| Accepted::Password));
         // bcrypt and Django.
-        assert_eq!(work(Scheme::Bcrypt, "$2y$12$..CA.uOD/eaGAOmJB.yMBurGSUo5vM6h/j4WsVYFtBHNBL0/GbtTS"), Ok(SMALL_CHECK_KIB));
-        assert_eq!(work(Scheme::Bcrypt, "$2a$17$..CA.uOD/eaGAOmJB.yMBurGSUo5vM6h/j4WsVYFtBHNBL0/GbtTS"), Err(TooCostly::Bcrypt(17)));
+        assert_eq!(
+            work(Scheme::Bcrypt, "$2y$12$..CA.uOD/eaGAOmJB.yMBurGSUo5vM6h/j4WsVYFtBHNBL0/GbtTS"),
+            Ok(SMALL_CHECK_KIB)
+        );
+        assert_eq!(
+            work(Scheme::Bcrypt, "$2a$17$..CA.uOD/eaGAOmJB.yMBurGSUo5vM6h/j4WsVYFtBHNBL0/GbtTS"),
+            Err(TooCostly::Bcrypt(17))
+        );
         assert_eq!(work(Scheme::Bcrypt, "$2$31$x"), Err(TooCostly::Bcrypt(31)));
         assert_eq!(work(Scheme::Pbkdf2Django, "pbkdf2_sha256$260000$s$h"), Ok(SMALL_CHECK_KIB));
         assert_eq!(work(Scheme::Pbkdf2Django, "pbkdf2_sha256$10000001$s$h"), Err(TooCostly::Pbkdf2(10_000_001)));
         // Malformed values cost nothing to refuse; other schemes are cheap.
-        for (scheme, stored) in [(Scheme::Argon2id, "garbage"), (Scheme::Bcrypt, ""), (Scheme::Plain, "x"), (Scheme::Salt, "")] {
+        for (scheme, stored) in
+            [(Scheme::Argon2id, "garbage"), (Scheme::Bcrypt, ""), (Scheme::Plain, "x"), (Scheme::Salt, "")]
+        {
             assert_eq!(work(scheme, stored), Ok(SMALL_CHECK_KIB), "{scheme:?} {stored}");
         }
         // The memory a check reserves is the larger of the master password's and the user's.
