@@ -226,6 +226,21 @@ key = "{ca}/node-{id}-key.pem"
         }
     }
 
+    /// Stops every running node (SIGTERM) and starts the three again in `order`, until they agree on a
+    /// leader.
+    async fn restart_all(&mut self, order: [u8; 3]) {
+        for n in self.nodes.iter_mut().flatten() {
+            n.stop();
+        }
+        for id in order {
+            let config = self.config(id, 10_000);
+            let port = self.ports[id as usize - 1].0;
+            let node = Node::start_in(&self.data_dir(id), port, &["--config", config.to_str().unwrap()]).await;
+            self.nodes[id as usize - 1] = Some(node);
+        }
+        self.leader().await;
+    }
+
     async fn add_org(&self, via: u8, name: &str) -> (u16, Value) {
         self.node(via).admin_post("add-organization", json!({"owner": "admin", "name": name})).await
     }
@@ -403,17 +418,8 @@ async fn a_full_cluster_restart_keeps_the_state() {
     let (s, v) = c.add_org(2, "before-restart").await;
     assert_eq!(s, 200, "{v}");
     wait_for_orgs(c.node(3), &["before-restart".to_string()].into()).await;
-    for id in 1..=3 {
-        c.nodes[id - 1].as_mut().unwrap().stop();
-    }
     // Restarted in another order; no --join needed: they are members already.
-    for id in [3, 1, 2] {
-        let config = c.config(id, 10_000);
-        let node =
-            Node::start_in(&c.data_dir(id), c.ports[id as usize - 1].0, &["--config", config.to_str().unwrap()]).await;
-        c.nodes[id as usize - 1] = Some(node);
-    }
-    c.leader().await;
+    c.restart_all([3, 1, 2]).await;
     for id in 1..=3 {
         assert!(org_names(c.node(id)).await.contains(&"before-restart".to_string()), "node {id}");
     }
@@ -610,16 +616,7 @@ async fn failed_sign_ins_lock_the_account_on_every_node_and_survive_a_restart() 
     }
 
     // The whole cluster restarts: the lock is state, not memory.
-    for n in c.nodes.iter_mut().flatten() {
-        n.stop();
-    }
-    for id in [2, 3, 1] {
-        let config = c.config(id, 10_000);
-        let node =
-            Node::start_in(&c.data_dir(id), c.ports[id as usize - 1].0, &["--config", config.to_str().unwrap()]).await;
-        c.nodes[id as usize - 1] = Some(node);
-    }
-    c.leader().await;
+    c.restart_all([2, 3, 1]).await;
     for via in [1, 2, 3] {
         let (s, v) = c.node(via).password_grant(&id, &secret, "frank", "Frank-Password-1").await;
         assert_eq!(s, 429, "node {via} after the restart: {v}");
