@@ -283,16 +283,53 @@ fn stored(user: &User) -> StoredPassword<'_> {
     StoredPassword { password: &user.password, password_type: &user.password_type, password_salt: &user.password_salt }
 }
 
+/// Where hashes run: on blocking threads, at most `count` at once and within a memory budget together (a
+/// weighted semaphore: one permit per KiB a hash reserves).
+struct Slots {
+    count: Arc<Semaphore>,
+    memory: Arc<Semaphore>,
+    budget_kib: u32,
+}
+
+impl Slots {
+    fn new(count: usize, budget_kib: u32) -> Slots {
+        let budget_kib = budget_kib.max(1);
+        Slots {
+            count: Arc::new(Semaphore::new(count.max(1))),
+            memory: Arc::new(Semaphore::new(budget_kib as usize)),
+            budget_kib,
+        }
+    }
+
+    /// Runs `work` once `memory_kib` of the budget (all of it, if it asks for more) and a slot are free.
+    /// Memory is taken first, so a large hash waiting for memory holds no slot. The permits go with the
+    /// work: a caller that goes away does not free them before the hash ends.
+    async fn run<T: Send + 'static>(
+        &self,
+        memory_kib: u32,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, EdgeError> {
+        let closed = |_| EdgeError::Unexpected("the password slots are closed".into());
+        let memory = memory_kib.clamp(1, self.budget_kib);
+        let reserved: OwnedSemaphorePermit = self.memory.clone().acquire_many_owned(memory).await.map_err(closed)?;
+        let slot = self.count.clone().acquire_owned().await.map_err(closed)?;
+        tokio::task::spawn_blocking(move || {
+            let out = work();
+            drop((slot, reserved));
+            out
+        })
+        .await
+        .map_err(|e| EdgeError::Unexpected(format!("hashing task: {e}")))
+    }
+}
+
 /// The password service of one node.
 pub struct Passwords {
     config: PasswordConfig,
     node: ReplicaNode,
     store: Store,
     metrics: Metrics,
-    /// One permit per check running (bounds CPU).
-    slots: Arc<Semaphore>,
-    /// One permit per KiB reserved by the checks running (bounds memory).
-    memory: Arc<Semaphore>,
+    slots: Slots,
     /// Per account (see [`account_key`]): this node's failures and attempts running.
     accounts: Cache<String, Arc<Mutex<Account>>>,
     /// Per client address, for one window.
@@ -308,8 +345,7 @@ impl Passwords {
             store: node.store.clone(),
             node,
             metrics,
-            slots: Arc::new(Semaphore::new(config.check_concurrency.max(1))),
-            memory: Arc::new(Semaphore::new(budget as usize)),
+            slots: Slots::new(config.check_concurrency, budget),
             accounts: Cache::builder().max_capacity(1_000_000).time_to_idle(Duration::from_secs(3600)).build(),
             addresses: Cache::builder().max_capacity(1_000_000).time_to_live(config.ip_failure_window).build(),
             config: PasswordConfig { memory_budget_kib: budget, ..config },
@@ -439,7 +475,8 @@ impl Passwords {
                 Ok(memory) => {
                     let (org_c, user_c) = (org.clone(), u.clone());
                     let ran = self
-                        .hashing(memory, move || schemes::check(&policy(&org_c), &stored(&user_c), &password))
+                        .slots
+                        .run(memory, move || schemes::check(&policy(&org_c), &stored(&user_c), &password))
                         .await;
                     match ran {
                         Ok(r) => {
@@ -502,31 +539,12 @@ impl Passwords {
         }
     }
 
-    /// Runs `work` (a hash) on a blocking thread once `memory_kib` of the memory budget and a slot are free.
-    /// The permits go with the work: a caller that goes away does not free them before the hash ends.
-    async fn hashing<T: Send + 'static>(
-        &self,
-        memory_kib: u32,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, EdgeError> {
-        let closed = |_| EdgeError::Unexpected("the password slots are closed".into());
-        let memory = memory_kib.clamp(1, self.config.memory_budget_kib);
-        let reserved: OwnedSemaphorePermit = self.memory.clone().acquire_many_owned(memory).await.map_err(closed)?;
-        let slot = self.slots.clone().acquire_owned().await.map_err(closed)?;
-        tokio::task::spawn_blocking(move || {
-            let out = work();
-            drop((slot, reserved));
-            out
-        })
-        .await
-        .map_err(|e| EdgeError::Unexpected(format!("hashing task: {e}")))
-    }
-
     /// Hashes a new password as Casdoor writes it (COMPAT §4.6), in the same slots and memory budget as
     /// the checks.
     pub async fn hash(&self, scheme: Scheme, password: &str, salt: &str) -> Result<String, PasswordError> {
         let (password, salt) = (password.to_string(), salt.to_string());
-        self.hashing(schemes::hash_work(scheme), move || schemes::hash(scheme, &password, &salt))
+        self.slots
+            .run(schemes::hash_work(scheme), move || schemes::hash(scheme, &password, &salt))
             .await
             .map_err(|e| PasswordError::Hashing(e.to_string()))?
     }
@@ -535,6 +553,44 @@ impl Passwords {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Runs `jobs` (memory KiB each) at once in `slots`; returns the most that ran at the same time.
+    async fn most_at_once(slots: Arc<Slots>, jobs: &[u32]) -> u32 {
+        let (running, most) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let tasks: Vec<_> = jobs
+            .iter()
+            .map(|&kib| {
+                let (slots, running, most) = (slots.clone(), running.clone(), most.clone());
+                tokio::spawn(async move {
+                    slots
+                        .run(kib, move || {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(50));
+                            running.fetch_sub(1, Ordering::SeqCst);
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task").expect("ran");
+        }
+        most.load(Ordering::SeqCst)
+    }
+
+    /// The checks running at once are bounded by their count and by the memory they reserve together:
+    /// with a 100 MiB budget, 64 MiB argon2 checks run one at a time although four slots are free; small
+    /// checks use the four slots; a check larger than the whole budget still runs (alone).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn slots_bound_checks_by_count_and_by_memory() {
+        let slots = Arc::new(Slots::new(4, 100 * 1024));
+        assert_eq!(most_at_once(slots.clone(), &[65_536; 4]).await, 1, "64 MiB each in a 100 MiB budget");
+        assert!(most_at_once(slots.clone(), &[schemes::SMALL_CHECK_KIB; 8]).await <= 4, "small: the count bounds");
+        assert!(most_at_once(slots.clone(), &[40 * 1024; 4]).await <= 2, "40 MiB each: two fit");
+        assert_eq!(most_at_once(slots, &[1_000_000, schemes::SMALL_CHECK_KIB]).await, 1, "over the budget: alone");
+    }
 
     #[test]
     fn accounts_are_users_by_id_or_logins_by_digest() {
