@@ -111,6 +111,10 @@ pub struct SecurityConfig {
     pub admin_app: String,
     /// Password checks (bcrypt, argon2id, ...) running at once.
     pub password_check_concurrency: usize,
+    /// MiB of memory the password checks running at once may reserve together (argon2: its `m` each).
+    pub password_memory_budget_mib: u32,
+    /// A failed sign-in is answered no earlier than this many ms after it began (no timing differences).
+    pub password_failure_floor_ms: u64,
     /// Failed password checks from one address within `ip_failure_window_secs` before it is refused.
     pub ip_failure_limit: u32,
     pub ip_failure_window_secs: u64,
@@ -169,6 +173,8 @@ impl Default for SecurityConfig {
             admin_org: "built-in".into(),
             admin_app: "app-built-in".into(),
             password_check_concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            password_memory_budget_mib: 512,
+            password_failure_floor_ms: jeton_edge::passwords::DEFAULT_FAILURE_FLOOR_MS,
             ip_failure_limit: 50,
             ip_failure_window_secs: 300,
             introspection_cache_entries: 1_000_000,
@@ -244,6 +250,12 @@ impl Config {
         }
         if self.http.idle_timeout_secs == 0 {
             bail!("http.idle_timeout_secs must be at least 1");
+        }
+        if self.security.password_check_concurrency == 0 || self.security.password_memory_budget_mib == 0 {
+            bail!("security.password_check_concurrency and password_memory_budget_mib must be at least 1");
+        }
+        if self.security.password_failure_floor_ms > 60_000 {
+            bail!("security.password_failure_floor_ms is at most 60000 (one minute)");
         }
         if self.tls.enabled && !self.tls.self_signed && (self.tls.cert.is_empty() || self.tls.key.is_empty()) {
             bail!("tls.enabled needs tls.cert and tls.key, or tls.self_signed = true");

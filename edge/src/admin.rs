@@ -423,8 +423,16 @@ impl Edge {
         if org.created_time.is_empty() {
             org.created_time = rfc3339_now();
         }
-        if !org.password_type.is_empty() && crate::password::Scheme::parse(&org.password_type).is_none() {
-            return fail(400, format!("unsupported passwordType {}", org.password_type));
+        match crate::passwords::schemes::Scheme::parse(&org.password_type) {
+            None if !org.password_type.is_empty() => {
+                return fail(400, format!("unsupported passwordType {}", org.password_type))
+            }
+            Some(scheme) => {
+                if let Err(e) = crate::passwords::schemes::work(scheme, &org.master_password) {
+                    return fail(400, format!("masterPassword refused: {e}"));
+                }
+            }
+            None => {}
         }
         self.commit(Command::PutOrganization { org, mode }).await
     }
@@ -476,25 +484,33 @@ impl Edge {
                     return fail(500, "internal error");
                 }
             };
-            let scheme = match crate::password::Scheme::parse(&org_type) {
-                Some(crate::password::Scheme::Plain) | None => crate::password::Scheme::Argon2id,
+            use crate::passwords::schemes::{self, PasswordError, Scheme};
+            let scheme = match Scheme::parse(&org_type) {
+                Some(Scheme::Plain) | None => Scheme::Argon2id,
                 Some(s) => s,
             };
-            let salt = crate::password::new_salt();
-            let pw = user.password.clone();
-            let hashed =
-                tokio::task::spawn_blocking(move || crate::password::hash(scheme, &pw, &salt).map(|h| (h, salt))).await;
-            match hashed {
-                Ok(Ok((h, salt))) => {
+            let salt = schemes::new_salt();
+            // In the same hashing slots and memory budget as sign-ins.
+            match self.passwords.hash(scheme, &user.password, &salt).await {
+                Ok(h) => {
                     user.password = h;
                     user.password_type = scheme.as_str().to_string();
                     user.password_salt = salt;
                 }
-                Ok(Err(e)) => return fail(400, format!("password not accepted: {e}")),
-                Err(_) => return fail(500, "internal error"),
+                Err(e @ PasswordError::Hashing(_)) => {
+                    tracing::error!("admin put_user: {e}");
+                    return fail(500, "internal error");
+                }
+                Err(e) => return fail(400, format!("password not accepted: {e}")),
             }
-        } else if !user.password_type.is_empty() && crate::password::Scheme::parse(&user.password_type).is_none() {
-            return fail(400, format!("unsupported passwordType {}", user.password_type));
+        } else if !user.password_type.is_empty() {
+            // A hash set as is: its scheme must be one of Casdoor's and one check of it within the cost cap.
+            let Some(scheme) = crate::passwords::schemes::Scheme::parse(&user.password_type) else {
+                return fail(400, format!("unsupported passwordType {}", user.password_type));
+            };
+            if let Err(e) = crate::passwords::schemes::work(scheme, &user.password) {
+                return fail(400, format!("password hash refused: {e}"));
+            }
         }
         self.commit(Command::PutUser { user, mode }).await
     }

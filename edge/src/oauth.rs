@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 use crate::claims::{self, Subject, TokenFrame};
 use crate::error::OAuthError;
 use crate::keys::LoadedKey;
+use crate::passwords::{Lockout, Refused, SignIn};
 use crate::service::{now, sha256, CachedToken, ClientApp, Edge};
 use subtle::ConstantTimeEq;
 
@@ -135,6 +136,17 @@ pub struct ActiveToken {
     pub user: Option<User>,
     pub is_refresh: bool,
     pub kid: String,
+}
+
+/// A refused sign-in as the token endpoint answers it (RFC 6749 §5.2): `invalid_grant`, with 429 when the
+/// account or the address must wait.
+fn refused_to_oauth(refused: Refused) -> OAuthError {
+    match refused {
+        Refused::Invalid => OAuthError::invalid_grant(refused.to_string()),
+        Refused::Locked { .. } | Refused::RateLimited => OAuthError::slow_down(refused.to_string()),
+        Refused::EmptyPassword => OAuthError::invalid_request(refused.to_string()),
+        Refused::Internal(e) => e.into(),
+    }
 }
 
 fn hours_to_secs(h: f64) -> i64 {
@@ -332,10 +344,16 @@ impl Edge {
             return Err(OAuthError::invalid_request("password is required"));
         }
         let scope = self.check_scope(client, param(p, "scope"))?;
-        let user = self.find_user(&client.app.organization, username)?;
-        self.check_password(&client.app, username, user.as_ref(), password, client_ip).await?;
-        let Some(user) = user else {
-            return Err(OAuthError::invalid_grant("invalid username or password"));
+        let sign_in = SignIn {
+            organization: &client.app.organization,
+            login: username,
+            password,
+            client_ip,
+            lockout: Lockout::of(&client.app),
+        };
+        let user = match self.passwords.verify(sign_in).await {
+            Ok(verified) => verified.user,
+            Err(refused) => return Err(refused_to_oauth(refused)),
         };
         // Unlike Casdoor (COMPAT §11.5), a deleted or disabled account gets no token.
         if user.is_forbidden || user.is_deleted {

@@ -11,3 +11,4 @@ mod import;
 mod lifecycle;
 mod oauth;
 mod sdk;
+mod passwords;
