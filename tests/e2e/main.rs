@@ -10,5 +10,5 @@ mod http;
 mod import;
 mod lifecycle;
 mod oauth;
-mod sdk;
 mod passwords;
+mod sdk;
