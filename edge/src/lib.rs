@@ -9,7 +9,8 @@
 //! - [`introspection_cache`]: introspection answers and the index that drops them when their state changes;
 //! - [`claims`]: what goes into a token, per Casdoor token format;
 //! - [`keys`]: signing keys, their encryption at rest, the keyring and JWKS;
-//! - [`password`]: the Casdoor password schemes;
+//! - [`passwords`]: password sign-in (lookup, lockout, limits, hashing slots, timing floor) and, in
+//!   [`passwords::schemes`], the Casdoor password schemes;
 //! - [`metrics`]: Prometheus metrics.
 
 pub mod admin;
@@ -21,7 +22,9 @@ pub mod introspection_cache;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;
-pub mod password;
+pub mod passwords;
+/// The password schemes under their former path.
+pub use passwords::schemes as password;
 pub mod service;
 
 pub use error::{EdgeError, OAuthError};

@@ -9,7 +9,7 @@ use crate::command::{Command, Outcome, PutMode};
 use crate::model::SIGNING_ALGORITHMS;
 use crate::model::{
     AcceptedAlgorithms, AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshState,
-    RefreshToken, Revocation, Role, SigningKey, User,
+    RefreshToken, Revocation, Role, SigninFailures, SigningKey, User,
 };
 use crate::store::{key, Change, Stored};
 use crate::RaftError;
@@ -215,6 +215,24 @@ impl<'a> Pending<'a> {
             }
             Command::Each { commands } => {
                 self.apply_each(commands)?;
+                Ok(Outcome::Applied)
+            }
+            Command::RecordSigninFailure { account, now, limit, frozen_secs } => {
+                if account.is_empty() || account.contains('\0') || account.len() > 2048 {
+                    return Ok(Outcome::Invalid("an account is empty, longer than 2048 bytes or has a NUL".into()));
+                }
+                let k = key::signin_failures(account);
+                let previous = self.read::<SigninFailures>(&k)?;
+                let next = SigninFailures::after_failure(previous.as_ref(), account, *now, *limit, *frozen_secs);
+                self.put(k, &next)?;
+                Ok(Outcome::Applied)
+            }
+            Command::ResetSigninFailures { account } => {
+                let k = key::signin_failures(account);
+                if !self.contains(&k)? {
+                    return Ok(Outcome::NotFound(format!("failed sign-ins of {account}")));
+                }
+                self.delete(k);
                 Ok(Outcome::Applied)
             }
         }
@@ -671,6 +689,13 @@ impl<'a> Pending<'a> {
                 }
             }
         }
+        for fk in self.keys_with_prefix(key::SIGNIN_FAILURES)? {
+            if let Some(f) = self.read::<SigninFailures>(&fk)? {
+                if f.forget_at <= now {
+                    self.delete(fk);
+                }
+            }
+        }
         for kk in self.keys_with_prefix(key::SIGNING_KEY)? {
             if let Some(k) = self.read::<SigningKey>(&kk)? {
                 if k.retire_at != 0 && k.retire_at < now {
@@ -682,20 +707,27 @@ impl<'a> Pending<'a> {
     }
 }
 
-/// Names become parts of sled keys and of `owner/name` ids: they must be non-empty, without NUL or `/`.
-fn check_names(names: &[&str]) -> Option<Outcome> {
-    for n in names {
-        if n.is_empty() {
-            return Some(Outcome::Invalid("a name is empty".into()));
-        }
-        if n.contains('\0') || n.contains('/') {
-            return Some(Outcome::Invalid(format!("name {n:?} contains '/' or NUL")));
-        }
-        if n.len() > 255 {
-            return Some(Outcome::Invalid("a name is longer than 255 bytes".into()));
-        }
+/// Most characters in a name: Casdoor's `varchar(255)` columns count characters, not bytes.
+pub const MAX_NAME_CHARS: usize = 255;
+
+/// What is wrong with a name, if anything. Names become parts of sled keys and of `owner/name` ids: they
+/// must be non-empty, without NUL or `/`, and at most [`MAX_NAME_CHARS`] characters.
+pub fn name_problem(n: &str) -> Option<String> {
+    if n.is_empty() {
+        return Some("a name is empty".into());
+    }
+    if n.contains('\0') || n.contains('/') {
+        return Some(format!("name {n:?} contains '/' or NUL"));
+    }
+    // At most 4 bytes a character: only a long name needs counting.
+    if n.len() > MAX_NAME_CHARS && n.chars().count() > MAX_NAME_CHARS {
+        return Some(format!("a name is longer than {MAX_NAME_CHARS} characters"));
     }
     None
+}
+
+fn check_names(names: &[&str]) -> Option<Outcome> {
+    names.iter().find_map(|n| name_problem(n)).map(Outcome::Invalid)
 }
 
 /// Token ids (`jti`) may contain `/` (Casdoor's are `admin/<uuid>`), but not NUL.
@@ -789,7 +821,25 @@ mod tests {
         assert_eq!(index(&Command::DeleteSigningKey { kid: "k".into() }), 8);
         assert_eq!(index(&Command::Prune { now: 1 }), 23);
         assert_eq!(index(&Command::Each { commands: vec![] }), 25);
-        assert_eq!(index(&accept("k", &[])), 26);
+        assert_eq!(index(&Command::ResetSigninFailures { account: "a".into() }), 27);
+        assert_eq!(index(&accept("k", &[])), 28);
         assert_eq!(postcard::to_stdvec(&Command::Prune { now: 1 }).expect("postcard"), [23, 2]);
+    }
+
+    /// Casdoor's `varchar(255)` counts characters: a 255-character name of 3-byte characters (765 bytes) is a
+    /// valid name, one more character is not.
+    #[test]
+    fn names_are_limited_in_characters_not_bytes() {
+        let cjk = "名".repeat(MAX_NAME_CHARS);
+        assert_eq!(cjk.len(), 765);
+        assert_eq!(name_problem(&cjk), None);
+        assert_eq!(name_problem(&"é".repeat(MAX_NAME_CHARS)), None);
+        assert_eq!(name_problem(&"a".repeat(MAX_NAME_CHARS)), None);
+        assert!(name_problem(&"名".repeat(MAX_NAME_CHARS + 1)).is_some_and(|p| p.contains("255 characters")));
+        assert!(name_problem(&"a".repeat(MAX_NAME_CHARS + 1)).is_some());
+        assert!(name_problem("").is_some());
+        assert!(name_problem("a/b").is_some());
+        assert!(name_problem("a\0b").is_some());
+        assert!(check_names(&["ok", &cjk]).is_none());
     }
 }

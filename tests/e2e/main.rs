@@ -6,7 +6,10 @@
 mod admin;
 mod cluster;
 mod harness;
+mod http;
 mod import;
 mod lifecycle;
 mod oauth;
+mod passwords;
+mod sdk;
 mod tokens;
