@@ -32,15 +32,26 @@ pub struct Config {
 pub struct ClusterConfig {
     /// PEM certificate of the cluster CA: the only issuer whose node certificates are accepted.
     pub ca: String,
-    /// PEM certificate of this node, signed by the cluster CA (`jeton cluster cert` makes one).
+    /// PEM certificate of this node, signed by the cluster CA (`jeton cluster cert --node-id` makes one); it
+    /// names the node id. `{node_id}` in the path is replaced by this node's id.
     pub cert: String,
-    /// PEM private key of this node.
+    /// PEM private key of this node (`{node_id}` as in `cert`).
     pub key: String,
     /// Raft address (host:port) of a member of the cluster to join on first start. A node that is already
     /// a member ignores it.
     pub join: String,
     /// With `join`: stay a non-voting learner (serves reads; does not slow commits).
     pub learner: bool,
+    /// With `join`: the join token that admits this node (`jeton cluster admit`). Prefer
+    /// `join_token_file` or `JETON_JOIN_TOKEN`, which keep it out of the config.
+    pub join_token: String,
+    /// With `join`: a file holding the join token (`jeton cluster cert` writes `NAME.join`). `{node_id}` as
+    /// in `cert`.
+    pub join_token_file: String,
+    /// Without `join`, when this node creates a new cluster (its very first start): the bootstrap file of
+    /// `jeton cluster ca` / `cert` (`bootstrap.json`), which names the cluster and admits the nodes whose
+    /// certificates were made with it. Ignored afterwards.
+    pub bootstrap: String,
 }
 
 impl ClusterConfig {
@@ -93,6 +104,10 @@ pub struct RaftConfig {
     pub election_timeout_max_ms: u64,
     /// MiB of sled page cache (records read from disk stay there).
     pub storage_cache_mb: u64,
+    /// Connections the node-to-node listener holds open at once; one past it is closed at once.
+    pub max_connections: usize,
+    /// Seconds a node-to-node connection may stay idle (also the time to send a request's headers).
+    pub idle_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -152,6 +167,8 @@ impl Default for RaftConfig {
             election_timeout_min_ms: 1000,
             election_timeout_max_ms: 2000,
             storage_cache_mb: 64,
+            max_connections: 512,
+            idle_timeout_secs: 60,
         }
     }
 }
@@ -180,6 +197,7 @@ pub struct Overrides {
     pub raft_addr: Option<String>,
     pub join: Option<String>,
     pub learner: bool,
+    pub join_token: Option<String>,
 }
 
 impl Config {
@@ -213,6 +231,9 @@ impl Config {
         }
         if o.learner {
             cfg.cluster.learner = true;
+        }
+        if let Some(v) = o.join_token {
+            cfg.cluster.join_token = v;
         }
         cfg.check()?;
         Ok(cfg)
@@ -255,6 +276,19 @@ impl Config {
         }
         if self.cluster.learner && self.cluster.join.is_empty() {
             bail!("--learner only makes sense with --join");
+        }
+        if !self.cluster.join_token.is_empty() && !self.cluster.join_token_file.is_empty() {
+            bail!("cluster: give join_token or join_token_file, not both");
+        }
+        if self.raft.max_connections == 0 {
+            bail!("raft.max_connections must be at least 1");
+        }
+        if self.raft.idle_timeout_secs == 0 {
+            bail!("raft.idle_timeout_secs must be at least 1");
+        }
+        let id = self.node_id.to_string();
+        for path in [&mut self.cluster.cert, &mut self.cluster.key, &mut self.cluster.join_token_file] {
+            *path = path.replace("{node_id}", &id);
         }
         if self.raft.listen.is_empty() {
             self.raft.listen = self.raft.addr.clone();

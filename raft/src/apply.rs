@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::command::{Command, Outcome, PutMode};
 use crate::model::{
-    AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshState, RefreshToken, Revocation,
+    AcceptedIssuer, Admission, Application, CasbinModel, Group, Organization, Permission, RefreshState, RefreshToken, Revocation,
     Role, SigningKey, User,
 };
 use crate::store::{key, Change, Stored};
@@ -215,6 +215,40 @@ impl<'a> Pending<'a> {
                 self.apply_each(commands)?;
                 Ok(Outcome::Applied)
             }
+            Command::AdmitNode { admission } => self.admit_node(admission),
+        }
+    }
+
+    fn admit_node(&mut self, admission: &Admission) -> Result<Outcome, RaftError> {
+        let id = admission.node_id;
+        if id == 0 {
+            return Ok(Outcome::Invalid("node ids start at 1".into()));
+        }
+        if admission.token_digest.len() != 64 || !admission.token_digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(Outcome::Invalid("tokenDigest must be a SHA-256 digest in hex".into()));
+        }
+        let member = match self.get(key::META_MEMBERSHIP)? {
+            Some(bytes) => serde_json::from_slice::<openraft::StoredMembership<crate::NodeId, crate::Node>>(&bytes)
+                .map_err(|e| RaftError::Corrupt(format!("stored membership: {e}")))?
+                .membership()
+                .get_node(&id)
+                .is_some(),
+            None => false,
+        };
+        if member {
+            return Ok(Outcome::Invalid(format!("node {id} is already a member of the cluster")));
+        }
+        let mut admission = admission.clone();
+        admission.token_digest.make_ascii_lowercase();
+        self.put(key::admission(id), &admission)?;
+        Ok(Outcome::Applied)
+    }
+
+    /// A membership took effect: the admissions of its members are used up (a member that is removed
+    /// later needs a new one to come back).
+    pub(crate) fn consume_admissions(&mut self, members: impl IntoIterator<Item = crate::NodeId>) {
+        for id in members {
+            self.delete(key::admission(id));
         }
     }
 
@@ -637,6 +671,11 @@ impl<'a> Pending<'a> {
                     self.delete(key::family_member(&t.family, &t.id));
                     self.delete(tk);
                 }
+            }
+        }
+        for ak in self.keys_with_prefix(key::ADMISSION)? {
+            if self.read::<Admission>(&ak)?.is_some_and(|a| a.expires_at < now) {
+                self.delete(ak);
             }
         }
         for kk in self.keys_with_prefix(key::SIGNING_KEY)? {

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshToken, Revocation, Role,
+    AcceptedIssuer, Admission, Application, CasbinModel, Group, Organization, Permission, RefreshToken, Revocation, Role,
     SigningKey, User,
 };
 
@@ -138,6 +138,12 @@ pub enum Command {
     Each {
         commands: Vec<Command>,
     },
+    /// Lets node `admission.node_id` join with the token whose digest it holds (replacing an earlier
+    /// admission of that id). Refused for a current member. New variants go last: the log stores a
+    /// command by its variant's position.
+    AdmitNode {
+        admission: Admission,
+    },
 }
 
 impl Command {
@@ -170,6 +176,7 @@ impl Command {
             Command::Prune { .. } => "prune",
             Command::Batch { .. } => "batch",
             Command::Each { .. } => "each",
+            Command::AdmitNode { .. } => "admit_node",
         }
     }
 }

@@ -332,3 +332,17 @@ pub struct AcceptedIssuer {
     /// Where it came from (e.g. `casdoor import`).
     pub source: String,
 }
+
+/// A node the cluster lets in: the id it will join as, and the digest of the join token it must show
+/// (`jeton cluster admit`, or the bootstrap admissions of a new cluster). Consumed when the id becomes a
+/// member; a node that is removed later needs a new admission to come back.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Admission {
+    pub node_id: u64,
+    /// SHA-256 of the join token's secret part, lower-case hex. The token itself is never stored.
+    pub token_digest: String,
+    /// Unix seconds; the token is refused from then on (and the admission pruned).
+    pub expires_at: i64,
+    pub created_at: i64,
+}

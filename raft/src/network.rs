@@ -57,6 +57,33 @@ pub(crate) fn decode_body<T: DeserializeOwned>(binary: bool, body: &[u8]) -> Res
 pub struct ClusterTls {
     pub server: Arc<rustls::ServerConfig>,
     pub client: Arc<rustls::ClientConfig>,
+    /// The node id this node's certificate names (see [`certificate_node_id`]); `None` for a certificate
+    /// made by an earlier `jeton cluster cert`, which a node refuses to start with.
+    pub node_id: Option<NodeId>,
+}
+
+/// How a certificate names the node it was issued to: a subject alternative name URI `jeton:node:<id>`
+/// (`jeton cluster cert --node-id`). The node-to-node listener takes a caller's id from it.
+pub const NODE_URI_PREFIX: &str = "jeton:node:";
+
+/// The node id a certificate names, if it names exactly one (a malformed or second, different id: none).
+pub fn certificate_node_id(der: &[u8]) -> Option<NodeId> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let mut found = None;
+    for name in &san.value.general_names {
+        if let GeneralName::URI(uri) = name {
+            if let Some(id) = uri.strip_prefix(NODE_URI_PREFIX) {
+                let id = crate::admission::parse_node_id(id)?;
+                if found.is_some_and(|f| f != id) {
+                    return None;
+                }
+                found = Some(id);
+            }
+        }
+    }
+    found
 }
 
 impl ClusterTls {
@@ -74,6 +101,7 @@ impl ClusterTls {
         };
         let ca_certs = read_certs(ca)?;
         let chain = read_certs(cert)?;
+        let node_id = certificate_node_id(&chain[0]);
         let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cannot read key {}: {e}", key.display()))?;
         let mut roots = rustls::RootCertStore::empty();
         for c in ca_certs {
@@ -91,7 +119,7 @@ impl ClusterTls {
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)
             .map_err(|e| format!("node certificate: {e}"))?;
-        Ok(ClusterTls { server: Arc::new(server), client: Arc::new(client) })
+        Ok(ClusterTls { server: Arc::new(server), client: Arc::new(client), node_id })
     }
 }
 

@@ -4,8 +4,8 @@
 //! - `raft_log`: log entries by big-endian index ([`encode_entry`]: a format byte, then postcard; entries
 //!   written by earlier versions are JSON and still read);
 //! - `raft_meta`: vote, committed log id, last purged log id;
-//! - `state`: the identity state (see [`crate::store`]), with the applied log id and membership written
-//!   in the same batch as the changes of each applied entry (crash-consistent);
+//! - `state` (or `state.<generation>`, see [`crate::store`]): the identity state, with the applied log id
+//!   and membership written in the same batch as the changes of each applied entry (crash-consistent);
 //!
 //! Snapshots are files beside the database (see [`SnapshotDir`]).
 //!
@@ -229,6 +229,42 @@ pub struct SnapshotDir {
 
 const CURRENT: &str = "current.json";
 
+/// Whether `id` has the form of the snapshot ids this node generates ([`StateMachine::build`]):
+/// `T<term>-N<node>-<index>-<nanos>`, or `0-0-<nanos>` for a state nothing was applied to yet. A snapshot
+/// id from a peer becomes a file name: anything else (`..`, `/`, any other character) is refused.
+pub(crate) fn is_snapshot_id(id: &str) -> bool {
+    fn number(s: &str) -> bool {
+        !s.is_empty() && s.len() <= 39 && s.bytes().all(|b| b.is_ascii_digit())
+    }
+    let parts: Vec<&str> = id.split('-').collect();
+    match parts.as_slice() {
+        [term, node, index, nanos] => {
+            term.strip_prefix('T').is_some_and(number)
+                && node.strip_prefix('N').is_some_and(number)
+                && number(index)
+                && number(nanos)
+        }
+        ["0", "0", nanos] => number(nanos),
+        _ => false,
+    }
+}
+
+fn check_snapshot_id(id: &str) -> std::io::Result<()> {
+    if is_snapshot_id(id) {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("refused snapshot id {:?}: not of the form this node generates", id.escape_debug().to_string()),
+        ))
+    }
+}
+
+/// A snapshot is installed in sled batches of at most this many records and bytes, so memory stays
+/// bounded whatever the size of the state (see [`StateMachine::install`]).
+const INSTALL_CHUNK_RECORDS: usize = 10_000;
+const INSTALL_CHUNK_BYTES: usize = 16 << 20;
+
 impl SnapshotDir {
     fn open(dir: PathBuf) -> Result<SnapshotDir, RaftError> {
         std::fs::create_dir_all(&dir).map_err(|e| RaftError::Start(format!("cannot create {}: {e}", dir.display())))?;
@@ -238,8 +274,11 @@ impl SnapshotDir {
         Ok(snapshots)
     }
 
-    fn data_path(&self, snapshot_id: &str) -> PathBuf {
-        self.dir.join(format!("{snapshot_id}.snap"))
+    /// The data file of a snapshot. Snapshot ids come from the leader too: only ids of the form this
+    /// node generates ([`is_snapshot_id`]) become file names.
+    fn data_path(&self, snapshot_id: &str) -> std::io::Result<PathBuf> {
+        check_snapshot_id(snapshot_id)?;
+        Ok(self.dir.join(format!("{snapshot_id}.snap")))
     }
 
     fn current_meta(&self) -> std::io::Result<Option<SnapshotMeta<NodeId, Node>>> {
@@ -252,7 +291,7 @@ impl SnapshotDir {
 
     /// Makes `data` (a finished, fsynced file in this dir) the current snapshot and drops the others.
     fn publish(&self, meta: &SnapshotMeta<NodeId, Node>, data: &Path) -> std::io::Result<()> {
-        let target = self.data_path(&meta.snapshot_id);
+        let target = self.data_path(&meta.snapshot_id)?;
         if data != target {
             std::fs::rename(data, &target)?;
         }
@@ -297,16 +336,16 @@ impl StateMachine {
         })
     }
 
-    fn membership(&self) -> StorageResult<StoredMembership<NodeId, Node>> {
-        match self.store.state.get(key::META_MEMBERSHIP).map_err(io_read)? {
+    fn membership(&self, state: &sled::Tree) -> StorageResult<StoredMembership<NodeId, Node>> {
+        match state.get(key::META_MEMBERSHIP).map_err(io_read)? {
             Some(v) => serde_json::from_slice(&v).map_err(io_read),
             None => Ok(StoredMembership::default()),
         }
     }
 
     /// Writes every state record (not the Raft bookkeeping) as length-prefixed key/value pairs.
-    fn dump_state(&self, out: &mut impl Write) -> std::io::Result<()> {
-        for item in self.store.state.iter() {
+    fn dump_state(state: &sled::Tree, out: &mut impl Write) -> std::io::Result<()> {
+        for item in state.iter() {
             let (k, v) = item.map_err(std::io::Error::other)?;
             if k.starts_with(key::META) {
                 continue;
@@ -322,8 +361,9 @@ impl StateMachine {
     /// Builds a snapshot file of the state at the applied log id; returns its meta and path.
     fn build(&self) -> StorageResult<(SnapshotMeta<NodeId, Node>, PathBuf)> {
         let _consistent = self.consistency.read().unwrap_or_else(|p| p.into_inner());
-        let applied = read_applied(&self.store.state).map_err(io_read)?;
-        let membership = self.membership()?;
+        let state = self.store.state();
+        let applied = read_applied(&state).map_err(io_read)?;
+        let membership = self.membership(&state)?;
         let snapshot_id = match applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, now_nanos()),
             None => format!("0-0-{}", now_nanos()),
@@ -332,7 +372,7 @@ impl StateMachine {
         let tmp = self.snapshots.dir.join(format!("{}.tmp", meta.snapshot_id));
         let write = || -> std::io::Result<()> {
             let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
-            self.dump_state(&mut out)?;
+            Self::dump_state(&state, &mut out)?;
             out.into_inner().map_err(|e| e.into_error())?.sync_all()
         };
         if let Err(e) = write() {
@@ -345,7 +385,10 @@ impl StateMachine {
 
 /// Reads length-prefixed key/value pairs from snapshot data, validating every record archive, and hands each
 /// to `each`. Reads at most one record at a time into memory.
-fn read_snapshot(data: &mut impl Read, mut each: impl FnMut(&[u8], &[u8])) -> Result<u64, RaftError> {
+fn read_snapshot(
+    data: &mut impl Read,
+    mut each: impl FnMut(&[u8], &[u8]) -> Result<(), RaftError>,
+) -> Result<u64, RaftError> {
     fn take(data: &mut impl Read, buf: &mut Vec<u8>, first: bool) -> Result<bool, RaftError> {
         let mut len = [0u8; 4];
         let mut got = 0;
@@ -374,7 +417,7 @@ fn read_snapshot(data: &mut impl Read, mut each: impl FnMut(&[u8], &[u8])) -> Re
             return Err(RaftError::Corrupt("snapshot contains raft bookkeeping".into()));
         }
         validate_value(&k, &v)?;
-        each(&k, &v);
+        each(&k, &v)?;
         count += 1;
     }
     Ok(count)
@@ -392,7 +435,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             sm.snapshots
                 .publish(&meta, &tmp)
                 .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-            Ok::<_, StorageError<NodeId>>((meta.clone(), sm.snapshots.data_path(&meta.snapshot_id)))
+            let path =
+                sm.snapshots.data_path(&meta.snapshot_id).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+            Ok::<_, StorageError<NodeId>>((meta, path))
         })
         .await
         .map_err(io_read)??;
@@ -409,7 +454,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>)> {
-        Ok((read_applied(&self.store.state).map_err(io_read)?, self.membership()?))
+        let state = self.store.state();
+        Ok((read_applied(&state).map_err(io_read)?, self.membership(&state)?))
     }
 
     async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<CommandResponse>>
@@ -419,7 +465,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let consistency = self.consistency.clone();
         let _consistent = consistency.write().unwrap_or_else(|p| p.into_inner());
-        let mut pending = Pending::new(&self.store.state);
+        let state = self.store.state();
+        let mut pending = Pending::new(&state);
         let mut replies = Vec::new();
         let mut last = None;
         for entry in entries {
@@ -439,6 +486,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     replies.push(CommandResponse { outcome, outcomes: Vec::new() });
                 }
                 EntryPayload::Membership(m) => {
+                    pending.consume_admissions(m.nodes().map(|(id, _)| *id));
                     let stored = StoredMembership::new(Some(entry.log_id), m);
                     pending.put_meta(key::META_MEMBERSHIP, serde_json::to_vec(&stored).map_err(io_write)?);
                     replies.push(CommandResponse::default());
@@ -449,7 +497,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             pending.put_meta(key::META_APPLIED, serde_json::to_vec(&last).map_err(io_write)?);
         }
         let (batch, changes) = pending.into_batch();
-        self.store.state.apply_batch(batch).map_err(io_write)?;
+        state.apply_batch(batch).map_err(io_write)?;
         for c in changes {
             self.store.broadcast(c);
         }
@@ -482,14 +530,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         mut snapshot: Box<tokio::fs::File>,
     ) -> StorageResult<()> {
         let received = self.snapshots.receiving.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Err(e) = check_snapshot_id(&meta.snapshot_id) {
+            if let Some(path) = received {
+                let _ = std::fs::remove_file(path);
+            }
+            tracing::warn!("{e}");
+            return Err(StorageIOError::read_snapshot(None, &e).into());
+        }
         tokio::io::AsyncWriteExt::flush(&mut snapshot).await.map_err(io_write)?;
         let mut file = snapshot.into_std().await;
         let sm = self.clone();
         let meta_owned = meta.clone();
-        let installed = tokio::task::spawn_blocking(move || sm.install(&meta_owned, &mut file, received.as_deref()))
-            .await
-            .map_err(io_write)?;
-        installed.map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let chunk = (INSTALL_CHUNK_RECORDS, INSTALL_CHUNK_BYTES);
+        let installed =
+            tokio::task::spawn_blocking(move || sm.install(&meta_owned, &mut file, received.as_deref(), chunk))
+                .await
+                .map_err(io_write)?;
+        let batches = installed.map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        tracing::info!(snapshot = %meta.snapshot_id, batches, "installed a snapshot");
         self.store.db.flush_async().await.map_err(io_write)?;
         self.store.broadcast(Change::Everything);
         Ok(())
@@ -499,7 +557,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(meta) = self.snapshots.current_meta().map_err(|e| StorageIOError::read_snapshot(None, &e))? else {
             return Ok(None);
         };
-        match tokio::fs::File::open(self.snapshots.data_path(&meta.snapshot_id)).await {
+        let path = self.snapshots.data_path(&meta.snapshot_id).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        match tokio::fs::File::open(path).await {
             Ok(file) => Ok(Some(Snapshot { meta, snapshot: Box::new(file) })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StorageIOError::read_snapshot(Some(meta.signature()), &e).into()),
@@ -508,36 +567,55 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 }
 
 impl StateMachine {
-    /// Replaces the whole state with a snapshot's, in one sled batch: a snapshot that fails validation half-way
-    /// changes nothing. `received` is the snapshot file's path when it came from the leader (it becomes the
-    /// current snapshot).
+    /// Replaces the whole state with a snapshot's. The new state is written into a fresh tree in bounded
+    /// batches ([`INSTALL_CHUNK_RECORDS`], [`INSTALL_CHUNK_BYTES`]) while the current state keeps serving,
+    /// then becomes the live state in one step ([`Store::switch_state`]): a snapshot that fails validation
+    /// half-way, or a crash during the install, leaves the previous state in place, whole (the fresh tree
+    /// is dropped, at the latest at the next start). `received` is the snapshot file's path when it came
+    /// from the leader (it becomes the current snapshot). Returns the number of batches written.
     fn install(
         &self,
         meta: &SnapshotMeta<NodeId, Node>,
         file: &mut std::fs::File,
         received: Option<&Path>,
-    ) -> Result<(), std::io::Error> {
+        chunk: (usize, usize),
+    ) -> Result<usize, std::io::Error> {
         use std::io::Seek;
+        check_snapshot_id(&meta.snapshot_id)?;
         file.sync_all()?;
         file.seek(std::io::SeekFrom::Start(0))?;
-        let mut batch = sled::Batch::default();
-        let mut incoming: std::collections::HashSet<Vec<u8>> = Default::default();
-        let mut reader = std::io::BufReader::with_capacity(1 << 20, &mut *file);
-        read_snapshot(&mut reader, |k, v| {
-            incoming.insert(k.to_vec());
-            batch.insert(k, v);
-        })
-        .map_err(std::io::Error::other)?;
-        let _consistent = self.consistency.write().unwrap_or_else(|p| p.into_inner());
-        for k in self.store.state.iter().keys() {
-            let k = k.map_err(std::io::Error::other)?;
-            if !k.starts_with(key::META) && !incoming.contains(&k[..]) {
-                batch.remove(k);
-            }
+        let next = self.store.new_state_tree().map_err(std::io::Error::other)?;
+        let mut batches = 0;
+        let written = (|| -> Result<(), RaftError> {
+            let mut reader = std::io::BufReader::with_capacity(1 << 20, &mut *file);
+            let (mut batch, mut records, mut bytes) = (sled::Batch::default(), 0, 0);
+            read_snapshot(&mut reader, |k, v| {
+                batch.insert(k, v);
+                records += 1;
+                bytes += k.len() + v.len();
+                if records >= chunk.0 || bytes >= chunk.1 {
+                    next.apply_batch(std::mem::take(&mut batch))?;
+                    batches += 1;
+                    (records, bytes) = (0, 0);
+                }
+                Ok(())
+            })?;
+            let corrupt = |e: serde_json::Error| RaftError::Corrupt(e.to_string());
+            batch.insert(key::META_APPLIED, serde_json::to_vec(&meta.last_log_id).map_err(corrupt)?);
+            batch.insert(key::META_MEMBERSHIP, serde_json::to_vec(&meta.last_membership).map_err(corrupt)?);
+            next.apply_batch(batch)?;
+            batches += 1;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            self.store.discard_state_tree(next);
+            return Err(std::io::Error::other(e));
         }
-        batch.insert(key::META_APPLIED, serde_json::to_vec(&meta.last_log_id).map_err(std::io::Error::other)?);
-        batch.insert(key::META_MEMBERSHIP, serde_json::to_vec(&meta.last_membership).map_err(std::io::Error::other)?);
-        self.store.state.apply_batch(batch).map_err(std::io::Error::other)?;
+        {
+            // No entry is applied to the old tree after this: apply takes the same lock.
+            let _consistent = self.consistency.write().unwrap_or_else(|p| p.into_inner());
+            self.store.switch_state(next).map_err(std::io::Error::other)?;
+        }
         match received {
             Some(path) => self.snapshots.publish(meta, path)?,
             None => {
@@ -550,7 +628,7 @@ impl StateMachine {
                 self.snapshots.publish(meta, &copy)?;
             }
         }
-        Ok(())
+        Ok(batches)
     }
 }
 

@@ -107,6 +107,8 @@ impl Cluster {
                 ca.to_str().unwrap(),
                 "--name",
                 &format!("node-{i}"),
+                "--node-id",
+                &i.to_string(),
                 "--host",
                 &host,
                 "--out",
@@ -144,8 +146,11 @@ election_timeout_max_ms = 2000
 snapshot_every = {snapshot_every}
 [cluster]
 ca = "{ca}/ca.pem"
-cert = "{ca}/node-{id}.pem"
-key = "{ca}/node-{id}-key.pem"
+cert = "{ca}/node-{{node_id}}.pem"
+key = "{ca}/node-{{node_id}}-key.pem"
+# Node 1 creates the cluster with the admissions `jeton cluster cert` wrote; the others join with theirs.
+bootstrap = "{ca}/bootstrap.json"
+join_token_file = "{ca}/node-{{node_id}}.join"
 "#,
             issuer = self.issuer,
             addr = self.raft_addr(id),
