@@ -42,8 +42,8 @@ pub struct ClusterConfig {
     pub join: String,
     /// With `join`: stay a non-voting learner (serves reads; does not slow commits).
     pub learner: bool,
-    /// With `join`: the join token that admits this node (`jeton cluster admit`). Prefer
-    /// `join_token_file` or `JETON_JOIN_TOKEN`, which keep it out of the config.
+    /// With `join`: the join token that admits this node (`jeton cluster admit`); wins over
+    /// `join_token_file`. Prefer `join_token_file` or `JETON_JOIN_TOKEN`, which keep it out of the config.
     pub join_token: String,
     /// With `join`: a file holding the join token (`jeton cluster cert` writes `NAME.join`). `{node_id}` as
     /// in `cert`.
@@ -276,9 +276,6 @@ impl Config {
         }
         if self.cluster.learner && self.cluster.join.is_empty() {
             bail!("--learner only makes sense with --join");
-        }
-        if !self.cluster.join_token.is_empty() && !self.cluster.join_token_file.is_empty() {
-            bail!("cluster: give join_token or join_token_file, not both");
         }
         if self.raft.max_connections == 0 {
             bail!("raft.max_connections must be at least 1");

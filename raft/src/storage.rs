@@ -807,7 +807,7 @@ pub(crate) mod tests {
         )])
         .await
         .unwrap();
-        let raw = store.state.get(crate::store::key::revocation("j")).unwrap().unwrap();
+        let raw = store.state().get(crate::store::key::revocation("j")).unwrap().unwrap();
         assert!(raw.len() <= 64, "a small archive: {} bytes", raw.len());
         let rev = store.revocation("j").unwrap().unwrap();
         assert_eq!(rev.get().expires_at.to_native(), 9);
@@ -834,7 +834,7 @@ pub(crate) mod tests {
         .unwrap();
         let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
         assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(3));
-        let data = std::fs::read(sm.snapshots.data_path(&snap.meta.snapshot_id)).unwrap();
+        let data = std::fs::read(sm.snapshots.data_path(&snap.meta.snapshot_id).unwrap()).unwrap();
         let file_of = |bytes: &[u8]| {
             let path = a.path().join(format!("copy-{}", now_nanos()));
             std::fs::write(&path, bytes).unwrap();
@@ -857,7 +857,7 @@ pub(crate) mod tests {
         assert_eq!(store.applied_index().unwrap(), Some(3));
         let current = other.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(current.meta.snapshot_id, snap.meta.snapshot_id);
-        assert_eq!(std::fs::read(other.snapshots.data_path(&snap.meta.snapshot_id)).unwrap(), data);
+        assert_eq!(std::fs::read(other.snapshots.data_path(&snap.meta.snapshot_id).unwrap()).unwrap(), data);
         let files = std::fs::read_dir(b.path().join("snapshots")).unwrap().count();
         assert_eq!(files, 2, "the current meta and its data, nothing left of the transfer");
 
@@ -868,5 +868,184 @@ pub(crate) mod tests {
         bad.truncate(n - 1);
         assert!(other.install_snapshot(&snap.meta, file_of(&bad)).await.is_err());
         assert_eq!(store.user_by_id("u-1").unwrap().unwrap().get().name.as_str(), "alice");
+    }
+
+    /// A state machine with `n` users of `acme`, and a snapshot of it: (machine, its dir, the snapshot's
+    /// meta, the snapshot's bytes).
+    async fn snapshot_of_users(
+        n: usize,
+    ) -> (StateMachine, tempfile::TempDir, SnapshotMeta<NodeId, Node>, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, _) = machine(dir.path());
+        let mut entries = vec![entry(1, org("acme"))];
+        let users = (0..n).map(|i| user("acme", &format!("user-{i:05}"), &format!("u-{i}"))).collect();
+        entries.push(entry(2, Command::Batch { commands: users }));
+        sm.apply(entries).await.unwrap();
+        let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let data = std::fs::read(sm.snapshots.data_path(&snap.meta.snapshot_id).unwrap()).unwrap();
+        (sm, dir, snap.meta, data)
+    }
+
+    fn state_trees(db: &sled::Db) -> Vec<String> {
+        let mut names: Vec<String> = db
+            .tree_names()
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .filter(|n| n.starts_with("state"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn only_snapshot_ids_of_our_own_form_are_accepted() {
+        for good in ["T3-N1-42-1732000000000000000", "0-0-1732000000000000000", "T0-N12-0-1"] {
+            assert!(is_snapshot_id(good), "{good}");
+        }
+        for bad in [
+            "",
+            "..",
+            "../x",
+            "../../etc/passwd",
+            "T3-N1-42-17/../../x",
+            "T3-N1-42-1732000000000000000.snap",
+            "T3-N1-42",
+            "T3-N1-42-17-1",
+            "t3-N1-42-17",
+            "T-N1-42-17",
+            "T3-N1--17",
+            "T3-N1-42-17\0",
+            "0-0-",
+            "1-0-17",
+            "T3-N1-42-1234567890123456789012345678901234567890",
+            "T３-N1-42-17",
+        ] {
+            assert!(!is_snapshot_id(bad), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_id_from_a_peer_never_becomes_a_path_outside_the_snapshot_dir() {
+        let (_sm, _a, meta, data) = snapshot_of_users(3).await;
+        let b = tempfile::tempdir().unwrap();
+        let (mut other, store) = machine(b.path());
+        other.apply(vec![entry(1, org("kept"))]).await.unwrap();
+        for evil in ["../../escaped", "../escaped", "x/../../escaped", "escaped"] {
+            let mut meta = meta.clone();
+            meta.snapshot_id = evil.to_string();
+            let mut incoming = other.begin_receiving_snapshot().await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut incoming, &data).await.unwrap();
+            let err = other.install_snapshot(&meta, incoming).await.expect_err(evil);
+            assert!(err.to_string().contains("snapshot id"), "{evil}: {err}");
+        }
+        assert!(!b.path().join("escaped.snap").exists() && !b.path().parent().unwrap().join("escaped.snap").exists());
+        assert!(store.organization("kept").unwrap().is_some(), "a refused snapshot changes nothing");
+        assert!(store.user_by_id("u-1").unwrap().is_none());
+        let left: Vec<_> = std::fs::read_dir(b.path().join("snapshots")).unwrap().flatten().collect();
+        assert!(left.is_empty(), "nothing of the refused transfers is left: {left:?}");
+        // Its own id still installs.
+        let mut incoming = other.begin_receiving_snapshot().await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut incoming, &data).await.unwrap();
+        other.install_snapshot(&meta, incoming).await.unwrap();
+        assert!(store.user_by_id("u-1").unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_installs_in_bounded_batches_into_a_fresh_tree() {
+        let (_sm, _a, meta, data) = snapshot_of_users(1000).await;
+        let b = tempfile::tempdir().unwrap();
+        let (mut other, store) = machine(b.path());
+        other.apply(vec![entry(1, org("stale"))]).await.unwrap();
+        let path = b.path().join("incoming");
+        std::fs::write(&path, &data).unwrap();
+        let mut file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        // Records of 1000 users with their two index entries each, 100 records a batch at most.
+        let batches = other.install(&meta, &mut file, None, (100, usize::MAX)).unwrap();
+        assert!(batches >= 30, "{batches} batches: the state went in as one");
+        assert!(store.organization("stale").unwrap().is_none());
+        assert_eq!(store.users("acme").count(), 1000);
+        assert_eq!(store.user_by_id("u-999").unwrap().unwrap().get().name.as_str(), "user-00999");
+        assert_eq!(store.applied_index().unwrap(), meta.last_log_id.map(|l| l.index));
+        // The byte bound cuts batches too.
+        let batches = other.install(&meta, &mut file, None, (usize::MAX, 4096)).unwrap();
+        assert!(batches >= 30, "{batches} batches");
+        // The state trees replaced are dropped once nobody reads them.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while state_trees(&store.db).len() > 1 {
+            assert!(std::time::Instant::now() < deadline, "{:?}", state_trees(&store.db));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(state_trees(&store.db), vec!["state.2".to_string()]);
+        assert_eq!(store.users("acme").count(), 1000);
+    }
+
+    #[tokio::test]
+    async fn a_failed_or_interrupted_install_leaves_the_previous_state_whole() {
+        let (_sm, _a, meta, data) = snapshot_of_users(500).await;
+        let b = tempfile::tempdir().unwrap();
+        {
+            let (mut other, store) = machine(b.path());
+            other.apply(vec![entry(1, org("before")), entry(2, user("before", "bob", "u-bob"))]).await.unwrap();
+            // Cut short: batches were written before the damage is found.
+            let bad = data[..data.len() - 3].to_vec();
+            let path = b.path().join("bad");
+            std::fs::write(&path, &bad).unwrap();
+            let mut file = std::fs::File::open(&path).unwrap();
+            assert!(other.install(&meta, &mut file, None, (50, usize::MAX)).is_err());
+            assert!(store.user("before", "bob").unwrap().is_some(), "the previous state serves on");
+            assert!(store.user_by_id("u-1").unwrap().is_none(), "nothing of the snapshot shows");
+            assert_eq!(state_trees(&store.db), vec!["state".to_string()], "the unfinished tree is dropped");
+
+            // A crash half-way: a replacement tree is partly written and never switched to.
+            let next = store.new_state_tree().unwrap();
+            read_snapshot(&mut &data[..data.len() / 2], |k, v| {
+                next.insert(k, v)?;
+                Ok(())
+            })
+            .ok();
+            store.db.flush().unwrap();
+            assert_eq!(state_trees(&store.db).len(), 2);
+            // The process dies here: every handle is dropped without switching.
+        }
+        let (_other, store) = machine(b.path());
+        assert!(store.user("before", "bob").unwrap().is_some(), "the previous state, whole, after the restart");
+        assert!(store.user_by_id("u-1").unwrap().is_none());
+        assert_eq!(store.applied_index().unwrap(), Some(2));
+        assert_eq!(state_trees(&store.db), vec!["state".to_string()], "the leftover is dropped at start");
+    }
+
+    #[tokio::test]
+    async fn admissions_are_refused_for_members_used_up_by_joining_and_pruned_when_expired() {
+        use crate::admission::JoinToken;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, store) = machine(dir.path());
+        let membership = |ids: &[u64]| {
+            let nodes: std::collections::BTreeMap<u64, Node> =
+                ids.iter().map(|id| (*id, Node::new(format!("n{id}:1")))).collect();
+            openraft::Membership::new(vec![ids.iter().copied().collect()], nodes)
+        };
+        let at = |index, payload| RaftEntry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload };
+        sm.apply(vec![at(1, EntryPayload::Membership(membership(&[1])))]).await.unwrap();
+        let admit = |id, expires_at| Command::AdmitNode {
+            admission: crate::model::Admission { expires_at, ..JoinToken::generate("c", id).unwrap().admission(0, 0) },
+        };
+        let r = sm.apply(vec![entry(2, admit(1, 100)), entry(3, admit(2, 100)), entry(4, admit(3, 50))]).await.unwrap();
+        assert!(matches!(&r[0].outcome, Outcome::Invalid(m) if m.contains("already a member")), "{:?}", r[0]);
+        assert_eq!((&r[1].outcome, &r[2].outcome), (&Outcome::Applied, &Outcome::Applied));
+        assert!(store.admission(2).unwrap().is_some() && store.admission(3).unwrap().is_some());
+        // Node 2 joins: its admission is used up; node 3's expires and is pruned.
+        sm.apply(vec![at(5, EntryPayload::Membership(membership(&[1, 2])))]).await.unwrap();
+        assert!(store.admission(2).unwrap().is_none(), "a member's admission is used up");
+        sm.apply(vec![entry(6, Command::Prune { now: 60 })]).await.unwrap();
+        assert!(store.admission(3).unwrap().is_none(), "an expired admission is pruned");
+        // Removed again, node 2 has no admission until a new one is made.
+        sm.apply(vec![at(7, EntryPayload::Membership(membership(&[1])))]).await.unwrap();
+        assert!(store.admission(2).unwrap().is_none());
+        let bad = Command::AdmitNode {
+            admission: crate::model::Admission { node_id: 4, token_digest: "x".into(), ..Default::default() },
+        };
+        let r = sm.apply(vec![entry(8, bad), entry(9, admit(2, 100))]).await.unwrap();
+        assert!(matches!(r[0].outcome, Outcome::Invalid(_)), "{:?}", r[0]);
+        assert_eq!(r[1].outcome, Outcome::Applied);
     }
 }
