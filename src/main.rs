@@ -261,12 +261,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         (None, _) => None,
     };
     // Read only when this node is about to create a new cluster; afterwards it plays no part.
-    let bootstrap = if join.is_none() && !cfg.cluster.bootstrap.is_empty() && !cfg.data_dir.join("identity.json").exists()
-    {
-        Some(cluster_cli::read_bootstrap(std::path::Path::new(&cfg.cluster.bootstrap))?)
-    } else {
-        None
-    };
+    let bootstrap =
+        if join.is_none() && !cfg.cluster.bootstrap.is_empty() && !cfg.data_dir.join("identity.json").exists() {
+            Some(cluster_cli::read_bootstrap(std::path::Path::new(&cfg.cluster.bootstrap))?)
+        } else {
+            None
+        };
     let options = ClusterOptions {
         tls: cluster_tls,
         listener: raft_listener,

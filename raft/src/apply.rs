@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use crate::command::{Command, Outcome, PutMode};
 use crate::model::{
-    AcceptedIssuer, Admission, Application, CasbinModel, Group, Organization, Permission, RefreshState, RefreshToken, Revocation,
-    Role, SigningKey, User,
+    AcceptedIssuer, Admission, Application, CasbinModel, Group, Organization, Permission, RefreshState, RefreshToken,
+    Revocation, Role, SigningKey, User,
 };
 use crate::store::{key, Change, Stored};
 use crate::RaftError;

@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    AcceptedIssuer, Admission, Application, CasbinModel, Group, Organization, Permission, RefreshToken, Revocation, Role,
-    SigningKey, User,
+    AcceptedIssuer, Admission, Application, CasbinModel, Group, Organization, Permission, RefreshToken, Revocation,
+    Role, SigningKey, User,
 };
 
 /// How a `Put*` command treats an existing record.

@@ -424,9 +424,8 @@ mod tests {
         assert!(join.learner && join.token.is_none());
         let change = MembershipChange::Join { id: 2, addr: "b:2".into(), token: Some(token) };
         assert_eq!(round_trip(&change), change);
-        let admit = Command::AdmitNode {
-            admission: crate::admission::JoinToken::generate("c", 5).unwrap().admission(10, 20),
-        };
+        let admit =
+            Command::AdmitNode { admission: crate::admission::JoinToken::generate("c", 5).unwrap().admission(10, 20) };
         assert_eq!(round_trip(&admit), admit);
         assert_eq!(round_trip(&7u64), 7);
         let cmd = Command::Each { commands: vec![Command::DeleteUser { owner: "acme".into(), name: "bob".into() }] };

@@ -136,10 +136,7 @@ pub struct ClusterOptions {
 
 /// Unix seconds (admission expiry).
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 fn identity_path(dir: &Path) -> PathBuf {
@@ -431,10 +428,8 @@ impl ReplicaNode {
                         dir.display()
                     )));
                 }
-                let cluster = remote
-                    .or(new_name)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let cluster =
+                    remote.or(new_name).map(str::to_string).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
                 let identity = Identity { cluster, node_id: id };
                 let bytes = serde_json::to_vec_pretty(&identity).map_err(|e| RaftError::Start(e.to_string()))?;
                 std::fs::write(&path, bytes)

@@ -872,9 +872,7 @@ pub(crate) mod tests {
 
     /// A state machine with `n` users of `acme`, and a snapshot of it: (machine, its dir, the snapshot's
     /// meta, the snapshot's bytes).
-    async fn snapshot_of_users(
-        n: usize,
-    ) -> (StateMachine, tempfile::TempDir, SnapshotMeta<NodeId, Node>, Vec<u8>) {
+    async fn snapshot_of_users(n: usize) -> (StateMachine, tempfile::TempDir, SnapshotMeta<NodeId, Node>, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let (mut sm, _) = machine(dir.path());
         let mut entries = vec![entry(1, org("acme"))];

@@ -17,8 +17,8 @@ use sled::IVec;
 use tokio::sync::broadcast;
 
 use crate::model::{
-    AcceptedIssuer, Admission, Application, CasbinModel, Group, Organization, Permission, RefreshToken, Revocation, Role,
-    SigningKey, User,
+    AcceptedIssuer, Admission, Application, CasbinModel, Group, Organization, Permission, RefreshToken, Revocation,
+    Role, SigningKey, User,
 };
 use crate::Command;
 use crate::RaftError;
