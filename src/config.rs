@@ -333,9 +333,19 @@ mod tests {
             cfg.check().expect("conf/cluster example must pass the checks");
             assert_eq!(cfg.node_id, id);
             assert_eq!(cfg.cluster.join.is_empty(), id == 1);
+            // Node 1 creates the cluster from the bootstrap file; the others join with their tokens.
+            assert_eq!(cfg.cluster.bootstrap.is_empty(), id != 1);
+            assert_eq!(cfg.cluster.join_token_file.is_empty(), id == 1);
         }
-        let compose: Config = toml::from_str(include_str!("../deploy/compose-node.toml")).expect("compose config");
+        let mut compose: Config = toml::from_str(include_str!("../deploy/compose-node.toml")).expect("compose config");
         assert!(compose.cluster.enabled());
+        // One file for the three nodes: `{node_id}` names each node's own files.
+        compose.node_id = 2;
+        compose.check().expect("compose config must pass the checks");
+        assert_eq!(compose.cluster.cert, "/certs/node-2.pem");
+        assert_eq!(compose.cluster.key, "/certs/node-2-key.pem");
+        assert_eq!(compose.cluster.join_token_file, "/certs/node-2.join");
+        assert_eq!(compose.cluster.bootstrap, "/certs/bootstrap.json");
     }
 
     #[test]

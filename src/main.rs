@@ -256,9 +256,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         election_timeout_ms: (cfg.raft.election_timeout_min_ms, cfg.raft.election_timeout_max_ms),
         storage_cache_bytes: cfg.raft.storage_cache_mb << 20,
     };
-    let join_token = match (&join, cluster_cli::join_token(&cfg.cluster)?) {
-        (Some(_), token) => token,
+    // A member restarting with `join` still set needs no token: one that cannot be read then is ignored.
+    let member_before = cfg.data_dir.join("identity.json").exists();
+    let join_token = match (&join, cluster_cli::join_token(&cfg.cluster)) {
         (None, _) => None,
+        (Some(_), Ok(token)) => token,
+        (Some(_), Err(_)) if member_before => None,
+        (Some(_), Err(e)) => return Err(e),
     };
     // Read only when this node is about to create a new cluster; afterwards it plays no part.
     let bootstrap =
