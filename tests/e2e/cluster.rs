@@ -21,6 +21,8 @@ use crate::harness::{free_port, response, Node, ADMIN_CLIENT_ID, ADMIN_CLIENT_SE
 struct Proxy {
     /// Nodes cut off from the others.
     cut: Arc<Mutex<HashSet<u8>>>,
+    /// Nodes nobody can open a connection to (their own connections to others still work).
+    deaf: Arc<Mutex<HashSet<u8>>>,
     /// Open relayed connections: (target node, source node, task).
     open: Arc<Mutex<Vec<(u8, u8, tokio::task::AbortHandle)>>>,
 }
@@ -39,7 +41,7 @@ impl Proxy {
                     std::net::IpAddr::V4(ip) => ip.octets()[3],
                     _ => 0,
                 };
-                if proxy.is_cut(node) || proxy.is_cut(source) {
+                if proxy.is_cut(node) || proxy.is_cut(source) || proxy.deaf.lock().unwrap().contains(&node) {
                     continue; // dropped: the connection closes at once
                 }
                 let task = tokio::spawn(async move {
@@ -66,8 +68,19 @@ impl Proxy {
         }
     }
 
+    /// Nobody reaches `node` any more (open connections to it are dropped); it still reaches the others.
+    fn deafen(&self, node: u8) {
+        self.deaf.lock().unwrap().insert(node);
+        for (to, _, task) in self.open.lock().unwrap().iter() {
+            if *to == node {
+                task.abort();
+            }
+        }
+    }
+
     fn heal(&self) {
         self.cut.lock().unwrap().clear();
+        self.deaf.lock().unwrap().clear();
     }
 }
 
@@ -949,4 +962,59 @@ async fn the_node_to_node_listener_limits_connections_and_closes_idle_ones() {
         Ok(Ok(n)) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&rest[..n])),
         Err(_) => panic!("an idle node-to-node connection stayed open for 20 s"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_that_missed_a_join_learns_of_the_new_member_from_the_others() {
+    let mut c = Cluster::three(10_000).await;
+    let cluster = c.cluster_name();
+    // Node 3 hears nothing from here on (no appends, no heartbeats), but can still call the others.
+    c.proxy.deafen(3);
+    c.start(4, Some(1), &[]).await;
+    c.wait_for_voters(1, &[1, 2, 3, 4]).await;
+    let voters =
+        |s: &Value| -> Vec<u64> { s["voters"].as_array().unwrap().iter().filter_map(|m| m["id"].as_u64()).collect() };
+    assert_eq!(voters(&c.status(3).await), vec![1, 2, 3], "node 3 must not know node 4 yet");
+    // Node 4 calls node 3, which has never heard of it: refused at first, then let in on the word of the
+    // members node 3 knows.
+    let node4 = c.peer_client("node-4");
+    let (s, v) = c.peer_post(&node4, 3, "/cluster/read-index", &cluster, Value::Null).await;
+    assert_eq!(s, 403, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (s, v) = c.peer_post(&node4, 3, "/cluster/read-index", &cluster, Value::Null).await;
+        if s == 200 {
+            break;
+        }
+        assert_eq!(s, 403, "{v}");
+        assert!(Instant::now() < deadline, "node 3 never let node 4 in: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(voters(&c.status(3).await), vec![1, 2, 3], "node 3 learned it from the others, not from the log");
+    // A certificate of a node no member knows stays out, however often it asks.
+    let ca = c.ca_dir();
+    let ca = ca.to_str().unwrap();
+    let out = jeton(&[
+        "cluster",
+        "cert",
+        "--ca-dir",
+        ca,
+        "--name",
+        "node-9",
+        "--node-id",
+        "9",
+        "--host",
+        "127.0.0.9",
+        "--out",
+        ca,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let node9 = c.peer_client("node-9");
+    for _ in 0..10 {
+        let (s, v) = c.peer_post(&node9, 3, "/cluster/read-index", &cluster, Value::Null).await;
+        assert_eq!(s, 403, "{v}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    c.proxy.heal();
+    c.wait_for_voters(3, &[1, 2, 3, 4]).await;
 }
