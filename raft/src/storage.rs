@@ -850,9 +850,7 @@ pub(crate) mod tests {
         // Something the snapshot does not have must be gone after installing it.
         other.apply(vec![entry(1, org("stale"))]).await.unwrap();
         let mut changes = store.subscribe();
-        // Received the way a follower receives it from the leader: into a file of its own.
-        let mut incoming = other.begin_receiving_snapshot().await.unwrap();
-        tokio::io::AsyncWriteExt::write_all(&mut incoming, &data).await.unwrap();
+        let incoming = received(&mut other, &data).await;
         other.install_snapshot(&snap.meta, incoming).await.unwrap();
         assert_eq!(changes.recv().await.unwrap(), Change::Everything);
         assert!(store.organization("stale").unwrap().is_none());
@@ -886,6 +884,13 @@ pub(crate) mod tests {
         let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
         let data = std::fs::read(sm.snapshots.data_path(&snap.meta.snapshot_id).unwrap()).unwrap();
         (sm, dir, snap.meta, data)
+    }
+
+    /// Receives `data` the way a follower receives a snapshot from the leader: into a file of its own.
+    async fn received(sm: &mut StateMachine, data: &[u8]) -> Box<tokio::fs::File> {
+        let mut incoming = sm.begin_receiving_snapshot().await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut incoming, data).await.unwrap();
+        incoming
     }
 
     fn state_trees(db: &sled::Db) -> Vec<String> {
@@ -935,8 +940,7 @@ pub(crate) mod tests {
         for evil in ["../../escaped", "../escaped", "x/../../escaped", "escaped"] {
             let mut meta = meta.clone();
             meta.snapshot_id = evil.to_string();
-            let mut incoming = other.begin_receiving_snapshot().await.unwrap();
-            tokio::io::AsyncWriteExt::write_all(&mut incoming, &data).await.unwrap();
+            let incoming = received(&mut other, &data).await;
             let err = other.install_snapshot(&meta, incoming).await.expect_err(evil);
             assert!(err.to_string().contains("snapshot id"), "{evil}: {err}");
         }
@@ -946,8 +950,7 @@ pub(crate) mod tests {
         let left: Vec<_> = std::fs::read_dir(b.path().join("snapshots")).unwrap().flatten().collect();
         assert!(left.is_empty(), "nothing of the refused transfers is left: {left:?}");
         // Its own id still installs.
-        let mut incoming = other.begin_receiving_snapshot().await.unwrap();
-        tokio::io::AsyncWriteExt::write_all(&mut incoming, &data).await.unwrap();
+        let incoming = received(&mut other, &data).await;
         other.install_snapshot(&meta, incoming).await.unwrap();
         assert!(store.user_by_id("u-1").unwrap().is_some());
     }

@@ -68,7 +68,7 @@ async fn run(from: &Path, into: Option<PathBuf>, cache_mb: u64) -> Result<(), St
     let store = Store::open(&db).map_err(|e| e.to_string())?;
     let mut sm = StateMachine::open(&db, store.clone(), dir.join("snapshots")).map_err(|e| e.to_string())?;
     println!("snapshot_bytes={size}");
-    let (rss, hwm) = memory();
+    let (rss, hwm) = jeton_bench::memory_kib(None);
     println!("before_rss_kib={rss}");
     println!("before_hwm_kib={hwm}");
 
@@ -86,7 +86,7 @@ async fn run(from: &Path, into: Option<PathBuf>, cache_mb: u64) -> Result<(), St
     let received = started.elapsed();
     sm.install_snapshot(&meta, incoming).await.map_err(|e| e.to_string())?;
     let installed = started.elapsed();
-    let (rss, hwm) = memory();
+    let (rss, hwm) = jeton_bench::memory_kib(None);
     println!("receive_seconds={:.1}", received.as_secs_f64());
     println!("install_seconds={:.1}", (installed - received).as_secs_f64());
     println!("after_rss_kib={rss}");
@@ -105,18 +105,4 @@ async fn run(from: &Path, into: Option<PathBuf>, cache_mb: u64) -> Result<(), St
     drop(store);
     let _ = db.flush();
     Ok(())
-}
-
-/// VmRSS and VmHWM of this process, in KiB.
-fn memory() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = |k: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(k))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (kib("VmRSS:"), kib("VmHWM:"))
 }
