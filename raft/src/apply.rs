@@ -220,36 +220,35 @@ impl<'a> Pending<'a> {
     }
 
     fn admit_node(&mut self, admission: &Admission) -> Result<Outcome, RaftError> {
-        let id = admission.node_id;
-        if id == 0 {
+        if admission.node_id == 0 {
             return Ok(Outcome::Invalid("node ids start at 1".into()));
         }
         if admission.token_digest.len() != 64 || !admission.token_digest.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(Outcome::Invalid("tokenDigest must be a SHA-256 digest in hex".into()));
         }
-        let member = match self.get(key::META_MEMBERSHIP)? {
-            Some(bytes) => serde_json::from_slice::<openraft::StoredMembership<crate::NodeId, crate::Node>>(&bytes)
-                .map_err(|e| RaftError::Corrupt(format!("stored membership: {e}")))?
-                .membership()
-                .get_node(&id)
-                .is_some(),
-            None => false,
-        };
-        if member {
-            return Ok(Outcome::Invalid(format!("node {id} is already a member of the cluster")));
-        }
         let mut admission = admission.clone();
         admission.token_digest.make_ascii_lowercase();
-        self.put(key::admission(id), &admission)?;
+        self.put(key::admission(admission.node_id), &admission)?;
         Ok(Outcome::Applied)
     }
 
-    /// A membership took effect: the admissions of its members are used up (a member that is removed
-    /// later needs a new one to come back).
-    pub(crate) fn consume_admissions(&mut self, members: impl IntoIterator<Item = crate::NodeId>) {
-        for id in members {
+    /// A membership entry took effect: the admissions of the nodes it names, and of those it removes, are
+    /// used up. A node that joined needs no admission any more, and a node that is removed needs a new
+    /// one to come back.
+    pub(crate) fn membership_changed(
+        &mut self,
+        next: &openraft::Membership<crate::NodeId, crate::Node>,
+    ) -> Result<(), RaftError> {
+        let mut ids: std::collections::BTreeSet<crate::NodeId> = next.nodes().map(|(id, _)| *id).collect();
+        if let Some(bytes) = self.get(key::META_MEMBERSHIP)? {
+            let previous: openraft::StoredMembership<crate::NodeId, crate::Node> =
+                serde_json::from_slice(&bytes).map_err(|e| RaftError::Corrupt(format!("stored membership: {e}")))?;
+            ids.extend(previous.membership().nodes().map(|(id, _)| *id));
+        }
+        for id in ids {
             self.delete(key::admission(id));
         }
+        Ok(())
     }
 
     /// Applies each command on its own (a refused one changes nothing and the rest go on).

@@ -139,8 +139,8 @@ pub enum Command {
         commands: Vec<Command>,
     },
     /// Lets node `admission.node_id` join with the token whose digest it holds (replacing an earlier
-    /// admission of that id). Refused for a current member. New variants go last: the log stores a
-    /// command by its variant's position.
+    /// admission of that id). Used up by the next membership change that names the id or removes it. New
+    /// variants go last: the log stores a command by its variant's position.
     AdmitNode {
         admission: Admission,
     },

@@ -334,8 +334,8 @@ pub struct AcceptedIssuer {
 }
 
 /// A node the cluster lets in: the id it will join as, and the digest of the join token it must show
-/// (`jeton cluster admit`, or the bootstrap admissions of a new cluster). Consumed when the id becomes a
-/// member; a node that is removed later needs a new admission to come back.
+/// (`jeton cluster admit`, or the bootstrap admissions of a new cluster). Used up by the next membership
+/// change that names the id (it joined) or removes it: a removed node needs a new admission to come back.
 #[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Admission {

@@ -490,7 +490,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     replies.push(CommandResponse { outcome, outcomes: Vec::new() });
                 }
                 EntryPayload::Membership(m) => {
-                    pending.consume_admissions(m.nodes().map(|(id, _)| *id));
+                    pending.membership_changed(&m).map_err(|e| StorageIOError::apply(entry.log_id, &e))?;
                     let stored = StoredMembership::new(Some(entry.log_id), m);
                     pending.put_meta(key::META_MEMBERSHIP, serde_json::to_vec(&stored).map_err(io_write)?);
                     replies.push(CommandResponse::default());
@@ -1020,37 +1020,43 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn admissions_are_refused_for_members_used_up_by_joining_and_pruned_when_expired() {
+    async fn admissions_are_used_up_by_joining_or_removal_and_pruned_when_expired() {
         use crate::admission::JoinToken;
         let dir = tempfile::tempdir().unwrap();
         let (mut sm, store) = machine(dir.path());
         let membership = |ids: &[u64]| {
             let nodes: std::collections::BTreeMap<u64, Node> =
                 ids.iter().map(|id| (*id, Node::new(format!("n{id}:1")))).collect();
-            openraft::Membership::new(vec![ids.iter().copied().collect()], nodes)
+            EntryPayload::Membership(openraft::Membership::new(vec![ids.iter().copied().collect()], nodes))
         };
         let at = |index, payload| RaftEntry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload };
-        sm.apply(vec![at(1, EntryPayload::Membership(membership(&[1])))]).await.unwrap();
+        sm.apply(vec![at(1, membership(&[1]))]).await.unwrap();
         let admit = |id, expires_at| Command::AdmitNode {
             admission: crate::model::Admission { expires_at, ..JoinToken::generate("c", id).unwrap().admission(0, 0) },
         };
-        let r = sm.apply(vec![entry(2, admit(1, 100)), entry(3, admit(2, 100)), entry(4, admit(3, 50))]).await.unwrap();
-        assert!(matches!(&r[0].outcome, Outcome::Invalid(m) if m.contains("already a member")), "{:?}", r[0]);
-        assert_eq!((&r[1].outcome, &r[2].outcome), (&Outcome::Applied, &Outcome::Applied));
+        let r = sm.apply(vec![entry(2, admit(2, 100)), entry(3, admit(3, 50))]).await.unwrap();
+        assert_eq!((&r[0].outcome, &r[1].outcome), (&Outcome::Applied, &Outcome::Applied));
         assert!(store.admission(2).unwrap().is_some() && store.admission(3).unwrap().is_some());
         // Node 2 joins: its admission is used up; node 3's expires and is pruned.
-        sm.apply(vec![at(5, EntryPayload::Membership(membership(&[1, 2])))]).await.unwrap();
+        sm.apply(vec![at(4, membership(&[1, 2]))]).await.unwrap();
         assert!(store.admission(2).unwrap().is_none(), "a member's admission is used up");
-        sm.apply(vec![entry(6, Command::Prune { now: 60 })]).await.unwrap();
+        assert!(store.admission(3).unwrap().is_some());
+        sm.apply(vec![entry(5, Command::Prune { now: 60 })]).await.unwrap();
         assert!(store.admission(3).unwrap().is_none(), "an expired admission is pruned");
-        // Removed again, node 2 has no admission until a new one is made.
-        sm.apply(vec![at(7, EntryPayload::Membership(membership(&[1])))]).await.unwrap();
-        assert!(store.admission(2).unwrap().is_none());
-        let bad = Command::AdmitNode {
-            admission: crate::model::Admission { node_id: 4, token_digest: "x".into(), ..Default::default() },
+        // An admission made while node 2 is a member does not outlive its removal.
+        sm.apply(vec![entry(6, admit(2, 100))]).await.unwrap();
+        assert!(store.admission(2).unwrap().is_some());
+        sm.apply(vec![at(7, membership(&[1]))]).await.unwrap();
+        assert!(store.admission(2).unwrap().is_none(), "removed: it needs a new admission to come back");
+        let bad = |node_id, token_digest: &str| Command::AdmitNode {
+            admission: crate::model::Admission { node_id, token_digest: token_digest.into(), ..Default::default() },
         };
-        let r = sm.apply(vec![entry(8, bad), entry(9, admit(2, 100))]).await.unwrap();
+        let r = sm
+            .apply(vec![entry(8, bad(4, "x")), entry(9, bad(0, &"a".repeat(64))), entry(10, admit(2, 100))])
+            .await
+            .unwrap();
         assert!(matches!(r[0].outcome, Outcome::Invalid(_)), "{:?}", r[0]);
-        assert_eq!(r[1].outcome, Outcome::Applied);
+        assert!(matches!(r[1].outcome, Outcome::Invalid(_)), "{:?}", r[1]);
+        assert_eq!(r[2].outcome, Outcome::Applied);
     }
 }
