@@ -17,7 +17,7 @@
 //! voters and learners of the membership this node knows; a node that is removed loses access to the log
 //! and to the leader's services with its next request. A joining node, which has no membership yet,
 //! accepts Raft's RPCs from the members the cluster named when it let it in; a member that has missed
-//! membership changes asks the members it knows about a caller it does not know ([`ReplicaNode::accepts_peer`]).
+//! membership changes asks the voters it knows about a caller it does not know ([`ReplicaNode::accepts_peer`]).
 //!
 //! Limits: at most [`ListenerLimits::max_connections`] connections at once (a connection past it is closed
 //! at once), a TLS handshake within 10 s, request headers within [`ListenerLimits::idle_timeout`], which is

@@ -654,20 +654,26 @@ impl ReplicaNode {
 
     /// Whether a caller (its certificate's node id) may use Raft's RPCs and the leader's services here: a
     /// member of the membership this node knows; while this node has none yet (it is joining), one of the
-    /// members the cluster named when it let it in; or a node that a member this node knows says is a
-    /// member (this node missed the membership change that added it, e.g. while it was cut off). That last
-    /// answer is asked in the background: the caller is refused until it comes, and Raft retries.
+    /// members the cluster named when it let it in; or a node that a majority of the voters this node knows
+    /// say is a member (this node missed the membership change that added it, e.g. while it was cut off:
+    /// that change needed a majority of those voters, so they know of it). That answer is asked in the
+    /// background: the caller is refused until it comes, and Raft retries.
     pub(crate) fn accepts_peer(&self, id: NodeId) -> bool {
-        let known: Vec<(NodeId, String)> = {
+        let (voters, others): (usize, Vec<String>) = {
             let receiver = self.raft.metrics();
             let metrics = receiver.borrow();
             let membership = metrics.membership_config.membership();
             if membership.get_node(&id).is_some() {
                 return true;
             }
-            membership.nodes().filter(|(m, _)| **m != self.id).map(|(m, n)| (*m, n.addr.clone())).collect()
+            let others = membership
+                .voter_ids()
+                .filter(|v| *v != self.id)
+                .filter_map(|v| membership.get_node(&v).map(|n| n.addr.clone()))
+                .collect();
+            (membership.voter_ids().count(), others)
         };
-        if known.is_empty() {
+        if voters == 0 {
             return self.join_peers.contains(&id);
         }
         let mut vouches = self.vouches.lock().unwrap_or_else(PoisonError::into_inner);
@@ -679,22 +685,24 @@ impl ReplicaNode {
         }
         vouches.insert(id, Vouch::Asking(Instant::now()));
         let (peers, vouches) = (self.peers.clone(), self.vouches.clone());
+        // A majority of the voters, without this node (which does not know the caller).
+        let needed = voters / 2 + 1;
         tokio::spawn(async move {
             let mut asks = tokio::task::JoinSet::new();
-            for (_, addr) in known {
+            for addr in others {
                 let peers = peers.clone();
                 asks.spawn(async move {
                     peers.call_once::<NodeId, bool>(&addr, "/cluster/member", &id, Duration::from_secs(3)).await
                 });
             }
-            let mut member = false;
+            let mut yes = 0;
             while let Some(answer) = asks.join_next().await {
-                if matches!(answer, Ok(Ok(true))) {
-                    member = true;
+                yes += usize::from(matches!(answer, Ok(Ok(true))));
+                if yes >= needed {
                     break;
                 }
             }
-            let vouch = if member { Vouch::Member(Instant::now()) } else { Vouch::Stranger(Instant::now()) };
+            let vouch = if yes >= needed { Vouch::Member(Instant::now()) } else { Vouch::Stranger(Instant::now()) };
             vouches.lock().unwrap_or_else(PoisonError::into_inner).insert(id, vouch);
         });
         false
