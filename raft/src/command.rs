@@ -138,9 +138,21 @@ pub enum Command {
     Each {
         commands: Vec<Command>,
     },
+    /// One more failed password check of `account` (see [`crate::model::SigninFailures`]) at `now`, with the
+    /// application's lockout limit and frozen time: at `limit` failures the account locks for `frozen_secs`.
+    // New variants go last: log entries are postcard, which numbers variants in order.
+    RecordSigninFailure {
+        account: String,
+        now: i64,
+        limit: u32,
+        frozen_secs: i64,
+    },
+    /// A successful check after failures: the account's count starts again from zero.
+    ResetSigninFailures {
+        account: String,
+    },
     /// Lets node `admission.node_id` join with the token whose digest it holds (replacing an earlier
-    /// admission of that id). Used up by the next membership change that names the id or removes it. New
-    /// variants go last: the log stores a command by its variant's position.
+    /// admission of that id). Used up by the next membership change that names the id or removes it.
     AdmitNode {
         admission: Admission,
     },
@@ -176,6 +188,8 @@ impl Command {
             Command::Prune { .. } => "prune",
             Command::Batch { .. } => "batch",
             Command::Each { .. } => "each",
+            Command::RecordSigninFailure { .. } => "record_signin_failure",
+            Command::ResetSigninFailures { .. } => "reset_signin_failures",
             Command::AdmitNode { .. } => "admit_node",
         }
     }

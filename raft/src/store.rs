@@ -18,7 +18,7 @@ use tokio::sync::broadcast;
 
 use crate::model::{
     AcceptedIssuer, Admission, Application, CasbinModel, Group, Organization, Permission, RefreshToken, Revocation,
-    Role, SigningKey, User,
+    Role, SigninFailures, SigningKey, User,
 };
 use crate::Command;
 use crate::RaftError;
@@ -40,6 +40,7 @@ pub mod key {
     pub const PERMISSION: &[u8] = b"p\0";
     pub const MODEL: &[u8] = b"q\0";
     pub const ACCEPTED_ISSUER: &[u8] = b"x\0";
+    pub const SIGNIN_FAILURES: &[u8] = b"l\0";
     pub const ADMISSION: &[u8] = b"n\0";
     /// Raft bookkeeping kept in the same batch as the state: applied log id, membership.
     pub const META: &[u8] = b"m\0";
@@ -129,6 +130,9 @@ pub mod key {
     pub fn accepted_issuer(application: &str, issuer: &str) -> Vec<u8> {
         join(ACCEPTED_ISSUER, &[application, issuer])
     }
+    pub fn signin_failures(account: &str) -> Vec<u8> {
+        join(SIGNIN_FAILURES, &[account])
+    }
     pub fn admission(node_id: u64) -> Vec<u8> {
         join(ADMISSION, &[&node_id.to_string()])
     }
@@ -188,6 +192,7 @@ stored! {
     Permission => key::PERMISSION,
     CasbinModel => key::MODEL,
     AcceptedIssuer => key::ACCEPTED_ISSUER,
+    SigninFailures => key::SIGNIN_FAILURES,
     Admission => key::ADMISSION,
 }
 
@@ -207,6 +212,7 @@ pub fn validate_value(key: &[u8], value: &[u8]) -> Result<(), RaftError> {
         p if p == key::PERMISSION => Permission::validate(value),
         p if p == key::MODEL => CasbinModel::validate(value),
         p if p == key::ACCEPTED_ISSUER => AcceptedIssuer::validate(value),
+        p if p == key::SIGNIN_FAILURES => SigninFailures::validate(value),
         p if p == key::ADMISSION => Admission::validate(value),
         _ => Ok(()),
     }
@@ -510,6 +516,10 @@ impl Store {
     }
     pub fn model(&self, owner: &str, name: &str) -> Result<Option<Record<CasbinModel>>, RaftError> {
         self.record(&key::model(owner, name))
+    }
+    /// The failed password checks recorded for an account (see [`SigninFailures`]).
+    pub fn signin_failures(&self, account: &str) -> Result<Option<Record<SigninFailures>>, RaftError> {
+        self.record(&key::signin_failures(account))
     }
     /// The pending admission of a node id (see [`Admission`]).
     pub fn admission(&self, node_id: u64) -> Result<Option<Record<Admission>>, RaftError> {

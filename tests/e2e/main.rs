@@ -6,6 +6,9 @@
 mod admin;
 mod cluster;
 mod harness;
+mod http;
 mod import;
 mod lifecycle;
 mod oauth;
+mod passwords;
+mod sdk;
