@@ -1,12 +1,17 @@
-//! `jeton cluster …`: certificates for node-to-node TLS, and membership changes through a node's admin API.
+//! `jeton cluster …`: certificates for node-to-node TLS, join tokens, and membership changes through a
+//! node's admin API.
 
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use jeton_raft::admission::{Bootstrap, JoinToken};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    KeyUsagePurpose, SanType,
 };
+
+/// The bootstrap file in a CA dir (see [`Bootstrap`]).
+const BOOTSTRAP: &str = "bootstrap.json";
 
 /// The CA's subject. Node certificates name it as their issuer; which CA it is comes from its key.
 fn ca_params() -> anyhow::Result<CertificateParams> {
@@ -22,7 +27,7 @@ fn ca_params() -> anyhow::Result<CertificateParams> {
     Ok(params)
 }
 
-/// `jeton cluster ca --out DIR`: `DIR/ca.pem` and `DIR/ca-key.pem`.
+/// `jeton cluster ca --out DIR`: `DIR/ca.pem`, `DIR/ca-key.pem` and `DIR/bootstrap.json` (a new cluster name).
 pub fn make_ca(out: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let (cert_path, key_path) = (out.join("ca.pem"), out.join("ca-key.pem"));
@@ -33,13 +38,49 @@ pub fn make_ca(out: &Path) -> anyhow::Result<()> {
     let cert = ca_params()?.self_signed(&key)?;
     std::fs::write(&cert_path, cert.pem()).with_context(|| format!("writing {}", cert_path.display()))?;
     jeton_edge::keys::write_private_file(&key_path, key.serialize_pem().as_bytes())?;
+    let bootstrap = Bootstrap::new();
+    write_bootstrap(&out.join(BOOTSTRAP), &bootstrap)?;
     println!("cluster CA: {} (key {}; keep the key off the nodes)", cert_path.display(), key_path.display());
+    println!("bootstrap file of the new cluster {}: {}", bootstrap.cluster, out.join(BOOTSTRAP).display());
     Ok(())
 }
 
-/// `jeton cluster cert --ca-dir DIR --name NAME --host H… --out DIR`: `NAME.pem` and `NAME-key.pem`, valid as
-/// server and client certificate for the given host names and IP addresses.
-pub fn make_cert(ca_dir: &Path, name: &str, hosts: &[String], out: &Path) -> anyhow::Result<()> {
+fn write_bootstrap(path: &Path, bootstrap: &Bootstrap) -> anyhow::Result<()> {
+    let mut json = serde_json::to_vec_pretty(bootstrap)?;
+    json.push(b'\n');
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, json).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Reads a bootstrap file (`cluster.bootstrap`).
+pub fn read_bootstrap(path: &Path) -> anyhow::Result<Bootstrap> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read the bootstrap file {}", path.display()))?;
+    Bootstrap::parse(&bytes).map_err(|e| anyhow::anyhow!("bootstrap file {}: {e}", path.display()))
+}
+
+/// The join token of the config (`cluster.join_token`, `--join-token`/`JETON_JOIN_TOKEN`, or the file
+/// `cluster.join_token_file`), if any.
+pub fn join_token(cluster: &crate::config::ClusterConfig) -> anyhow::Result<Option<JoinToken>> {
+    let text = if !cluster.join_token.is_empty() {
+        cluster.join_token.clone()
+    } else if !cluster.join_token_file.is_empty() {
+        std::fs::read_to_string(&cluster.join_token_file)
+            .with_context(|| format!("cannot read the join token file {}", cluster.join_token_file))?
+    } else {
+        return Ok(None);
+    };
+    JoinToken::parse(&text).map(Some).map_err(|e| anyhow::anyhow!("join token: {e}"))
+}
+
+/// `jeton cluster cert --ca-dir DIR --name NAME --node-id N --host H… --out DIR`: `NAME.pem` and `NAME-key.pem`,
+/// valid as server and client certificate for the given host names and IP addresses and naming node N
+/// (a `jeton:node:N` URI); and `NAME.join`, node N's join token for the first start of a new cluster, whose
+/// digest goes into `DIR/bootstrap.json`.
+pub fn make_cert(ca_dir: &Path, name: &str, node_id: u64, hosts: &[String], out: &Path) -> anyhow::Result<()> {
+    if node_id == 0 {
+        bail!("--node-id: node ids start at 1");
+    }
     if hosts.is_empty() {
         bail!("give at least one --host: the names and addresses peers use to reach this node");
     }
@@ -52,6 +93,8 @@ pub fn make_cert(ca_dir: &Path, name: &str, hosts: &[String], out: &Path) -> any
     let ca_key = KeyPair::from_pem(&ca_key_pem).with_context(|| format!("{} is not a key", ca_key_path.display()))?;
     let issuer = Issuer::new(ca_params()?, ca_key);
     let mut params = CertificateParams::new(hosts.to_vec())?;
+    let node_uri = format!("{}{node_id}", jeton_raft::network::NODE_URI_PREFIX);
+    params.subject_alt_names.push(SanType::URI(node_uri.try_into()?));
     params.distinguished_name.push(DnType::OrganizationName, "Jeton");
     params.distinguished_name.push(DnType::CommonName, name);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
@@ -64,7 +107,30 @@ pub fn make_cert(ca_dir: &Path, name: &str, hosts: &[String], out: &Path) -> any
     let (cert_path, key_path) = (out.join(format!("{name}.pem")), out.join(format!("{name}-key.pem")));
     std::fs::write(&cert_path, cert.pem()).with_context(|| format!("writing {}", cert_path.display()))?;
     jeton_edge::keys::write_private_file(&key_path, key.serialize_pem().as_bytes())?;
-    println!("node certificate: {} (key {})", cert_path.display(), key_path.display());
+    println!("node certificate of node {node_id}: {} (key {})", cert_path.display(), key_path.display());
+
+    // The join token for a new cluster's first start. A CA dir of an earlier version has no bootstrap file:
+    // start one.
+    let bootstrap_path = ca_dir.join(BOOTSTRAP);
+    let mut bootstrap = if bootstrap_path.exists() { read_bootstrap(&bootstrap_path)? } else { Bootstrap::new() };
+    let token = JoinToken::generate(&bootstrap.cluster, node_id).map_err(|e| anyhow::anyhow!(e))?;
+    bootstrap.admit(&token);
+    let token_path = out.join(format!("{name}.join"));
+    // A token of an earlier certificate of this name is replaced (its admission is replaced too).
+    match std::fs::remove_file(&token_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            bail!("cannot replace {}: {e}", token_path.display())
+        }
+        _ => {}
+    }
+    jeton_edge::keys::write_private_file(&token_path, format!("{}\n", token.expose()).as_bytes())?;
+    write_bootstrap(&bootstrap_path, &bootstrap)?;
+    println!(
+        "join token of node {node_id}: {} (admitted by {} when it creates cluster {})",
+        token_path.display(),
+        bootstrap_path.display(),
+        bootstrap.cluster
+    );
     Ok(())
 }
 

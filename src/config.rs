@@ -32,15 +32,26 @@ pub struct Config {
 pub struct ClusterConfig {
     /// PEM certificate of the cluster CA: the only issuer whose node certificates are accepted.
     pub ca: String,
-    /// PEM certificate of this node, signed by the cluster CA (`jeton cluster cert` makes one).
+    /// PEM certificate of this node, signed by the cluster CA (`jeton cluster cert --node-id` makes one); it
+    /// names the node id. `{node_id}` in the path is replaced by this node's id.
     pub cert: String,
-    /// PEM private key of this node.
+    /// PEM private key of this node (`{node_id}` as in `cert`).
     pub key: String,
     /// Raft address (host:port) of a member of the cluster to join on first start. A node that is already
     /// a member ignores it.
     pub join: String,
     /// With `join`: stay a non-voting learner (serves reads; does not slow commits).
     pub learner: bool,
+    /// With `join`: the join token that admits this node (`jeton cluster admit`); wins over
+    /// `join_token_file`. Prefer `join_token_file` or `JETON_JOIN_TOKEN`, which keep it out of the config.
+    pub join_token: String,
+    /// With `join`: a file holding the join token (`jeton cluster cert` writes `NAME.join`). `{node_id}` as
+    /// in `cert`.
+    pub join_token_file: String,
+    /// Without `join`, when this node creates a new cluster (its very first start): the bootstrap file of
+    /// `jeton cluster ca` / `cert` (`bootstrap.json`), which names the cluster and admits the nodes whose
+    /// certificates were made with it. Ignored afterwards.
+    pub bootstrap: String,
 }
 
 impl ClusterConfig {
@@ -97,6 +108,10 @@ pub struct RaftConfig {
     pub election_timeout_max_ms: u64,
     /// MiB of sled page cache (records read from disk stay there).
     pub storage_cache_mb: u64,
+    /// Connections the node-to-node listener holds open at once; one past it is closed at once.
+    pub max_connections: usize,
+    /// Seconds a node-to-node connection may stay idle (also the time to send a request's headers).
+    pub idle_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,6 +177,8 @@ impl Default for RaftConfig {
             election_timeout_min_ms: 1000,
             election_timeout_max_ms: 2000,
             storage_cache_mb: 64,
+            max_connections: 512,
+            idle_timeout_secs: 60,
         }
     }
 }
@@ -192,6 +209,7 @@ pub struct Overrides {
     pub raft_addr: Option<String>,
     pub join: Option<String>,
     pub learner: bool,
+    pub join_token: Option<String>,
 }
 
 impl Config {
@@ -225,6 +243,9 @@ impl Config {
         }
         if o.learner {
             cfg.cluster.learner = true;
+        }
+        if let Some(v) = o.join_token {
+            cfg.cluster.join_token = v;
         }
         cfg.check()?;
         Ok(cfg)
@@ -280,6 +301,16 @@ impl Config {
         if self.cluster.learner && self.cluster.join.is_empty() {
             bail!("--learner only makes sense with --join");
         }
+        if self.raft.max_connections == 0 {
+            bail!("raft.max_connections must be at least 1");
+        }
+        if self.raft.idle_timeout_secs == 0 {
+            bail!("raft.idle_timeout_secs must be at least 1");
+        }
+        let id = self.node_id.to_string();
+        for path in [&mut self.cluster.cert, &mut self.cluster.key, &mut self.cluster.join_token_file] {
+            *path = path.replace("{node_id}", &id);
+        }
         if self.raft.listen.is_empty() {
             self.raft.listen = self.raft.addr.clone();
         }
@@ -326,9 +357,19 @@ mod tests {
             cfg.check().expect("conf/cluster example must pass the checks");
             assert_eq!(cfg.node_id, id);
             assert_eq!(cfg.cluster.join.is_empty(), id == 1);
+            // Node 1 creates the cluster from the bootstrap file; the others join with their tokens.
+            assert_eq!(cfg.cluster.bootstrap.is_empty(), id != 1);
+            assert_eq!(cfg.cluster.join_token_file.is_empty(), id == 1);
         }
-        let compose: Config = toml::from_str(include_str!("../deploy/compose-node.toml")).expect("compose config");
+        let mut compose: Config = toml::from_str(include_str!("../deploy/compose-node.toml")).expect("compose config");
         assert!(compose.cluster.enabled());
+        // One file for the three nodes: `{node_id}` names each node's own files.
+        compose.node_id = 2;
+        compose.check().expect("compose config must pass the checks");
+        assert_eq!(compose.cluster.cert, "/certs/node-2.pem");
+        assert_eq!(compose.cluster.key, "/certs/node-2-key.pem");
+        assert_eq!(compose.cluster.join_token_file, "/certs/node-2.join");
+        assert_eq!(compose.cluster.bootstrap, "/certs/bootstrap.json");
     }
 
     #[test]

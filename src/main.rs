@@ -68,6 +68,10 @@ enum Commands {
         /// With --join: stay a non-voting learner.
         #[arg(long, env = "JETON_LEARNER")]
         learner: bool,
+        /// With --join: the join token that admits this node (`jeton cluster admit`). The environment
+        /// variable keeps it out of the process list.
+        #[arg(long, env = "JETON_JOIN_TOKEN", hide_env_values = true)]
+        join_token: Option<String>,
     },
     /// Cluster certificates and membership.
     Cluster {
@@ -83,19 +87,24 @@ enum Commands {
 
 #[derive(Subcommand)]
 enum ClusterCommand {
-    /// Create a cluster CA (ca.pem, ca-key.pem) for node-to-node mutual TLS.
+    /// Create a cluster CA (ca.pem, ca-key.pem) for node-to-node mutual TLS, and the bootstrap file of a
+    /// new cluster (bootstrap.json: its name, and the admissions `cluster cert` adds).
     Ca {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Create a node certificate signed by the cluster CA.
+    /// Create a node certificate signed by the cluster CA, naming the node id, and the node's join token
+    /// for the first start of a new cluster (NAME.join; its digest goes into the CA dir's bootstrap.json).
     Cert {
-        /// Directory holding ca.pem and ca-key.pem.
+        /// Directory holding ca.pem and ca-key.pem (and bootstrap.json).
         #[arg(long)]
         ca_dir: PathBuf,
-        /// File name of the certificate (NAME.pem, NAME-key.pem).
+        /// File name of the certificate (NAME.pem, NAME-key.pem, NAME.join).
         #[arg(long)]
         name: String,
+        /// The id of the node the certificate is for (its node_id); peers know the node by it.
+        #[arg(long)]
+        node_id: u64,
         /// Host names and IP addresses peers use to reach the node (repeat).
         #[arg(long = "host", required = true)]
         hosts: Vec<String>,
@@ -110,6 +119,18 @@ enum ClusterCommand {
         /// Ask for a linearizable answer (confirmed with the leader).
         #[arg(long)]
         linearizable: bool,
+    },
+    /// Admit a node to join: prints the one-time join token it starts with (`--join-token`,
+    /// JETON_JOIN_TOKEN or cluster.join_token_file). Admin credentials as for `status`.
+    Admit {
+        #[arg(long, env = "JETON_URL", default_value = "http://127.0.0.1:8000")]
+        url: String,
+        /// The node id to admit (the id in its certificate).
+        #[arg(long)]
+        id: u64,
+        /// Hours the token stays valid.
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: u64,
     },
     /// Add a node as a non-voting learner; returns once it has caught up.
     AddLearner {
@@ -155,8 +176,9 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Commands::Serve { config, data_dir, http_addr, node_id, issuer, raft_addr, join, learner } => {
-                let overrides = Overrides { data_dir, http_addr, node_id, issuer, raft_addr, join, learner };
+            Commands::Serve { config, data_dir, http_addr, node_id, issuer, raft_addr, join, learner, join_token } => {
+                let overrides =
+                    Overrides { data_dir, http_addr, node_id, issuer, raft_addr, join, learner, join_token };
                 let cfg = Config::load(config.as_deref(), overrides)?;
                 serve(cfg).await
             }
@@ -234,12 +256,33 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         election_timeout_ms: (cfg.raft.election_timeout_min_ms, cfg.raft.election_timeout_max_ms),
         storage_cache_bytes: cfg.raft.storage_cache_mb << 20,
     };
+    // A member restarting with `join` still set needs no token: one that cannot be read then is ignored.
+    let member_before = cfg.data_dir.join("identity.json").exists();
+    let join_token = match (&join, cluster_cli::join_token(&cfg.cluster)) {
+        (None, _) => None,
+        (Some(_), Ok(token)) => token,
+        (Some(_), Err(_)) if member_before => None,
+        (Some(_), Err(e)) => return Err(e),
+    };
+    // Read only when this node is about to create a new cluster; afterwards it plays no part.
+    let bootstrap =
+        if join.is_none() && !cfg.cluster.bootstrap.is_empty() && !cfg.data_dir.join("identity.json").exists() {
+            Some(cluster_cli::read_bootstrap(std::path::Path::new(&cfg.cluster.bootstrap))?)
+        } else {
+            None
+        };
     let options = ClusterOptions {
         tls: cluster_tls,
         listener: raft_listener,
         join: join.clone(),
         learner: cfg.cluster.learner,
         join_secret: local_kek.clone(),
+        join_token,
+        bootstrap,
+        limits: jeton_raft::cluster::ListenerLimits {
+            max_connections: cfg.raft.max_connections,
+            idle_timeout: Duration::from_secs(cfg.raft.idle_timeout_secs),
+        },
     };
     let node = ReplicaNode::start(&cfg.data_dir, cfg.node_id, &cfg.raft.addr, &settings, options).await?;
     let kek_hex = match (local_kek, node.received_secret.clone()) {
@@ -340,7 +383,12 @@ async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
     use serde_json::json;
     match command {
         ClusterCommand::Ca { out } => cluster_cli::make_ca(&out),
-        ClusterCommand::Cert { ca_dir, name, hosts, out } => cluster_cli::make_cert(&ca_dir, &name, &hosts, &out),
+        ClusterCommand::Cert { ca_dir, name, node_id, hosts, out } => {
+            cluster_cli::make_cert(&ca_dir, &name, node_id, &hosts, &out)
+        }
+        ClusterCommand::Admit { url, id, ttl_hours } => {
+            cluster_cli::admin_call(&url, "cluster-admit", Some(json!({"id": id, "ttlHours": ttl_hours}))).await
+        }
         ClusterCommand::Status { url, linearizable } => {
             let path = if linearizable { "get-cluster-status?consistency=linearizable" } else { "get-cluster-status" };
             cluster_cli::admin_call(&url, path, None).await

@@ -209,3 +209,18 @@ const FIRST_LAST: [(&str, &str); 8] = [
     ("Grace", "Lee"),
     ("Hiro", "Tanaka"),
 ];
+
+/// VmRSS and VmHWM of a process (this one without a pid), in KiB.
+pub fn memory_kib(pid: Option<u32>) -> (u64, u64) {
+    let path = pid.map(|p| format!("/proc/{p}/status")).unwrap_or_else(|| "/proc/self/status".into());
+    let status = std::fs::read_to_string(path).unwrap_or_default();
+    let kib = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (kib("VmRSS:"), kib("VmHWM:"))
+}

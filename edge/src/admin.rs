@@ -243,6 +243,7 @@ impl Edge {
         match path {
             "get-cluster-status" => ok(to_value(&self.node.status())),
             "cluster-add-learner" | "cluster-promote" | "cluster-remove" => self.cluster_change(path, &body).await,
+            "cluster-admit" => self.cluster_admit(&body).await,
             "get-organizations" => self.list(page, self.store.organizations(), org_view),
             "get-organization" => self.get_one(q("id"), |_, n| self.store.organization(n), org_view),
             "add-organization" => self.put_organization(&body, PutMode::Create).await,
@@ -367,6 +368,38 @@ impl Edge {
             Ok(()) => ok(to_value(&self.node.status())),
             Err(WriteError::Invalid(m)) => fail(400, m),
             Err(e) => write_failed(e.into()),
+        }
+    }
+
+    /// `cluster-admit` (`{"id": N, "ttlHours": H}`, default 24 h): admits node N to join, and answers the
+    /// one-time join token it needs (`data.token`; shown once, only its digest is stored).
+    async fn cluster_admit(&self, body: &Value) -> AdminReply {
+        let Some(id) = body.get("id").and_then(Value::as_u64).filter(|id| *id > 0) else {
+            return fail(400, "id (a node id, from 1) is required");
+        };
+        let hours = match body.get("ttlHours") {
+            None | Some(Value::Null) => 24,
+            Some(v) => match v.as_u64().filter(|h| (1..=24 * 30).contains(h)) {
+                Some(h) => h,
+                None => return fail(400, "ttlHours must be a whole number of hours from 1 to 720"),
+            },
+        };
+        let token = match jeton_raft::admission::JoinToken::generate(&self.node.identity.cluster, id) {
+            Ok(t) => t,
+            Err(e) => return fail(500, e),
+        };
+        let admission = token.admission(now(), hours as i64 * 3600);
+        let expires_at = admission.expires_at;
+        match self.write(Command::AdmitNode { admission }).await {
+            Ok(Outcome::Applied) => ok(json!({
+                "id": id,
+                "cluster": self.node.identity.cluster,
+                "token": token.expose(),
+                "expiresAt": expires_at,
+            })),
+            Ok(Outcome::Invalid(m)) => fail(400, m),
+            Ok(other) => fail(400, format!("{other:?}")),
+            Err(e) => write_failed(e),
         }
     }
 
@@ -732,6 +765,7 @@ pub const ADMIN_PATHS: &[&str] = &[
     "cluster-add-learner",
     "cluster-promote",
     "cluster-remove",
+    "cluster-admit",
     "get-organizations",
     "get-organization",
     "add-organization",

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use crate::command::{Command, Outcome, PutMode};
 use crate::model::SIGNING_ALGORITHMS;
 use crate::model::{
-    AcceptedAlgorithms, AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshState,
-    RefreshToken, Revocation, Role, SigninFailures, SigningKey, User,
+    AcceptedAlgorithms, AcceptedIssuer, Admission, Application, CasbinModel, Group, Organization, Permission,
+    RefreshState, RefreshToken, Revocation, Role, SigninFailures, SigningKey, User,
 };
 use crate::store::{key, Change, Stored};
 use crate::RaftError;
@@ -235,7 +235,40 @@ impl<'a> Pending<'a> {
                 self.delete(k);
                 Ok(Outcome::Applied)
             }
+            Command::AdmitNode { admission } => self.admit_node(admission),
         }
+    }
+
+    fn admit_node(&mut self, admission: &Admission) -> Result<Outcome, RaftError> {
+        if admission.node_id == 0 {
+            return Ok(Outcome::Invalid("node ids start at 1".into()));
+        }
+        if admission.token_digest.len() != 64 || !admission.token_digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(Outcome::Invalid("tokenDigest must be a SHA-256 digest in hex".into()));
+        }
+        let mut admission = admission.clone();
+        admission.token_digest.make_ascii_lowercase();
+        self.put(key::admission(admission.node_id), &admission)?;
+        Ok(Outcome::Applied)
+    }
+
+    /// A membership entry took effect: the admissions of the nodes it names, and of those it removes, are
+    /// used up. A node that joined needs no admission any more, and a node that is removed needs a new
+    /// one to come back.
+    pub(crate) fn membership_changed(
+        &mut self,
+        next: &openraft::Membership<crate::NodeId, crate::Node>,
+    ) -> Result<(), RaftError> {
+        let mut ids: std::collections::BTreeSet<crate::NodeId> = next.nodes().map(|(id, _)| *id).collect();
+        if let Some(bytes) = self.get(key::META_MEMBERSHIP)? {
+            let previous: openraft::StoredMembership<crate::NodeId, crate::Node> =
+                serde_json::from_slice(&bytes).map_err(|e| RaftError::Corrupt(format!("stored membership: {e}")))?;
+            ids.extend(previous.membership().nodes().map(|(id, _)| *id));
+        }
+        for id in ids {
+            self.delete(key::admission(id));
+        }
+        Ok(())
     }
 
     /// Applies each command on its own (a refused one changes nothing and the rest go on).
@@ -694,6 +727,11 @@ impl<'a> Pending<'a> {
                 if f.forget_at <= now {
                     self.delete(fk);
                 }
+            }
+        }
+        for ak in self.keys_with_prefix(key::ADMISSION)? {
+            if self.read::<Admission>(&ak)?.is_some_and(|a| a.expires_at < now) {
+                self.delete(ak);
             }
         }
         for kk in self.keys_with_prefix(key::SIGNING_KEY)? {

@@ -1,21 +1,33 @@
 //! The node-to-node listener: Raft's RPCs and what nodes ask of each other, over mutual TLS.
 //!
-//! | path | body → answer | who serves it |
+//! | path | body → answer | who may call it |
 //! |---|---|---|
-//! | `/raft/append`, `/raft/vote`, `/raft/snapshot` | openraft's RPCs | every node |
-//! | `/cluster/info` | [`InfoRequest`] → [`ClusterInfo`] | every node (the only path a node without a cluster name may call) |
-//! | `/cluster/join` | [`JoinRequest`] → `Result<(), WireError>` | forwarded to the leader |
-//! | `/cluster/write` | `Command` → `Result<CommandResponse, WireError>` | the leader |
-//! | `/cluster/membership` | [`MembershipChange`] → `Result<(), WireError>` | the leader |
-//! | `/cluster/read-index` | `()` → `Result<Option<u64>, WireError>` | the leader |
+//! | `/raft/append`, `/raft/vote`, `/raft/snapshot` | openraft's RPCs | members |
+//! | `/cluster/info` | [`InfoRequest`] → [`ClusterInfo`] | an admitted node (join token) or a member |
+//! | `/cluster/join` | [`JoinRequest`] → `Result<(), WireError>` | an admitted node or a member; carried out by the leader |
+//! | `/cluster/write` | `Command` → `Result<CommandResponse, WireError>` | members; served by the leader |
+//! | `/cluster/membership` | [`MembershipChange`] → `Result<(), WireError>` | members; served by the leader |
+//! | `/cluster/read-index` | `()` → `Result<Option<u64>, WireError>` | members; served by the leader |
+//! | `/cluster/member` | `NodeId` → `bool` (is it a member here?) | members |
 //!
-//! A peer that fails the TLS handshake (no certificate, or one not signed by the cluster CA) is refused
-//! and logged; a request naming another cluster is refused with 403 and logged.
+//! Who is calling comes from the certificate the TLS handshake verified: a peer without a certificate of
+//! the cluster CA never gets past it (refused and logged), and the certificate's `jeton:node:<id>` name
+//! ([`crate::network::certificate_node_id`]) is the caller's node id. Every request must name this node's
+//! cluster (`x-jeton-cluster`, `/cluster/info` included), or it is refused with 403. "Members" are the
+//! voters and learners of the membership this node knows; a node that is removed loses access to the log
+//! and to the leader's services with its next request. A joining node, which has no membership yet,
+//! accepts Raft's RPCs from the members the cluster named when it let it in; a member that has missed
+//! membership changes asks the voters it knows about a caller it does not know ([`ReplicaNode::accepts_peer`]).
+//!
+//! Limits: at most [`ListenerLimits::max_connections`] connections at once (a connection past it is closed
+//! at once), a TLS handshake within 10 s, request headers within [`ListenerLimits::idle_timeout`], which is
+//! also how long a connection may stay idle; bodies up to [`MAX_BODY`] (Raft's paths, forwarded writes) or
+//! [`SMALL_BODY`] (the others).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -25,14 +37,20 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::admission::TokenSecret;
 use crate::network::{decode_body, is_postcard, ClusterTls, CLUSTER_HEADER, MAX_BODY, POSTCARD};
 use crate::node::{ReplicaNode, WriteError};
 use crate::NodeId;
 
-/// Asked by a node about to join.
+/// Largest body of the paths that carry no log entries or commands.
+pub const SMALL_BODY: usize = 64 << 10;
+
+/// Asked by a node about to join, or restarting with `join` set.
 #[derive(Serialize, Deserialize, Debug)]
 pub struct InfoRequest {
     pub node_id: NodeId,
+    /// The secret of the node's join token; none for a node that is a member already.
+    pub token: Option<TokenSecret>,
 }
 
 /// The answer to [`InfoRequest`].
@@ -42,6 +60,9 @@ pub struct ClusterInfo {
     pub leader: Option<NodeId>,
     /// The shared key-encryption key (hex), for a node that joins.
     pub secret: Option<String>,
+    /// The members this node knows: a joining node accepts Raft's RPCs from them until it has a
+    /// membership of its own.
+    pub members: Vec<NodeId>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -51,6 +72,8 @@ pub struct JoinRequest {
     pub addr: String,
     /// Stay a learner instead of becoming a voter once caught up.
     pub learner: bool,
+    /// The secret of the node's join token; none for a node that is a member already.
+    pub token: Option<TokenSecret>,
 }
 
 /// A change to the cluster's membership.
@@ -58,12 +81,16 @@ pub struct JoinRequest {
 // format) cannot read internally tagged or untagged enums.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum MembershipChange {
-    /// Adds a non-voting member and waits until it has caught up.
+    /// Adds a non-voting member and waits until it has caught up. An administrator's add-learner: naming
+    /// the id is the admission.
     AddLearner { id: NodeId, addr: String },
     /// Makes a learner a voter.
     Promote { id: NodeId },
     /// Removes a voter or a learner.
     Remove { id: NodeId },
+    /// Adds node `id` as a learner if its join token opens its admission, or does nothing if it is a
+    /// member already (a join that is resumed after a restart).
+    Join { id: NodeId, addr: String, token: Option<TokenSecret> },
 }
 
 /// An error travelling back to the node that forwarded a request.
@@ -131,9 +158,31 @@ pub struct ClusterStatus {
 /// Time a peer gets to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Limits of the node-to-node listener (`raft.max_connections`, `raft.idle_timeout_secs`).
+#[derive(Debug, Clone)]
+pub struct ListenerLimits {
+    /// Connections open at once, handshakes included; a connection past it is closed at once.
+    pub max_connections: usize,
+    /// Time to send a request's headers, which is also how long a connection may stay idle.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits { max_connections: 512, idle_timeout: Duration::from_secs(60) }
+    }
+}
+
 /// Accepts node-to-node connections until the task is aborted.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, tls: Arc<ClusterTls>, node: ReplicaNode) {
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Arc<ClusterTls>,
+    node: ReplicaNode,
+    limits: ListenerLimits,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let mut last_full_warning: Option<Instant> = None;
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -143,10 +192,25 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, tls: Arc<ClusterTls
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Closed at once: a peer sees the failure now rather than after its own timeout.
+            drop(tcp);
+            if last_full_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                last_full_warning = Some(Instant::now());
+                tracing::warn!(
+                    %peer,
+                    limit = limits.max_connections,
+                    "node-to-node listener: connection limit reached, closing new connections"
+                );
+            }
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let node = node.clone();
+        let idle_timeout = limits.idle_timeout;
         tokio::spawn(async move {
+            let _slot = slot;
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -158,12 +222,20 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, tls: Arc<ClusterTls
                     return;
                 }
             };
+            // The handshake verified the certificate against the cluster CA; its node id is the caller's.
+            let caller = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|cert| crate::network::certificate_node_id(cert));
             let service = hyper::service::service_fn(move |req| {
                 let node = node.clone();
-                async move { Ok::<_, Infallible>(handle(&node, req, peer).await) }
+                async move { Ok::<_, Infallible>(handle(&node, req, peer, caller).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(idle_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
@@ -181,6 +253,11 @@ fn answer_as(status: StatusCode, body: Vec<u8>, content_type: &'static str) -> R
     resp
 }
 
+/// A refusal: 403 with the reason as a JSON string.
+fn forbidden(reason: &str) -> Response<Full<Bytes>> {
+    answer(StatusCode::FORBIDDEN, serde_json::to_vec(reason).unwrap_or_default())
+}
+
 /// The answer in the request's format: postcard for a postcard request, else JSON.
 fn encoded<T: Serialize>(value: &T, binary: bool) -> Response<Full<Bytes>> {
     let body = if binary {
@@ -195,48 +272,106 @@ fn encoded<T: Serialize>(value: &T, binary: bool) -> Response<Full<Bytes>> {
     }
 }
 
-async fn handle(node: &ReplicaNode, req: Request<Incoming>, peer: std::net::SocketAddr) -> Response<Full<Bytes>> {
+/// Who may call a path: see the module documentation.
+enum Access {
+    /// Members only.
+    Members,
+    /// Joining nodes (checked by the handler against their admission) and members.
+    Joining,
+}
+
+async fn handle(
+    node: &ReplicaNode,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+    caller: Option<NodeId>,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
-    let cluster = req.headers().get(CLUSTER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    if path != "/cluster/info" && cluster != node.identity.cluster {
+    let cluster = req.headers().get(CLUSTER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if cluster != node.identity.cluster {
         tracing::warn!(%peer, %path, claimed = %cluster, "refused a request for another cluster");
-        return answer(StatusCode::FORBIDDEN, b"\"not a member of this cluster\"".to_vec());
+        return forbidden("not a member of this cluster");
+    }
+    let Some(caller) = caller else {
+        tracing::warn!(%peer, %path, "refused a request: the peer's certificate names no node id");
+        return forbidden(
+            "the certificate names no node id (made by an earlier `jeton cluster cert`): re-issue it with \
+             `jeton cluster cert --node-id N`",
+        );
+    };
+    let (access, limit) = match path.as_str() {
+        "/raft/append" | "/raft/vote" | "/raft/snapshot" | "/cluster/write" | "/cluster/membership" => {
+            (Access::Members, MAX_BODY)
+        }
+        "/cluster/read-index" | "/cluster/member" => (Access::Members, SMALL_BODY),
+        "/cluster/info" | "/cluster/join" => (Access::Joining, SMALL_BODY),
+        _ => return answer(StatusCode::NOT_FOUND, Vec::new()),
+    };
+    if matches!(access, Access::Members) && !node.accepts_peer(caller) {
+        node.log_refusal(caller, peer, &path);
+        return forbidden(&format!("node {caller} is not a member of this cluster"));
     }
     if req.method() != hyper::Method::POST {
         return answer(StatusCode::METHOD_NOT_ALLOWED, Vec::new());
     }
     // The answer goes back in the request's format.
     let binary = is_postcard(req.headers().get(hyper::header::CONTENT_TYPE));
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+    let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return answer(StatusCode::PAYLOAD_TOO_LARGE, format!("\"{e}\"").into_bytes()),
+        Err(e) => return answer(StatusCode::PAYLOAD_TOO_LARGE, serde_json::to_vec(&e.to_string()).unwrap_or_default()),
     };
     match path.as_str() {
         "/raft/append" => rpc(binary, &body, |r| node.raft.append_entries(r)).await,
         "/raft/vote" => rpc(binary, &body, |r| node.raft.vote(r)).await,
-        "/raft/snapshot" => rpc(binary, &body, |r| node.raft.install_snapshot(r)).await,
+        "/raft/snapshot" => {
+            let r: openraft::raft::InstallSnapshotRequest<crate::TypeConfig> = match decode_body(binary, &body) {
+                Ok(r) => r,
+                Err(e) => return undecodable(&e),
+            };
+            // The id becomes a file name here: refused before it reaches the storage (which refuses it too).
+            if !crate::storage::is_snapshot_id(&r.meta.snapshot_id) {
+                tracing::warn!(%peer, node = caller, "refused a snapshot with the id {:?}", r.meta.snapshot_id);
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::to_vec("not a snapshot id this cluster generates").unwrap_or_default(),
+                );
+            }
+            encoded(&node.raft.install_snapshot(r).await, binary)
+        }
         "/cluster/info" => {
-            rpc(binary, &body, |r: InfoRequest| async move {
-                tracing::info!(%peer, node = r.node_id, "a node asks to join");
-                ClusterInfo {
-                    cluster: node.identity.cluster.clone(),
-                    leader: node.leader(),
-                    secret: node.join_secret.read().unwrap_or_else(|p| p.into_inner()).clone(),
-                }
-            })
-            .await
+            let r: InfoRequest = match decode_body(binary, &body) {
+                Ok(r) => r,
+                Err(e) => return undecodable(&e),
+            };
+            if let Err(why) = node.check_joining(caller, r.node_id, r.token.as_ref()) {
+                tracing::warn!(%peer, node = r.node_id, "refused a node asking to join: {why}");
+                return forbidden(&why);
+            }
+            tracing::info!(%peer, node = r.node_id, "a node asks to join");
+            let info = ClusterInfo {
+                cluster: node.identity.cluster.clone(),
+                leader: node.leader(),
+                secret: node.join_secret.read().unwrap_or_else(|p| p.into_inner()).clone(),
+                members: node.members(),
+            };
+            encoded(&info, binary)
         }
         "/cluster/join" => {
-            rpc(binary, &body, |r: JoinRequest| async move {
-                tracing::info!(%peer, node = r.node_id, addr = %r.addr, learner = r.learner, "adding a node");
-                let added = node.change_membership(MembershipChange::AddLearner { id: r.node_id, addr: r.addr }).await;
-                let promoted = match added {
-                    Ok(()) if !r.learner => node.change_membership(MembershipChange::Promote { id: r.node_id }).await,
-                    other => other,
-                };
-                promoted.map_err(WireError::from)
-            })
-            .await
+            let r: JoinRequest = match decode_body(binary, &body) {
+                Ok(r) => r,
+                Err(e) => return undecodable(&e),
+            };
+            if r.node_id != caller {
+                return forbidden(&format!("this certificate is node {caller}'s, not node {}'s", r.node_id));
+            }
+            tracing::info!(%peer, node = r.node_id, addr = %r.addr, learner = r.learner, "adding a node");
+            let join = MembershipChange::Join { id: r.node_id, addr: r.addr, token: r.token };
+            let added = node.change_membership(join).await;
+            let promoted = match added {
+                Ok(()) if !r.learner => node.change_membership(MembershipChange::Promote { id: r.node_id }).await,
+                other => other,
+            };
+            encoded(&promoted.map_err(WireError::from), binary)
         }
         "/cluster/write" => {
             rpc(binary, &body, |cmd| async move { node.write_here(cmd).await.map_err(WireError::from) }).await
@@ -252,8 +387,13 @@ async fn handle(node: &ReplicaNode, req: Request<Incoming>, peer: std::net::Sock
         "/cluster/read-index" => {
             rpc(binary, &body, |()| async move { node.read_index_here().await.map_err(WireError::from) }).await
         }
+        "/cluster/member" => rpc(binary, &body, |id: NodeId| async move { node.is_member(id) }).await,
         _ => answer(StatusCode::NOT_FOUND, Vec::new()),
     }
+}
+
+fn undecodable(e: &str) -> Response<Full<Bytes>> {
+    answer(StatusCode::BAD_REQUEST, serde_json::to_vec(&format!("undecodable request: {e}")).unwrap_or_default())
 }
 
 /// Decodes the request, runs `f` and encodes what it returns as the answer (errors travel as values).
@@ -266,6 +406,6 @@ where
 {
     match decode_body::<Req>(binary, body) {
         Ok(req) => encoded(&f(req).await, binary),
-        Err(e) => answer(StatusCode::BAD_REQUEST, format!("\"undecodable request: {e}\"").into_bytes()),
+        Err(e) => undecodable(&e),
     }
 }

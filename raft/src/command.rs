@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    AcceptedAlgorithms, AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshToken,
-    Revocation, Role, SigningKey, User,
+    AcceptedAlgorithms, AcceptedIssuer, Admission, Application, CasbinModel, Group, Organization, Permission,
+    RefreshToken, Revocation, Role, SigningKey, User,
 };
 
 /// How a `Put*` command treats an existing record.
@@ -157,6 +157,11 @@ pub enum Command {
         accepted: AcceptedAlgorithms,
         mode: PutMode,
     },
+    /// Lets node `admission.node_id` join with the token whose digest it holds (replacing an earlier
+    /// admission of that id). Used up by the next membership change that names the id or removes it.
+    AdmitNode {
+        admission: Admission,
+    },
 }
 
 impl Command {
@@ -192,6 +197,7 @@ impl Command {
             Command::RecordSigninFailure { .. } => "record_signin_failure",
             Command::ResetSigninFailures { .. } => "reset_signin_failures",
             Command::PutAcceptedAlgorithms { .. } => "put_accepted_algorithms",
+            Command::AdmitNode { .. } => "admit_node",
         }
     }
 }

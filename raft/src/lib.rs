@@ -4,12 +4,14 @@
 //! - [`command`]: [`Command`], the only way the state changes;
 //! - [`store`]: the sled keyspace and the zero-copy reads of the hot paths;
 //! - [`storage`]: openraft's log store and state machine on sled;
-//! - [`network`]: node-to-node transport (client side), [`cluster`]: the node-to-node listener;
+//! - [`network`]: node-to-node transport (client side), [`cluster`]: the node-to-node listener,
+//!   [`admission`]: who may join (join tokens);
 //! - [`node`]: starting a node and writing through Raft; `commit`: group commit of concurrent writes.
 
 // openraft's StorageError is large and imposed by its traits; boxing it at every call would only add noise.
 #![allow(clippy::result_large_err)]
 
+pub mod admission;
 pub mod apply;
 pub mod cluster;
 pub mod command;

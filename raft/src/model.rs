@@ -335,6 +335,20 @@ pub struct AcceptedIssuer {
     pub source: String,
 }
 
+/// A node the cluster lets in: the id it will join as, and the digest of the join token it must show
+/// (`jeton cluster admit`, or the bootstrap admissions of a new cluster). Used up by the next membership
+/// change that names the id (it joined) or removes it: a removed node needs a new admission to come back.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Admission {
+    pub node_id: u64,
+    /// SHA-256 of the join token's secret part, lower-case hex. The token itself is never stored.
+    pub token_digest: String,
+    /// Unix seconds; the token is refused from then on (and the admission pruned).
+    pub expires_at: i64,
+    pub created_at: i64,
+}
+
 /// Failed password checks of one account, counted for the whole cluster (Casdoor's `signin_wrong_times` and
 /// `last_signin_wrong_time`, §4.5, kept apart from the user record so that a failed sign-in rewrites a few
 /// bytes instead of the user).

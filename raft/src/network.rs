@@ -57,6 +57,33 @@ pub(crate) fn decode_body<T: DeserializeOwned>(binary: bool, body: &[u8]) -> Res
 pub struct ClusterTls {
     pub server: Arc<rustls::ServerConfig>,
     pub client: Arc<rustls::ClientConfig>,
+    /// The node id this node's certificate names (see [`certificate_node_id`]); `None` for a certificate
+    /// made by an earlier `jeton cluster cert`, which a node refuses to start with.
+    pub node_id: Option<NodeId>,
+}
+
+/// How a certificate names the node it was issued to: a subject alternative name URI `jeton:node:<id>`
+/// (`jeton cluster cert --node-id`). The node-to-node listener takes a caller's id from it.
+pub const NODE_URI_PREFIX: &str = "jeton:node:";
+
+/// The node id a certificate names, if it names exactly one (a malformed or second, different id: none).
+pub fn certificate_node_id(der: &[u8]) -> Option<NodeId> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let mut found = None;
+    for name in &san.value.general_names {
+        if let GeneralName::URI(uri) = name {
+            if let Some(id) = uri.strip_prefix(NODE_URI_PREFIX) {
+                let id = crate::admission::parse_node_id(id)?;
+                if found.is_some_and(|f| f != id) {
+                    return None;
+                }
+                found = Some(id);
+            }
+        }
+    }
+    found
 }
 
 impl ClusterTls {
@@ -74,6 +101,7 @@ impl ClusterTls {
         };
         let ca_certs = read_certs(ca)?;
         let chain = read_certs(cert)?;
+        let node_id = certificate_node_id(&chain[0]);
         let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cannot read key {}: {e}", key.display()))?;
         let mut roots = rustls::RootCertStore::empty();
         for c in ca_certs {
@@ -91,7 +119,7 @@ impl ClusterTls {
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)
             .map_err(|e| format!("node certificate: {e}"))?;
-        Ok(ClusterTls { server: Arc::new(server), client: Arc::new(client) })
+        Ok(ClusterTls { server: Arc::new(server), client: Arc::new(client), node_id })
     }
 }
 
@@ -321,6 +349,36 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
 
 #[cfg(test)]
 mod tests {
+    /// A certificate as `jeton cluster cert` makes it, with these subject alternative names.
+    fn certificate(names: Vec<rcgen::SanType>) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["node.example".to_string()]).unwrap();
+        params.subject_alt_names.extend(names);
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn a_certificate_names_its_node_by_exactly_one_uri() {
+        let uri = |s: &str| rcgen::SanType::URI(s.to_string().try_into().unwrap());
+        assert_eq!(super::certificate_node_id(&certificate(vec![uri("jeton:node:3")])), Some(3));
+        assert_eq!(
+            super::certificate_node_id(&certificate(vec![uri("https://x.example/"), uri("jeton:node:12")])),
+            Some(12)
+        );
+        for names in [
+            vec![],
+            vec![uri("jeton:node:")],
+            vec![uri("jeton:node:0")],
+            vec![uri("jeton:node:03")],
+            vec![uri("jeton:node:3x")],
+            vec![uri("jeton:node:-3")],
+            vec![uri("jeton:node:3"), uri("jeton:node:4")],
+        ] {
+            assert_eq!(super::certificate_node_id(&certificate(names.clone())), None, "{names:?}");
+        }
+        assert_eq!(super::certificate_node_id(b"not a certificate"), None);
+    }
+
     #[test]
     fn splits_host_and_port() {
         assert_eq!(super::split_host("127.0.0.1:7001"), Some(("127.0.0.1", 7001)));
@@ -351,10 +409,25 @@ mod tests {
         }
         let e: Result<(), WireError> = Err(WireError::Unavailable("no quorum".into()));
         assert_eq!(round_trip(&e), e);
-        assert_eq!(round_trip(&InfoRequest { node_id: 2 }).node_id, 2);
-        let info = round_trip(&ClusterInfo { cluster: "c".into(), leader: Some(1), secret: Some("ab".into()) });
+        let token = crate::admission::JoinToken::generate("c", 2).unwrap().secret;
+        let info = round_trip(&InfoRequest { node_id: 2, token: Some(token.clone()) });
+        assert_eq!((info.node_id, info.token.as_ref()), (2, Some(&token)));
+        let info = round_trip(&ClusterInfo {
+            cluster: "c".into(),
+            leader: Some(1),
+            secret: Some("ab".into()),
+            members: vec![1, 3],
+        });
         assert_eq!((info.cluster.as_str(), info.leader, info.secret.as_deref()), ("c", Some(1), Some("ab")));
-        assert!(round_trip(&JoinRequest { node_id: 3, addr: "a:1".into(), learner: true }).learner);
+        assert_eq!(info.members, vec![1, 3]);
+        let join = round_trip(&JoinRequest { node_id: 3, addr: "a:1".into(), learner: true, token: None });
+        assert!(join.learner && join.token.is_none());
+        let change = MembershipChange::Join { id: 2, addr: "b:2".into(), token: Some(token) };
+        assert_eq!(round_trip(&change), change);
+        let admit =
+            Command::AdmitNode { admission: crate::admission::JoinToken::generate("c", 5).unwrap().admission(10, 20) };
+        assert_eq!(round_trip(&admit), admit);
+        assert_eq!(round_trip(&7u64), 7);
         let cmd = Command::Each { commands: vec![Command::DeleteUser { owner: "acme".into(), name: "bob".into() }] };
         assert_eq!(round_trip(&cmd), cmd);
         let resp: Result<CommandResponse, WireError> =

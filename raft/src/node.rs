@@ -1,16 +1,19 @@
 //! A running replica: its sled database, its Raft instance, and the write path.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError as OpenraftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{ClusterInfo, ClusterStatus, InfoRequest, JoinRequest, Member, MembershipChange, WireError};
+use crate::admission::{Bootstrap, JoinToken, TokenSecret};
+use crate::cluster::{
+    ClusterInfo, ClusterStatus, InfoRequest, JoinRequest, ListenerLimits, Member, MembershipChange, WireError,
+};
 use crate::commit::GroupCommit;
 use crate::network::{CallError, ClusterTls, Network, Peers};
 use crate::storage::{LogStore, StateMachine};
@@ -61,6 +64,14 @@ pub struct ReplicaNode {
     pub(crate) join_secret: Arc<std::sync::RwLock<Option<String>>>,
     /// What a node received from the cluster it joined (see `join_secret`).
     pub received_secret: Option<String>,
+    /// While this node has no membership of its own (it is joining): the members the cluster named when
+    /// it let it in, whose Raft RPCs it accepts.
+    join_peers: Arc<BTreeSet<NodeId>>,
+    /// Callers this node does not know as members, and what the members it knows said of them (see
+    /// [`ReplicaNode::accepts_peer`]).
+    vouches: Arc<Mutex<HashMap<NodeId, Vouch>>>,
+    /// When a refused caller was last logged: at most once a minute each.
+    refusals: Arc<Mutex<HashMap<NodeId, Instant>>>,
     db: sled::Db,
     settings: RaftSettings,
     commits: GroupCommit,
@@ -89,6 +100,17 @@ impl Default for RaftSettings {
     }
 }
 
+/// What the members a node knows said of a caller it does not know.
+#[derive(Debug, Clone, Copy)]
+enum Vouch {
+    Asking(Instant),
+    Member(Instant),
+    Stranger(Instant),
+}
+
+/// How long a member's word that a caller is a member holds.
+const VOUCH_HOLDS: Duration = Duration::from_secs(60);
+
 /// How a node takes part in a cluster.
 #[derive(Default)]
 pub struct ClusterOptions {
@@ -102,6 +124,19 @@ pub struct ClusterOptions {
     pub learner: bool,
     /// See [`ReplicaNode::join_secret`].
     pub join_secret: Option<String>,
+    /// With `join`: the token that proves this node's admission and names the cluster. A node that is a
+    /// member already (its data dir says which cluster) needs none.
+    pub join_token: Option<JoinToken>,
+    /// Without `join`, on the very first start: the name of the new cluster and the admissions of the nodes
+    /// that will join it.
+    pub bootstrap: Option<Bootstrap>,
+    /// Limits of the node-to-node listener.
+    pub limits: ListenerLimits,
+}
+
+/// Unix seconds (admission expiry).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 fn identity_path(dir: &Path) -> PathBuf {
@@ -124,25 +159,45 @@ impl ReplicaNode {
         settings: &RaftSettings,
         cluster: ClusterOptions,
     ) -> Result<ReplicaNode, RaftError> {
+        if let Some(tls) = &cluster.tls {
+            match tls.node_id {
+                None => {
+                    return Err(RaftError::Start(format!(
+                        "the cluster certificate names no node id (it was made by an earlier `jeton cluster \
+                         cert`): re-issue it with `jeton cluster cert --node-id {id}`"
+                    )))
+                }
+                Some(named) if named != id => {
+                    return Err(RaftError::Start(format!(
+                        "the cluster certificate is node {named}'s, but this is node {id}: use node {named}'s \
+                         settings or this node's certificate"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
         std::fs::create_dir_all(dir)
             .map_err(|e| RaftError::Start(format!("cannot create data dir {}: {e}", dir.display())))?;
         let bind_ip = cluster.listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.ip());
         let peers = Peers::new(cluster.tls.clone(), "", bind_ip);
-        // A joining node learns the cluster's name (and the shared secret) from the node it joins.
+        // A joining node learns the shared secret, and who the members are, from the node it joins.
         let mut received_secret = None;
+        let mut join_peers = BTreeSet::new();
         let remote = match &cluster.join {
             Some(target) => {
-                let info: ClusterInfo = peers
-                    .call_once(target, "/cluster/info", &InfoRequest { node_id: id }, Duration::from_secs(10))
-                    .await
-                    .map_err(|e| RaftError::Start(format!("cannot join {target}: {e}")))?;
+                let expected = Self::cluster_to_join(dir, id, cluster.join_token.as_ref())?;
+                peers.set_cluster(&expected);
+                let token = cluster.join_token.as_ref().map(|t| t.secret.clone());
+                let info = Self::ask_to_join(&peers, target, InfoRequest { node_id: id, token }).await?;
                 received_secret = info.secret.clone();
+                join_peers = info.members.into_iter().collect();
                 Some(info.cluster)
             }
             None => None,
         };
         let existed = identity_path(dir).exists();
-        let identity = Self::check_identity(dir, id, remote.as_deref())?;
+        let new_name = cluster.bootstrap.as_ref().map(|b| b.cluster.as_str());
+        let identity = Self::check_identity(dir, id, remote.as_deref(), new_name)?;
         peers.set_cluster(&identity.cluster);
         let db = sled::Config::new()
             .path(dir.join("db"))
@@ -182,20 +237,22 @@ impl ReplicaNode {
             peers,
             join_secret: Arc::new(std::sync::RwLock::new(cluster.join_secret)),
             received_secret,
+            join_peers: Arc::new(join_peers),
+            vouches: Default::default(),
+            refusals: Default::default(),
             db,
             settings: settings.clone(),
             commits: GroupCommit::start(raft.clone()),
             server: None,
         };
-        match (cluster.listener, cluster.tls) {
-            (Some(listener), Some(tls)) => {
-                node.server = Some(Arc::new(tokio::spawn(crate::cluster::serve(listener, tls, node.clone()))));
-            }
+        let listener = match (cluster.listener, cluster.tls) {
+            (Some(listener), Some(tls)) => Some((listener, tls)),
             (Some(_), None) => return Err(RaftError::Start("a node-to-node listener needs cluster TLS".into())),
-            _ => {}
-        }
+            _ => None,
+        };
         let initialized = node.raft.is_initialized().await.map_err(|e| RaftError::Start(e.to_string()))?;
-        if existed && !initialized && cluster.join.is_none() {
+        let creating = !initialized && cluster.join.is_none();
+        if existed && creating {
             // A node that has started before always has Raft state (at least its own membership). Starting a
             // new cluster here would silently drop whatever the damaged database held.
             node.shutdown().await;
@@ -205,9 +262,22 @@ impl ReplicaNode {
                 dir.display()
             )));
         }
+        // A new cluster opens its listener only once its bootstrap admissions are written: a node that comes
+        // to join before finds no listener (and tries again), never a cluster that does not know it yet.
+        let mut listener = listener;
+        if !creating {
+            if let Some((l, tls)) = listener.take() {
+                node.serve_peers(l, tls, cluster.limits.clone());
+            }
+        }
         match (&cluster.join, initialized) {
             (Some(target), false) => {
-                let req = JoinRequest { node_id: id, addr: addr.to_string(), learner: cluster.learner };
+                let req = JoinRequest {
+                    node_id: id,
+                    addr: addr.to_string(),
+                    learner: cluster.learner,
+                    token: cluster.join_token.as_ref().map(|t| t.secret.clone()),
+                };
                 let answer: Result<(), WireError> = node
                     .peers
                     .call_once(target, "/cluster/join", &req, JOIN_TIMEOUT)
@@ -224,6 +294,13 @@ impl ReplicaNode {
                 let mut members = BTreeMap::new();
                 members.insert(id, BasicNode { addr: addr.to_string() });
                 node.raft.initialize(members).await.map_err(|e| RaftError::Start(format!("raft initialize: {e}")))?;
+                node.wait_for_leader(Duration::from_secs(30)).await?;
+                if let Some(bootstrap) = &cluster.bootstrap {
+                    node.admit_bootstrap(bootstrap).await?;
+                }
+                if let Some((l, tls)) = listener.take() {
+                    node.serve_peers(l, tls, cluster.limits.clone());
+                }
             }
             // Already a member: Raft picks up where it was.
             (_, true) => {}
@@ -232,8 +309,89 @@ impl ReplicaNode {
         Ok(node)
     }
 
-    /// Reads (or, on first start, writes) the data dir's identity and refuses a dir of another node.
-    fn check_identity(dir: &Path, id: NodeId, cluster: Option<&str>) -> Result<Identity, RaftError> {
+    fn serve_peers(&mut self, listener: tokio::net::TcpListener, tls: Arc<ClusterTls>, limits: ListenerLimits) {
+        let server = tokio::spawn(crate::cluster::serve(listener, tls, self.clone(), limits));
+        self.server = Some(Arc::new(server));
+    }
+
+    /// The cluster a joining node names in its requests: the one its data dir belongs to, else the one its
+    /// join token names.
+    fn cluster_to_join(dir: &Path, id: NodeId, token: Option<&JoinToken>) -> Result<String, RaftError> {
+        if let Some(t) = token.filter(|t| t.node_id != id) {
+            return Err(RaftError::Start(format!("the join token is for node {}, but this is node {id}", t.node_id)));
+        }
+        let known = match std::fs::read(identity_path(dir)) {
+            Ok(bytes) => Some(serde_json::from_slice::<Identity>(&bytes).map_err(|e| {
+                RaftError::Start(format!("{} is not a jeton identity file: {e}", identity_path(dir).display()))
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(RaftError::Start(format!("cannot read {}: {e}", identity_path(dir).display()))),
+        };
+        match (known, token) {
+            (Some(identity), Some(t)) if identity.cluster != t.cluster => Err(RaftError::Start(format!(
+                "data dir {} belongs to cluster {}, but the join token is for cluster {}; use an empty --data-dir to join",
+                dir.display(),
+                identity.cluster,
+                t.cluster
+            ))),
+            (Some(identity), _) => Ok(identity.cluster),
+            (None, Some(t)) => Ok(t.cluster.clone()),
+            (None, None) => Err(RaftError::Start(format!(
+                "joining needs a join token (cluster.join_token_file, or JETON_JOIN_TOKEN): an administrator makes \
+                 one with `jeton cluster admit --id {id}`"
+            ))),
+        }
+    }
+
+    /// `/cluster/info` on the node to join, waiting up to 30 s for it to listen (it may be starting too).
+    async fn ask_to_join(peers: &Peers, target: &str, req: InfoRequest) -> Result<ClusterInfo, RaftError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut waited = false;
+        loop {
+            match peers.call_once::<_, ClusterInfo>(target, "/cluster/info", &req, Duration::from_secs(10)).await {
+                Ok(info) => return Ok(info),
+                Err(e @ CallError::NotConnected { .. }) if tokio::time::Instant::now() < deadline => {
+                    if !waited {
+                        tracing::info!("waiting for {target} to listen: {e}");
+                        waited = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(RaftError::Start(format!("cannot join {target}: {e}"))),
+            }
+        }
+    }
+
+    /// Writes the admissions of a new cluster's bootstrap file into its state.
+    async fn admit_bootstrap(&self, bootstrap: &Bootstrap) -> Result<(), RaftError> {
+        let commands: Vec<Command> = bootstrap
+            .admissions_at(unix_now(), self.id)
+            .into_iter()
+            .map(|admission| Command::AdmitNode { admission })
+            .collect();
+        if commands.is_empty() {
+            return Ok(());
+        }
+        let count = commands.len();
+        let answer = self
+            .write(Command::Each { commands })
+            .await
+            .map_err(|e| RaftError::Start(format!("writing the bootstrap admissions: {e}")))?;
+        for refused in answer.outcomes.iter().filter(|o| **o != crate::Outcome::Applied) {
+            tracing::warn!("a bootstrap admission was refused: {refused:?}");
+        }
+        tracing::info!(count, "admitted the nodes the bootstrap file names");
+        Ok(())
+    }
+
+    /// Reads (or, on first start, writes) the data dir's identity and refuses a dir of another node. `remote`
+    /// is the cluster a joining node was let into; `new_name` names a new cluster (else a random UUID).
+    fn check_identity(
+        dir: &Path,
+        id: NodeId,
+        remote: Option<&str>,
+        new_name: Option<&str>,
+    ) -> Result<Identity, RaftError> {
         let path = identity_path(dir);
         match std::fs::read(&path) {
             Ok(bytes) => {
@@ -248,12 +406,18 @@ impl ReplicaNode {
                         identity.node_id
                     )));
                 }
-                if let Some(cluster) = cluster.filter(|c| *c != identity.cluster) {
+                if let Some(cluster) = remote.filter(|c| *c != identity.cluster) {
                     return Err(RaftError::Start(format!(
                         "data dir {} belongs to cluster {}, but the node to join is in cluster {cluster}; use an empty --data-dir to join",
                         dir.display(),
                         identity.cluster
                     )));
+                }
+                if let Some(name) = new_name.filter(|n| remote.is_none() && *n != identity.cluster) {
+                    tracing::info!(
+                        "the bootstrap file names cluster {name}, but this data dir belongs to cluster {}: ignored",
+                        identity.cluster
+                    );
                 }
                 Ok(identity)
             }
@@ -264,7 +428,8 @@ impl ReplicaNode {
                         dir.display()
                     )));
                 }
-                let cluster = cluster.map(str::to_string).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let cluster =
+                    remote.or(new_name).map(str::to_string).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
                 let identity = Identity { cluster, node_id: id };
                 let bytes = serde_json::to_vec_pretty(&identity).map_err(|e| RaftError::Start(e.to_string()))?;
                 std::fs::write(&path, bytes)
@@ -397,6 +562,14 @@ impl ReplicaNode {
         let membership = self.raft.metrics().borrow().membership_config.membership().clone();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let result = match change {
+            MembershipChange::Join { id, addr, token } => {
+                if membership.get_node(&id).is_some() {
+                    // A join resumed after a restart: it is in already.
+                    return Ok(());
+                }
+                self.admission_opens(id, token.as_ref()).map_err(WriteError::Invalid)?;
+                self.raft.add_learner(id, BasicNode { addr }, true).await.map(|_| ())
+            }
             MembershipChange::AddLearner { id, addr } => {
                 if voters.contains(&id) {
                     return Err(WriteError::Invalid(format!("node {id} is already a voter")));
@@ -467,6 +640,118 @@ impl ReplicaNode {
             Err(OpenraftError::APIError(e)) => Err(WriteError::Unavailable(e.to_string())),
             Err(e) => Err(WriteError::Fatal(e.to_string())),
         }
+    }
+
+    /// Whether `id` is a voter or a learner of the membership this node knows.
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.raft.metrics().borrow().membership_config.membership().get_node(&id).is_some()
+    }
+
+    /// The voters and learners of the membership this node knows.
+    pub(crate) fn members(&self) -> Vec<NodeId> {
+        self.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect()
+    }
+
+    /// Whether a caller (its certificate's node id) may use Raft's RPCs and the leader's services here: a
+    /// member of the membership this node knows; while this node has none yet (it is joining), one of the
+    /// members the cluster named when it let it in; or a node that a majority of the voters this node knows
+    /// say is a member (this node missed the membership change that added it, e.g. while it was cut off:
+    /// that change needed a majority of those voters, so they know of it). That answer is asked in the
+    /// background: the caller is refused until it comes, and Raft retries.
+    pub(crate) fn accepts_peer(&self, id: NodeId) -> bool {
+        let (voters, others): (usize, Vec<String>) = {
+            let receiver = self.raft.metrics();
+            let metrics = receiver.borrow();
+            let membership = metrics.membership_config.membership();
+            if membership.get_node(&id).is_some() {
+                return true;
+            }
+            let others = membership
+                .voter_ids()
+                .filter(|v| *v != self.id)
+                .filter_map(|v| membership.get_node(&v).map(|n| n.addr.clone()))
+                .collect();
+            (membership.voter_ids().count(), others)
+        };
+        if voters == 0 {
+            return self.join_peers.contains(&id);
+        }
+        let mut vouches = self.vouches.lock().unwrap_or_else(PoisonError::into_inner);
+        match vouches.get(&id) {
+            Some(Vouch::Member(at)) if at.elapsed() < VOUCH_HOLDS => return true,
+            Some(Vouch::Asking(at)) if at.elapsed() < Duration::from_secs(10) => return false,
+            Some(Vouch::Stranger(at)) if at.elapsed() < Duration::from_secs(2) => return false,
+            _ => {}
+        }
+        vouches.insert(id, Vouch::Asking(Instant::now()));
+        let (peers, vouches) = (self.peers.clone(), self.vouches.clone());
+        // A majority of the voters, without this node (which does not know the caller).
+        let needed = voters / 2 + 1;
+        tokio::spawn(async move {
+            let mut asks = tokio::task::JoinSet::new();
+            for addr in others {
+                let peers = peers.clone();
+                asks.spawn(async move {
+                    peers.call_once::<NodeId, bool>(&addr, "/cluster/member", &id, Duration::from_secs(3)).await
+                });
+            }
+            let mut yes = 0;
+            while let Some(answer) = asks.join_next().await {
+                yes += usize::from(matches!(answer, Ok(Ok(true))));
+                if yes >= needed {
+                    break;
+                }
+            }
+            let vouch = if yes >= needed { Vouch::Member(Instant::now()) } else { Vouch::Stranger(Instant::now()) };
+            vouches.lock().unwrap_or_else(PoisonError::into_inner).insert(id, vouch);
+        });
+        false
+    }
+
+    /// Whether a caller may learn the cluster's secret and join: its certificate names the node it asks
+    /// for, and that node is a member already or its join token opens its admission.
+    pub(crate) fn check_joining(
+        &self,
+        caller: NodeId,
+        asks_for: NodeId,
+        token: Option<&TokenSecret>,
+    ) -> Result<(), String> {
+        if caller != asks_for {
+            return Err(format!("this certificate is node {caller}'s, not node {asks_for}'s"));
+        }
+        if self.is_member(caller) {
+            return Ok(());
+        }
+        self.admission_opens(caller, token)
+    }
+
+    /// Whether `token` opens node `id`'s admission in this node's state.
+    fn admission_opens(&self, id: NodeId, token: Option<&TokenSecret>) -> Result<(), String> {
+        let not_admitted = || {
+            format!(
+                "node {id} is not admitted to this cluster: an administrator admits it with `jeton cluster admit \
+                 --id {id}`, which makes the join token it needs"
+            )
+        };
+        let admission = self
+            .store
+            .admission(id)
+            .map_err(|e| format!("reading the admission of node {id}: {e}"))?
+            .ok_or_else(not_admitted)?
+            .to_owned()
+            .map_err(|e| format!("reading the admission of node {id}: {e}"))?;
+        let token = token.ok_or_else(not_admitted)?;
+        token.opens(&admission, unix_now()).map_err(|why| format!("node {id}: {why}"))
+    }
+
+    /// Logs a refused caller, at most once a minute per node id (a removed node keeps calling).
+    pub(crate) fn log_refusal(&self, caller: NodeId, peer: std::net::SocketAddr, path: &str) {
+        let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        if refusals.get(&caller).is_some_and(|at| at.elapsed() < Duration::from_secs(60)) {
+            return;
+        }
+        refusals.insert(caller, Instant::now());
+        tracing::warn!(%peer, node = caller, %path, "refused a node that is not a member (logged once a minute)");
     }
 
     /// Sets what this node hands to nodes joining through it (see `join_secret`).

@@ -4,8 +4,8 @@
 //! - `raft_log`: log entries by big-endian index ([`encode_entry`]: a format byte, then postcard; entries
 //!   written by earlier versions are JSON and still read);
 //! - `raft_meta`: vote, committed log id, last purged log id;
-//! - `state`: the identity state (see [`crate::store`]), with the applied log id and membership written
-//!   in the same batch as the changes of each applied entry (crash-consistent);
+//! - `state` (or `state.<generation>`, see [`crate::store`]): the identity state, with the applied log id
+//!   and membership written in the same batch as the changes of each applied entry (crash-consistent);
 //!
 //! Snapshots are files beside the database (see [`SnapshotDir`]).
 //!
@@ -229,6 +229,46 @@ pub struct SnapshotDir {
 
 const CURRENT: &str = "current.json";
 
+/// Whether `id` has the form of the snapshot ids this node generates ([`StateMachine::build`]):
+/// `T<term>-N<node>-<index>-<nanos>`, or `0-0-<nanos>` for a state nothing was applied to yet. A snapshot
+/// id from a peer becomes a file name: anything else (`..`, `/`, any other character) is refused.
+pub(crate) fn is_snapshot_id(id: &str) -> bool {
+    fn number(s: &str) -> bool {
+        !s.is_empty() && s.len() <= 39 && s.bytes().all(|b| b.is_ascii_digit())
+    }
+    let parts: Vec<&str> = id.split('-').collect();
+    match parts.as_slice() {
+        [term, node, index, nanos] => {
+            term.strip_prefix('T').is_some_and(number)
+                && node.strip_prefix('N').is_some_and(number)
+                && number(index)
+                && number(nanos)
+        }
+        ["0", "0", nanos] => number(nanos),
+        _ => false,
+    }
+}
+
+fn check_snapshot_id(id: &str) -> std::io::Result<()> {
+    if is_snapshot_id(id) {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("refused snapshot id {:?}: not of the form this node generates", id.escape_debug().to_string()),
+        ))
+    }
+}
+
+/// A snapshot is installed in sled batches of at most this many records and bytes, so memory stays
+/// bounded whatever the size of the state (see [`StateMachine::install`]). Small on purpose: sled holds
+/// an epoch guard for a whole batch, and a snapshot's records come in key order, so every insert of a
+/// batch copies the same growing node and none of the copies is freed before the batch ends. Measured
+/// with 1,000,000 users (`bench/src/bin/snapinstall.rs`): 1,000 records a batch peaked at 290 MiB,
+/// 2,000 at 446 MiB, 4,000 at 2.6 GiB, 10,000 at 4.9–6.3 GiB.
+const INSTALL_CHUNK_RECORDS: usize = 1_000;
+const INSTALL_CHUNK_BYTES: usize = 4 << 20;
+
 impl SnapshotDir {
     fn open(dir: PathBuf) -> Result<SnapshotDir, RaftError> {
         std::fs::create_dir_all(&dir).map_err(|e| RaftError::Start(format!("cannot create {}: {e}", dir.display())))?;
@@ -238,8 +278,11 @@ impl SnapshotDir {
         Ok(snapshots)
     }
 
-    fn data_path(&self, snapshot_id: &str) -> PathBuf {
-        self.dir.join(format!("{snapshot_id}.snap"))
+    /// The data file of a snapshot. Snapshot ids come from the leader too: only ids of the form this
+    /// node generates ([`is_snapshot_id`]) become file names.
+    fn data_path(&self, snapshot_id: &str) -> std::io::Result<PathBuf> {
+        check_snapshot_id(snapshot_id)?;
+        Ok(self.dir.join(format!("{snapshot_id}.snap")))
     }
 
     fn current_meta(&self) -> std::io::Result<Option<SnapshotMeta<NodeId, Node>>> {
@@ -252,7 +295,7 @@ impl SnapshotDir {
 
     /// Makes `data` (a finished, fsynced file in this dir) the current snapshot and drops the others.
     fn publish(&self, meta: &SnapshotMeta<NodeId, Node>, data: &Path) -> std::io::Result<()> {
-        let target = self.data_path(&meta.snapshot_id);
+        let target = self.data_path(&meta.snapshot_id)?;
         if data != target {
             std::fs::rename(data, &target)?;
         }
@@ -297,16 +340,16 @@ impl StateMachine {
         })
     }
 
-    fn membership(&self) -> StorageResult<StoredMembership<NodeId, Node>> {
-        match self.store.state.get(key::META_MEMBERSHIP).map_err(io_read)? {
+    fn membership(&self, state: &sled::Tree) -> StorageResult<StoredMembership<NodeId, Node>> {
+        match state.get(key::META_MEMBERSHIP).map_err(io_read)? {
             Some(v) => serde_json::from_slice(&v).map_err(io_read),
             None => Ok(StoredMembership::default()),
         }
     }
 
     /// Writes every state record (not the Raft bookkeeping) as length-prefixed key/value pairs.
-    fn dump_state(&self, out: &mut impl Write) -> std::io::Result<()> {
-        for item in self.store.state.iter() {
+    fn dump_state(state: &sled::Tree, out: &mut impl Write) -> std::io::Result<()> {
+        for item in state.iter() {
             let (k, v) = item.map_err(std::io::Error::other)?;
             if k.starts_with(key::META) {
                 continue;
@@ -322,8 +365,9 @@ impl StateMachine {
     /// Builds a snapshot file of the state at the applied log id; returns its meta and path.
     fn build(&self) -> StorageResult<(SnapshotMeta<NodeId, Node>, PathBuf)> {
         let _consistent = self.consistency.read().unwrap_or_else(|p| p.into_inner());
-        let applied = read_applied(&self.store.state).map_err(io_read)?;
-        let membership = self.membership()?;
+        let state = self.store.state();
+        let applied = read_applied(&state).map_err(io_read)?;
+        let membership = self.membership(&state)?;
         let snapshot_id = match applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, now_nanos()),
             None => format!("0-0-{}", now_nanos()),
@@ -332,7 +376,7 @@ impl StateMachine {
         let tmp = self.snapshots.dir.join(format!("{}.tmp", meta.snapshot_id));
         let write = || -> std::io::Result<()> {
             let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
-            self.dump_state(&mut out)?;
+            Self::dump_state(&state, &mut out)?;
             out.into_inner().map_err(|e| e.into_error())?.sync_all()
         };
         if let Err(e) = write() {
@@ -345,7 +389,10 @@ impl StateMachine {
 
 /// Reads length-prefixed key/value pairs from snapshot data, validating every record archive, and hands each
 /// to `each`. Reads at most one record at a time into memory.
-fn read_snapshot(data: &mut impl Read, mut each: impl FnMut(&[u8], &[u8])) -> Result<u64, RaftError> {
+fn read_snapshot(
+    data: &mut impl Read,
+    mut each: impl FnMut(&[u8], &[u8]) -> Result<(), RaftError>,
+) -> Result<u64, RaftError> {
     fn take(data: &mut impl Read, buf: &mut Vec<u8>, first: bool) -> Result<bool, RaftError> {
         let mut len = [0u8; 4];
         let mut got = 0;
@@ -374,7 +421,7 @@ fn read_snapshot(data: &mut impl Read, mut each: impl FnMut(&[u8], &[u8])) -> Re
             return Err(RaftError::Corrupt("snapshot contains raft bookkeeping".into()));
         }
         validate_value(&k, &v)?;
-        each(&k, &v);
+        each(&k, &v)?;
         count += 1;
     }
     Ok(count)
@@ -392,7 +439,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             sm.snapshots
                 .publish(&meta, &tmp)
                 .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-            Ok::<_, StorageError<NodeId>>((meta.clone(), sm.snapshots.data_path(&meta.snapshot_id)))
+            let path =
+                sm.snapshots.data_path(&meta.snapshot_id).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+            Ok::<_, StorageError<NodeId>>((meta, path))
         })
         .await
         .map_err(io_read)??;
@@ -409,7 +458,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>)> {
-        Ok((read_applied(&self.store.state).map_err(io_read)?, self.membership()?))
+        let state = self.store.state();
+        Ok((read_applied(&state).map_err(io_read)?, self.membership(&state)?))
     }
 
     async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<CommandResponse>>
@@ -419,7 +469,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let consistency = self.consistency.clone();
         let _consistent = consistency.write().unwrap_or_else(|p| p.into_inner());
-        let mut pending = Pending::new(&self.store.state);
+        let state = self.store.state();
+        let mut pending = Pending::new(&state);
         let mut replies = Vec::new();
         let mut last = None;
         for entry in entries {
@@ -439,6 +490,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     replies.push(CommandResponse { outcome, outcomes: Vec::new() });
                 }
                 EntryPayload::Membership(m) => {
+                    pending.membership_changed(&m).map_err(|e| StorageIOError::apply(entry.log_id, &e))?;
                     let stored = StoredMembership::new(Some(entry.log_id), m);
                     pending.put_meta(key::META_MEMBERSHIP, serde_json::to_vec(&stored).map_err(io_write)?);
                     replies.push(CommandResponse::default());
@@ -449,7 +501,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             pending.put_meta(key::META_APPLIED, serde_json::to_vec(&last).map_err(io_write)?);
         }
         let (batch, changes) = pending.into_batch();
-        self.store.state.apply_batch(batch).map_err(io_write)?;
+        state.apply_batch(batch).map_err(io_write)?;
         for c in changes {
             self.store.broadcast(c);
         }
@@ -482,14 +534,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         mut snapshot: Box<tokio::fs::File>,
     ) -> StorageResult<()> {
         let received = self.snapshots.receiving.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Err(e) = check_snapshot_id(&meta.snapshot_id) {
+            if let Some(path) = received {
+                let _ = std::fs::remove_file(path);
+            }
+            tracing::warn!("{e}");
+            return Err(StorageIOError::read_snapshot(None, &e).into());
+        }
         tokio::io::AsyncWriteExt::flush(&mut snapshot).await.map_err(io_write)?;
         let mut file = snapshot.into_std().await;
         let sm = self.clone();
         let meta_owned = meta.clone();
-        let installed = tokio::task::spawn_blocking(move || sm.install(&meta_owned, &mut file, received.as_deref()))
-            .await
-            .map_err(io_write)?;
-        installed.map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let chunk = (INSTALL_CHUNK_RECORDS, INSTALL_CHUNK_BYTES);
+        let installed =
+            tokio::task::spawn_blocking(move || sm.install(&meta_owned, &mut file, received.as_deref(), chunk))
+                .await
+                .map_err(io_write)?;
+        let batches = installed.map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        tracing::info!(snapshot = %meta.snapshot_id, batches, "installed a snapshot");
         self.store.db.flush_async().await.map_err(io_write)?;
         self.store.broadcast(Change::Everything);
         Ok(())
@@ -499,7 +561,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(meta) = self.snapshots.current_meta().map_err(|e| StorageIOError::read_snapshot(None, &e))? else {
             return Ok(None);
         };
-        match tokio::fs::File::open(self.snapshots.data_path(&meta.snapshot_id)).await {
+        let path = self.snapshots.data_path(&meta.snapshot_id).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        match tokio::fs::File::open(path).await {
             Ok(file) => Ok(Some(Snapshot { meta, snapshot: Box::new(file) })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StorageIOError::read_snapshot(Some(meta.signature()), &e).into()),
@@ -508,36 +571,55 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 }
 
 impl StateMachine {
-    /// Replaces the whole state with a snapshot's, in one sled batch: a snapshot that fails validation half-way
-    /// changes nothing. `received` is the snapshot file's path when it came from the leader (it becomes the
-    /// current snapshot).
+    /// Replaces the whole state with a snapshot's. The new state is written into a fresh tree in bounded
+    /// batches ([`INSTALL_CHUNK_RECORDS`], [`INSTALL_CHUNK_BYTES`]) while the current state keeps serving,
+    /// then becomes the live state in one step ([`Store::switch_state`]): a snapshot that fails validation
+    /// half-way, or a crash during the install, leaves the previous state in place, whole (the fresh tree
+    /// is dropped, at the latest at the next start). `received` is the snapshot file's path when it came
+    /// from the leader (it becomes the current snapshot). Returns the number of batches written.
     fn install(
         &self,
         meta: &SnapshotMeta<NodeId, Node>,
         file: &mut std::fs::File,
         received: Option<&Path>,
-    ) -> Result<(), std::io::Error> {
+        chunk: (usize, usize),
+    ) -> Result<usize, std::io::Error> {
         use std::io::Seek;
+        check_snapshot_id(&meta.snapshot_id)?;
         file.sync_all()?;
         file.seek(std::io::SeekFrom::Start(0))?;
-        let mut batch = sled::Batch::default();
-        let mut incoming: std::collections::HashSet<Vec<u8>> = Default::default();
-        let mut reader = std::io::BufReader::with_capacity(1 << 20, &mut *file);
-        read_snapshot(&mut reader, |k, v| {
-            incoming.insert(k.to_vec());
-            batch.insert(k, v);
-        })
-        .map_err(std::io::Error::other)?;
-        let _consistent = self.consistency.write().unwrap_or_else(|p| p.into_inner());
-        for k in self.store.state.iter().keys() {
-            let k = k.map_err(std::io::Error::other)?;
-            if !k.starts_with(key::META) && !incoming.contains(&k[..]) {
-                batch.remove(k);
-            }
+        let next = self.store.new_state_tree().map_err(std::io::Error::other)?;
+        let mut batches = 0;
+        let written = (|| -> Result<(), RaftError> {
+            let mut reader = std::io::BufReader::with_capacity(1 << 20, &mut *file);
+            let (mut batch, mut records, mut bytes) = (sled::Batch::default(), 0, 0);
+            read_snapshot(&mut reader, |k, v| {
+                batch.insert(k, v);
+                records += 1;
+                bytes += k.len() + v.len();
+                if records >= chunk.0 || bytes >= chunk.1 {
+                    next.apply_batch(std::mem::take(&mut batch))?;
+                    batches += 1;
+                    (records, bytes) = (0, 0);
+                }
+                Ok(())
+            })?;
+            let corrupt = |e: serde_json::Error| RaftError::Corrupt(e.to_string());
+            batch.insert(key::META_APPLIED, serde_json::to_vec(&meta.last_log_id).map_err(corrupt)?);
+            batch.insert(key::META_MEMBERSHIP, serde_json::to_vec(&meta.last_membership).map_err(corrupt)?);
+            next.apply_batch(batch)?;
+            batches += 1;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            self.store.discard_state_tree(next);
+            return Err(std::io::Error::other(e));
         }
-        batch.insert(key::META_APPLIED, serde_json::to_vec(&meta.last_log_id).map_err(std::io::Error::other)?);
-        batch.insert(key::META_MEMBERSHIP, serde_json::to_vec(&meta.last_membership).map_err(std::io::Error::other)?);
-        self.store.state.apply_batch(batch).map_err(std::io::Error::other)?;
+        {
+            // No entry is applied to the old tree after this: apply takes the same lock.
+            let _consistent = self.consistency.write().unwrap_or_else(|p| p.into_inner());
+            self.store.switch_state(next).map_err(std::io::Error::other)?;
+        }
         match received {
             Some(path) => self.snapshots.publish(meta, path)?,
             None => {
@@ -550,7 +632,7 @@ impl StateMachine {
                 self.snapshots.publish(meta, &copy)?;
             }
         }
-        Ok(())
+        Ok(batches)
     }
 }
 
@@ -761,7 +843,7 @@ pub(crate) mod tests {
         )])
         .await
         .unwrap();
-        let raw = store.state.get(crate::store::key::revocation("j")).unwrap().unwrap();
+        let raw = store.state().get(crate::store::key::revocation("j")).unwrap().unwrap();
         assert!(raw.len() <= 64, "a small archive: {} bytes", raw.len());
         let rev = store.revocation("j").unwrap().unwrap();
         assert_eq!(rev.get().expires_at.to_native(), 9);
@@ -788,7 +870,7 @@ pub(crate) mod tests {
         .unwrap();
         let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
         assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(3));
-        let data = std::fs::read(sm.snapshots.data_path(&snap.meta.snapshot_id)).unwrap();
+        let data = std::fs::read(sm.snapshots.data_path(&snap.meta.snapshot_id).unwrap()).unwrap();
         let file_of = |bytes: &[u8]| {
             let path = a.path().join(format!("copy-{}", now_nanos()));
             std::fs::write(&path, bytes).unwrap();
@@ -800,9 +882,7 @@ pub(crate) mod tests {
         // Something the snapshot does not have must be gone after installing it.
         other.apply(vec![entry(1, org("stale"))]).await.unwrap();
         let mut changes = store.subscribe();
-        // Received the way a follower receives it from the leader: into a file of its own.
-        let mut incoming = other.begin_receiving_snapshot().await.unwrap();
-        tokio::io::AsyncWriteExt::write_all(&mut incoming, &data).await.unwrap();
+        let incoming = received(&mut other, &data).await;
         other.install_snapshot(&snap.meta, incoming).await.unwrap();
         assert_eq!(changes.recv().await.unwrap(), Change::Everything);
         assert!(store.organization("stale").unwrap().is_none());
@@ -811,7 +891,7 @@ pub(crate) mod tests {
         assert_eq!(store.applied_index().unwrap(), Some(3));
         let current = other.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(current.meta.snapshot_id, snap.meta.snapshot_id);
-        assert_eq!(std::fs::read(other.snapshots.data_path(&snap.meta.snapshot_id)).unwrap(), data);
+        assert_eq!(std::fs::read(other.snapshots.data_path(&snap.meta.snapshot_id).unwrap()).unwrap(), data);
         let files = std::fs::read_dir(b.path().join("snapshots")).unwrap().count();
         assert_eq!(files, 2, "the current meta and its data, nothing left of the transfer");
 
@@ -822,5 +902,193 @@ pub(crate) mod tests {
         bad.truncate(n - 1);
         assert!(other.install_snapshot(&snap.meta, file_of(&bad)).await.is_err());
         assert_eq!(store.user_by_id("u-1").unwrap().unwrap().get().name.as_str(), "alice");
+    }
+
+    /// A state machine with `n` users of `acme`, and a snapshot of it: (machine, its dir, the snapshot's
+    /// meta, the snapshot's bytes).
+    async fn snapshot_of_users(n: usize) -> (StateMachine, tempfile::TempDir, SnapshotMeta<NodeId, Node>, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, _) = machine(dir.path());
+        let mut entries = vec![entry(1, org("acme"))];
+        let users = (0..n).map(|i| user("acme", &format!("user-{i:05}"), &format!("u-{i}"))).collect();
+        entries.push(entry(2, Command::Batch { commands: users }));
+        sm.apply(entries).await.unwrap();
+        let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let data = std::fs::read(sm.snapshots.data_path(&snap.meta.snapshot_id).unwrap()).unwrap();
+        (sm, dir, snap.meta, data)
+    }
+
+    /// Receives `data` the way a follower receives a snapshot from the leader: into a file of its own.
+    async fn received(sm: &mut StateMachine, data: &[u8]) -> Box<tokio::fs::File> {
+        let mut incoming = sm.begin_receiving_snapshot().await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut incoming, data).await.unwrap();
+        incoming
+    }
+
+    fn state_trees(db: &sled::Db) -> Vec<String> {
+        let mut names: Vec<String> = db
+            .tree_names()
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .filter(|n| n.starts_with("state"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn only_snapshot_ids_of_our_own_form_are_accepted() {
+        for good in ["T3-N1-42-1732000000000000000", "0-0-1732000000000000000", "T0-N12-0-1"] {
+            assert!(is_snapshot_id(good), "{good}");
+        }
+        for bad in [
+            "",
+            "..",
+            "../x",
+            "../../etc/passwd",
+            "T3-N1-42-17/../../x",
+            "T3-N1-42-1732000000000000000.snap",
+            "T3-N1-42",
+            "T3-N1-42-17-1",
+            "t3-N1-42-17",
+            "T-N1-42-17",
+            "T3-N1--17",
+            "T3-N1-42-17\0",
+            "0-0-",
+            "1-0-17",
+            "T3-N1-42-1234567890123456789012345678901234567890",
+            "T３-N1-42-17",
+        ] {
+            assert!(!is_snapshot_id(bad), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_id_from_a_peer_never_becomes_a_path_outside_the_snapshot_dir() {
+        let (_sm, _a, meta, data) = snapshot_of_users(3).await;
+        let b = tempfile::tempdir().unwrap();
+        let (mut other, store) = machine(b.path());
+        other.apply(vec![entry(1, org("kept"))]).await.unwrap();
+        for evil in ["../../escaped", "../escaped", "x/../../escaped", "escaped"] {
+            let mut meta = meta.clone();
+            meta.snapshot_id = evil.to_string();
+            let incoming = received(&mut other, &data).await;
+            let err = other.install_snapshot(&meta, incoming).await.expect_err(evil);
+            assert!(err.to_string().contains("snapshot id"), "{evil}: {err}");
+        }
+        assert!(!b.path().join("escaped.snap").exists() && !b.path().parent().unwrap().join("escaped.snap").exists());
+        assert!(store.organization("kept").unwrap().is_some(), "a refused snapshot changes nothing");
+        assert!(store.user_by_id("u-1").unwrap().is_none());
+        let left: Vec<_> = std::fs::read_dir(b.path().join("snapshots")).unwrap().flatten().collect();
+        assert!(left.is_empty(), "nothing of the refused transfers is left: {left:?}");
+        // Its own id still installs.
+        let incoming = received(&mut other, &data).await;
+        other.install_snapshot(&meta, incoming).await.unwrap();
+        assert!(store.user_by_id("u-1").unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_installs_in_bounded_batches_into_a_fresh_tree() {
+        let (_sm, _a, meta, data) = snapshot_of_users(1000).await;
+        let b = tempfile::tempdir().unwrap();
+        let (mut other, store) = machine(b.path());
+        other.apply(vec![entry(1, org("stale"))]).await.unwrap();
+        let path = b.path().join("incoming");
+        std::fs::write(&path, &data).unwrap();
+        let mut file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        // Records of 1000 users with their two index entries each, 100 records a batch at most.
+        let batches = other.install(&meta, &mut file, None, (100, usize::MAX)).unwrap();
+        assert!(batches >= 30, "{batches} batches: the state went in as one");
+        assert!(store.organization("stale").unwrap().is_none());
+        assert_eq!(store.users("acme").count(), 1000);
+        assert_eq!(store.user_by_id("u-999").unwrap().unwrap().get().name.as_str(), "user-00999");
+        assert_eq!(store.applied_index().unwrap(), meta.last_log_id.map(|l| l.index));
+        // The byte bound cuts batches too.
+        let batches = other.install(&meta, &mut file, None, (usize::MAX, 4096)).unwrap();
+        assert!(batches >= 30, "{batches} batches");
+        // The state trees replaced are dropped once nobody reads them.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while state_trees(&store.db).len() > 1 {
+            assert!(std::time::Instant::now() < deadline, "{:?}", state_trees(&store.db));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(state_trees(&store.db), vec!["state.2".to_string()]);
+        assert_eq!(store.users("acme").count(), 1000);
+    }
+
+    #[tokio::test]
+    async fn a_failed_or_interrupted_install_leaves_the_previous_state_whole() {
+        let (_sm, _a, meta, data) = snapshot_of_users(500).await;
+        let b = tempfile::tempdir().unwrap();
+        {
+            let (mut other, store) = machine(b.path());
+            other.apply(vec![entry(1, org("before")), entry(2, user("before", "bob", "u-bob"))]).await.unwrap();
+            // Cut short: batches were written before the damage is found.
+            let bad = data[..data.len() - 3].to_vec();
+            let path = b.path().join("bad");
+            std::fs::write(&path, &bad).unwrap();
+            let mut file = std::fs::File::open(&path).unwrap();
+            assert!(other.install(&meta, &mut file, None, (50, usize::MAX)).is_err());
+            assert!(store.user("before", "bob").unwrap().is_some(), "the previous state serves on");
+            assert!(store.user_by_id("u-1").unwrap().is_none(), "nothing of the snapshot shows");
+            assert_eq!(state_trees(&store.db), vec!["state".to_string()], "the unfinished tree is dropped");
+
+            // A crash half-way: a replacement tree is partly written and never switched to.
+            let next = store.new_state_tree().unwrap();
+            read_snapshot(&mut &data[..data.len() / 2], |k, v| {
+                next.insert(k, v)?;
+                Ok(())
+            })
+            .ok();
+            store.db.flush().unwrap();
+            assert_eq!(state_trees(&store.db).len(), 2);
+            // The process dies here: every handle is dropped without switching.
+        }
+        let (_other, store) = machine(b.path());
+        assert!(store.user("before", "bob").unwrap().is_some(), "the previous state, whole, after the restart");
+        assert!(store.user_by_id("u-1").unwrap().is_none());
+        assert_eq!(store.applied_index().unwrap(), Some(2));
+        assert_eq!(state_trees(&store.db), vec!["state".to_string()], "the leftover is dropped at start");
+    }
+
+    #[tokio::test]
+    async fn admissions_are_used_up_by_joining_or_removal_and_pruned_when_expired() {
+        use crate::admission::JoinToken;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, store) = machine(dir.path());
+        let membership = |ids: &[u64]| {
+            let nodes: std::collections::BTreeMap<u64, Node> =
+                ids.iter().map(|id| (*id, Node::new(format!("n{id}:1")))).collect();
+            EntryPayload::Membership(openraft::Membership::new(vec![ids.iter().copied().collect()], nodes))
+        };
+        let at = |index, payload| RaftEntry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload };
+        sm.apply(vec![at(1, membership(&[1]))]).await.unwrap();
+        let admit = |id, expires_at| Command::AdmitNode {
+            admission: crate::model::Admission { expires_at, ..JoinToken::generate("c", id).unwrap().admission(0, 0) },
+        };
+        let r = sm.apply(vec![entry(2, admit(2, 100)), entry(3, admit(3, 50))]).await.unwrap();
+        assert_eq!((&r[0].outcome, &r[1].outcome), (&Outcome::Applied, &Outcome::Applied));
+        assert!(store.admission(2).unwrap().is_some() && store.admission(3).unwrap().is_some());
+        // Node 2 joins: its admission is used up; node 3's expires and is pruned.
+        sm.apply(vec![at(4, membership(&[1, 2]))]).await.unwrap();
+        assert!(store.admission(2).unwrap().is_none(), "a member's admission is used up");
+        assert!(store.admission(3).unwrap().is_some());
+        sm.apply(vec![entry(5, Command::Prune { now: 60 })]).await.unwrap();
+        assert!(store.admission(3).unwrap().is_none(), "an expired admission is pruned");
+        // An admission made while node 2 is a member does not outlive its removal.
+        sm.apply(vec![entry(6, admit(2, 100))]).await.unwrap();
+        assert!(store.admission(2).unwrap().is_some());
+        sm.apply(vec![at(7, membership(&[1]))]).await.unwrap();
+        assert!(store.admission(2).unwrap().is_none(), "removed: it needs a new admission to come back");
+        let bad = |node_id, token_digest: &str| Command::AdmitNode {
+            admission: crate::model::Admission { node_id, token_digest: token_digest.into(), ..Default::default() },
+        };
+        let r = sm
+            .apply(vec![entry(8, bad(4, "x")), entry(9, bad(0, &"a".repeat(64))), entry(10, admit(2, 100))])
+            .await
+            .unwrap();
+        assert!(matches!(r[0].outcome, Outcome::Invalid(_)), "{:?}", r[0]);
+        assert!(matches!(r[1].outcome, Outcome::Invalid(_)), "{:?}", r[1]);
+        assert_eq!(r[2].outcome, Outcome::Applied);
     }
 }

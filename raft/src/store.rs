@@ -1,10 +1,15 @@
 //! The sled keyspace of the identity state and the zero-copy reads the hot paths use.
 //!
-//! All state lives in ONE sled tree (`state`) under short key prefixes, so that everything a log entry
-//! changes, its indexes and the applied log id are written in a single atomic sled batch. Values are rkyv
-//! archives. Only the state machine ([`crate::apply`]) writes this tree.
+//! All state lives in ONE sled tree under short key prefixes, so that everything a log entry changes, its
+//! indexes and the applied log id are written in a single atomic sled batch. Values are rkyv archives. Only
+//! the state machine ([`crate::apply`]) writes this tree.
+//!
+//! The tree is `state` in data dirs of earlier versions; a snapshot install builds the new state in a fresh
+//! tree (`state.<generation>`) and then switches to it at once (see [`Store::switch_state`]): the name of the
+//! live tree is kept in sled's default tree under [`STATE_TREE`].
 
 use std::marker::PhantomData;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use rkyv::rancor::Error as RkyvError;
 use rkyv::{Archive, Portable};
@@ -12,8 +17,8 @@ use sled::IVec;
 use tokio::sync::broadcast;
 
 use crate::model::{
-    AcceptedAlgorithms, AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshToken,
-    Revocation, Role, SigninFailures, SigningKey, User,
+    AcceptedAlgorithms, AcceptedIssuer, Admission, Application, CasbinModel, Group, Organization, Permission,
+    RefreshToken, Revocation, Role, SigninFailures, SigningKey, User,
 };
 use crate::Command;
 use crate::RaftError;
@@ -37,6 +42,7 @@ pub mod key {
     pub const ACCEPTED_ISSUER: &[u8] = b"x\0";
     pub const SIGNIN_FAILURES: &[u8] = b"l\0";
     pub const ACCEPTED_ALGORITHMS: &[u8] = b"y\0";
+    pub const ADMISSION: &[u8] = b"n\0";
     /// Raft bookkeeping kept in the same batch as the state: applied log id, membership.
     pub const META: &[u8] = b"m\0";
     pub const META_APPLIED: &[u8] = b"m\0applied";
@@ -131,6 +137,9 @@ pub mod key {
     pub fn accepted_algorithms(kid: &str) -> Vec<u8> {
         join(ACCEPTED_ALGORITHMS, &[kid])
     }
+    pub fn admission(node_id: u64) -> Vec<u8> {
+        join(ADMISSION, &[&node_id.to_string()])
+    }
     pub fn accepted_issuers_of(application: &str) -> Vec<u8> {
         let mut k = join(ACCEPTED_ISSUER, &[application]);
         k.push(0);
@@ -189,6 +198,7 @@ stored! {
     AcceptedIssuer => key::ACCEPTED_ISSUER,
     SigninFailures => key::SIGNIN_FAILURES,
     AcceptedAlgorithms => key::ACCEPTED_ALGORITHMS,
+    Admission => key::ADMISSION,
 }
 
 /// Validates a value by the record type its key prefix names. Index and meta values are not archives
@@ -209,6 +219,7 @@ pub fn validate_value(key: &[u8], value: &[u8]) -> Result<(), RaftError> {
         p if p == key::ACCEPTED_ISSUER => AcceptedIssuer::validate(value),
         p if p == key::SIGNIN_FAILURES => SigninFailures::validate(value),
         p if p == key::ACCEPTED_ALGORITHMS => AcceptedAlgorithms::validate(value),
+        p if p == key::ADMISSION => Admission::validate(value),
         _ => Ok(()),
     }
 }
@@ -285,11 +296,41 @@ pub enum Change {
     Everything,
 }
 
+/// Key in sled's default tree naming the live state tree (absent: [`LEGACY_STATE_TREE`]).
+pub(crate) const STATE_TREE: &[u8] = b"jeton.state_tree";
+/// The state tree of data dirs written before snapshot installs switched trees.
+const LEGACY_STATE_TREE: &str = "state";
+
+/// Whether a sled tree name is one of the state trees (the live one, or one being built or dropped).
+fn is_state_tree(name: &[u8]) -> bool {
+    name == LEGACY_STATE_TREE.as_bytes()
+        || name.strip_prefix(b"state.").is_some_and(|g| !g.is_empty() && g.iter().all(u8::is_ascii_digit))
+}
+
+/// A handle on the state tree as it was when taken: reads that started before a snapshot install switched
+/// trees finish on the old one, which is dropped only once nobody holds it.
+#[derive(Clone)]
+pub(crate) struct StateTree(Arc<(String, sled::Tree)>);
+
+impl StateTree {
+    fn name(&self) -> &str {
+        &self.0 .0
+    }
+}
+
+impl std::ops::Deref for StateTree {
+    type Target = sled::Tree;
+    fn deref(&self) -> &sled::Tree {
+        &self.0 .1
+    }
+}
+
 /// Read access to the identity state of this node, and the stream of applied changes.
 #[derive(Clone)]
 pub struct Store {
     pub(crate) db: sled::Db,
-    pub(crate) state: sled::Tree,
+    /// The live state tree. Replaced whole when a snapshot is installed ([`Store::switch_state`]).
+    live: Arc<RwLock<StateTree>>,
     pub(crate) changes: broadcast::Sender<Change>,
     /// Changes sent so far (see [`Store::changes_sent`]).
     pub(crate) sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -298,9 +339,75 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the state in an open sled database.
     pub fn open(db: &sled::Db) -> Result<Store, RaftError> {
-        let state = db.open_tree("state")?;
+        let name = match db.get(STATE_TREE)? {
+            Some(v) => String::from_utf8(v.to_vec())
+                .ok()
+                .filter(|n| is_state_tree(n.as_bytes()))
+                .ok_or_else(|| RaftError::Corrupt("the name of the state tree is not one of ours".into()))?,
+            None => LEGACY_STATE_TREE.to_string(),
+        };
+        let tree = db.open_tree(&name)?;
+        // Left over: a tree a snapshot install was building when the node stopped, or the one it replaced.
+        for other in db.tree_names() {
+            if is_state_tree(&other) && other != name.as_bytes() {
+                db.drop_tree(&other)?;
+            }
+        }
         let (changes, _) = broadcast::channel(4096);
-        Ok(Store { db: db.clone(), state, changes, sent: Default::default() })
+        let live = Arc::new(RwLock::new(StateTree(Arc::new((name, tree)))));
+        Ok(Store { db: db.clone(), live, changes, sent: Default::default() })
+    }
+
+    /// The live state tree.
+    pub(crate) fn state(&self) -> StateTree {
+        self.live.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// A new, empty tree to build a replacement of the whole state in (see [`Store::switch_state`]).
+    pub(crate) fn new_state_tree(&self) -> Result<StateTree, RaftError> {
+        let live = self.state();
+        let generation = live.name().strip_prefix("state.").and_then(|g| g.parse::<u64>().ok()).unwrap_or(0);
+        let name = format!("state.{}", generation + 1);
+        // A leftover of an install that failed in this process.
+        self.db.drop_tree(&name)?;
+        let tree = self.db.open_tree(&name)?;
+        Ok(StateTree(Arc::new((name, tree))))
+    }
+
+    /// Drops a tree from [`Store::new_state_tree`] that will not become the live state.
+    pub(crate) fn discard_state_tree(&self, tree: StateTree) {
+        let name = tree.name().to_string();
+        drop(tree);
+        if let Err(e) = self.db.drop_tree(&name) {
+            tracing::warn!("dropping the unfinished state tree {name}: {e} (dropped at the next start)");
+        }
+    }
+
+    /// Makes `next` (from [`Store::new_state_tree`], fully written) the live state, durably: once this
+    /// returns, a restart opens `next`; before, it opens the previous tree and drops `next`. The previous
+    /// tree is dropped in the background once the reads still using it are done.
+    pub(crate) fn switch_state(&self, next: StateTree) -> Result<(), RaftError> {
+        // Everything written to `next` is on disk before the pointer names it.
+        self.db.flush()?;
+        self.db.insert(STATE_TREE, next.name().as_bytes())?;
+        self.db.flush()?;
+        let previous = std::mem::replace(&mut *self.live.write().unwrap_or_else(PoisonError::into_inner), next);
+        let db = self.db.clone();
+        std::thread::spawn(move || {
+            // Nobody can take a new handle on it any more; wait for the ones taken before.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+            while Arc::strong_count(&previous.0) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            if Arc::strong_count(&previous.0) == 1 {
+                let name = previous.name().to_string();
+                drop(previous);
+                if let Err(e) = db.drop_tree(&name) {
+                    tracing::warn!("dropping the state tree a snapshot replaced: {e} (dropped at the next start)");
+                }
+            }
+        });
+        Ok(())
     }
 
     /// How many changes have been broadcast. A write that returned has had its changes counted, so a
@@ -324,14 +431,19 @@ impl Store {
     where
         T::Archived: Portable,
     {
-        Ok(self.state.get(key)?.map(Record::from_state))
+        Ok(self.state().get(key)?.map(Record::from_state))
     }
 
     fn records<T: Stored>(&self, prefix: &[u8]) -> impl Iterator<Item = Result<Record<T>, RaftError>> + use<T>
     where
         T::Archived: Portable,
     {
-        self.state.scan_prefix(prefix).values().map(|v| Ok(Record::from_state(v?)))
+        let tree = self.state();
+        // The iterator keeps its handle: the tree stays while it is read.
+        tree.scan_prefix(prefix).values().map(move |v| {
+            let _reading = &tree;
+            Ok(Record::from_state(v?))
+        })
     }
 
     /// Follows an index entry (whose value is a primary key) to its record.
@@ -339,8 +451,9 @@ impl Store {
     where
         T::Archived: Portable,
     {
-        match self.state.get(index_key)? {
-            Some(primary) => self.record(&primary),
+        let state = self.state();
+        match state.get(index_key)? {
+            Some(primary) => Ok(state.get(primary)?.map(Record::from_state)),
             None => Ok(None),
         }
     }
@@ -399,7 +512,7 @@ impl Store {
     }
     /// Whether an access token id is in the revocation set.
     pub fn is_revoked(&self, jti: &str) -> Result<bool, RaftError> {
-        Ok(self.state.contains_key(key::revocation(jti))?)
+        Ok(self.state().contains_key(key::revocation(jti))?)
     }
     pub fn permission(&self, owner: &str, name: &str) -> Result<Option<Record<Permission>>, RaftError> {
         self.record(&key::permission(owner, name))
@@ -418,9 +531,13 @@ impl Store {
     pub fn accepted_algorithms(&self, kid: &str) -> Result<Option<Record<AcceptedAlgorithms>>, RaftError> {
         self.record(&key::accepted_algorithms(kid))
     }
+    /// The pending admission of a node id (see [`Admission`]).
+    pub fn admission(&self, node_id: u64) -> Result<Option<Record<Admission>>, RaftError> {
+        self.record(&key::admission(node_id))
+    }
     /// Whether tokens of `application` may carry `issuer` as `iss`.
     pub fn accepts_issuer(&self, application: &str, issuer: &str) -> Result<bool, RaftError> {
-        Ok(self.state.contains_key(key::accepted_issuer(application, issuer))?)
+        Ok(self.state().contains_key(key::accepted_issuer(application, issuer))?)
     }
 
     /// Whether applying `cmd` would leave the state as it is: a `Put*` of a record equal to the stored one
@@ -431,7 +548,7 @@ impl Store {
         where
             T::Archived: Portable,
         {
-            match store.state.get(k)? {
+            match store.state().get(k)? {
                 Some(bytes) => Ok(T::decode(&bytes)? == *v),
                 None => Ok(false),
             }
@@ -440,7 +557,7 @@ impl Store {
             Command::PutOrganization { org, .. } => same(self, &key::org(&org.name), org)?,
             Command::PutUser { user, .. } => same(self, &key::user(&user.owner, &user.name), user)?,
             Command::PutApplication { app, .. } => same(self, &key::app(&app.name), app)?,
-            Command::PutSigningKey { key: sk, .. } => match self.state.get(key::signing_key(&sk.kid))? {
+            Command::PutSigningKey { key: sk, .. } => match self.state().get(key::signing_key(&sk.kid))? {
                 Some(bytes) => {
                     let mut stored = SigningKey::decode(&bytes)?;
                     stored.private_key_sealed = sk.private_key_sealed.clone();
@@ -456,19 +573,19 @@ impl Store {
                 same(self, &key::accepted_issuer(&a.application, &a.issuer), a)?
             }
             Command::PutAcceptedAlgorithms { accepted: a, .. } => same(self, &key::accepted_algorithms(&a.kid), a)?,
-            Command::Revoke { revocation } => self.state.contains_key(key::revocation(&revocation.jti))?,
-            Command::IssueRefreshToken { token } => self.state.contains_key(key::refresh(&token.id))?,
+            Command::Revoke { revocation } => self.state().contains_key(key::revocation(&revocation.jti))?,
+            Command::IssueRefreshToken { token } => self.state().contains_key(key::refresh(&token.id))?,
             _ => false,
         })
     }
 
     /// Number of records under a prefix (admin statistics, tests).
     pub fn count(&self, prefix: &[u8]) -> usize {
-        self.state.scan_prefix(prefix).count()
+        self.state().scan_prefix(prefix).count()
     }
 
     /// The index of the last applied log entry, if any.
     pub fn applied_index(&self) -> Result<Option<u64>, RaftError> {
-        Ok(crate::storage::read_applied(&self.state)?.map(|l| l.index))
+        Ok(crate::storage::read_applied(&self.state())?.map(|l| l.index))
     }
 }

@@ -1,5 +1,6 @@
 //! Clusters of real `jeton` processes on loopback: replication, forwarded writes, leader failure, partitions,
-//! full restarts and membership changes.
+//! full restarts and membership changes; who the node-to-node listener lets in (admissions, removed nodes,
+//! certificates, limits).
 //!
 //! Node `i` listens for its peers on `127.0.0.i` and reaches them from that address. Between the nodes sits
 //! a TCP proxy owned by the test (the address in the membership is the proxy's), which can cut a node off in
@@ -13,13 +14,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, Node, ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET};
+use crate::harness::{free_port, response, Node, ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET};
 
 /// A TCP proxy in front of each node's Raft listener, able to partition nodes.
 #[derive(Clone, Default)]
 struct Proxy {
     /// Nodes cut off from the others.
     cut: Arc<Mutex<HashSet<u8>>>,
+    /// Nodes nobody can open a connection to (their own connections to others still work).
+    deaf: Arc<Mutex<HashSet<u8>>>,
     /// Open relayed connections: (target node, source node, task).
     open: Arc<Mutex<Vec<(u8, u8, tokio::task::AbortHandle)>>>,
 }
@@ -38,7 +41,7 @@ impl Proxy {
                     std::net::IpAddr::V4(ip) => ip.octets()[3],
                     _ => 0,
                 };
-                if proxy.is_cut(node) || proxy.is_cut(source) {
+                if proxy.is_cut(node) || proxy.is_cut(source) || proxy.deaf.lock().unwrap().contains(&node) {
                     continue; // dropped: the connection closes at once
                 }
                 let task = tokio::spawn(async move {
@@ -65,8 +68,19 @@ impl Proxy {
         }
     }
 
+    /// Nobody reaches `node` any more (open connections to it are dropped); it still reaches the others.
+    fn deafen(&self, node: u8) {
+        self.deaf.lock().unwrap().insert(node);
+        for (to, _, task) in self.open.lock().unwrap().iter() {
+            if *to == node {
+                task.abort();
+            }
+        }
+    }
+
     fn heal(&self) {
         self.cut.lock().unwrap().clear();
+        self.deaf.lock().unwrap().clear();
     }
 }
 
@@ -78,6 +92,8 @@ struct Cluster {
     nodes: Vec<Option<Node>>,
     /// Per node (index = id - 1): http port, raft listener port, proxy port.
     ports: Vec<(u16, u16, u16)>,
+    /// Lines added to every node's `[raft]` section.
+    raft_extra: String,
 }
 
 fn jeton(args: &[&str]) -> std::process::Output {
@@ -107,6 +123,8 @@ impl Cluster {
                 ca.to_str().unwrap(),
                 "--name",
                 &format!("node-{i}"),
+                "--node-id",
+                &i.to_string(),
                 "--host",
                 &host,
                 "--out",
@@ -118,7 +136,7 @@ impl Cluster {
             ports.push((http, raft, front));
         }
         let issuer = format!("http://127.0.0.1:{}", ports[0].0);
-        Cluster { tmp, proxy, issuer, nodes: (0..max).map(|_| None).collect(), ports }
+        Cluster { tmp, proxy, issuer, nodes: (0..max).map(|_| None).collect(), ports, raft_extra: String::new() }
     }
 
     fn raft_addr(&self, id: u8) -> String {
@@ -142,14 +160,19 @@ heartbeat_ms = 150
 election_timeout_min_ms = 1000
 election_timeout_max_ms = 2000
 snapshot_every = {snapshot_every}
+{raft_extra}
 [cluster]
 ca = "{ca}/ca.pem"
-cert = "{ca}/node-{id}.pem"
-key = "{ca}/node-{id}-key.pem"
+cert = "{ca}/node-{{node_id}}.pem"
+key = "{ca}/node-{{node_id}}-key.pem"
+# Node 1 creates the cluster with the admissions `jeton cluster cert` wrote; the others join with theirs.
+bootstrap = "{ca}/bootstrap.json"
+join_token_file = "{ca}/node-{{node_id}}.join"
 "#,
             issuer = self.issuer,
             addr = self.raft_addr(id),
             ca = ca.display(),
+            raft_extra = self.raft_extra,
         );
         let path = self.tmp.path().join(format!("node-{id}.toml"));
         std::fs::write(&path, text).expect("config");
@@ -243,6 +266,121 @@ key = "{ca}/node-{id}-key.pem"
 
     async fn add_org(&self, via: u8, name: &str) -> (u16, Value) {
         self.node(via).admin_post("add-organization", json!({"owner": "admin", "name": name})).await
+    }
+
+    fn ca_dir(&self) -> PathBuf {
+        self.tmp.path().join("ca")
+    }
+
+    /// The name of the cluster node 1 creates (from the bootstrap file `jeton cluster ca` wrote).
+    fn cluster_name(&self) -> String {
+        let bootstrap: Value =
+            serde_json::from_slice(&std::fs::read(self.ca_dir().join("bootstrap.json")).unwrap()).unwrap();
+        bootstrap["cluster"].as_str().expect("cluster name").to_string()
+    }
+
+    /// Takes node `id` out of the bootstrap file: the new cluster will not have admitted it.
+    fn drop_bootstrap_admission(&self, id: u64) {
+        let path = self.ca_dir().join("bootstrap.json");
+        let mut bootstrap: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        bootstrap["admissions"].as_array_mut().unwrap().retain(|a| a["nodeId"] != id);
+        std::fs::write(&path, serde_json::to_vec(&bootstrap).unwrap()).unwrap();
+    }
+
+    /// The secret part of a join token.
+    fn token_secret(token: &str) -> String {
+        token.trim().rsplit(':').next().unwrap().to_string()
+    }
+
+    /// The join token `jeton cluster cert` wrote for node `id`.
+    fn bootstrap_token(&self, id: u8) -> String {
+        std::fs::read_to_string(self.ca_dir().join(format!("node-{id}.join"))).unwrap().trim().to_string()
+    }
+
+    /// `jeton cluster admit --id N` against node `via`: the new join token.
+    fn admit(&self, via: u8, id: u8) -> String {
+        let out = jeton(&["cluster", "admit", "--url", &self.node(via).base, "--id", &id.to_string()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let answer: Value = serde_json::from_slice(&out.stdout).expect("admit prints JSON");
+        assert_eq!(answer["id"], id, "{answer}");
+        answer["token"].as_str().expect("token").to_string()
+    }
+
+    /// Runs `jeton serve` for node `id` (joining through `join`), which must exit with an error; returns
+    /// what it printed.
+    fn serve_fails(&self, id: u8, join: Option<u8>, config: Option<&std::path::Path>) -> String {
+        let default_config = self.config(id, 10_000);
+        let config = config.unwrap_or(&default_config);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jeton"));
+        cmd.args(["serve", "--config", config.to_str().unwrap(), "--data-dir", self.data_dir(id).to_str().unwrap()])
+            .args(["--http-addr", &format!("127.0.0.1:{}", self.ports[id as usize - 1].0)])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Some(j) = join {
+            cmd.args(["--join", &self.raft_addr(j)]);
+        }
+        let mut child = cmd.spawn().expect("run jeton");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                assert!(!status.success(), "node {id} started: {err}");
+                return err;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("node {id} neither started nor failed within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A client of the node-to-node listeners presenting certificate `name` of the CA dir (mutual TLS), as a
+    /// node does.
+    fn peer_client(&self, name: &str) -> reqwest::Client {
+        let read = |file: String| std::fs::read(self.ca_dir().join(file)).expect("PEM file");
+        let mut identity = read(format!("{name}.pem"));
+        identity.extend(read(format!("{name}-key.pem")));
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&read("ca.pem".into())).unwrap()])
+            .identity(reqwest::Identity::from_pem(&identity).unwrap())
+            .http1_only()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    }
+
+    /// POSTs JSON to node `to`'s node-to-node listener (directly, not through the proxy), naming `cluster`.
+    async fn peer_post(
+        &self,
+        client: &reqwest::Client,
+        to: u8,
+        path: &str,
+        cluster: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let (_, raft, _) = self.ports[to as usize - 1];
+        let r = client
+            .post(format!("https://127.0.0.{to}:{raft}{path}"))
+            .header("x-jeton-cluster", cluster)
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path} on node {to}: {e:?}"));
+        response(r).await
+    }
+
+    /// Waits until node `id` lists exactly `voters` as voters and no learners.
+    async fn wait_for_voters(&self, id: u8, voters: &[u64]) {
+        let status = self
+            .status_when(id, |s| {
+                let ids: Vec<u64> = s["voters"].as_array().unwrap().iter().filter_map(|m| m["id"].as_u64()).collect();
+                ids == voters && s["learners"].as_array().is_some_and(Vec::is_empty)
+            })
+            .await;
+        let ids: Vec<u64> = status["voters"].as_array().unwrap().iter().filter_map(|m| m["id"].as_u64()).collect();
+        assert_eq!(ids, voters, "node {id}: {status}");
     }
 }
 
@@ -556,6 +694,335 @@ async fn concurrent_writes_share_log_entries_and_each_gets_its_own_answer() {
         let names = org_names(c.node(id)).await;
         assert_eq!(names.iter().collect::<BTreeSet<_>>().len(), names.len(), "node {id} lists an organization twice");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_info_names_the_cluster_and_the_key_goes_only_to_admitted_nodes() {
+    let mut c = Cluster::new(3).await;
+    // Node 3 holds a certificate of the cluster CA, but the cluster never admitted it.
+    c.drop_bootstrap_admission(3);
+    c.start(1, None, &[]).await;
+    c.start(2, Some(1), &[]).await;
+    let cluster = c.cluster_name();
+    let node2 = c.peer_client("node-2");
+    let node3 = c.peer_client("node-3");
+    let unadmitted = Cluster::token_secret(&c.bootstrap_token(3));
+
+    // A request that names another cluster is refused, /cluster/info included.
+    let (s, v) =
+        c.peer_post(&node3, 1, "/cluster/info", "another-cluster", json!({"node_id": 3, "token": unadmitted})).await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = c.peer_post(&node2, 1, "/cluster/info", "another-cluster", json!({"node_id": 2, "token": null})).await;
+    assert_eq!(s, 403, "even a member must name the cluster: {v}");
+    // Naming this cluster, without a token or with one the cluster never admitted: no key.
+    for token in [Value::Null, json!(unadmitted), json!("00".repeat(32))] {
+        let (s, v) = c.peer_post(&node3, 1, "/cluster/info", &cluster, json!({"node_id": 3, "token": token})).await;
+        assert_eq!(s, 403, "{v}");
+        assert!(v.get("secret").is_none(), "{v}");
+        assert!(v.as_str().unwrap_or_default().contains("not admitted"), "{v}");
+    }
+    // A certificate asks only for its own node id.
+    let (s, v) = c.peer_post(&node3, 1, "/cluster/info", &cluster, json!({"node_id": 2, "token": null})).await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = c.peer_post(&node2, 1, "/cluster/info", &cluster, json!({"node_id": 3, "token": unadmitted})).await;
+    assert_eq!(s, 403, "{v}");
+    // A member asking as itself gets the answer.
+    let (s, v) = c.peer_post(&node2, 1, "/cluster/info", &cluster, json!({"node_id": 2, "token": null})).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["secret"].as_str().is_some_and(|k| k.len() == 64), "{v}");
+    assert_eq!(v["cluster"], cluster.as_str());
+
+    // It cannot join either: not through the listener, not as a real node.
+    let join = json!({"node_id": 3, "addr": c.raft_addr(3), "learner": false, "token": unadmitted});
+    let (_, v) = c.peer_post(&node3, 1, "/cluster/join", &cluster, join).await;
+    assert!(v.to_string().contains("not admitted"), "{v}");
+    let err = c.serve_fails(3, Some(1), None);
+    assert!(err.contains("not admitted"), "{err}");
+    assert!(!c.data_dir(3).join("kek").exists(), "the refused node got the key-encryption key");
+    c.wait_for_voters(1, &[1, 2]).await;
+
+    // An administrator admits it: the token that comes back lets it in.
+    let token = c.admit(2, 3);
+    assert!(token.starts_with(&format!("jeton-join:{cluster}:3:")), "{token}");
+    c.start(3, Some(1), &["--join-token", &token]).await;
+    c.wait_for_voters(1, &[1, 2, 3]).await;
+    let (s, v) = c.add_org(3, "written-by-the-admitted-node").await;
+    assert_eq!(s, 200, "{v}");
+    wait_for_orgs(c.node(1), &["written-by-the-admitted-node".to_string()].into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_node_is_refused_and_comes_back_only_with_a_new_admission() {
+    let mut c = Cluster::three(10_000).await;
+    let cluster = c.cluster_name();
+    let node3 = c.peer_client("node-3");
+    // As a member, node 3's certificate opens the leader's services and the log (a body that is not an
+    // append request is read, and refused as such).
+    let (s, v) = c.peer_post(&node3, 1, "/cluster/read-index", &cluster, Value::Null).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = c.peer_post(&node3, 1, "/raft/append", &cluster, json!({"not": "an append"})).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = c.peer_post(&node3, 1, "/cluster/read-index", "another-cluster", Value::Null).await;
+    assert_eq!(s, 403, "{v}");
+
+    let (s, v) = c.node(1).admin_post("cluster-remove", json!({"id": 3})).await;
+    assert_eq!(s, 200, "{v}");
+    c.wait_for_voters(1, &[1, 2]).await;
+    c.wait_for_voters(2, &[1, 2]).await;
+    c.nodes[2].take().unwrap().kill();
+    // Its certificate, still signed by the cluster CA, opens neither the log nor the leader's services.
+    for to in [1, 2] {
+        for path in [
+            "/raft/append",
+            "/raft/vote",
+            "/raft/snapshot",
+            "/cluster/write",
+            "/cluster/membership",
+            "/cluster/read-index",
+        ] {
+            let (s, v) = c.peer_post(&node3, to, path, &cluster, json!({"not": "read"})).await;
+            assert_eq!(s, 403, "{path} on node {to}: {v}");
+            assert!(v.as_str().unwrap_or_default().contains("node 3 is not a member"), "{v}");
+        }
+    }
+    let (s, v) = c.peer_post(&node3, 1, "/cluster/info", &cluster, json!({"node_id": 3, "token": null})).await;
+    assert_eq!(s, 403, "{v}");
+    // The token it joined with was used up: it cannot come back with it.
+    std::fs::remove_dir_all(c.data_dir(3)).unwrap();
+    let err = c.serve_fails(3, Some(1), None);
+    assert!(err.contains("not admitted"), "{err}");
+    c.wait_for_voters(1, &[1, 2]).await;
+
+    // A new admission lets it back in, and its certificate works again.
+    let token = c.admit(1, 3);
+    c.start(3, Some(2), &["--join-token", &token]).await;
+    c.wait_for_voters(1, &[1, 2, 3]).await;
+    let (s, v) = c.add_org(1, "node-3-is-back").await;
+    assert_eq!(s, 200, "{v}");
+    wait_for_orgs(c.node(3), &["node-3-is-back".to_string()].into()).await;
+    let (s, v) = c.peer_post(&node3, 1, "/cluster/read-index", &cluster, Value::Null).await;
+    assert_eq!(s, 200, "{v}");
+}
+
+/// A certificate like the ones `jeton cluster cert` made before node ids: signed by the cluster CA, for
+/// `127.0.0.{id}`, without a `jeton:node:` name.
+fn certificate_without_node_id(ca_dir: &std::path::Path, name: &str, id: u8) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(ca_dir.join("ca-key.pem")).unwrap()).unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name = rcgen::DistinguishedName::new();
+    ca.distinguished_name.push(DnType::OrganizationName, "Jeton");
+    ca.distinguished_name.push(DnType::CommonName, "Jeton cluster CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let issuer = Issuer::new(ca, ca_key);
+    let mut params = CertificateParams::new(vec![format!("127.0.0.{id}")]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.extended_key_usages =
+        vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(ca_dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+    std::fs::write(ca_dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_must_name_the_node_that_uses_it() {
+    let mut c = Cluster::new(2).await;
+    c.start(1, None, &[]).await;
+    let cluster = c.cluster_name();
+    let config_using = |cert: &str| {
+        let text = std::fs::read_to_string(c.config(2, 10_000)).unwrap();
+        let text = text.replace("node-{node_id}.pem", &format!("{cert}.pem"));
+        let text = text.replace("node-{node_id}-key.pem", &format!("{cert}-key.pem"));
+        let path = c.tmp.path().join(format!("node-2-with-{cert}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    // Node 2 started with node 1's certificate.
+    let err = c.serve_fails(2, Some(1), Some(&config_using("node-1")));
+    assert!(err.contains("certificate is node 1's"), "{err}");
+    // A certificate from before node ids: refused at start, saying what to do…
+    certificate_without_node_id(&c.ca_dir(), "old-2", 2);
+    let err = c.serve_fails(2, Some(1), Some(&config_using("old-2")));
+    assert!(err.contains("names no node id") && err.contains("--node-id 2"), "{err}");
+    // …and by the listener, whatever it asks.
+    let old = c.peer_client("old-2");
+    for path in ["/cluster/info", "/raft/vote"] {
+        let (s, v) = c.peer_post(&old, 1, path, &cluster, json!({"node_id": 2, "token": null})).await;
+        assert_eq!(s, 403, "{v}");
+        assert!(v.as_str().unwrap_or_default().contains("names no node id"), "{v}");
+    }
+    // With its own certificate, node 2 joins.
+    c.start(2, Some(1), &[]).await;
+    c.wait_for_voters(1, &[1, 2]).await;
+}
+
+/// Reads one HTTP/1.1 response (headers and a `content-length` body) from `stream`.
+async fn read_response(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= length {
+                return text;
+            }
+        }
+        let n = stream.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "the connection closed before the answer: {}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_node_to_node_listener_limits_connections_and_closes_idle_ones() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = Cluster::new(1).await;
+    c.raft_extra = "max_connections = 2\nidle_timeout_secs = 1\n".into();
+    c.start(1, None, &[]).await;
+    let cluster = c.cluster_name();
+    let (_, raft, _) = c.ports[0];
+    let node1 = c.peer_client("node-1");
+    let read_index = |client: reqwest::Client| {
+        let cluster = cluster.clone();
+        async move {
+            client
+                .post(format!("https://127.0.0.1:{raft}/cluster/read-index"))
+                .header("x-jeton-cluster", cluster)
+                .json(&Value::Null)
+                .send()
+                .await
+        }
+    };
+    let r = read_index(node1.clone()).await.expect("the listener answers");
+    assert_eq!(r.status(), 200);
+
+    // Two connections that say nothing hold both places (until their handshake times out, after 10 s)…
+    let held: Vec<tokio::net::TcpStream> = vec![
+        tokio::net::TcpStream::connect(("127.0.0.1", raft)).await.unwrap(),
+        tokio::net::TcpStream::connect(("127.0.0.1", raft)).await.unwrap(),
+    ];
+    // …so a node's request finds the door closed…
+    let fresh = c.peer_client("node-1");
+    let r = read_index(fresh.clone()).await;
+    assert!(r.is_err(), "a third connection was served: {r:?}");
+    assert!(c.node(1).output().contains("connection limit reached"), "{}", c.node(1).output());
+    // …until they are gone.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match read_index(fresh.clone()).await {
+            Ok(r) if r.status() == 200 => break,
+            other => assert!(Instant::now() < deadline, "the listener did not free its places: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A connection that stays idle is closed by the listener.
+    let pem = |f: &str| std::fs::read(c.ca_dir().join(f)).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem("ca.pem")) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    use rustls::pki_types::pem::PemObject;
+    let chain: Vec<_> =
+        rustls::pki_types::CertificateDer::pem_slice_iter(&pem("node-1.pem")).map(|c| c.unwrap()).collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&pem("node-1-key.pem")).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    // The clients above keep their connections in their pools: gone with them, and the places are free.
+    drop((node1, fresh));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut tls = loop {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", raft)).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        match connector.connect(name, tcp).await {
+            Ok(tls) => break tls,
+            Err(e) => assert!(Instant::now() < deadline, "handshake: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let request = format!(
+        "POST /cluster/read-index HTTP/1.1\r\nhost: 127.0.0.1\r\nx-jeton-cluster: {cluster}\r\n\
+         content-type: application/json\r\ncontent-length: 4\r\n\r\nnull"
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let answer = read_response(&mut tls).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Kept alive after the answer, then closed once idle for a second.
+    let mut rest = [0u8; 64];
+    match tokio::time::timeout(Duration::from_secs(20), tls.read(&mut rest)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        Ok(Ok(n)) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&rest[..n])),
+        Err(_) => panic!("an idle node-to-node connection stayed open for 20 s"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_that_missed_a_join_learns_of_the_new_member_from_the_others() {
+    let mut c = Cluster::three(10_000).await;
+    let cluster = c.cluster_name();
+    // Node 3 hears nothing from here on (no appends, no heartbeats), but can still call the others.
+    c.proxy.deafen(3);
+    c.start(4, Some(1), &[]).await;
+    c.wait_for_voters(1, &[1, 2, 3, 4]).await;
+    let voters =
+        |s: &Value| -> Vec<u64> { s["voters"].as_array().unwrap().iter().filter_map(|m| m["id"].as_u64()).collect() };
+    assert_eq!(voters(&c.status(3).await), vec![1, 2, 3], "node 3 must not know node 4 yet");
+    // Node 4 calls node 3, which has never heard of it: refused at first, then let in on the word of the
+    // members node 3 knows.
+    let node4 = c.peer_client("node-4");
+    let (s, v) = c.peer_post(&node4, 3, "/cluster/read-index", &cluster, Value::Null).await;
+    assert_eq!(s, 403, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (s, v) = c.peer_post(&node4, 3, "/cluster/read-index", &cluster, Value::Null).await;
+        if s == 200 {
+            break;
+        }
+        assert_eq!(s, 403, "{v}");
+        assert!(Instant::now() < deadline, "node 3 never let node 4 in: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(voters(&c.status(3).await), vec![1, 2, 3], "node 3 learned it from the others, not from the log");
+    // A certificate of a node no member knows stays out, however often it asks.
+    let ca = c.ca_dir();
+    let ca = ca.to_str().unwrap();
+    let out = jeton(&[
+        "cluster",
+        "cert",
+        "--ca-dir",
+        ca,
+        "--name",
+        "node-9",
+        "--node-id",
+        "9",
+        "--host",
+        "127.0.0.9",
+        "--out",
+        ca,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let node9 = c.peer_client("node-9");
+    for _ in 0..10 {
+        let (s, v) = c.peer_post(&node9, 3, "/cluster/read-index", &cluster, Value::Null).await;
+        assert_eq!(s, 403, "{v}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    c.proxy.heal();
+    c.wait_for_voters(3, &[1, 2, 3, 4]).await;
 }
 
 /// Waits until every running node has applied what the leader has.

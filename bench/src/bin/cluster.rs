@@ -159,11 +159,28 @@ async fn start_jeton(bin: &Path, dir: &Path, pin: bool) -> Result<(Procs, Vec<St
     let mut procs = Procs(Vec::new());
     let mut urls = Vec::new();
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    // Every certificate (and join token) before node 1 starts: it admits the nodes of bootstrap.json.
     for i in 1..=3u16 {
+        let (name, id) = (format!("n{i}"), i.to_string());
         run(
             bin,
-            &["cluster", "cert", "--ca-dir", ca_s, "--name", &format!("n{i}"), "--host", "127.0.0.1", "--out", ca_s],
+            &[
+                "cluster",
+                "cert",
+                "--ca-dir",
+                ca_s,
+                "--name",
+                &name,
+                "--node-id",
+                &id,
+                "--host",
+                "127.0.0.1",
+                "--out",
+                ca_s,
+            ],
         )?;
+    }
+    for i in 1..=3u16 {
         let (http, raft) = ports[i as usize - 1];
         let config = dir.join(format!("n{i}.toml"));
         let text = format!(
@@ -172,7 +189,11 @@ async fn start_jeton(bin: &Path, dir: &Path, pin: bool) -> Result<(Procs, Vec<St
              [cluster]\nca = \"{ca_s}/ca.pem\"\ncert = \"{ca_s}/n{i}.pem\"\nkey = \"{ca_s}/n{i}-key.pem\"\n{join}\
              [security]\npassword_failure_floor_ms = 0\nip_failure_limit = 1000000000\n",
             d = dir.join(format!("data-{i}")).display(),
-            join = if i == 1 { String::new() } else { format!("join = \"127.0.0.1:{}\"\n", ports[0].1) },
+            join = if i == 1 {
+                format!("bootstrap = \"{ca_s}/bootstrap.json\"\n")
+            } else {
+                format!("join = \"127.0.0.1:{}\"\njoin_token_file = \"{ca_s}/n{i}.join\"\n", ports[0].1)
+            },
         );
         std::fs::write(&config, text).map_err(|e| e.to_string())?;
         let log = std::fs::File::create(dir.join(format!("n{i}.log"))).map_err(|e| e.to_string())?;

@@ -374,7 +374,7 @@ fn start_once(bin: &Path, dir: &Path, port: u16) -> Result<Run, String> {
             std::thread::sleep(Duration::from_millis(2));
         }
         let ready = started.elapsed();
-        let (rss_ready_kib, hwm_ready_kib) = memory(pid);
+        let (rss_ready_kib, hwm_ready_kib) = jeton_bench::memory_kib(Some(pid));
         let basic = base64_basic(CLIENT_ID, CLIENT_SECRET);
         let mut introspected_active = 0;
         for _ in 0..100 {
@@ -386,7 +386,7 @@ fn start_once(bin: &Path, dir: &Path, port: u16) -> Result<Run, String> {
                 introspected_active += usize::from(b.starts_with(r#"{"active":true"#));
             }
         }
-        let (rss_work_kib, hwm_work_kib) = memory(pid);
+        let (rss_work_kib, hwm_work_kib) = jeton_bench::memory_kib(Some(pid));
         Ok((ready, rss_ready_kib, hwm_ready_kib, introspected_active, rss_work_kib, hwm_work_kib))
     })();
     let stopping = Instant::now();
@@ -411,20 +411,6 @@ fn stop(child: &mut Child) -> String {
             }
         }
     }
-}
-
-/// VmRSS and VmHWM of a process, in KiB.
-fn memory(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |k: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(k))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (kib("VmRSS:"), kib("VmHWM:"))
 }
 
 /// One HTTP/1.1 request on a fresh connection; returns (status, body).
