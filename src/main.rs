@@ -139,10 +139,14 @@ enum ClusterCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // `import --quiet` prints only errors, unless JETON_LOG asks for more.
+    let default_log = match &cli.command {
+        Commands::Import { source } if source.quiet() => "error",
+        _ => "info,openraft=warn,sled=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("JETON_LOG")
-                .unwrap_or_else(|_| "info,openraft=warn,sled=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("JETON_LOG").unwrap_or_else(|_| default_log.into()),
         )
         .with_writer(std::io::stderr)
         // Colours only for a person at a terminal: journald, `docker logs` and files get plain text.

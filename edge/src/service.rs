@@ -436,10 +436,8 @@ impl Edge {
                 return Err(OAuthError::slow_down("too many failed sign-ins from this address; try again later"));
             }
         }
-        let limit = if app.failed_signin_limit > 0 { app.failed_signin_limit as u32 } else { 5 };
-        let frozen_for = Duration::from_secs(
-            60 * if app.failed_signin_frozen_time > 0 { app.failed_signin_frozen_time as u64 } else { 15 },
-        );
+        let limit = app.effective_failed_signin_limit();
+        let frozen_for = Duration::from_secs(60 * u64::from(app.effective_failed_signin_frozen_minutes()));
         // Failures count per account, and per login name when no account matches: an unknown name locks
         // exactly like a real one, so the lockout itself tells nothing about who exists.
         let failures_key = match user {

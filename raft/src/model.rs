@@ -158,6 +158,20 @@ pub struct Application {
     pub failed_signin_frozen_time: i32,
 }
 
+impl Application {
+    /// Failed password checks before an account is frozen: `failed_signin_limit`, or Casdoor's default 5
+    /// when it is not set (0 or less).
+    pub fn effective_failed_signin_limit(&self) -> u32 {
+        u32::try_from(self.failed_signin_limit).ok().filter(|n| *n > 0).unwrap_or(5)
+    }
+
+    /// Minutes an account stays frozen: `failed_signin_frozen_time`, or Casdoor's default 15 when it is not
+    /// set (0 or less).
+    pub fn effective_failed_signin_frozen_minutes(&self) -> u32 {
+        u32::try_from(self.failed_signin_frozen_time).ok().filter(|n| *n > 0).unwrap_or(15)
+    }
+}
+
 /// The algorithms a signing key can have.
 pub const SIGNING_ALGORITHMS: &[&str] =
     &["EdDSA", "ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"];
