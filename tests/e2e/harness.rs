@@ -78,6 +78,22 @@ impl Node {
         node
     }
 
+    /// A node started some other way (a script, a wrapper) that serves HTTP on `port`; waits until it is
+    /// ready. Killed when dropped, like the others.
+    pub async fn adopt(child: Child, port: u16, dir: &Path, stdout_path: PathBuf) -> Node {
+        let mut node = Node {
+            child: Some(child),
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            dir: dir.to_path_buf(),
+            _tmp: None,
+            http: client(),
+            stdout_path,
+        };
+        node.wait_ready().await;
+        node
+    }
+
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
