@@ -48,8 +48,17 @@ async fn restart_keeps_everything() {
 }
 
 fn run_jeton(args: &[&str]) -> (i32, String) {
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_jeton")).args(args).env("JETON_LOG", "warn").output().expect("run jeton");
+    run_jeton_with(args, &[])
+}
+
+/// `jeton ARGS` with more (or other) environment variables: (exit code, stdout and stderr).
+fn run_jeton_with(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_jeton"))
+        .args(args)
+        .env("JETON_LOG", "warn")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run jeton");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text)
 }
@@ -247,15 +256,12 @@ async fn failed_starts_say_why_in_one_line() {
         // The spurious line came from a race at exit; a few tries catch it.
         for attempt in 0..6 {
             let dir = tmp.path().join(format!("{var}-{attempt}"));
-            let out = Command::new(env!("CARGO_BIN_EXE_jeton"))
-                .args(["serve", "--data-dir", dir.to_str().unwrap(), "--http-addr"])
-                .arg(format!("127.0.0.1:{}", free_port()))
-                .env("JETON_LOG", "info")
-                .env(var, value)
-                .output()
-                .expect("run jeton");
-            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-            assert_ne!(out.status.code(), Some(0), "{text}");
+            let addr = format!("127.0.0.1:{}", free_port());
+            let (code, text) = run_jeton_with(
+                &["serve", "--data-dir", dir.to_str().unwrap(), "--http-addr", &addr],
+                &[("JETON_LOG", "info"), (var, value)],
+            );
+            assert_ne!(code, 0, "{text}");
             let lines: Vec<&str> = text.lines().collect();
             assert_eq!(lines.len(), 1, "one line for a failed start ({var}): {text}");
             assert!(lines[0].starts_with("error: ") && lines[0].contains(says), "{text}");
