@@ -20,7 +20,10 @@ ONLY="${ONLY:-ceiling jeton oidc}"
 JETON_BIN="${JETON_BIN:-${CARGO_TARGET_DIR:-$HERE/../target}/perf/jeton}"
 LUA="$ANCHORS/tools/wrk/req.lua"
 PORT=18400
-ID=bench-admin-client; SECRET=bench-admin-secret-0123456789abcdef
+ADMIN_ID=bench-admin-client; ADMIN_SECRET=bench-admin-secret-0123456789abcdef
+# The measured application: created by start_jeton with tokenSigningMethod EdDSA (new applications and the
+# admin application sign RS256 by default, ~20x slower to sign; README "Signing algorithms").
+ID=bench-eddsa-client; SECRET=bench-eddsa-secret-0123456789abcdef
 OIDC_CRED='anchor-client:anchor-client-secret-0123456789abcdef'
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$HERE/results"; OUT="$HERE/results/load-$STAMP.txt"
@@ -56,10 +59,13 @@ json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[
 
 start_jeton() {
   rm -rf "$TMP/jeton-data"
-  JETON_ADMIN_PASSWORD=bench-admin-pw JETON_ADMIN_CLIENT_ID="$ID" JETON_ADMIN_CLIENT_SECRET="$SECRET" JETON_LOG=warn \
+  JETON_ADMIN_PASSWORD=bench-admin-pw JETON_ADMIN_CLIENT_ID="$ADMIN_ID" JETON_ADMIN_CLIENT_SECRET="$ADMIN_SECRET" JETON_LOG=warn \
     start_bg jeton "$RUN/jeton.log" "$JETON_BIN" serve --data-dir "$TMP/jeton-data" --http-addr "127.0.0.1:$PORT"
   wait_cmd 30 curl -sf "http://127.0.0.1:$PORT/api/health"
   SPID="$(server_pid jeton)"
+  curl -sf -u "$ADMIN_ID:$ADMIN_SECRET" -H 'content-type: application/json' "http://127.0.0.1:$PORT/api/add-application" \
+    -d "{\"owner\":\"admin\",\"name\":\"app-bench-eddsa\",\"organization\":\"built-in\",\"clientId\":\"$ID\",\"clientSecret\":\"$SECRET\",\"grantTypes\":[\"client_credentials\"],\"tokenSigningMethod\":\"EdDSA\",\"expireInHours\":1}" \
+    | grep -q '"status":"ok"' || { echo "could not create the EdDSA application" >&2; exit 1; }
 }
 
 say "date: $(date -u +%FT%TZ); machine: $(nproc) cores, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo); wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2)"

@@ -63,8 +63,12 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Open connections at most; further clients wait.
     pub max_connections: usize,
-    /// Seconds to receive request headers (also the keep-alive idle timeout).
+    /// Open connections from one client address at most; further ones are closed at once.
+    pub max_connections_per_address: usize,
+    /// Seconds to receive request headers.
     pub header_timeout_secs: u64,
+    /// Seconds a connection with no request in progress stays open (HTTP/1 keep-alive and HTTP/2 alike).
+    pub idle_timeout_secs: u64,
     /// Seconds to receive a request body.
     pub body_timeout_secs: u64,
     /// Seconds in-flight requests get to finish at shutdown.
@@ -112,6 +116,10 @@ pub struct SecurityConfig {
     pub admin_app: String,
     /// Password checks (bcrypt, argon2id, ...) running at once.
     pub password_check_concurrency: usize,
+    /// MiB of memory the password checks running at once may reserve together (argon2: its `m` each).
+    pub password_memory_budget_mib: u32,
+    /// A failed sign-in is answered no earlier than this many ms after it began (no timing differences).
+    pub password_failure_floor_ms: u64,
     /// Failed password checks from one address within `ip_failure_window_secs` before it is refused.
     pub ip_failure_limit: u32,
     pub ip_failure_window_secs: u64,
@@ -140,7 +148,9 @@ impl Default for HttpConfig {
             addr: "127.0.0.1:8000".into(),
             max_body_bytes: 64 * 1024,
             max_connections: 10_000,
+            max_connections_per_address: 256,
             header_timeout_secs: 30,
+            idle_timeout_secs: 60,
             body_timeout_secs: 30,
             shutdown_grace_secs: 10,
         }
@@ -168,6 +178,8 @@ impl Default for SecurityConfig {
             admin_org: "built-in".into(),
             admin_app: "app-built-in".into(),
             password_check_concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            password_memory_budget_mib: 512,
+            password_failure_floor_ms: jeton_edge::passwords::DEFAULT_FAILURE_FLOOR_MS,
             ip_failure_limit: 50,
             ip_failure_window_secs: 300,
             introspection_cache_entries: 1_000_000,
@@ -242,6 +254,18 @@ impl Config {
         }
         if self.http.max_connections == 0 {
             bail!("http.max_connections must be at least 1");
+        }
+        if self.http.max_connections_per_address == 0 {
+            bail!("http.max_connections_per_address must be at least 1");
+        }
+        if self.http.idle_timeout_secs == 0 {
+            bail!("http.idle_timeout_secs must be at least 1");
+        }
+        if self.security.password_check_concurrency == 0 || self.security.password_memory_budget_mib == 0 {
+            bail!("security.password_check_concurrency and password_memory_budget_mib must be at least 1");
+        }
+        if self.security.password_failure_floor_ms > 60_000 {
+            bail!("security.password_failure_floor_ms is at most 60000 (one minute)");
         }
         if self.tls.enabled && !self.tls.self_signed && (self.tls.cert.is_empty() || self.tls.key.is_empty()) {
             bail!("tls.enabled needs tls.cert and tls.key, or tls.self_signed = true");

@@ -280,7 +280,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let http = HttpSettings {
         tls,
         max_connections: cfg.http.max_connections,
+        max_connections_per_address: cfg.http.max_connections_per_address,
         header_timeout: Duration::from_secs(cfg.http.header_timeout_secs),
+        idle_timeout: Duration::from_secs(cfg.http.idle_timeout_secs),
         body_timeout: Duration::from_secs(cfg.http.body_timeout_secs),
         shutdown_grace: Duration::from_secs(cfg.http.shutdown_grace_secs),
     };
@@ -356,9 +358,13 @@ async fn prepare_edge(
         admin_app: cfg.security.admin_app.clone(),
         max_body_bytes: cfg.http.max_body_bytes,
         introspection_cache_entries: cfg.security.introspection_cache_entries,
-        password_check_concurrency: cfg.security.password_check_concurrency,
-        ip_failure_limit: cfg.security.ip_failure_limit,
-        ip_failure_window: Duration::from_secs(cfg.security.ip_failure_window_secs),
+        passwords: jeton_edge::passwords::PasswordConfig {
+            check_concurrency: cfg.security.password_check_concurrency,
+            memory_budget_kib: cfg.security.password_memory_budget_mib.saturating_mul(1024),
+            failure_floor: Duration::from_millis(cfg.security.password_failure_floor_ms),
+            ip_failure_limit: cfg.security.ip_failure_limit,
+            ip_failure_window: Duration::from_secs(cfg.security.ip_failure_window_secs),
+        },
     };
     Ok(Edge::new(node.clone(), kek, edge_cfg, metrics)?)
 }

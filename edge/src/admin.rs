@@ -39,6 +39,27 @@ fn fail(status: u16, msg: impl Into<String>) -> AdminReply {
     AdminReply { status, body: json!({"status": "error", "msg": msg.into(), "data": null, "data2": null}) }
 }
 
+/// An admin API call that may go ahead: its path is served and its caller is an administrator. Only
+/// [`Edge::admin_gate`] makes one.
+pub struct AdminGrant {
+    path: &'static str,
+}
+
+impl AdminGrant {
+    /// `POST /api/jeton/apply`, whose body may be large.
+    pub fn is_apply(&self) -> bool {
+        self.path == APPLY_PATH
+    }
+}
+
+/// Casdoor's own admin paths (not Jeton's import and cluster APIs): where Casdoor's SDKs may authenticate
+/// with `clientId` / `clientSecret` query parameters.
+pub fn casdoor_path(path: &str) -> bool {
+    ADMIN_PATHS.contains(&path) && path != APPLY_PATH && !path.contains("cluster") && path != "rotate-cert"
+}
+
+const APPLY_PATH: &str = "jeton/apply";
+
 /// Who is calling the admin API.
 pub enum Caller {
     Admin,
@@ -80,28 +101,76 @@ fn user_view(u: &User) -> Value {
     v
 }
 
-/// An application as the admin API shows it: the secret is never readable (only its digest is stored);
-/// `tokenSigningMethod` is the algorithm of the key it signs with (`signing_method`), and the lockout
-/// limits are the effective ones (a limit stored as 0 means Casdoor's default).
-fn app_view(a: &Application, signing_method: &str) -> Value {
-    let mut v = to_value(a);
+/// An organization as the admin API shows it: the master password and the organization salt masked, as a
+/// user's password is (sending `***` back keeps the stored value).
+fn org_view(o: &Organization) -> Value {
+    let mut v = to_value(o);
     if let Some(m) = v.as_object_mut() {
-        m.remove("clientSecretDigest");
-        m.insert("clientSecret".into(), json!(MASK));
-        m.insert("tokenSigningMethod".into(), json!(signing_method));
-        m.insert("failedSigninLimit".into(), json!(a.effective_failed_signin_limit()));
-        m.insert("failedSigninFrozenTime".into(), json!(a.effective_failed_signin_frozen_minutes()));
+        // Casdoor's organizations all belong to `admin`.
+        m.insert("owner".into(), json!("admin"));
+        for (key, stored) in [("masterPassword", &o.master_password), ("passwordSalt", &o.password_salt)] {
+            m.insert(key.into(), json!(if stored.is_empty() { "" } else { MASK }));
+        }
     }
     v
 }
 
-/// A signing key as Casdoor's `cert`: public parts only.
+/// A signing key as Casdoor's `cert`: public parts only, with Casdoor's JSON types (`createdTime` is
+/// RFC 3339 text). `retireAt` (unix seconds, 0 while the key signs) is Jeton's own.
 fn cert_view(k: &SigningKey) -> Value {
     json!({
-        "owner": k.owner, "name": k.kid, "displayName": k.display_name, "scope": "JWT", "type": "x509",
-        "cryptoAlgorithm": k.algorithm, "certificate": k.certificate, "publicKey": k.public_key_pem,
-        "privateKey": "", "createdTime": k.created_at, "retireAt": k.retire_at,
+        "owner": k.owner, "name": k.kid, "createdTime": rfc3339(k.created_at), "displayName": k.display_name,
+        "scope": "JWT", "type": "x509", "cryptoAlgorithm": k.algorithm, "certificate": k.certificate,
+        "publicKey": k.public_key_pem, "privateKey": "", "retireAt": k.retire_at,
     })
+}
+
+/// RFC 3339 (UTC) of unix seconds.
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// Write bodies as Casdoor's SDKs send them: `null` for an absent value (dropped, so the field takes its
+/// default) and `[""]` for an empty list (the Python SDK's default for `grantTypes`, `tags`, `users`, ...;
+/// empty strings are dropped from lists).
+fn normalize_sdk_body(body: &mut Value) {
+    if let Some(m) = body.as_object_mut() {
+        m.retain(|_, v| !v.is_null());
+        for v in m.values_mut() {
+            if let Some(list) = v.as_array_mut() {
+                list.retain(|item| item.as_str() != Some(""));
+            }
+        }
+    }
+}
+
+impl Edge {
+    /// An application as the admin API shows it: the secret is never readable (only its digest is
+    /// stored); `scopes` as Casdoor's scope objects; `tokenSigningMethod` the algorithm of its key; the
+    /// lockout limits the effective ones (a limit stored as 0 means Casdoor's default).
+    fn app_view(&self, a: &Application) -> Value {
+        app_fields(a, self.keyring.get(&a.cert).map(|k| k.alg.as_str()).unwrap_or(""))
+    }
+}
+
+/// [`Edge::app_view`] for an application whose key has algorithm `alg`.
+fn app_fields(a: &Application, alg: &str) -> Value {
+    let mut v = to_value(a);
+    if let Some(m) = v.as_object_mut() {
+        m.remove("clientSecretDigest");
+        m.insert("clientSecret".into(), json!(MASK));
+        m.insert("tokenSigningMethod".into(), json!(alg));
+        let lockout = crate::passwords::Lockout::of(a);
+        m.insert("failedSigninLimit".into(), json!(lockout.limit));
+        m.insert("failedSigninFrozenTime".into(), json!(lockout.frozen_for.as_secs() / 60));
+        let scopes: Vec<Value> =
+            a.scopes.iter().map(|s| json!({"name": s, "displayName": s, "description": ""})).collect();
+        m.insert("scopes".into(), Value::Array(scopes));
+    }
+    v
 }
 
 impl Edge {
@@ -127,57 +196,59 @@ impl Edge {
         }
     }
 
-    /// Serves one admin API call. `path` is the part after `/api/`.
-    pub async fn admin(
-        &self,
-        path: &str,
-        method: &str,
-        query: &Params,
-        body: &[u8],
-        auth: &AdminAuth<'_>,
-    ) -> Option<AdminReply> {
-        if !ADMIN_PATHS.contains(&path) {
-            return None;
-        }
+    /// Checks an admin API call before its body is read: the path exists, the method fits it, and the
+    /// caller is an administrator. `path` is the part after `/api/`. What comes back opens
+    /// [`Edge::admin`]; a refusal is the answer to send (404, 405, 401 or 403).
+    pub fn admin_gate(&self, path: &str, method: &str, auth: &AdminAuth) -> Result<AdminGrant, AdminReply> {
+        let Some(path) = ADMIN_PATHS.iter().find(|p| **p == path) else {
+            return Err(fail(404, format!("unknown API /api/{path}")));
+        };
         let is_read = path.starts_with("get-");
         if is_read != (method == "GET") && !(is_read && method == "POST") {
-            return Some(fail(405, format!("use {} for /api/{path}", if is_read { "GET" } else { "POST" })));
+            return Err(fail(405, format!("use {} for /api/{path}", if is_read { "GET" } else { "POST" })));
         }
         match self.admin_caller(auth) {
-            Caller::Admin => {}
-            Caller::NotAdmin => return Some(fail(403, "this API is for administrators")),
-            Caller::Anonymous(why) => return Some(fail(401, why)),
+            Caller::Admin => Ok(AdminGrant { path }),
+            Caller::NotAdmin => Err(fail(403, "this API is for administrators")),
+            Caller::Anonymous(why) => Err(fail(401, why)),
         }
-        if path == "jeton/apply" {
-            return Some(self.apply_request(body).await);
+    }
+
+    /// Serves one admin API call that [`Edge::admin_gate`] let through.
+    pub async fn admin(&self, grant: AdminGrant, query: &Params, body: &[u8]) -> AdminReply {
+        let path = grant.path;
+        let is_read = path.starts_with("get-");
+        if grant.is_apply() {
+            return self.apply_request(body).await;
         }
         let body: Value = if is_read || body.is_empty() {
             Value::Null
         } else {
             match serde_json::from_slice(body) {
-                Ok(v) => v,
-                Err(e) => return Some(fail(400, format!("the body is not valid JSON: {e}"))),
+                Ok(mut v) => {
+                    normalize_sdk_body(&mut v);
+                    v
+                }
+                Err(e) => return fail(400, format!("the body is not valid JSON: {e}")),
             }
         };
         let q = |k: &str| query.get(k).map(String::as_str).unwrap_or("");
         let page = match Page::from_query(q("p"), q("pageSize")) {
             Ok(p) => p,
-            Err(msg) => return Some(fail(400, msg)),
+            Err(msg) => return fail(400, msg),
         };
         if is_read && q("consistency") == "linearizable" {
             // Wait until this node has applied everything the leader had committed: a read after a write
             // acknowledged anywhere in the cluster sees it.
             if let Err(e) = self.node.linearizable_barrier().await {
-                return Some(fail(503, format!("no linearizable read: {e}")));
+                return fail(503, format!("no linearizable read: {e}"));
             }
         }
-        let reply = match path {
+        match path {
             "get-cluster-status" => ok(to_value(&self.node.status())),
             "cluster-add-learner" | "cluster-promote" | "cluster-remove" => self.cluster_change(path, &body).await,
-            "get-organizations" => self.list(page, self.store.organizations(), |o: &Organization| to_value(o)),
-            "get-organization" => {
-                self.get_one(q("id"), |_, n| self.store.organization(n), |o: &Organization| to_value(o))
-            }
+            "get-organizations" => self.list(page, self.store.organizations(), org_view),
+            "get-organization" => self.get_one(q("id"), |_, n| self.store.organization(n), org_view),
             "add-organization" => self.put_organization(&body, PutMode::Create).await,
             "update-organization" => self.put_organization(&body, PutMode::Update).await,
             "delete-organization" => self.delete(&body, |_, n| Command::DeleteOrganization { name: n.into() }).await,
@@ -186,10 +257,8 @@ impl Edge {
             "add-user" => self.put_user(&body, PutMode::Create).await,
             "update-user" => self.put_user(&body, PutMode::Update).await,
             "delete-user" => self.delete(&body, |o, n| Command::DeleteUser { owner: o.into(), name: n.into() }).await,
-            "get-applications" => self.list(page, self.store.applications(), |a| app_view(a, &self.signing_method(a))),
-            "get-application" => {
-                self.get_one(q("id"), |_, n| self.store.application(n), |a| app_view(a, &self.signing_method(a)))
-            }
+            "get-applications" => self.list(page, self.store.applications(), |a| self.app_view(a)),
+            "get-application" => self.get_one(q("id"), |_, n| self.store.application(n), |a| self.app_view(a)),
             "add-application" => self.put_application(&body, PutMode::Create).await,
             "update-application" => self.put_application(&body, PutMode::Update).await,
             "delete-application" => self.delete(&body, |_, n| Command::DeleteApplication { name: n.into() }).await,
@@ -217,8 +286,7 @@ impl Edge {
             }
             "delete-group" => self.delete(&body, |o, n| Command::DeleteGroup { owner: o.into(), name: n.into() }).await,
             _ => fail(404, "unknown admin API"),
-        };
-        Some(reply)
+        }
     }
 
     /// A list, or one page of it with the total count in `data2` (Casdoor's `p` / `pageSize`). Records
@@ -269,18 +337,6 @@ impl Edge {
             Err(e) => {
                 tracing::error!("admin get: {e}");
                 fail(500, "internal error")
-            }
-        }
-    }
-
-    /// The algorithm of the key an application signs with (`""` if that key is gone).
-    fn signing_method(&self, app: &Application) -> String {
-        match self.store.signing_key(&app.cert) {
-            Ok(Some(k)) => k.get().algorithm.as_str().to_string(),
-            Ok(None) => String::new(),
-            Err(e) => {
-                tracing::error!("admin: signing key {}: {e}", app.cert);
-                String::new()
             }
         }
     }
@@ -348,11 +404,39 @@ impl Edge {
             Ok(o) => o,
             Err(e) => return fail(400, format!("invalid organization: {e}")),
         };
+        // What the views mask comes back masked: keep what is stored.
+        if org.master_password == MASK || org.password_salt == MASK || org.created_time.is_empty() {
+            let existing = match self.store.organization(&org.name).and_then(|r| r.map(|r| r.to_owned()).transpose()) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!("admin put_organization: {e}");
+                    return fail(500, "internal error");
+                }
+            };
+            let old = existing.unwrap_or_default();
+            if org.master_password == MASK {
+                org.master_password = old.master_password;
+            }
+            if org.password_salt == MASK {
+                org.password_salt = old.password_salt;
+            }
+            if org.created_time.is_empty() {
+                org.created_time = old.created_time;
+            }
+        }
         if org.created_time.is_empty() {
             org.created_time = rfc3339_now();
         }
-        if !org.password_type.is_empty() && crate::password::Scheme::parse(&org.password_type).is_none() {
-            return fail(400, format!("unsupported passwordType {}", org.password_type));
+        match crate::passwords::schemes::Scheme::parse(&org.password_type) {
+            None if !org.password_type.is_empty() => {
+                return fail(400, format!("unsupported passwordType {}", org.password_type))
+            }
+            Some(scheme) => {
+                if let Err(e) = crate::passwords::schemes::work(scheme, &org.master_password) {
+                    return fail(400, format!("masterPassword refused: {e}"));
+                }
+            }
+            None => {}
         }
         self.commit(Command::PutOrganization { org, mode }).await
     }
@@ -404,25 +488,33 @@ impl Edge {
                     return fail(500, "internal error");
                 }
             };
-            let scheme = match crate::password::Scheme::parse(&org_type) {
-                Some(crate::password::Scheme::Plain) | None => crate::password::Scheme::Argon2id,
+            use crate::passwords::schemes::{self, PasswordError, Scheme};
+            let scheme = match Scheme::parse(&org_type) {
+                Some(Scheme::Plain) | None => Scheme::Argon2id,
                 Some(s) => s,
             };
-            let salt = crate::password::new_salt();
-            let pw = user.password.clone();
-            let hashed =
-                tokio::task::spawn_blocking(move || crate::password::hash(scheme, &pw, &salt).map(|h| (h, salt))).await;
-            match hashed {
-                Ok(Ok((h, salt))) => {
+            let salt = schemes::new_salt();
+            // In the same hashing slots and memory budget as sign-ins.
+            match self.passwords.hash(scheme, &user.password, &salt).await {
+                Ok(h) => {
                     user.password = h;
                     user.password_type = scheme.as_str().to_string();
                     user.password_salt = salt;
                 }
-                Ok(Err(e)) => return fail(400, format!("password not accepted: {e}")),
-                Err(_) => return fail(500, "internal error"),
+                Err(e @ PasswordError::Hashing(_)) => {
+                    tracing::error!("admin put_user: {e}");
+                    return fail(500, "internal error");
+                }
+                Err(e) => return fail(400, format!("password not accepted: {e}")),
             }
-        } else if !user.password_type.is_empty() && crate::password::Scheme::parse(&user.password_type).is_none() {
-            return fail(400, format!("unsupported passwordType {}", user.password_type));
+        } else if !user.password_type.is_empty() {
+            // A hash set as is: its scheme must be one of Casdoor's and one check of it within the cost cap.
+            let Some(scheme) = crate::passwords::schemes::Scheme::parse(&user.password_type) else {
+                return fail(400, format!("unsupported passwordType {}", user.password_type));
+            };
+            if let Err(e) = crate::passwords::schemes::work(scheme, &user.password) {
+                return fail(400, format!("password hash refused: {e}"));
+            }
         }
         self.commit(Command::PutUser { user, mode }).await
     }
@@ -434,6 +526,15 @@ impl Edge {
         };
         // Only the digest of a secret is stored; a client cannot set the digest itself.
         m.remove("clientSecretDigest");
+        // Casdoor's scopes are objects (`{name, displayName, description}`, as the views show them); plain
+        // names are taken too.
+        if let Some(Value::Array(scopes)) = m.get_mut("scopes") {
+            for scope in scopes.iter_mut() {
+                if let Some(name) = scope.get("name").and_then(Value::as_str) {
+                    *scope = json!(name);
+                }
+            }
+        }
         let secret = m.remove("clientSecret").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         let signing_method =
             m.remove("tokenSigningMethod").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
@@ -452,17 +553,19 @@ impl Edge {
         if app.created_time.is_empty() {
             app.created_time = existing.as_ref().map(|e| e.created_time.clone()).unwrap_or_else(rfc3339_now);
         }
-        let mut generated = None;
         if app.client_id.is_empty() {
             app.client_id = existing.as_ref().map(|e| e.client_id.clone()).unwrap_or_else(|| random_hex(10));
         }
         if secret.is_empty() || secret == MASK {
             match &existing {
                 Some(old) => app.client_secret_digest = old.client_secret_digest.clone(),
+                // Casdoor generates one and shows it in get-application; Jeton keeps only a digest, so it
+                // could never show it: the caller chooses it (README, "Admin API").
                 None => {
-                    let s = random_hex(20);
-                    app.client_secret_digest = sha256(s.as_bytes()).to_vec();
-                    generated = Some(s);
+                    return fail(
+                        400,
+                        "clientSecret is required: Jeton stores only its digest and cannot show it later; choose one of at least 16 characters",
+                    )
                 }
             }
         } else {
@@ -483,12 +586,33 @@ impl Edge {
         if app.expire_in_hours <= 0.0 || !app.expire_in_hours.is_finite() {
             app.expire_in_hours = existing.as_ref().map(|e| e.expire_in_hours).filter(|h| *h > 0.0).unwrap_or(1.0);
         }
+        // A key named together with an algorithm it does not sign with: the one the application had gives
+        // way to the algorithm (the view sends both back); any other is a contradiction.
+        if !app.cert.is_empty() && !signing_method.is_empty() {
+            let named = self.keyring.get(&app.cert).map(|k| k.alg);
+            if named != Alg::parse(&signing_method) {
+                if existing.as_ref().is_some_and(|e| e.cert == app.cert) {
+                    app.cert.clear();
+                } else {
+                    return fail(
+                        400,
+                        format!("cert {} does not sign with tokenSigningMethod {signing_method}", app.cert),
+                    );
+                }
+            }
+        }
         if app.cert.is_empty() {
-            let alg = if signing_method.is_empty() { Some(Alg::EdDSA) } else { Alg::parse(&signing_method) };
+            // RS256 unless told otherwise: what OIDC Core requires every relying party to support, Casdoor's
+            // default, and the only algorithm Casdoor's Node SDK verifies (EdDSA is faster: README).
+            let alg = if signing_method.is_empty() { Some(Alg::RS256) } else { Alg::parse(&signing_method) };
             let Some(alg) = alg else {
                 return fail(400, format!("unsupported tokenSigningMethod {signing_method}"));
             };
-            match existing.as_ref().map(|e| e.cert.clone()).filter(|c| !c.is_empty() && signing_method.is_empty()) {
+            // An update that names no key keeps the application's key, unless it asks for another algorithm.
+            let keeps = |kid: &String| {
+                !kid.is_empty() && (signing_method.is_empty() || self.keyring.get(kid).is_some_and(|k| k.alg == alg))
+            };
+            match existing.as_ref().map(|e| e.cert.clone()).filter(keeps) {
                 Some(c) => app.cert = c,
                 None => match self.keyring.default_for(alg) {
                     Some(k) => app.cert = k.kid.clone(),
@@ -498,18 +622,14 @@ impl Edge {
                 },
             }
         }
-        let client_id = app.client_id.clone();
-        let reply = self.commit(Command::PutApplication { app, mode }).await;
-        match (reply.status, generated) {
-            (200, Some(secret)) => ok2(json!("Affected"), json!({"clientId": client_id, "clientSecret": secret})),
-            _ => reply,
-        }
+        self.commit(Command::PutApplication { app, mode }).await
     }
 
     async fn add_cert(&self, body: &Value) -> AdminReply {
         let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
         let owner = body.get("owner").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("admin");
-        let alg_name = body.get("cryptoAlgorithm").and_then(Value::as_str).unwrap_or("EdDSA");
+        // Casdoor's default, like applications'.
+        let alg_name = body.get("cryptoAlgorithm").and_then(Value::as_str).filter(|a| !a.is_empty()).unwrap_or("RS256");
         let Some(alg) = Alg::parse(alg_name).filter(|a| Alg::GENERATED.contains(a)) else {
             return fail(400, format!("cryptoAlgorithm must be one of EdDSA, ES256, RS256 (got {alg_name})"));
         };
@@ -646,7 +766,7 @@ pub const ADMIN_PATHS: &[&str] = &[
     "add-group",
     "update-group",
     "delete-group",
-    "jeton/apply",
+    APPLY_PATH,
 ];
 
 /// A write that did not happen (or whose fate is unknown): 503 with the reason.
@@ -1029,7 +1149,227 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use super::ApplyTurns;
+    use jeton_raft::model::{Application, Group, Organization, Role, SigningKey, TokenAttribute, User};
+    use serde_json::{json, Value};
+
+    use super::{cert_view, normalize_sdk_body, org_view, user_view, ApplyTurns};
+
+    /// The JSON type of a field in Casdoor's Go structs, from the column types of COMPAT §2 (VARCHAR/TEXT →
+    /// string, INTEGER/BIGINT/DOUBLE → number, BOOL → bool, "JSON list" → array of strings or of objects,
+    /// "JSON object" → object). Casdoor's Go SDK decodes into those structs: another type fails it.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Ty {
+        Str,
+        Num,
+        Bool,
+        StrList,
+        ObjList,
+        Obj,
+    }
+    use Ty::*;
+
+    fn ty_of(v: &Value) -> Option<Ty> {
+        Some(match v {
+            Value::String(_) => Str,
+            Value::Number(_) => Num,
+            Value::Bool(_) => Bool,
+            Value::Object(_) => Obj,
+            Value::Array(a) if a.iter().all(Value::is_string) && a.iter().any(Value::is_string) => StrList,
+            Value::Array(a) if a.iter().all(Value::is_object) && !a.is_empty() => ObjList,
+            _ => return None,
+        })
+    }
+
+    /// COMPAT §2.1 organization (the fields the view emits).
+    const ORGANIZATION: &[(&str, Ty)] = &[
+        ("owner", Str),
+        ("name", Str),
+        ("createdTime", Str),
+        ("displayName", Str),
+        ("passwordType", Str),
+        ("passwordSalt", Str),
+        ("masterPassword", Str),
+        ("enableSoftDeletion", Bool),
+        ("tags", StrList),
+        ("defaultTokenFormat", Str),
+    ];
+    /// COMPAT §2.2 user.
+    const USER: &[(&str, Ty)] = &[
+        ("owner", Str),
+        ("name", Str),
+        ("id", Str),
+        ("createdTime", Str),
+        ("updatedTime", Str),
+        ("deletedTime", Str),
+        ("type", Str),
+        ("password", Str),
+        ("passwordSalt", Str),
+        ("passwordType", Str),
+        ("displayName", Str),
+        ("firstName", Str),
+        ("lastName", Str),
+        ("avatar", Str),
+        ("email", Str),
+        ("emailVerified", Bool),
+        ("phone", Str),
+        ("countryCode", Str),
+        ("region", Str),
+        ("location", Str),
+        ("address", StrList),
+        ("affiliation", Str),
+        ("title", Str),
+        ("homepage", Str),
+        ("bio", Str),
+        ("tag", Str),
+        ("language", Str),
+        ("gender", Str),
+        ("birthday", Str),
+        ("realName", Str),
+        ("isVerified", Bool),
+        ("score", Num),
+        ("isAdmin", Bool),
+        ("isForbidden", Bool),
+        ("isDeleted", Bool),
+        ("signupApplication", Str),
+        ("ldap", Str),
+        ("groups", StrList),
+        ("properties", Obj),
+        ("uidNumber", Num),
+        ("preferredMfaType", Str),
+        ("totpSecret", Str),
+        ("lastChangePasswordTime", Str),
+        ("needUpdatePassword", Bool),
+    ];
+    /// COMPAT §2.4 application.
+    const APPLICATION: &[(&str, Ty)] = &[
+        ("owner", Str),
+        ("name", Str),
+        ("displayName", Str),
+        ("createdTime", Str),
+        ("organization", Str),
+        ("clientId", Str),
+        ("clientSecret", Str),
+        ("redirectUris", StrList),
+        ("grantTypes", StrList),
+        ("scopes", ObjList),
+        ("tokenFormat", Str),
+        ("tokenSigningMethod", Str),
+        ("cert", Str),
+        ("expireInHours", Num),
+        ("refreshExpireInHours", Num),
+        ("tokenFields", StrList),
+        ("tokenAttributes", ObjList),
+        ("failedSigninLimit", Num),
+        ("failedSigninFrozenTime", Num),
+    ];
+    /// COMPAT §2.5 cert; `publicKey` and `retireAt` are Jeton's own (extra fields are ignored by decoders).
+    const CERT: &[(&str, Ty)] = &[
+        ("owner", Str),
+        ("name", Str),
+        ("createdTime", Str),
+        ("displayName", Str),
+        ("scope", Str),
+        ("type", Str),
+        ("cryptoAlgorithm", Str),
+        ("certificate", Str),
+        ("privateKey", Str),
+        ("publicKey", Str),
+        ("retireAt", Num),
+    ];
+    /// COMPAT §2.7 role.
+    const ROLE: &[(&str, Ty)] = &[
+        ("owner", Str),
+        ("name", Str),
+        ("createdTime", Str),
+        ("displayName", Str),
+        ("description", Str),
+        ("users", StrList),
+        ("groups", StrList),
+        ("roles", StrList),
+        ("domains", StrList),
+        ("isEnabled", Bool),
+    ];
+    /// COMPAT §2.3 group.
+    const GROUP: &[(&str, Ty)] = &[
+        ("owner", Str),
+        ("name", Str),
+        ("createdTime", Str),
+        ("displayName", Str),
+        ("type", Str),
+        ("parentId", Str),
+        ("isTopGroup", Bool),
+        ("isEnabled", Bool),
+        ("gidNumber", Num),
+    ];
+
+    /// Every field a view emits is in Casdoor's table with the same JSON type, and every field of the table
+    /// is emitted. Lists are filled so that their element type shows.
+    fn check(kind: &str, view: &Value, table: &[(&str, Ty)]) {
+        let obj = view.as_object().unwrap_or_else(|| panic!("{kind}: not an object: {view}"));
+        for (k, v) in obj {
+            let expected = table.iter().find(|(f, _)| f == k).map(|(_, t)| *t);
+            let expected = expected.unwrap_or_else(|| panic!("{kind}.{k} is not a field of Casdoor's {kind}: {v}"));
+            assert_eq!(ty_of(v), Some(expected), "{kind}.{k} = {v}: Casdoor's Go struct has {expected:?}");
+        }
+        for (f, _) in table {
+            assert!(obj.contains_key(*f), "{kind}.{f} is missing from the view");
+        }
+    }
+
+    #[test]
+    fn admin_views_keep_the_json_types_of_casdoors_structs() {
+        let s = |x: &str| x.to_string();
+        let org = Organization {
+            name: s("acme"),
+            master_password: s("hash"),
+            password_salt: s("salt"),
+            tags: vec![s("staff")],
+            ..Default::default()
+        };
+        check("organization", &org_view(&org), ORGANIZATION);
+        let user = User {
+            address: vec![s("1 Main St")],
+            groups: vec![s("acme/dev")],
+            properties: [(s("k"), s("v"))].into(),
+            ..Default::default()
+        };
+        check("user", &user_view(&user), USER);
+        let key = SigningKey { kid: s("k1"), algorithm: s("RS256"), created_at: 1_700_000_000, ..Default::default() };
+        let cert = cert_view(&key);
+        check("cert", &cert, CERT);
+        assert_eq!(cert["createdTime"], "2023-11-14T22:13:20Z");
+        let role = Role {
+            users: vec![s("acme/a")],
+            groups: vec![s("acme/g")],
+            roles: vec![s("acme/r")],
+            domains: vec![s("d")],
+            ..Default::default()
+        };
+        check("role", &super::to_value(&role), ROLE);
+        check("group", &super::to_value(&Group::default()), GROUP);
+        let app = Application {
+            redirect_uris: vec![s("https://a/cb")],
+            grant_types: vec![s("password")],
+            scopes: vec![s("read")],
+            token_fields: vec![s("Email")],
+            token_attributes: vec![TokenAttribute { name: s("t"), ..Default::default() }],
+            client_secret_digest: vec![1; 32],
+            ..Default::default()
+        };
+        let view = super::app_fields(&app, "RS256");
+        check("application", &view, APPLICATION);
+        assert_eq!(view["scopes"][0]["name"], "read");
+    }
+
+    #[test]
+    fn organization_secrets_are_masked_and_sdk_bodies_normalized() {
+        let org = Organization { name: "acme".into(), master_password: "h".into(), ..Default::default() };
+        let v = org_view(&org);
+        assert_eq!((v["masterPassword"].as_str(), v["passwordSalt"].as_str()), (Some("***"), Some("")));
+        let mut body = json!({"name": "x", "grantTypes": [""], "tags": ["", "a"], "cert": null, "expireInHours": 0});
+        normalize_sdk_body(&mut body);
+        assert_eq!(body, json!({"name": "x", "grantTypes": [], "tags": ["a"], "expireInHours": 0}));
+    }
 
     /// Batches of one import go in their numbered order whatever order they arrive in; a batch whose
     /// predecessor never comes is refused after the wait; imports do not wait for each other.

@@ -30,12 +30,13 @@ pub struct BuiltIn<'a> {
 /// a moment: call it off the I/O threads.
 pub fn commands(kek: &Kek, b: BuiltIn<'_>) -> Result<Vec<Command>, EdgeError> {
     let mut commands = Vec::new();
-    let mut eddsa_kid = String::new();
+    // The admin application signs RS256, as new applications do (EdDSA is one setting away).
+    let mut rs256_kid = String::new();
     for alg in Alg::GENERATED {
         let kid = format!("jeton-{}-{}", alg.as_str().to_lowercase(), b.kid_suffix);
         let key = keys::generate(alg, &kid, "admin", kek, b.now)?;
-        if alg == Alg::EdDSA {
-            eddsa_kid = kid;
+        if alg == Alg::RS256 {
+            rs256_kid = kid.clone();
         }
         commands.push(Command::PutSigningKey { key, mode: PutMode::Create });
     }
@@ -76,7 +77,7 @@ pub fn commands(kek: &Kek, b: BuiltIn<'_>) -> Result<Vec<Command>, EdgeError> {
             client_secret_digest: sha256(b.client_secret.as_bytes()).to_vec(),
             grant_types: vec!["client_credentials".into(), "password".into(), "refresh_token".into()],
             token_format: "JWT-Standard".into(),
-            cert: eddsa_kid,
+            cert: rs256_kid,
             expire_in_hours: 1.0,
             refresh_expire_in_hours: 168.0,
             ..Default::default()

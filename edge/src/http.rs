@@ -2,12 +2,15 @@
 //! response encoding. Bad input ends here with the protocol's own error; the services in [`crate::oauth`]
 //! and [`crate::admin`] never see a socket.
 //!
-//! Every connection has a bounded request size, a header-read timeout (which also closes idle keep-alive
-//! connections), a body-read timeout and a slot in a connection limit; shutdown is graceful.
+//! Every connection has a bounded request size, a header-read timeout, a body-read timeout, an idle timeout
+//! (HTTP/1 keep-alive and HTTP/2 alike: a connection with no request in progress for that long is closed,
+//! gracefully), a slot in the connection limit and one in its address's limit; shutdown is graceful.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
@@ -20,10 +23,10 @@ use hyper::header::{
 };
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use crate::admin::AdminAuth;
 use crate::error::OAuthError;
@@ -35,8 +38,12 @@ use crate::service::Edge;
 pub struct HttpSettings {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub max_connections: usize,
-    /// Time to receive a request's headers; also how long an idle keep-alive connection stays open.
+    /// Open connections from one client address at most; further ones are closed at once.
+    pub max_connections_per_address: usize,
+    /// Time to receive a request's headers.
     pub header_timeout: Duration,
+    /// How long a connection with no request in progress stays open (HTTP/1 keep-alive and HTTP/2).
+    pub idle_timeout: Duration,
     /// Time to receive a request's body.
     pub body_timeout: Duration,
     /// Time in-flight requests get to finish at shutdown.
@@ -48,7 +55,9 @@ impl Default for HttpSettings {
         HttpSettings {
             tls: None,
             max_connections: 10_000,
+            max_connections_per_address: 256,
             header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
         }
@@ -74,8 +83,11 @@ pub async fn serve(
         .max_buf_size(64 * 1024);
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2.timer(TokioTimer::new()).max_concurrent_streams(256).keep_alive_interval(settings.header_timeout);
-    let graceful = GracefulShutdown::new();
+    // Connections watch this to close gracefully at shutdown; every connection holds a slot of `slots`
+    // until it ends, so getting all slots back means every connection has finished.
+    let (stopping, stop_watch) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let per_address = Arc::new(AddressSlots::new(settings.max_connections_per_address));
     let tls = settings.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
@@ -95,28 +107,46 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        // One address may not take every slot: past its limit the connection is closed unanswered (a TLS
+        // handshake or an HTTP answer would spend on it what the limit is there to save).
+        let Some(address_slot) = per_address.take(peer.ip()) else {
+            edge.metrics.connection_refused();
+            tracing::debug!(%peer, "connection refused: too many open connections from this address");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let edge = edge.clone();
         let discovery = discovery.clone();
         let (http1, http2) = (http1.clone(), http2.clone());
-        let watcher = graceful.watcher();
+        let stop = stop_watch.clone();
         let tls = tls.clone();
-        let header_timeout = settings.header_timeout;
-        let body_timeout = settings.body_timeout;
+        let (header_timeout, body_timeout, idle) =
+            (settings.header_timeout, settings.body_timeout, settings.idle_timeout);
         tokio::spawn(async move {
-            let _permit = permit;
-            let svc = hyper::service::service_fn(move |req| {
-                let edge = edge.clone();
-                let discovery = discovery.clone();
-                async move { Ok::<_, Infallible>(handle(&edge, &discovery, peer, req, body_timeout).await) }
-            });
+            let _slots = (permit, address_slot);
+            let activity = Arc::new(Activity::new());
+            let svc = {
+                let activity = activity.clone();
+                hyper::service::service_fn(move |req| {
+                    let edge = edge.clone();
+                    let discovery = discovery.clone();
+                    let busy = activity.begin();
+                    async move {
+                        let reply = handle(&edge, &discovery, peer, req, body_timeout).await;
+                        drop(busy);
+                        Ok::<_, Infallible>(reply)
+                    }
+                })
+            };
             let result = match tls {
                 Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(tls_stream)) => {
                         if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                            watcher.watch(http2.serve_connection(TokioIo::new(tls_stream), svc)).await
+                            let conn = http2.serve_connection(TokioIo::new(tls_stream), svc);
+                            drive(conn, &activity, idle, stop).await
                         } else {
-                            watcher.watch(http1.serve_connection(TokioIo::new(tls_stream), svc)).await
+                            let conn = http1.serve_connection(TokioIo::new(tls_stream), svc);
+                            drive(conn, &activity, idle, stop).await
                         }
                     }
                     Ok(Err(e)) => {
@@ -125,7 +155,7 @@ pub async fn serve(
                     }
                     Err(_) => return,
                 },
-                None => watcher.watch(http1.serve_connection(TokioIo::new(stream), svc)).await,
+                None => drive(http1.serve_connection(TokioIo::new(stream), svc), &activity, idle, stop).await,
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, "connection ended: {e}");
@@ -133,8 +163,120 @@ pub async fn serve(
         });
     }
     tracing::info!("HTTP listener stopping; draining connections");
-    if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown()).await.is_err() {
+    let _ = stopping.send(true);
+    let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(settings.shutdown_grace, slots.acquire_many(all)).await.is_err() {
         tracing::warn!("some connections did not finish in time");
+    }
+}
+
+/// Requests in progress on one connection, and when the last one ended: what its idle timer reads.
+struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `started` at which the last request ended (0: none yet).
+    last_end_ms: AtomicU64,
+}
+
+/// A request in progress; ending it (dropping this, also when the request is abandoned) restarts the idle
+/// clock.
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { started: Instant::now(), in_flight: AtomicUsize::new(0), last_end_ms: AtomicU64::new(0) }
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        Busy(self.clone())
+    }
+
+    /// When the connection will have been idle for `idle`, as things stand; `None` while a request runs.
+    fn idle_deadline(&self, idle: Duration) -> Option<tokio::time::Instant> {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let last = self.started + Duration::from_millis(self.last_end_ms.load(Ordering::SeqCst));
+        Some(tokio::time::Instant::from_std(last + idle))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let ms = u64::try_from(self.0.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.last_end_ms.store(ms, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Runs one connection (HTTP/1 or HTTP/2) until it ends. It is closed gracefully — HTTP/2 sends GOAWAY,
+/// HTTP/1 finishes the response in progress — once no request has been in progress for `idle`, or when
+/// the listener stops. hyper closes neither an idle HTTP/2 connection (its keep-alive only pings) nor,
+/// reliably, an HTTP/1 one that is between requests.
+async fn drive<C>(conn: C, activity: &Activity, idle: Duration, mut stop: watch::Receiver<bool>) -> Result<(), C::Error>
+where
+    C: GracefulConnection,
+{
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        // While a request runs there is no deadline yet; look again one idle period later.
+        let deadline = activity.idle_deadline(idle).unwrap_or_else(|| tokio::time::Instant::now() + idle);
+        tokio::select! {
+            result = conn.as_mut() => return result,
+            _ = tokio::time::sleep_until(deadline), if !closing => {
+                if activity.idle_deadline(idle).is_some_and(|d| d <= tokio::time::Instant::now()) {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+            _ = stop.changed(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
+
+/// Open connections per client address, each below the limit.
+struct AddressSlots {
+    limit: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One open connection of an address; dropping it frees the slot.
+struct AddressSlot {
+    slots: Arc<AddressSlots>,
+    ip: IpAddr,
+}
+
+impl AddressSlots {
+    fn new(limit: usize) -> AddressSlots {
+        AddressSlots { limit: limit.max(1), open: Mutex::new(HashMap::new()) }
+    }
+
+    /// A slot for a new connection from `ip`, or `None` when it has `limit` open already.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot { slots: self.clone(), ip })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -156,7 +298,7 @@ impl Discovery {
             "response_types_supported": [],
             "grant_types_supported": ["client_credentials", "password", "refresh_token"],
             "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["EdDSA", "ES256", "RS256", "RS384", "RS512"],
+            "id_token_signing_alg_values_supported": ["RS256", "RS384", "RS512", "ES256", "EdDSA"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
@@ -225,18 +367,36 @@ struct Decoded {
     /// The client that header authenticated before (see [`Edge::known_basic`]); `basic` is then not decoded.
     known_client: Option<Arc<crate::service::ClientApp>>,
     bearer: Option<String>,
-    body: Bytes,
 }
 
 impl Decoded {
-    fn client_auth(&mut self) -> ClientAuth {
-        ClientAuth { basic: self.basic.take(), header: self.basic_header.take(), known: self.known_client.take() }
+    /// The client credentials of the request. `casdoor_path`: one of Casdoor's token, refresh or
+    /// introspection paths, where the body may repeat the Basic credentials (see
+    /// [`ClientAuth::repeat_allowed`]).
+    fn client_auth(&mut self, casdoor_path: bool) -> ClientAuth {
+        ClientAuth {
+            basic: self.basic.take(),
+            header: self.basic_header.take(),
+            known: self.known_client.take(),
+            repeat_allowed: casdoor_path,
+        }
     }
 }
 
 /// Reads the body within the size and time limits. A small body usually arrived with the headers: it is
-/// taken at once, and a timer is only set for a body that is still on its way.
-async fn read_body(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, OAuthError> {
+/// taken at once, and a timer is only set for a body that is still on its way. A `Content-Length` past the
+/// limit is refused before anything is read.
+async fn read_body(
+    headers: &hyper::HeaderMap,
+    body: Incoming,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, OAuthError> {
+    if let Some(len) = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+        if len > limit as u64 {
+            return Err(too_large(limit));
+        }
+    }
     let mut collect = std::pin::pin!(Limited::new(body, limit).collect());
     let ready =
         std::future::poll_fn(|cx| std::task::Poll::Ready(std::future::Future::poll(collect.as_mut(), cx))).await;
@@ -264,6 +424,10 @@ fn too_large(limit: usize) -> OAuthError {
     OAuthError { status: 413, error: "invalid_request", description: format!("request body larger than {limit} bytes") }
 }
 
+fn too_many_params() -> OAuthError {
+    OAuthError::invalid_request(format!("more than {} parameters", Params::MAX))
+}
+
 /// Whether URL decoding would change `s` (a byte scan: tokens are long and almost never escaped).
 fn needs_unescape(s: &str) -> bool {
     memchr::memchr2(b'%', b'+', s.as_bytes()).is_some()
@@ -285,9 +449,14 @@ fn form_pairs(input: &str) -> impl Iterator<Item = (String, String)> + '_ {
     })
 }
 
-/// Adds `key=value` pairs, refusing a repeated parameter (RFC 6749 §3.1).
+/// Adds `key=value` pairs, refusing a repeated parameter (RFC 6749 §3.1) and more than [`Params::MAX`] in
+/// all. Each pair is checked against at most `Params::MAX` others, so the cost is linear in the input:
+/// the pairs past the cap are never decoded.
 fn add_pairs(params: &mut Params, pairs: impl Iterator<Item = (String, String)>) -> Result<(), OAuthError> {
     for (k, v) in pairs {
+        if params.len() >= Params::MAX {
+            return Err(too_many_params());
+        }
         if params.contains_key(&k) {
             return Err(OAuthError::invalid_request(format!("parameter {k} is repeated")));
         }
@@ -296,32 +465,54 @@ fn add_pairs(params: &mut Params, pairs: impl Iterator<Item = (String, String)>)
     Ok(())
 }
 
-/// Decodes query string, body (form or JSON) and the Authorization header. With `known` (the token
-/// endpoints), a Basic header that authenticated a client before is looked up instead of decoded.
+/// The parameters of a form body or query string: what the endpoints decode, exposed for the benches and
+/// the fuzz targets.
+pub fn parse_form(input: &str) -> Result<Params, OAuthError> {
+    let mut params = Params::new();
+    add_pairs(&mut params, form_pairs(input))?;
+    Ok(params)
+}
+
+/// Parameters that carry a secret: never accepted in a query string on the OAuth endpoints (RFC 6749
+/// §2.3.1, §4.3.2), where URLs end up in access logs, proxies and browser history.
+const SECRET_PARAMS: [&str; 2] = ["client_secret", "password"];
+
+/// Who authenticates a request, and how.
+#[derive(Clone, Copy)]
+enum Credentials<'a> {
+    /// A client (token, introspection, revocation): no secret in the query string, and a Basic header that
+    /// authenticated before is looked up in `edge` instead of decoded.
+    Client(&'a Edge),
+    /// A bearer token (userinfo).
+    Bearer,
+}
+
+/// Decodes query string, body (form or JSON) and the Authorization header.
 async fn decode(
     req: Request<Incoming>,
     limit: usize,
     timeout: Duration,
-    known: Option<&Edge>,
+    credentials: Credentials<'_>,
 ) -> Result<Decoded, OAuthError> {
     let (parts, body) = req.into_parts();
-    if let Some(len) =
-        parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limit as u64 {
-            return Err(too_large(limit));
-        }
-    }
-    let body = read_body(body, limit, timeout).await?;
     let mut params = Params::new();
     if let Some(q) = parts.uri.query() {
         add_pairs(&mut params, form_pairs(q))?;
     }
+    if let (Credentials::Client(_), Some(k)) = (credentials, SECRET_PARAMS.iter().find(|k| params.contains_key(k))) {
+        return Err(OAuthError::invalid_request(format!(
+            "{k} must not be sent in the query string; send it in the request body (or client credentials with HTTP Basic)"
+        )));
+    }
+    let body = read_body(&parts.headers, body, limit, timeout).await?;
     let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     if !body.is_empty() {
         if content_type.starts_with("application/json") {
             // Casdoor accepts a JSON body; its values fill parameters the query did not give.
             if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&body) {
+                if m.len() > Params::MAX {
+                    return Err(too_many_params());
+                }
                 for (k, v) in m {
                     let v = match v {
                         Value::String(s) => s,
@@ -330,6 +521,9 @@ async fn decode(
                     };
                     params.insert_if_absent(k, v);
                 }
+                if params.len() > Params::MAX {
+                    return Err(too_many_params());
+                }
             }
         } else if content_type.is_empty() || content_type.starts_with("application/x-www-form-urlencoded") {
             let form =
@@ -337,20 +531,46 @@ async fn decode(
             add_pairs(&mut params, form_pairs(form))?;
         }
     }
-    let (mut basic, mut basic_header, mut known_client, mut bearer) = (None, None, None, None);
-    if let Some(raw) = parts.headers.get(AUTHORIZATION) {
+    let known = match credentials {
+        Credentials::Client(edge) => Some(edge),
+        Credentials::Bearer => None,
+    };
+    let auth = authorization(&parts.headers, known)?;
+    Ok(Decoded {
+        params,
+        basic: auth.basic,
+        basic_header: auth.basic_header,
+        known_client: auth.known_client,
+        bearer: auth.bearer,
+    })
+}
+
+/// The credentials of an `Authorization` header.
+#[derive(Default)]
+struct Authorization {
+    basic: Option<(String, String)>,
+    basic_header: Option<Bytes>,
+    known_client: Option<Arc<crate::service::ClientApp>>,
+    bearer: Option<String>,
+}
+
+/// Decodes the `Authorization` header. With `known` (the client endpoints), a Basic header that
+/// authenticated a client before is looked up instead of decoded.
+fn authorization(headers: &hyper::HeaderMap, known: Option<&Edge>) -> Result<Authorization, OAuthError> {
+    let mut auth = Authorization::default();
+    if let Some(raw) = headers.get(AUTHORIZATION) {
         let h = raw.to_str().map_err(|_| OAuthError::invalid_request("malformed Authorization header"))?;
         if let Some(b64) = strip_scheme(h, "basic") {
-            known_client = known.and_then(|edge| edge.known_basic(raw.as_bytes()));
-            if known_client.is_none() {
-                basic = Some(parse_basic(b64)?);
-                basic_header = known.map(|_| Bytes::copy_from_slice(raw.as_bytes()));
+            auth.known_client = known.and_then(|edge| edge.known_basic(raw.as_bytes()));
+            if auth.known_client.is_none() {
+                auth.basic = Some(parse_basic(b64)?);
+                auth.basic_header = known.map(|_| Bytes::copy_from_slice(raw.as_bytes()));
             }
         } else if let Some(t) = strip_scheme(h, "bearer") {
-            bearer = Some(t.trim().to_string());
+            auth.bearer = Some(t.trim().to_string());
         }
     }
-    Ok(Decoded { params, basic, basic_header, known_client, bearer, body })
+    Ok(auth)
 }
 
 fn strip_scheme<'a>(h: &'a str, scheme: &str) -> Option<&'a str> {
@@ -386,14 +606,16 @@ async fn route(
             r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
             ("jwks", r)
         }
-        (&Method::POST, "/oauth/introspect") | (&Method::POST, "/api/login/oauth/introspect") => {
-            ("introspect", introspect(edge, req, limit, timeout).await)
+        (&Method::POST, "/oauth/introspect") => ("introspect", introspect(edge, req, limit, timeout, false).await),
+        (&Method::POST, "/api/login/oauth/introspect") => {
+            ("introspect", introspect(edge, req, limit, timeout, true).await)
         }
-        (&Method::POST, "/oauth/token") | (&Method::POST, "/api/login/oauth/access_token") => {
-            ("token", Box::pin(token(edge, req, limit, timeout, ip, false)).await)
+        (&Method::POST, "/oauth/token") => ("token", Box::pin(token(edge, req, limit, timeout, ip, Path::Ours)).await),
+        (&Method::POST, "/api/login/oauth/access_token") => {
+            ("token", Box::pin(token(edge, req, limit, timeout, ip, Path::Casdoor)).await)
         }
         (&Method::POST, "/api/login/oauth/refresh_token") => {
-            ("token", Box::pin(token(edge, req, limit, timeout, ip, true)).await)
+            ("token", Box::pin(token(edge, req, limit, timeout, ip, Path::CasdoorRefresh)).await)
         }
         (&Method::POST, "/oauth/revoke") => ("revoke", Box::pin(revoke(edge, req, limit, timeout)).await),
         (&Method::GET | &Method::POST, "/oauth/userinfo") => {
@@ -410,32 +632,32 @@ async fn route(
         (&Method::GET, "/metrics") => {
             ("metrics", reply(200, "text/plain; version=0.0.4", edge.metrics.render(&edge.node.raft, edge.node.id)))
         }
-        // Imports send large batches: a body limit of its own.
-        (&Method::POST, "/api/jeton/apply") => {
-            ("admin", Box::pin(admin(edge, req, crate::admin::APPLY_BODY_LIMIT.max(limit), timeout)).await)
-        }
         // Rare and with large futures: boxed, so every request's future stays small (it is moved around).
         (_, p) if p.starts_with("/api/") => ("admin", Box::pin(admin(edge, req, limit, timeout)).await),
         _ => ("other", json_reply(404, r#"{"error":"not_found"}"#)),
     }
 }
 
-async fn token(
-    edge: &Edge,
-    req: Request<Incoming>,
-    limit: usize,
-    timeout: Duration,
-    ip: IpAddr,
-    refresh_only: bool,
-) -> Reply {
-    let mut d = match decode(req, limit, timeout, Some(edge)).await {
+/// Which token path a request came in on.
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    /// `/oauth/token`: one client authentication method per request.
+    Ours,
+    /// `/api/login/oauth/access_token`.
+    Casdoor,
+    /// `/api/login/oauth/refresh_token`: only `grant_type=refresh_token`.
+    CasdoorRefresh,
+}
+
+async fn token(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Duration, ip: IpAddr, path: Path) -> Reply {
+    let mut d = match decode(req, limit, timeout, Credentials::Client(edge)).await {
         Ok(d) => d,
         Err(e) => return oauth_error(&e),
     };
-    if refresh_only && d.params.get("grant_type").map(String::as_str) != Some("refresh_token") {
+    if path == Path::CasdoorRefresh && d.params.get("grant_type").map(String::as_str) != Some("refresh_token") {
         return oauth_error(&OAuthError::unsupported_grant_type("this endpoint only takes grant_type=refresh_token"));
     }
-    let auth = d.client_auth();
+    let auth = d.client_auth(path != Path::Ours);
     match edge.token(&d.params, &auth, Some(ip)).await {
         Ok(t) => no_store(json_reply(200, t.body())),
         Err(e) => oauth_error(&e),
@@ -448,9 +670,10 @@ async fn client_and_token(
     req: Request<Incoming>,
     limit: usize,
     timeout: Duration,
+    casdoor_path: bool,
 ) -> Result<(Arc<crate::service::ClientApp>, String), OAuthError> {
-    let mut d = decode(req, limit, timeout, Some(edge)).await?;
-    let auth = d.client_auth();
+    let mut d = decode(req, limit, timeout, Credentials::Client(edge)).await?;
+    let auth = d.client_auth(casdoor_path);
     let caller = edge.client_from_request(&d.params, &auth)?;
     match d.params.remove("token").filter(|t| !t.is_empty()) {
         Some(token) => Ok((caller, token)),
@@ -458,8 +681,8 @@ async fn client_and_token(
     }
 }
 
-async fn introspect(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Duration) -> Reply {
-    let result = match client_and_token(edge, req, limit, timeout).await {
+async fn introspect(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Duration, casdoor: bool) -> Reply {
+    let result = match client_and_token(edge, req, limit, timeout, casdoor).await {
         Ok((caller, token)) => edge.introspect(&caller, &token),
         Err(e) => Err(e),
     };
@@ -470,7 +693,7 @@ async fn introspect(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: 
 }
 
 async fn revoke(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Duration) -> Reply {
-    let result = match client_and_token(edge, req, limit, timeout).await {
+    let result = match client_and_token(edge, req, limit, timeout, false).await {
         Ok((caller, token)) => edge.revoke(&caller, &token).await,
         Err(e) => Err(e),
     };
@@ -481,7 +704,7 @@ async fn revoke(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Dura
 }
 
 async fn userinfo(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Duration, casdoor: bool) -> Reply {
-    let d = match decode(req, limit, timeout, None).await {
+    let d = match decode(req, limit, timeout, Credentials::Bearer).await {
         Ok(d) => d,
         Err(e) => return oauth_error(&e),
     };
@@ -507,28 +730,70 @@ async fn userinfo(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Du
     }
 }
 
+/// Whether a request comes with a body (a non-zero `Content-Length`, or chunks).
+fn announces_body(headers: &hyper::HeaderMap) -> bool {
+    headers.contains_key(hyper::header::TRANSFER_ENCODING)
+        || headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() != "0")
+}
+
+/// Casdoor's error envelope with an HTTP status, for the admin API.
+fn admin_error(status: u16, msg: &str) -> Reply {
+    json_reply(status, json!({"status": "error", "msg": msg, "data": null, "data2": null}).to_string())
+}
+
+/// The admin API. The caller is checked from the headers (and, on Casdoor's paths, the `clientId` /
+/// `clientSecret` query parameters Casdoor's Python SDK sends) before a byte of the body is read: an
+/// unauthenticated `POST /api/jeton/apply` with a 200 MiB body is answered 401 at once.
 async fn admin(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Duration) -> Reply {
-    let method = req.method().as_str().to_string();
-    let path = req.uri().path().trim_start_matches("/api/").to_string();
-    let d = match decode(req, limit, timeout, None).await {
-        Ok(d) => d,
-        Err(e) => {
-            return json_reply(
-                e.status,
-                json!({"status": "error", "msg": e.description, "data": null, "data2": null}).to_string(),
-            )
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().trim_start_matches("/api/");
+    // Parameters come from the query string only: bodies are JSON objects (or import batches), read
+    // into their own types.
+    let query = match parts.uri.query().map(parse_form).transpose() {
+        Ok(q) => q.unwrap_or_default(),
+        Err(e) => return admin_error(e.status, &e.description),
+    };
+    let auth = match authorization(&parts.headers, None) {
+        Ok(a) => a,
+        Err(e) => return admin_error(e.status, &e.description),
+    };
+    // Casdoor falls back from Basic to these parameters; its Python SDK sends nothing else.
+    let query_credentials = match (&auth.basic, &auth.bearer, query.get("clientId"), query.get("clientSecret")) {
+        (None, None, Some(id), Some(secret)) if crate::admin::casdoor_path(path) => {
+            Some((id.as_str(), secret.as_str()))
+        }
+        _ => None,
+    };
+    let admin_auth = AdminAuth {
+        bearer: auth.bearer.as_deref(),
+        basic: auth.basic.as_ref().map(|(a, b)| (a.as_str(), b.as_str())).or(query_credentials),
+    };
+    let method = parts.method.as_str();
+    let grant = match edge.admin_gate(path, method, &admin_auth) {
+        Ok(grant) => grant,
+        Err(refused) => {
+            let mut r = json_reply(refused.status, refused.body.to_string());
+            if announces_body(&parts.headers) {
+                // The body was not read: the connection cannot carry another request.
+                r.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return r;
         }
     };
-    let auth =
-        AdminAuth { bearer: d.bearer.as_deref(), basic: d.basic.as_ref().map(|(a, b)| (a.as_str(), b.as_str())) };
-    match edge.admin(&path, &method, &d.params, &d.body, &auth).await {
-        Some(r) => json_reply(r.status, r.body.to_string()),
-        None => json_reply(
-            404,
-            json!({"status": "error", "msg": format!("unknown API /api/{path}"), "data": null, "data2": null})
-                .to_string(),
-        ),
-    }
+    // Imports send large batches: a body limit of their own.
+    let limit = if grant.is_apply() { crate::admin::APPLY_BODY_LIMIT.max(limit) } else { limit };
+    let body = match read_body(&parts.headers, body, limit, timeout).await {
+        Ok(b) => b,
+        Err(e) => {
+            let mut r = admin_error(e.status, &e.description);
+            if e.status == 413 || e.status == 408 {
+                r.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return r;
+        }
+    };
+    let r = edge.admin(grant, &query, &body).await;
+    json_reply(r.status, r.body.to_string())
 }
 
 fn health(edge: &Edge) -> Reply {
@@ -561,6 +826,29 @@ mod tests {
                 ("e".into(), "".into())
             ]
         );
+    }
+
+    #[test]
+    fn parameters_past_the_cap_are_refused() {
+        let at_cap: Vec<String> = (0..Params::MAX).map(|i| format!("k{i}=v")).collect();
+        let at_cap = at_cap.join("&");
+        assert_eq!(parse_form(&at_cap).map(|p| p.len()), Ok(Params::MAX));
+        let e = parse_form(&format!("{at_cap}&one=more")).unwrap_err();
+        assert_eq!((e.status, e.error), (400, "invalid_request"), "{e:?}");
+        let e = parse_form("a=1&b=2&a=3").unwrap_err();
+        assert!(e.description.contains("repeated"), "{e:?}");
+    }
+
+    #[test]
+    fn each_address_gets_its_own_connection_limit() {
+        let slots = Arc::new(AddressSlots::new(2));
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
+        let first = slots.take(a).expect("1st");
+        let _second = slots.take(a).expect("2nd");
+        assert!(slots.take(a).is_none(), "a third from the same address");
+        let _other = slots.take(b).expect("another address is not affected");
+        drop(first);
+        assert!(slots.take(a).is_some(), "a slot frees when its connection ends");
     }
 
     #[test]

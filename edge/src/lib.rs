@@ -8,7 +8,8 @@
 //! - [`service`]: [`Edge`], the state and caches the services share;
 //! - [`claims`]: what goes into a token, per Casdoor token format;
 //! - [`keys`]: signing keys, their encryption at rest, the keyring and JWKS;
-//! - [`password`]: the Casdoor password schemes;
+//! - [`passwords`]: password sign-in (lookup, lockout, limits, hashing slots, timing floor) and, in
+//!   [`passwords::schemes`], the Casdoor password schemes;
 //! - [`metrics`]: Prometheus metrics.
 
 pub mod admin;
@@ -19,7 +20,9 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;
-pub mod password;
+pub mod passwords;
+/// The password schemes under their former path.
+pub use passwords::schemes as password;
 pub mod service;
 
 pub use error::{EdgeError, OAuthError};

@@ -14,6 +14,8 @@ pub const ENDPOINTS: [&str; 10] =
     ["jwks", "introspect", "token", "revoke", "userinfo", "discovery", "health", "metrics", "admin", "other"];
 const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
 const GRANTS: [&str; 3] = ["client_credentials", "password", "refresh_token"];
+/// Reasons of `jeton_password_refusals_total`: sign-ins answered without running a hash.
+const REFUSALS: [&str; 3] = ["locked", "rate_limited", "not_checkable"];
 
 struct Handles {
     prometheus: PrometheusHandle,
@@ -23,7 +25,9 @@ struct Handles {
     cache_miss: Counter,
     password_ok: Counter,
     password_failed: Counter,
+    password_refused: [Counter; 3],
     tokens: [Counter; 3],
+    connections_refused: Counter,
 }
 
 /// The node's metrics. Without an installed recorder (benches, unit tests) every call is a no-op.
@@ -55,7 +59,9 @@ impl Metrics {
                 cache_miss: counter!("jeton_introspection_cache_total", "result" => "miss"),
                 password_ok: counter!("jeton_password_checks_total", "result" => "ok"),
                 password_failed: counter!("jeton_password_checks_total", "result" => "failed"),
+                password_refused: REFUSALS.map(|r| counter!("jeton_password_refusals_total", "reason" => r)),
                 tokens: GRANTS.map(|g| counter!("jeton_tokens_issued_total", "grant" => g)),
+                connections_refused: counter!("jeton_http_connections_refused_total", "reason" => "per_address_limit"),
             })),
         })
     }
@@ -87,9 +93,27 @@ impl Metrics {
         }
     }
 
+    /// A password check that ran a hash, and whether it matched.
     pub fn password_check(&self, ok: bool) {
         if let Some(h) = &self.handles {
             if ok { &h.password_ok } else { &h.password_failed }.increment(1);
+        }
+    }
+
+    /// A connection closed at once because its address had too many open.
+    pub fn connection_refused(&self) {
+        if let Some(h) = &self.handles {
+            h.connections_refused.increment(1);
+        }
+    }
+
+    /// A sign-in refused without hashing: `locked`, `rate_limited` or `not_checkable` (unknown login, no
+    /// usable password, LDAP-backed user).
+    pub fn password_refused(&self, reason: &'static str) {
+        if let Some(h) = &self.handles {
+            if let Some(i) = REFUSALS.iter().position(|r| *r == reason) {
+                h.password_refused[i].increment(1);
+            }
         }
     }
 

@@ -14,16 +14,30 @@ use serde_json::{json, Map, Value};
 use crate::claims::{self, Subject, TokenFrame};
 use crate::error::OAuthError;
 use crate::keys::LoadedKey;
-use crate::service::{now, CachedToken, ClientApp, Edge};
+use crate::passwords::{Lockout, Refused, SignIn};
+use crate::service::{now, sha256, CachedToken, ClientApp, Edge};
+use subtle::ConstantTimeEq;
 
 /// Request parameters, from the query string, a form body or a JSON body. A request carries a handful,
-/// so a vector searched in place beats hashing every key.
+/// so a vector searched in place beats hashing every key; the front end stops a request at
+/// [`Params::MAX`] parameters, so a search never scans more than that.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Params(Vec<(String, String)>);
 
 impl Params {
+    /// Most parameters one request may carry, query string and body together. OAuth requests carry 2 to 8,
+    /// Casdoor's SDKs at most a dozen; past this the request is refused (`invalid_request`), which keeps
+    /// every lookup and the repeat check a scan of a short vector.
+    pub const MAX: usize = 64;
+
     pub fn new() -> Params {
         Params(Vec::with_capacity(4))
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
     pub fn get(&self, key: &str) -> Option<&String> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
@@ -74,6 +88,10 @@ pub struct ClientAuth {
     pub header: Option<Bytes>,
     /// The client a Basic header that authenticated before stands for (then `basic` is not decoded).
     pub known: Option<Arc<ClientApp>>,
+    /// Casdoor's token, refresh and introspection paths: the body may repeat the Basic credentials
+    /// (`client_id` and the same `client_secret`), as Casdoor's Node SDK sends them. Elsewhere one method per
+    /// request (RFC 6749 §2.3).
+    pub repeat_allowed: bool,
 }
 
 /// A successful token response (RFC 6749 §5.1, plus Casdoor's `id_token` copy).
@@ -120,6 +138,17 @@ pub struct ActiveToken {
     pub kid: String,
 }
 
+/// A refused sign-in as the token endpoint answers it (RFC 6749 §5.2): `invalid_grant`, with 429 when the
+/// account or the address must wait.
+fn refused_to_oauth(refused: Refused) -> OAuthError {
+    match refused {
+        Refused::Invalid => OAuthError::invalid_grant(refused.to_string()),
+        Refused::Locked { .. } | Refused::RateLimited => OAuthError::slow_down(refused.to_string()),
+        Refused::EmptyPassword => OAuthError::invalid_request(refused.to_string()),
+        Refused::Internal(e) => e.into(),
+    }
+}
+
 fn hours_to_secs(h: f64) -> i64 {
     if h.is_finite() && h > 0.0 {
         (h * 3600.0) as i64
@@ -132,25 +161,34 @@ impl Edge {
     /// Identifies and authenticates the client of a token-endpoint-style request.
     pub fn client_from_request(&self, p: &Params, auth: &ClientAuth) -> Result<Arc<ClientApp>, OAuthError> {
         let (form_id, form_secret) = (param(p, "client_id"), param(p, "client_secret"));
-        // RFC 6749 §2.3: one authentication method per request.
-        let only_basic = |basic_id: &str| {
-            if !form_secret.is_empty() {
+        // RFC 6749 §2.3: one authentication method per request — except that on Casdoor's paths the body
+        // may repeat the Basic credentials exactly. `basic_digest` is the SHA-256 of the Basic secret (for a
+        // remembered header, the stored digest it matched).
+        let only_basic = |basic_id: &str, basic_digest: &[u8]| {
+            if !form_id.is_empty() && form_id != basic_id {
+                return Err(OAuthError::invalid_request("client_id in the body differs from HTTP Basic"));
+            }
+            if form_secret.is_empty() {
+                return Ok(());
+            }
+            if !auth.repeat_allowed {
                 return Err(OAuthError::invalid_request(
                     "use either HTTP Basic or client_secret in the body, not both",
                 ));
             }
-            if !form_id.is_empty() && form_id != basic_id {
-                return Err(OAuthError::invalid_request("client_id in the body differs from HTTP Basic"));
+            let same = bool::from(sha256(form_secret.as_bytes()).ct_eq(basic_digest));
+            if !same {
+                return Err(OAuthError::invalid_request("client_secret in the body differs from HTTP Basic"));
             }
             Ok(())
         };
         match (&auth.known, &auth.basic) {
             (Some(client), _) => {
-                only_basic(&client.app.client_id)?;
+                only_basic(&client.app.client_id, &client.app.client_secret_digest)?;
                 Ok(client.clone())
             }
             (None, Some((id, secret))) => {
-                only_basic(id)?;
+                only_basic(id, &sha256(secret.as_bytes()))?;
                 let epoch = self.epoch.load(Ordering::SeqCst);
                 let client = self.authenticate_client(id, secret)?;
                 if let Some(header) = &auth.header {
@@ -306,10 +344,16 @@ impl Edge {
             return Err(OAuthError::invalid_request("password is required"));
         }
         let scope = self.check_scope(client, param(p, "scope"))?;
-        let user = self.find_user(&client.app.organization, username)?;
-        self.check_password(&client.app, username, user.as_ref(), password, client_ip).await?;
-        let Some(user) = user else {
-            return Err(OAuthError::invalid_grant("invalid username or password"));
+        let sign_in = SignIn {
+            organization: &client.app.organization,
+            login: username,
+            password,
+            client_ip,
+            lockout: Lockout::of(&client.app),
+        };
+        let user = match self.passwords.verify(sign_in).await {
+            Ok(verified) => verified.user,
+            Err(refused) => return Err(refused_to_oauth(refused)),
         };
         // Unlike Casdoor (COMPAT §11.5), a deleted or disabled account gets no token.
         if user.is_forbidden || user.is_deleted {

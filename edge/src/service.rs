@@ -14,7 +14,6 @@ use jeton_raft::{Change, Command, Outcome, ReplicaNode, Store};
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
 
 use crate::error::{EdgeError, OAuthError};
 use crate::keys::{Kek, Keyring};
@@ -32,11 +31,8 @@ pub struct EdgeConfig {
     pub max_body_bytes: usize,
     /// Entries in the introspection cache.
     pub introspection_cache_entries: u64,
-    /// Password checks running at once (they are CPU-heavy: bcrypt, argon2id).
-    pub password_check_concurrency: usize,
-    /// Failed password checks from one client address within `ip_failure_window` before it is refused.
-    pub ip_failure_limit: u32,
-    pub ip_failure_window: Duration,
+    /// Password checks: slots, memory budget, timing floor, per-address limit.
+    pub passwords: crate::passwords::PasswordConfig,
 }
 
 impl Default for EdgeConfig {
@@ -47,9 +43,7 @@ impl Default for EdgeConfig {
             admin_app: "app-built-in".into(),
             max_body_bytes: 64 * 1024,
             introspection_cache_entries: 1_000_000,
-            password_check_concurrency: 2,
-            ip_failure_limit: 50,
-            ip_failure_window: Duration::from_secs(300),
+            passwords: Default::default(),
         }
     }
 }
@@ -73,13 +67,6 @@ pub struct CachedToken {
     pub organization: String,
     pub client_id: String,
     pub kid: String,
-}
-
-/// Per-user failed password checks (Casdoor §4.5), kept in memory on each node.
-#[derive(Default)]
-struct Failures {
-    count: u32,
-    frozen_until: Option<Instant>,
 }
 
 /// The edge services of one node.
@@ -109,9 +96,8 @@ pub struct Edge {
     handled: AtomicU64,
     handled_notify: tokio::sync::Notify,
     invalidating: std::sync::atomic::AtomicBool,
-    user_failures: Cache<String, Arc<std::sync::Mutex<Failures>>>,
-    ip_failures: Cache<std::net::IpAddr, Arc<AtomicU64>>,
-    password_slots: Semaphore,
+    /// Password sign-in (also hashes the passwords the admin API sets).
+    pub passwords: Arc<crate::passwords::Passwords>,
     pub metrics: crate::metrics::Metrics,
 }
 
@@ -186,9 +172,11 @@ impl Edge {
             handled: AtomicU64::new(0),
             handled_notify: tokio::sync::Notify::new(),
             invalidating: std::sync::atomic::AtomicBool::new(false),
-            user_failures: Cache::builder().max_capacity(1_000_000).time_to_idle(Duration::from_secs(3600)).build(),
-            ip_failures: Cache::builder().max_capacity(1_000_000).time_to_live(config.ip_failure_window).build(),
-            password_slots: Semaphore::new(config.password_check_concurrency.max(1)),
+            passwords: Arc::new(crate::passwords::Passwords::new(
+                config.passwords.clone(),
+                node.clone(),
+                metrics.clone(),
+            )),
             node,
             store,
             kek,
@@ -389,143 +377,6 @@ impl Edge {
             org_roles.push(r?.to_owned()?);
         }
         Ok(crate::claims::roles_of(user, &org_roles))
-    }
-
-    /// Finds a user of an organization by login string: name, then email, then id (COMPAT §4.1).
-    pub fn find_user(&self, org: &str, login: &str) -> Result<Option<User>, EdgeError> {
-        let login = login.trim();
-        if login.is_empty() {
-            return Ok(None);
-        }
-        if let Some(u) = self.store.user(org, login)? {
-            return Ok(Some(u.to_owned()?));
-        }
-        if login.contains('@') {
-            if let Some(u) = self.store.user_by_email(org, login)? {
-                return Ok(Some(u.to_owned()?));
-            }
-        }
-        if let Some(u) = self.store.user_by_id(login)? {
-            let u = u.to_owned()?;
-            if u.owner == org {
-                return Ok(Some(u));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Checks a user's password with lockout and rate limits; the CPU work runs off the I/O threads.
-    ///
-    /// Every failure says the same thing, whether the user exists or not (no user enumeration), and an
-    /// unknown user costs the same bcrypt time as a known one.
-    pub async fn check_password(
-        &self,
-        app: &Application,
-        login: &str,
-        user: Option<&User>,
-        password: &str,
-        client_ip: Option<std::net::IpAddr>,
-    ) -> Result<crate::password::Accepted, OAuthError> {
-        let generic = || OAuthError::invalid_grant("invalid username or password");
-        if password.is_empty() {
-            return Err(OAuthError::invalid_request("password is required"));
-        }
-        if let Some(ip) = client_ip {
-            let n = self.ip_failures.get(&ip).map(|c| c.load(Ordering::Relaxed)).unwrap_or(0);
-            if n >= self.config.ip_failure_limit as u64 {
-                return Err(OAuthError::slow_down("too many failed sign-ins from this address; try again later"));
-            }
-        }
-        let limit = app.effective_failed_signin_limit();
-        let frozen_for = Duration::from_secs(60 * u64::from(app.effective_failed_signin_frozen_minutes()));
-        // Failures count per account, and per login name when no account matches: an unknown name locks
-        // exactly like a real one, so the lockout itself tells nothing about who exists.
-        let failures_key = match user {
-            Some(u) => u.full_name(),
-            None => format!("{}/?{}", app.organization, login.trim().to_lowercase()),
-        };
-        let failures =
-            self.user_failures.get_with(failures_key, || Arc::new(std::sync::Mutex::new(Failures::default())));
-        {
-            let mut f = failures.lock().unwrap_or_else(|p| p.into_inner());
-            match f.frozen_until {
-                Some(until) if until > Instant::now() => {
-                    let mins = (until - Instant::now()).as_secs().div_ceil(60);
-                    return Err(OAuthError::slow_down(format!(
-                        "too many failed sign-ins: the account is locked, try again in {mins} minutes"
-                    )));
-                }
-                Some(_) => *f = Failures::default(),
-                None => {}
-            }
-        }
-        let _slot = self.password_slots.acquire().await.map_err(|_| OAuthError::server_error())?;
-        let result = match user {
-            Some(u) => {
-                let org = self.store.organization(&u.owner)?.map(|o| o.to_owned()).transpose()?.unwrap_or_default();
-                let (pw, upw, utype, usalt) =
-                    (password.to_string(), u.password.clone(), u.password_type.clone(), u.password_salt.clone());
-                let ldap_backed = !u.ldap.is_empty() && u.password.is_empty();
-                tokio::task::spawn_blocking(move || {
-                    if ldap_backed {
-                        // No upstream LDAP is wired into this node: LDAP-backed users cannot sign in here.
-                        crate::password::burn_equivalent_time(&pw);
-                        return Err(crate::password::Rejected::NoPassword);
-                    }
-                    let policy = crate::password::OrgPolicy {
-                        password_type: &org.password_type,
-                        password_salt: &org.password_salt,
-                        master_password: &org.master_password,
-                    };
-                    let stored = crate::password::StoredPassword {
-                        password: &upw,
-                        password_type: &utype,
-                        password_salt: &usalt,
-                    };
-                    let r = crate::password::check(&policy, &stored, &pw);
-                    if matches!(
-                        r,
-                        Err(crate::password::Rejected::NoPassword)
-                            | Err(crate::password::Rejected::UnsupportedScheme(_))
-                    ) {
-                        crate::password::burn_equivalent_time(&pw);
-                    }
-                    r
-                })
-                .await
-                .map_err(|_| OAuthError::server_error())?
-            }
-            None => {
-                let pw = password.to_string();
-                tokio::task::spawn_blocking(move || crate::password::burn_equivalent_time(&pw))
-                    .await
-                    .map_err(|_| OAuthError::server_error())?;
-                Err(crate::password::Rejected::Wrong)
-            }
-        };
-        self.metrics.password_check(result.is_ok());
-        match result {
-            Ok(accepted) => {
-                *failures.lock().unwrap_or_else(|p| p.into_inner()) = Failures::default();
-                Ok(accepted)
-            }
-            Err(why) => {
-                if let Some(u) = user {
-                    tracing::info!(user = %u.full_name(), reason = %why, "password check failed");
-                }
-                {
-                    let mut f = failures.lock().unwrap_or_else(|p| p.into_inner());
-                    f.count = (f.count + 1).min(limit);
-                    if f.count >= limit {
-                        f.frozen_until = Some(Instant::now() + frozen_for);
-                    }
-                }
-                if let Some(ip) = client_ip {
-                    self.ip_failures.get_with(ip, || Arc::new(AtomicU64::new(0))).fetch_add(1, Ordering::Relaxed);
-                }
-                Err(generic())
-            }
-        }
     }
 
     /// Counts of records, for health and metrics.

@@ -161,8 +161,6 @@ pub const TOKEN: &[&str] = &[
     "code_is_used",
 ];
 
-/// Names become parts of keys and of `owner/name` ids (the node's own rule, checked here so the row is
-/// reported instead of failing a whole batch).
 /// A row's `(owner, name)` key, both checked with [`check_name`].
 fn owner_and_name(r: &Row) -> Result<(String, String), String> {
     let (owner, name) = (r.string("owner"), r.string("name"));
@@ -171,55 +169,90 @@ fn owner_and_name(r: &Row) -> Result<(String, String), String> {
     Ok((owner, name))
 }
 
+/// Names become parts of keys and of `owner/name` ids: the node's own rule
+/// ([`jeton_raft::apply::name_problem`], up to 255 characters as Casdoor's `varchar(255)`), checked here so
+/// the row is reported instead of failing a whole batch.
 pub fn check_name(what: &str, n: &str) -> Result<(), String> {
-    if n.is_empty() {
-        return Err(format!("{what} is empty"));
+    match jeton_raft::apply::name_problem(n) {
+        Some(problem) => Err(format!("{what}: {problem}")),
+        None => Ok(()),
     }
-    if n.contains('/') || n.contains('\0') {
-        return Err(format!("{what} {n:?} contains '/' or NUL"));
-    }
-    if n.len() > 255 {
-        return Err(format!("{what} is longer than 255 bytes"));
-    }
-    Ok(())
 }
 
-pub fn organization(r: &Row) -> Result<Organization, String> {
+/// A record to import, and — when its password (or master password) could not be kept — why. Such a
+/// record is still imported, without it: the user exists (lists, groups, roles, LDAP, profile) and an
+/// admin can set a password later.
+pub type WithoutPassword<T> = (T, Option<String>);
+
+/// Why a stored password cannot be kept: its scheme is not one of Casdoor's eight, or checking it would
+/// cost more than one check may ([`jeton_edge::password::work`]). `type_name` is the effective scheme.
+fn unusable_password(type_name: &str, stored: &str) -> Option<String> {
+    match Scheme::parse(type_name) {
+        None => Some(format!("unsupported password_type {type_name:?}")),
+        Some(scheme) => jeton_edge::password::work(scheme, stored).err().map(|e| format!("password hash refused: {e}")),
+    }
+}
+
+pub fn organization(r: &Row) -> Result<WithoutPassword<Organization>, String> {
     let name = r.string("name");
     check_name("name", &name)?;
-    let password_type = r.string("password_type");
+    let mut password_type = r.string("password_type");
+    let mut master_password = r.string("master_password");
+    let mut dropped = None;
     if !password_type.is_empty() && Scheme::parse(&password_type).is_none() {
-        return Err(format!("unknown password_type {password_type:?}"));
+        dropped = Some(format!(
+            "unsupported password_type {password_type:?}: imported without a scheme (passwords set later are hashed \
+             with argon2id){}",
+            if master_password.is_empty() { "" } else { " and without its master password" }
+        ));
+        password_type.clear();
+        master_password.clear();
+    } else if !master_password.is_empty() && !password_type.is_empty() {
+        if let Some(why) = unusable_password(&password_type, &master_password) {
+            dropped = Some(format!("master password not imported: {why}"));
+            master_password.clear();
+        }
     }
-    Ok(Organization {
+    let org = Organization {
         name,
         display_name: r.string("display_name"),
         created_time: r.string("created_time"),
         password_type,
         password_salt: r.string("password_salt"),
-        master_password: r.string("master_password"),
+        master_password,
         enable_soft_deletion: r.b("enable_soft_deletion"),
         tags: r.list("tags")?,
         default_token_format: r.string("default_token_format"),
-    })
+    };
+    Ok((org, dropped))
 }
 
 /// A user of an organization whose password scheme is `org_type`.
-pub fn user(r: &Row, org_type: &str) -> Result<User, String> {
+pub fn user(r: &Row, org_type: &str) -> Result<WithoutPassword<User>, String> {
     let (owner, name) = owner_and_name(r)?;
     let id = r.string("id");
     if id.is_empty() || id.contains('\0') {
         return Err("user has no id".into());
     }
-    let password = r.string("password");
-    let password_type = r.string("password_type");
-    if !password_type.is_empty() && Scheme::parse(&password_type).is_none() {
-        return Err(format!("unknown password_type {password_type:?}"));
-    }
-    if password_type.is_empty() && !password.is_empty() && Scheme::parse(org_type).is_none() {
-        return Err(format!(
-            "password_type is empty and the organization's {org_type:?} is not a password scheme: the password could never be checked"
-        ));
+    let mut password = r.string("password");
+    let mut password_type = r.string("password_type");
+    let mut password_salt = r.string("password_salt");
+    let dropped = match (password.is_empty(), password_type.is_empty()) {
+        (true, _) => None,
+        (false, false) => unusable_password(&password_type, &password),
+        (false, true) => match unusable_password(org_type, &password) {
+            Some(_) if Scheme::parse(org_type).is_none() => Some(format!(
+                "password_type is empty and the organization's {org_type:?} is not a password scheme: the \
+                 password could never be checked"
+            )),
+            other => other,
+        },
+    };
+    if dropped.is_some() || (!password_type.is_empty() && Scheme::parse(&password_type).is_none()) {
+        // No usable password: none at all, so the user cannot sign in with one until an admin sets one.
+        password.clear();
+        password_type.clear();
+        password_salt.clear();
     }
     let properties = match r.json("properties")? {
         Value::Object(m) => m
@@ -236,7 +269,7 @@ pub fn user(r: &Row, org_type: &str) -> Result<User, String> {
         Value::Null => BTreeMap::new(),
         _ => return Err("column properties is not a JSON object".into()),
     };
-    Ok(User {
+    let user = User {
         owner,
         name,
         id,
@@ -245,7 +278,7 @@ pub fn user(r: &Row, org_type: &str) -> Result<User, String> {
         deleted_time: r.string("deleted_time"),
         r#type: r.string("type"),
         password,
-        password_salt: r.string("password_salt"),
+        password_salt,
         password_type,
         display_name: r.string("display_name"),
         first_name: r.string("first_name"),
@@ -281,7 +314,8 @@ pub fn user(r: &Row, org_type: &str) -> Result<User, String> {
         totp_secret: r.string("totp_secret"),
         last_change_password_time: r.string("last_change_password_time"),
         need_update_password: r.b("need_update_password"),
-    })
+    };
+    Ok((user, dropped))
 }
 
 pub fn group(r: &Row) -> Result<Group, String> {
@@ -520,17 +554,45 @@ mod tests {
         assert_eq!(r.s("no_such_column"), "");
     }
 
+    /// A user whose password cannot be checked is imported without one (and says why); a user whose row
+    /// is broken (name, id) is refused. A 255-character non-ASCII name is a name.
     #[test]
-    fn users_with_unknown_schemes_or_bad_names_are_refused() {
+    fn users_without_a_usable_password_are_kept_and_bad_names_refused() {
         let cols: HashMap<&'static str, usize> =
-            [("owner", 0), ("name", 1), ("id", 2), ("password", 3), ("password_type", 4)].into_iter().collect();
-        let ok = row(&cols, &[Some("acme"), Some("a"), Some("u-1"), Some("x"), Some("plain")]);
-        assert!(user(&ok, "bcrypt").is_ok());
-        let unknown = row(&cols, &[Some("acme"), Some("a"), Some("u-1"), Some("x"), Some("sha3")]);
-        assert!(user(&unknown, "bcrypt").unwrap_err().contains("sha3"));
-        let empty_type = row(&cols, &[Some("acme"), Some("a"), Some("u-1"), Some("x"), Some("")]);
-        assert!(user(&empty_type, "bcrypt").is_ok(), "empty = the organization's scheme");
-        assert!(user(&empty_type, "").is_err(), "and the organization has none");
+            [("owner", 0), ("name", 1), ("id", 2), ("password", 3), ("password_type", 4), ("password_salt", 5)]
+                .into_iter()
+                .collect();
+        let user_of = |password: &str, password_type: &str, org_type: &str| {
+            let values = [Some("acme"), Some("a"), Some("u-1"), Some(password), Some(password_type), Some("salt")];
+            user(&row(&cols, &values), org_type)
+        };
+        let (u, dropped) = user_of("x", "plain", "bcrypt").unwrap();
+        assert_eq!((u.password.as_str(), u.password_type.as_str(), dropped), ("x", "plain", None));
+        let (u, dropped) = user_of("x", "", "bcrypt").unwrap();
+        assert_eq!((u.password.as_str(), dropped), ("x", None), "empty = the organization's scheme");
+        for (password_type, org_type, why) in [
+            ("sha3", "bcrypt", "sha3"),
+            ("", "", "organization's \"\" is not a password scheme"),
+            ("", "sha1", "not a password scheme"),
+            ("argon2id", "bcrypt", "over the cap"),
+        ] {
+            let huge =
+                "$argon2id$v=19$m=2097152,t=1,p=4$AAECAwQFBgcICQoLDA0ODw$Tn6Kri1FkXIcvNI846j3rVw0u9kaBVJAs9hHaQ38LzM";
+            let password = if password_type == "argon2id" { huge } else { "x" };
+            let (u, dropped) = user_of(password, password_type, org_type).unwrap();
+            assert!(dropped.as_deref().is_some_and(|d| d.contains(why)), "{password_type}/{org_type}: {dropped:?}");
+            assert_eq!((u.password.as_str(), u.password_type.as_str(), u.password_salt.as_str()), ("", "", ""));
+            assert_eq!((u.owner.as_str(), u.name.as_str(), u.id.as_str()), ("acme", "a", "u-1"));
+        }
+        // No password and an unknown type: nothing is lost, the type is not kept.
+        let (u, dropped) = user_of("", "sha3", "bcrypt").unwrap();
+        assert_eq!((u.password_type.as_str(), dropped), ("", None));
+        let long = "ü".repeat(255);
+        let values = [Some("acme"), Some(long.as_str()), Some("u-2"), Some(""), Some(""), None];
+        assert_eq!(user(&row(&cols, &values), "bcrypt").unwrap().0.name, long, "255 characters, 510 bytes");
+        let longer = "ü".repeat(256);
+        let values = [Some("acme"), Some(longer.as_str()), Some("u-2"), Some(""), Some(""), None];
+        assert!(user(&row(&cols, &values), "bcrypt").unwrap_err().contains("255 characters"));
         let slash = row(&cols, &[Some("acme"), Some("a/b"), Some("u-1"), Some(""), Some("")]);
         assert!(user(&slash, "bcrypt").is_err());
         let no_id = row(&cols, &[Some("acme"), Some("a"), None, Some(""), Some("")]);

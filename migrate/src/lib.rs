@@ -366,7 +366,10 @@ async fn import(run: &mut Run, src: &mut Source) -> Result<(), MigrateError> {
             continue;
         }
         match casdoor::organization(&row) {
-            Ok(org) => {
+            Ok((org, dropped)) => {
+                if let Some(why) = dropped {
+                    run.report.password_dropped("organization", &name, &why);
+                }
                 org_types.insert(org.name.clone(), org.password_type.clone());
                 run.push(
                     "organization",
@@ -461,7 +464,10 @@ async fn import(run: &mut Run, src: &mut Source) -> Result<(), MigrateError> {
             continue;
         };
         match casdoor::user(&row, org_type) {
-            Ok(user) => {
+            Ok((user, dropped)) => {
+                if let Some(why) = dropped {
+                    run.report.password_dropped("user", &key, &why);
+                }
                 run.push("user", key, ApplyItem::Command(Command::PutUser { user, mode: PutMode::Upsert })).await?
             }
             Err(why) => run.skip("user", &key, why)?,

@@ -47,6 +47,11 @@ pub struct Report {
     /// Rows that could not be imported (or that the node refused).
     pub skipped_count: u64,
     pub skipped: Vec<Skipped>,
+    /// Rows imported without their password (users: no usable password, an admin can set one) or master
+    /// password (organizations), with the reason: a scheme Casdoor does not have, or a hash over the cost
+    /// cap of one check.
+    pub passwords_dropped_count: u64,
+    pub passwords_dropped: Vec<Skipped>,
     /// Rows left behind by design, by reason (expired tokens, SSL certificates, ...).
     pub not_imported: BTreeMap<String, u64>,
     /// Rows for the target's own administrators, and whether they were kept out or replaced them.
@@ -55,6 +60,14 @@ pub struct Report {
     pub missing_tables: Vec<String>,
     /// Why the run stopped early, if it did.
     pub error: Option<String>,
+}
+
+/// Counts a row and keeps it word for word while fewer than [`SKIPPED_KEPT`] are kept.
+fn keep(count: &mut u64, rows: &mut Vec<Skipped>, table: &str, key: &str, reason: &str) {
+    *count += 1;
+    if rows.len() < SKIPPED_KEPT {
+        rows.push(Skipped { table: table.into(), key: key.into(), reason: reason.into() });
+    }
 }
 
 impl Report {
@@ -73,10 +86,12 @@ impl Report {
     }
 
     pub fn skip(&mut self, table: &str, key: &str, reason: &str) {
-        self.skipped_count += 1;
-        if self.skipped.len() < SKIPPED_KEPT {
-            self.skipped.push(Skipped { table: table.into(), key: key.into(), reason: reason.into() });
-        }
+        keep(&mut self.skipped_count, &mut self.skipped, table, key, reason);
+    }
+
+    pub fn password_dropped(&mut self, table: &str, key: &str, reason: &str) {
+        tracing::debug!(table, key, reason, "imported without its password");
+        keep(&mut self.passwords_dropped_count, &mut self.passwords_dropped, table, key, reason);
     }
 
     pub fn not_imported(&mut self, why: &str) {
@@ -158,14 +173,21 @@ impl Report {
                 let _ = writeln!(out, "  {what:<13} {} {}: {}", a.table, a.key, a.note);
             }
         }
-        let _ = writeln!(out);
-        let _ = writeln!(out, "skipped rows: {}", self.skipped_count);
-        for s in self.skipped.iter().take(50) {
-            let _ = writeln!(out, "  {} {}: {}", s.table, s.key, s.reason);
+        /// A count and the first rows of a list.
+        fn rows(out: &mut String, title: &str, count: u64, rows: &[Skipped]) {
+            let _ = writeln!(out);
+            let _ = writeln!(out, "{title}: {count}");
+            for s in rows.iter().take(50) {
+                let _ = writeln!(out, "  {} {}: {}", s.table, s.key, s.reason);
+            }
+            if rows.len() > 50 {
+                let _ = writeln!(out, "  ... (all of them in --report)");
+            }
         }
-        if self.skipped.len() > 50 {
-            let _ = writeln!(out, "  ... (all of them in --report)");
+        if self.passwords_dropped_count > 0 {
+            rows(&mut out, "imported without their password", self.passwords_dropped_count, &self.passwords_dropped);
         }
+        rows(&mut out, "skipped rows", self.skipped_count, &self.skipped);
         if !self.missing_tables.is_empty() {
             let _ = writeln!(out, "tables not in the database: {}", self.missing_tables.join(", "));
         }

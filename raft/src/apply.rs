@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use crate::command::{Command, Outcome, PutMode};
 use crate::model::{
     AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshState, RefreshToken, Revocation,
-    Role, SigningKey, User,
+    Role, SigninFailures, SigningKey, User,
 };
 use crate::store::{key, Change, Stored};
 use crate::RaftError;
@@ -213,6 +213,24 @@ impl<'a> Pending<'a> {
             }
             Command::Each { commands } => {
                 self.apply_each(commands)?;
+                Ok(Outcome::Applied)
+            }
+            Command::RecordSigninFailure { account, now, limit, frozen_secs } => {
+                if account.is_empty() || account.contains('\0') || account.len() > 2048 {
+                    return Ok(Outcome::Invalid("an account is empty, longer than 2048 bytes or has a NUL".into()));
+                }
+                let k = key::signin_failures(account);
+                let previous = self.read::<SigninFailures>(&k)?;
+                let next = SigninFailures::after_failure(previous.as_ref(), account, *now, *limit, *frozen_secs);
+                self.put(k, &next)?;
+                Ok(Outcome::Applied)
+            }
+            Command::ResetSigninFailures { account } => {
+                let k = key::signin_failures(account);
+                if !self.contains(&k)? {
+                    return Ok(Outcome::NotFound(format!("failed sign-ins of {account}")));
+                }
+                self.delete(k);
                 Ok(Outcome::Applied)
             }
         }
@@ -639,6 +657,13 @@ impl<'a> Pending<'a> {
                 }
             }
         }
+        for fk in self.keys_with_prefix(key::SIGNIN_FAILURES)? {
+            if let Some(f) = self.read::<SigninFailures>(&fk)? {
+                if f.forget_at <= now {
+                    self.delete(fk);
+                }
+            }
+        }
         for kk in self.keys_with_prefix(key::SIGNING_KEY)? {
             if let Some(k) = self.read::<SigningKey>(&kk)? {
                 if k.retire_at != 0 && k.retire_at < now {
@@ -651,20 +676,27 @@ impl<'a> Pending<'a> {
     }
 }
 
-/// Names become parts of sled keys and of `owner/name` ids: they must be non-empty, without NUL or `/`.
-fn check_names(names: &[&str]) -> Option<Outcome> {
-    for n in names {
-        if n.is_empty() {
-            return Some(Outcome::Invalid("a name is empty".into()));
-        }
-        if n.contains('\0') || n.contains('/') {
-            return Some(Outcome::Invalid(format!("name {n:?} contains '/' or NUL")));
-        }
-        if n.len() > 255 {
-            return Some(Outcome::Invalid("a name is longer than 255 bytes".into()));
-        }
+/// Most characters in a name: Casdoor's `varchar(255)` columns count characters, not bytes.
+pub const MAX_NAME_CHARS: usize = 255;
+
+/// What is wrong with a name, if anything. Names become parts of sled keys and of `owner/name` ids: they
+/// must be non-empty, without NUL or `/`, and at most [`MAX_NAME_CHARS`] characters.
+pub fn name_problem(n: &str) -> Option<String> {
+    if n.is_empty() {
+        return Some("a name is empty".into());
+    }
+    if n.contains('\0') || n.contains('/') {
+        return Some(format!("name {n:?} contains '/' or NUL"));
+    }
+    // At most 4 bytes a character: only a long name needs counting.
+    if n.len() > MAX_NAME_CHARS && n.chars().count() > MAX_NAME_CHARS {
+        return Some(format!("a name is longer than {MAX_NAME_CHARS} characters"));
     }
     None
+}
+
+fn check_names(names: &[&str]) -> Option<Outcome> {
+    names.iter().find_map(|n| name_problem(n)).map(Outcome::Invalid)
 }
 
 /// Token ids (`jti`) may contain `/` (Casdoor's are `admin/<uuid>`), but not NUL.
@@ -675,4 +707,26 @@ fn check_ids(ids: &[&str]) -> Option<Outcome> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Casdoor's `varchar(255)` counts characters: a 255-character name of 3-byte characters (765 bytes) is a
+    /// valid name, one more character is not.
+    #[test]
+    fn names_are_limited_in_characters_not_bytes() {
+        let cjk = "名".repeat(MAX_NAME_CHARS);
+        assert_eq!(cjk.len(), 765);
+        assert_eq!(name_problem(&cjk), None);
+        assert_eq!(name_problem(&"é".repeat(MAX_NAME_CHARS)), None);
+        assert_eq!(name_problem(&"a".repeat(MAX_NAME_CHARS)), None);
+        assert!(name_problem(&"名".repeat(MAX_NAME_CHARS + 1)).is_some_and(|p| p.contains("255 characters")));
+        assert!(name_problem(&"a".repeat(MAX_NAME_CHARS + 1)).is_some());
+        assert!(name_problem("").is_some());
+        assert!(name_problem("a/b").is_some());
+        assert!(name_problem("a\0b").is_some());
+        assert!(check_names(&["ok", &cjk]).is_none());
+    }
 }

@@ -138,6 +138,19 @@ pub enum Command {
     Each {
         commands: Vec<Command>,
     },
+    /// One more failed password check of `account` (see [`crate::model::SigninFailures`]) at `now`, with the
+    /// application's lockout limit and frozen time: at `limit` failures the account locks for `frozen_secs`.
+    // New variants go last: log entries are postcard, which numbers variants in order.
+    RecordSigninFailure {
+        account: String,
+        now: i64,
+        limit: u32,
+        frozen_secs: i64,
+    },
+    /// A successful check after failures: the account's count starts again from zero.
+    ResetSigninFailures {
+        account: String,
+    },
 }
 
 impl Command {
@@ -170,6 +183,8 @@ impl Command {
             Command::Prune { .. } => "prune",
             Command::Batch { .. } => "batch",
             Command::Each { .. } => "each",
+            Command::RecordSigninFailure { .. } => "record_signin_failure",
+            Command::ResetSigninFailures { .. } => "reset_signin_failures",
         }
     }
 }

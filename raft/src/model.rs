@@ -158,20 +158,6 @@ pub struct Application {
     pub failed_signin_frozen_time: i32,
 }
 
-impl Application {
-    /// Failed password checks before an account is frozen: `failed_signin_limit`, or Casdoor's default 5
-    /// when it is not set (0 or less).
-    pub fn effective_failed_signin_limit(&self) -> u32 {
-        u32::try_from(self.failed_signin_limit).ok().filter(|n| *n > 0).unwrap_or(5)
-    }
-
-    /// Minutes an account stays frozen: `failed_signin_frozen_time`, or Casdoor's default 15 when it is not
-    /// set (0 or less).
-    pub fn effective_failed_signin_frozen_minutes(&self) -> u32 {
-        u32::try_from(self.failed_signin_frozen_time).ok().filter(|n| *n > 0).unwrap_or(15)
-    }
-}
-
 /// The algorithms a signing key can have.
 pub const SIGNING_ALGORITHMS: &[&str] =
     &["EdDSA", "ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"];
@@ -345,4 +331,96 @@ pub struct AcceptedIssuer {
     pub issuer: String,
     /// Where it came from (e.g. `casdoor import`).
     pub source: String,
+}
+
+/// Failed password checks of one account, counted for the whole cluster (Casdoor's `signin_wrong_times` and
+/// `last_signin_wrong_time`, §4.5, kept apart from the user record so that a failed sign-in rewrites a few
+/// bytes instead of the user).
+///
+/// The account is `user:<user id>`, or `login:<org>/<digest of the login>` when no user matched the login
+/// (an unknown name locks exactly like a real one, so the lockout tells nothing about who exists).
+/// All times are unix seconds, given by the command that recorded the failure, so every node computes the
+/// same record.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SigninFailures {
+    pub account: String,
+    /// Failures since the count was last forgotten or reset, at most the limit.
+    pub count: u32,
+    /// Non-zero: the account refuses password checks until then (the limit was reached).
+    pub locked_until: i64,
+    /// The count means nothing from then on (one frozen time after the last failure); the record is pruned.
+    pub forget_at: i64,
+}
+
+impl SigninFailures {
+    /// The record after one more failure at `now`, with the application's `limit` (≥ 1) and frozen time.
+    /// A failure while the account is locked (an attempt that was already running) changes nothing.
+    pub fn after_failure(
+        previous: Option<&SigninFailures>,
+        account: &str,
+        now: i64,
+        limit: u32,
+        frozen_secs: i64,
+    ) -> Self {
+        let limit = limit.max(1);
+        if let Some(p) = previous {
+            if p.locked_at(now) {
+                return p.clone();
+            }
+        }
+        let count = previous.map(|p| p.count_at(now)).unwrap_or(0).saturating_add(1).min(limit);
+        let forget_at = now.saturating_add(frozen_secs.max(0));
+        SigninFailures {
+            account: account.to_string(),
+            count,
+            locked_until: if count >= limit { forget_at } else { 0 },
+            forget_at,
+        }
+    }
+
+    /// Failures that still count at `now`.
+    pub fn count_at(&self, now: i64) -> u32 {
+        if now < self.forget_at {
+            self.count
+        } else {
+            0
+        }
+    }
+
+    /// Whether the account is locked at `now`.
+    pub fn locked_at(&self, now: i64) -> bool {
+        now < self.locked_until
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SigninFailures;
+
+    #[test]
+    fn failures_lock_at_the_limit_for_the_frozen_time_then_are_forgotten() {
+        let (limit, frozen) = (3, 900);
+        let mut r = SigninFailures::after_failure(None, "user:u1", 1_000, limit, frozen);
+        assert_eq!((r.count, r.locked_until, r.forget_at), (1, 0, 1_900));
+        r = SigninFailures::after_failure(Some(&r), "user:u1", 1_010, limit, frozen);
+        assert_eq!(r.count_at(1_010), 2);
+        assert!(!r.locked_at(1_010));
+        r = SigninFailures::after_failure(Some(&r), "user:u1", 1_020, limit, frozen);
+        assert_eq!(r.count, 3);
+        assert!(r.locked_at(1_020) && r.locked_at(1_919) && !r.locked_at(1_920));
+        // A failure of an attempt that was already running while locked does not extend the lock.
+        let again = SigninFailures::after_failure(Some(&r), "user:u1", 1_500, limit, frozen);
+        assert_eq!(again, r);
+        // After the frozen time the count starts from zero.
+        assert_eq!(r.count_at(1_920), 0);
+        let fresh = SigninFailures::after_failure(Some(&r), "user:u1", 2_000, limit, frozen);
+        assert_eq!((fresh.count, fresh.locked_until), (1, 0));
+        // Failures below the limit are forgotten a frozen time after the last one.
+        let one = SigninFailures::after_failure(None, "user:u1", 0, limit, frozen);
+        assert_eq!((one.count_at(899), one.count_at(900)), (1, 0));
+        // A limit of 0 behaves as 1; a negative frozen time as 0.
+        let l0 = SigninFailures::after_failure(None, "x", 5, 0, -3);
+        assert_eq!((l0.count, l0.locked_until), (1, 5));
+    }
 }

@@ -706,6 +706,38 @@ pub(crate) mod tests {
         assert!(store.refresh_token("r1").unwrap().is_none());
     }
 
+    /// Failed sign-ins are state like any other: counted by the state machine, locked at the limit, reset
+    /// by a success, pruned once forgotten, and still there after the database is reopened.
+    #[tokio::test]
+    async fn signin_failures_count_lock_reset_and_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let fail =
+            |now: i64| Command::RecordSigninFailure { account: "user:u1".into(), now, limit: 2, frozen_secs: 60 };
+        for cmd in [fail(100), Command::ResetSigninFailures { account: "user:u1".into() }] {
+            let e = entry(1, cmd);
+            assert_eq!(decode_entry(&encode_entry(&e).unwrap()).unwrap().payload, e.payload, "log entry round trip");
+        }
+        {
+            let (mut sm, store) = machine(dir.path());
+            let r = sm.apply(vec![entry(1, fail(100)), entry(2, fail(110))]).await.unwrap();
+            assert_eq!((&r[0].outcome, &r[1].outcome), (&Outcome::Applied, &Outcome::Applied));
+            let rec = store.signin_failures("user:u1").unwrap().unwrap().to_owned().unwrap();
+            assert_eq!((rec.count, rec.locked_until), (2, 170));
+            let r = sm.apply(vec![entry(3, Command::ResetSigninFailures { account: "user:u1".into() })]).await.unwrap();
+            assert_eq!(r[0].outcome, Outcome::Applied);
+            assert!(store.signin_failures("user:u1").unwrap().is_none());
+            sm.apply(vec![entry(4, fail(200))]).await.unwrap();
+            let bad = Command::RecordSigninFailure { account: String::new(), now: 1, limit: 1, frozen_secs: 1 };
+            assert!(matches!(sm.apply(vec![entry(5, bad)]).await.unwrap()[0].outcome, Outcome::Invalid(_)));
+        }
+        let (mut sm, store) = machine(dir.path());
+        assert_eq!(store.signin_failures("user:u1").unwrap().unwrap().get().count, 1, "kept across a reopen");
+        sm.apply(vec![entry(6, Command::Prune { now: 259 })]).await.unwrap();
+        assert!(store.signin_failures("user:u1").unwrap().is_some(), "not forgotten yet");
+        sm.apply(vec![entry(7, Command::Prune { now: 260 })]).await.unwrap();
+        assert!(store.signin_failures("user:u1").unwrap().is_none(), "pruned once forgotten");
+    }
+
     #[tokio::test]
     async fn tiny_records_stored_inline_by_sled_read_back() {
         // sled keeps values of 22 bytes or less inline and unaligned; rkyv's `unaligned` format reads them.

@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 
 use crate::model::{
     AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshToken, Revocation, Role,
-    SigningKey, User,
+    SigninFailures, SigningKey, User,
 };
 use crate::Command;
 use crate::RaftError;
@@ -35,6 +35,7 @@ pub mod key {
     pub const PERMISSION: &[u8] = b"p\0";
     pub const MODEL: &[u8] = b"q\0";
     pub const ACCEPTED_ISSUER: &[u8] = b"x\0";
+    pub const SIGNIN_FAILURES: &[u8] = b"l\0";
     /// Raft bookkeeping kept in the same batch as the state: applied log id, membership.
     pub const META: &[u8] = b"m\0";
     pub const META_APPLIED: &[u8] = b"m\0applied";
@@ -123,6 +124,9 @@ pub mod key {
     pub fn accepted_issuer(application: &str, issuer: &str) -> Vec<u8> {
         join(ACCEPTED_ISSUER, &[application, issuer])
     }
+    pub fn signin_failures(account: &str) -> Vec<u8> {
+        join(SIGNIN_FAILURES, &[account])
+    }
     pub fn accepted_issuers_of(application: &str) -> Vec<u8> {
         let mut k = join(ACCEPTED_ISSUER, &[application]);
         k.push(0);
@@ -179,6 +183,7 @@ stored! {
     Permission => key::PERMISSION,
     CasbinModel => key::MODEL,
     AcceptedIssuer => key::ACCEPTED_ISSUER,
+    SigninFailures => key::SIGNIN_FAILURES,
 }
 
 /// Validates a value by the record type its key prefix names. Index and meta values are not archives
@@ -197,6 +202,7 @@ pub fn validate_value(key: &[u8], value: &[u8]) -> Result<(), RaftError> {
         p if p == key::PERMISSION => Permission::validate(value),
         p if p == key::MODEL => CasbinModel::validate(value),
         p if p == key::ACCEPTED_ISSUER => AcceptedIssuer::validate(value),
+        p if p == key::SIGNIN_FAILURES => SigninFailures::validate(value),
         _ => Ok(()),
     }
 }
@@ -397,6 +403,10 @@ impl Store {
     }
     pub fn model(&self, owner: &str, name: &str) -> Result<Option<Record<CasbinModel>>, RaftError> {
         self.record(&key::model(owner, name))
+    }
+    /// The failed password checks recorded for an account (see [`SigninFailures`]).
+    pub fn signin_failures(&self, account: &str) -> Result<Option<Record<SigninFailures>>, RaftError> {
+        self.record(&key::signin_failures(account))
     }
     /// Whether tokens of `application` may carry `issuer` as `iss`.
     pub fn accepts_issuer(&self, application: &str, issuer: &str) -> Result<bool, RaftError> {

@@ -54,7 +54,7 @@ async fn admin_crud_of_organizations_users_and_applications() {
     let (s, v) = node.password_grant("acme-client", "app-acme-secret-0123456789", "frank", "Frank-Password-1").await;
     assert_eq!(s, 200, "{v}");
 
-    // Applications: the secret is never readable; a generated one is returned once.
+    // Applications: the secret is never readable, so the caller chooses it; a client id is generated.
     let (_, v) = node.admin_get("get-application?id=admin/app-acme").await;
     assert_eq!(v["data"]["clientId"], "acme-client");
     assert_eq!(v["data"]["clientSecret"], "***");
@@ -62,22 +62,33 @@ async fn admin_crud_of_organizations_users_and_applications() {
     let (s, v) = node
         .admin_post("add-application", json!({"owner": "admin", "name": "app-generated", "organization": "acme"}))
         .await;
-    assert_eq!(s, 200, "{v}");
-    let (cid, csecret) = (
-        v["data2"]["clientId"].as_str().unwrap().to_string(),
-        v["data2"]["clientSecret"].as_str().unwrap().to_string(),
-    );
-    let (s, v) = node.post_form_basic("/oauth/token", &cid, &csecret, &[("grant_type", "client_credentials")]).await;
+    assert_eq!((s, v["status"].as_str()), (400, Some("error")), "no clientSecret: {v}");
+    assert!(v["msg"].as_str().unwrap().contains("clientSecret is required"), "{v}");
+    let csecret = "generated-app-secret-0123456789";
+    let (s, v) = node
+        .admin_post(
+            "add-application",
+            json!({"owner": "admin", "name": "app-generated", "organization": "acme", "clientSecret": csecret}),
+        )
+        .await;
+    assert_eq!((s, &v["data"]), (200, &json!("Affected")), "{v}");
+    let (_, v) = node.admin_get("get-application?id=admin/app-generated").await;
+    let cid = v["data"]["clientId"].as_str().unwrap().to_string();
+    assert_eq!(cid.len(), 20, "a generated client id: {v}");
+    let (s, v) = node.post_form_basic("/oauth/token", &cid, csecret, &[("grant_type", "client_credentials")]).await;
     assert_eq!(s, 200, "{v}");
     let (s, _) = node
         .admin_post(
             "add-application",
-            json!({"owner": "admin", "name": "app-dup", "organization": "acme", "clientId": "acme-client"}),
+            json!({"owner": "admin", "name": "app-dup", "organization": "acme", "clientId": "acme-client", "clientSecret": csecret}),
         )
         .await;
     assert_eq!(s, 409, "a client id is unique");
     let (s, _) = node
-        .admin_post("add-application", json!({"owner": "admin", "name": "app-orphan", "organization": "no-such-org"}))
+        .admin_post(
+            "add-application",
+            json!({"owner": "admin", "name": "app-orphan", "organization": "no-such-org", "clientSecret": csecret}),
+        )
         .await;
     assert_eq!(s, 400, "an application needs an existing organization");
 
@@ -294,7 +305,8 @@ async fn application_views_show_signing_method_and_lockout_limits() {
         ("app-es", json!({"tokenSigningMethod": "ES256"})),
         ("app-rs", json!({"tokenSigningMethod": "RS256", "failedSigninLimit": 3, "failedSigninFrozenTime": 2})),
     ] {
-        let mut body = json!({"owner": "admin", "name": name, "organization": "acme"});
+        let secret = format!("{name}-secret-0123456789");
+        let mut body = json!({"owner": "admin", "name": name, "organization": "acme", "clientSecret": secret});
         for (k, v) in extra.as_object().unwrap() {
             body[k] = v.clone();
         }
@@ -307,11 +319,76 @@ async fn application_views_show_signing_method_and_lockout_limits() {
     let (_, v) = node.admin_get("get-application?id=admin/app-rs").await;
     assert_eq!(v["data"]["tokenSigningMethod"], "RS256", "{v}");
     assert_eq!((&v["data"]["failedSigninLimit"], &v["data"]["failedSigninFrozenTime"]), (&json!(3), &json!(2)), "{v}");
-    // The list shows the same, and the admin application signs with the default EdDSA key.
+    // The list shows the same, and the admin application signs with the built-in RS256 key.
     let (_, v) = node.admin_get("get-applications?owner=admin").await;
     let apps = v["data"].as_array().expect("list");
     let es = apps.iter().find(|a| a["name"] == "app-es").expect("app-es listed");
     assert_eq!(es["tokenSigningMethod"], "ES256", "{v}");
     let builtin = apps.iter().find(|a| a["name"] == "app-built-in").expect("app-built-in listed");
-    assert_eq!(builtin["tokenSigningMethod"], "EdDSA", "{v}");
+    assert_eq!(builtin["tokenSigningMethod"], "RS256", "{v}");
+}
+
+/// Organizations: the master password and the organization salt are masked like user passwords, and
+/// sending the mask back keeps what is stored.
+#[tokio::test]
+async fn organization_secrets_are_masked_and_kept() {
+    let node = Node::start().await;
+    let org = json!({"owner": "admin", "name": "acme", "passwordType": "salt", "passwordSalt": "org-salt-1", "masterPassword": "0123abcd-master-hash", "displayName": "Acme"});
+    let (s, v) = node.admin_post("add-organization", org.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    for api in ["get-organization?id=admin/acme", "get-organizations?owner=admin"] {
+        let (_, v) = node.admin_get(api).await;
+        let text = v.to_string();
+        assert!(!text.contains("org-salt-1") && !text.contains("0123abcd-master-hash"), "{api} shows a secret: {text}");
+    }
+    let (_, v) = node.admin_get("get-organization?id=admin/acme").await;
+    let mut shown = v["data"].clone();
+    assert_eq!((shown["masterPassword"].as_str(), shown["passwordSalt"].as_str()), (Some("***"), Some("***")));
+    shown["displayName"] = json!("Acme Renamed");
+    let (s, v) = node.admin_post("update-organization?id=admin/acme", shown.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    // What is stored is what was set: a dry-run import of the original values finds nothing to change.
+    let mut stored = org.clone();
+    stored["displayName"] = json!("Acme Renamed");
+    stored["createdTime"] = shown["createdTime"].clone();
+    let item = json!({"command": {"PutOrganization": {"org": stored, "mode": "Upsert"}}});
+    let (s, v) = node.admin_post("jeton/apply", json!({"items": [item], "dryRun": true})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["unchanged"]["put_organization"], 1, "the masked values were stored: {v}");
+}
+
+/// Casdoor's Python SDK sends the admin credentials as `clientId` / `clientSecret` query parameters: taken
+/// on Casdoor's admin paths, and the secret never reaches the log.
+#[tokio::test]
+async fn casdoor_query_credentials_open_the_admin_api() {
+    let node = Node::start().await;
+    let q = format!("clientId={ADMIN_CLIENT_ID}&clientSecret={ADMIN_CLIENT_SECRET}");
+    let r = node.http.get(node.url(&format!("/api/get-organizations?owner=admin&{q}"))).send().await.unwrap();
+    let (s, v) = response(r).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ok")), "{v}");
+    let r = node
+        .http
+        .post(node.url(&format!("/api/add-organization?id=admin/qorg&{q}")))
+        .body(json!({"owner": "admin", "name": "qorg"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let (s, v) = response(r).await;
+    assert_eq!((s, v["data"].as_str()), (200, Some("Affected")), "a JSON body without a content type: {v}");
+    let wrong = format!("clientId={ADMIN_CLIENT_ID}&clientSecret=wrong-secret");
+    let r = node.http.get(node.url(&format!("/api/get-organizations?owner=admin&{wrong}"))).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // A non-admin client's query credentials: 403.
+    let (id, secret) = node.app_with_user("acme", "app-acme", json!({}), "una", "Una-Password-1").await;
+    let r = node
+        .http
+        .get(node.url(&format!("/api/get-organizations?owner=admin&clientId={id}&clientSecret={secret}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Jeton's own cluster API does not take them.
+    let r = node.http.get(node.url(&format!("/api/get-cluster-status?{q}"))).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(!node.output().contains(ADMIN_CLIENT_SECRET), "the secret reached the log");
 }

@@ -226,6 +226,21 @@ key = "{ca}/node-{id}-key.pem"
         }
     }
 
+    /// Stops every running node (SIGTERM) and starts the three again in `order`, until they agree on a
+    /// leader.
+    async fn restart_all(&mut self, order: [u8; 3]) {
+        for n in self.nodes.iter_mut().flatten() {
+            n.stop();
+        }
+        for id in order {
+            let config = self.config(id, 10_000);
+            let port = self.ports[id as usize - 1].0;
+            let node = Node::start_in(&self.data_dir(id), port, &["--config", config.to_str().unwrap()]).await;
+            self.nodes[id as usize - 1] = Some(node);
+        }
+        self.leader().await;
+    }
+
     async fn add_org(&self, via: u8, name: &str) -> (u16, Value) {
         self.node(via).admin_post("add-organization", json!({"owner": "admin", "name": name})).await
     }
@@ -403,17 +418,8 @@ async fn a_full_cluster_restart_keeps_the_state() {
     let (s, v) = c.add_org(2, "before-restart").await;
     assert_eq!(s, 200, "{v}");
     wait_for_orgs(c.node(3), &["before-restart".to_string()].into()).await;
-    for id in 1..=3 {
-        c.nodes[id - 1].as_mut().unwrap().stop();
-    }
     // Restarted in another order; no --join needed: they are members already.
-    for id in [3, 1, 2] {
-        let config = c.config(id, 10_000);
-        let node =
-            Node::start_in(&c.data_dir(id), c.ports[id as usize - 1].0, &["--config", config.to_str().unwrap()]).await;
-        c.nodes[id as usize - 1] = Some(node);
-    }
-    c.leader().await;
+    c.restart_all([3, 1, 2]).await;
     for id in 1..=3 {
         assert!(org_names(c.node(id)).await.contains(&"before-restart".to_string()), "node {id}");
     }
@@ -550,4 +556,71 @@ async fn concurrent_writes_share_log_entries_and_each_gets_its_own_answer() {
         let names = org_names(c.node(id)).await;
         assert_eq!(names.iter().collect::<BTreeSet<_>>().len(), names.len(), "node {id} lists an organization twice");
     }
+}
+
+/// Waits until every running node has applied what the leader has.
+async fn all_caught_up(c: &Cluster) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let leader = c.leader().await;
+    let target = metric(c.node(leader), "jeton_raft_applied_index").await;
+    for (i, n) in c.nodes.iter().enumerate() {
+        let Some(node) = n else { continue };
+        while metric(node, "jeton_raft_applied_index").await < target {
+            assert!(Instant::now() < deadline, "node {} did not catch up with the leader", i + 1);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Failed sign-ins are counted for the cluster, not per node: five wrong passwords spread over three nodes
+/// lock the account on every node (per node, each would have seen two at most), a success after failures
+/// starts the count again everywhere, and the lock survives a restart of the whole cluster.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_sign_ins_lock_the_account_on_every_node_and_survive_a_restart() {
+    let mut c = Cluster::three(10_000).await;
+    let leader = c.leader().await;
+    let (id, secret) = c.node(leader).app_with_user("acme", "app-acme", json!({}), "frank", "Frank-Password-1").await;
+    let (s, v) = c
+        .node(leader)
+        .admin_post("add-user", json!({"owner": "acme", "name": "grace", "password": "Grace-Password-1"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    all_caught_up(&c).await;
+
+    // grace: four failures spread over the nodes, then a success: the count starts again from zero, so one
+    // more failure does not lock her.
+    for via in [1, 2, 3, 1] {
+        let (s, v) = c.node(via).password_grant(&id, &secret, "grace", "wrong").await;
+        assert_eq!(s, 400, "node {via}: {v}");
+        all_caught_up(&c).await;
+    }
+    let (s, v) = c.node(3).password_grant(&id, &secret, "grace", "Grace-Password-1").await;
+    assert_eq!(s, 200, "four failures are below the limit of five: {v}");
+    all_caught_up(&c).await;
+    let (s, _) = c.node(2).password_grant(&id, &secret, "grace", "wrong").await;
+    assert_eq!(s, 400);
+    all_caught_up(&c).await;
+    let (s, v) = c.node(1).password_grant(&id, &secret, "grace", "Grace-Password-1").await;
+    assert_eq!(s, 200, "the success reset the count on every node: {v}");
+
+    // frank: five failures, two on node 1, two on node 2, one on node 3.
+    for via in [1, 2, 3, 1, 2] {
+        let (s, v) = c.node(via).password_grant(&id, &secret, "frank", "wrong").await;
+        assert_eq!(s, 400, "node {via}: {v}");
+        all_caught_up(&c).await;
+    }
+    for via in [3, 1, 2] {
+        let (s, v) = c.node(via).password_grant(&id, &secret, "frank", "Frank-Password-1").await;
+        assert_eq!(s, 429, "node {via} must refuse the locked account: {v}");
+        assert!(v.get("access_token").is_none());
+    }
+
+    // The whole cluster restarts: the lock is state, not memory.
+    c.restart_all([2, 3, 1]).await;
+    for via in [1, 2, 3] {
+        let (s, v) = c.node(via).password_grant(&id, &secret, "frank", "Frank-Password-1").await;
+        assert_eq!(s, 429, "node {via} after the restart: {v}");
+    }
+    let (s, v) = c.node(1).password_grant(&id, &secret, "grace", "Grace-Password-1").await;
+    assert_eq!(s, 200, "{v}");
 }

@@ -94,6 +94,37 @@ impl Node {
         node
     }
 
+    /// A fresh node started with a config file: `http` is put into its `[http]` section; with `tls` it serves
+    /// HTTPS with a generated self-signed certificate (HTTP/2 when the client offers it with ALPN), and
+    /// `base` and `http` speak HTTPS (accepting that certificate).
+    pub async fn start_configured(http: &str, tls: bool) -> Node {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("data");
+        let config = tmp.path().join("jeton.toml");
+        std::fs::write(&config, format!("[http]\n{http}\n[tls]\nenabled = {tls}\nself_signed = {tls}\n"))
+            .expect("config file");
+        let port = free_port();
+        let config = config.to_string_lossy().to_string();
+        let (child, stdout_path) = spawn(&dir, port, &["--config", &config]);
+        let scheme = if tls { "https" } else { "http" };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .tls_danger_accept_invalid_certs(tls)
+            .build()
+            .expect("http client");
+        let mut node = Node {
+            child: Some(child),
+            base: format!("{scheme}://127.0.0.1:{port}"),
+            port,
+            dir,
+            _tmp: Some(tmp),
+            http,
+            stdout_path,
+        };
+        node.wait_ready().await;
+        node
+    }
+
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

@@ -25,7 +25,7 @@ async fn client_credentials_with_basic_and_post_auth_verifies_against_jwks() {
     assert_eq!(v["token_type"], "Bearer");
     assert_eq!(v["refresh_token"], "", "client credentials get no refresh token");
     let token = v["access_token"].as_str().unwrap();
-    assert_eq!(jwt_header(token)["alg"], "EdDSA", "new applications sign with EdDSA by default");
+    assert_eq!(jwt_header(token)["alg"], "RS256", "the admin application signs RS256, as Casdoor's SDKs need");
     let claims = verify_with_jwks(&node, token).await;
     assert_eq!(claims["client_id"], ADMIN_CLIENT_ID);
     assert_eq!(claims["aud"], json!([ADMIN_CLIENT_ID]));
@@ -518,4 +518,114 @@ async fn casdoor_token_formats_carry_their_claims_and_no_secrets() {
             .await;
         assert_eq!(s, 200, "{format} refresh: {r}");
     }
+}
+
+#[tokio::test]
+async fn new_applications_sign_rs256_unless_told_otherwise() {
+    let node = Node::start().await;
+    let (id, secret) = node.app_with_user("acme", "app-default", json!({}), "rita", "Rita-Password-1").await;
+    let (s, v) = node.password_grant(&id, &secret, "rita", "Rita-Password-1").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(jwt_header(v["access_token"].as_str().unwrap())["alg"], "RS256");
+    let (_, app) = node.admin_get("get-application?id=admin/app-default").await;
+    assert_eq!(app["data"]["tokenSigningMethod"], "RS256", "{app}");
+    // EdDSA is one setting away, and an update that sends the view back keeps the key.
+    let mut changed = app["data"].clone();
+    changed["tokenSigningMethod"] = json!("EdDSA");
+    let (s, v) = node.admin_post("update-application", changed).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, app) = node.admin_get("get-application?id=admin/app-default").await;
+    let (s, v) = node.admin_post("update-application", app["data"].clone()).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = node.password_grant(&id, &secret, "rita", "Rita-Password-1").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(jwt_header(v["access_token"].as_str().unwrap())["alg"], "EdDSA");
+}
+
+/// RFC 6749 §2.3.1: client secrets and passwords never in a query string, on every OAuth endpoint.
+#[tokio::test]
+async fn secrets_in_the_query_string_are_refused() {
+    let node = Node::start().await;
+    let (id, secret) = node.app_with_user("acme", "app-acme", json!({}), "quinn", "Quinn-Password-1").await;
+    let token = node.admin_token().await;
+    let paths = [
+        "/oauth/token",
+        "/api/login/oauth/access_token",
+        "/api/login/oauth/refresh_token",
+        "/oauth/introspect",
+        "/api/login/oauth/introspect",
+        "/oauth/revoke",
+    ];
+    for path in paths {
+        for query in [format!("client_id={id}&client_secret={secret}"), "password=Quinn-Password-1".to_string()] {
+            let r = node
+                .http
+                .post(node.url(&format!("{path}?{query}")))
+                .form(&[("grant_type", "password"), ("username", "quinn"), ("token", &token)])
+                .send()
+                .await
+                .expect("request");
+            let (s, v) = response(r).await;
+            assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "{path}?{query}: {v}");
+            assert!(v["error_description"].as_str().unwrap_or_default().contains("query"), "{v}");
+        }
+    }
+    // In the body they work.
+    let (s, v) = node
+        .post_form(
+            "/oauth/token",
+            &[
+                ("grant_type", "password"),
+                ("username", "quinn"),
+                ("password", "Quinn-Password-1"),
+                ("client_id", &id),
+                ("client_secret", &secret),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+/// Casdoor's Node SDK refreshes with HTTP Basic and the same credentials in a JSON body: accepted on
+/// Casdoor's paths when they are the same, refused when they differ; `/oauth/token` stays strict.
+#[tokio::test]
+async fn repeated_client_credentials_on_casdoor_paths() {
+    let node = Node::start().await;
+    let (id, secret) = node.app_with_user("acme", "app-acme", json!({}), "sam", "Sam-Password-1").await;
+    let (s, t) = node.password_grant(&id, &secret, "sam", "Sam-Password-1").await;
+    assert_eq!(s, 200, "{t}");
+    let refresh = |path: &'static str, rt: String, body_secret: String| {
+        let body =
+            json!({"client_id": id, "client_secret": body_secret, "grant_type": "refresh_token", "refresh_token": rt});
+        node.http.post(node.url(path)).basic_auth(&id, Some(&secret)).json(&body).send()
+    };
+    let rt = t["refresh_token"].as_str().unwrap().to_string();
+    // Differing secrets: refused, and the refresh token is not used up.
+    for path in ["/api/login/oauth/refresh_token", "/api/login/oauth/access_token"] {
+        let (s, v) = response(refresh(path, rt.clone(), format!("{secret}-other")).await.unwrap()).await;
+        assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "{path}: {v}");
+    }
+    // Our own path: one method per request, even when they are the same.
+    let (s, v) = response(refresh("/oauth/token", rt.clone(), secret.clone()).await.unwrap()).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "{v}");
+    // Casdoor's path, the same secret twice: the Node SDK's refreshToken works.
+    let (s, v) = response(refresh("/api/login/oauth/refresh_token", rt, secret.clone()).await.unwrap()).await;
+    assert_eq!(s, 200, "{v}");
+    let at = v["access_token"].as_str().unwrap().to_string();
+    // Twice again, now that the Basic header is remembered (it is not decoded any more).
+    let (s, v) = response(
+        refresh("/api/login/oauth/access_token", v["refresh_token"].as_str().unwrap().to_string(), secret.clone())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    // Introspection on Casdoor's path takes the repeat as well; ours does not.
+    let form = [("token", at.as_str()), ("client_id", id.as_str()), ("client_secret", secret.as_str())];
+    let r = node.http.post(node.url("/api/login/oauth/introspect")).basic_auth(&id, Some(&secret)).form(&form).send();
+    let (s, v) = response(r.await.unwrap()).await;
+    assert_eq!((s, v["active"].as_bool()), (200, Some(true)), "{v}");
+    let r = node.http.post(node.url("/oauth/introspect")).basic_auth(&id, Some(&secret)).form(&form).send();
+    let (s, v) = response(r.await.unwrap()).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")), "{v}");
 }

@@ -9,9 +9,13 @@
 //! 3. **Revocation propagation**: a token revoked on the leader, introspected on the two followers until it
 //!    answers inactive: p50/p99 of that delay.
 //!
+//! With `--failed-logins`, only this instead: **failed sign-ins** on a follower (password grants of unknown
+//! logins, so nothing is hashed and the timing floor is off): each is one replicated `RecordSigninFailure`
+//! write, answered once written. Throughput, answer p50/p99 and CPU per failed sign-in on each node.
+//!
 //! ```text
 //! cluster --bin target/perf/jeton [--etcd /usr/bin/etcd] [--seconds 10] [--concurrency 16] [--revocations 200]
-//!         [--paced-writes 1000] [--read-connections 64] [--pin]
+//!         [--paced-writes 1000] [--read-connections 64] [--pin] [--failed-logins]
 //! ```
 //! `--pin` puts the measured follower (node 3, etcd member 3) alone on CPU 1 and the other two members on CPU 0
 //! (`taskset`), as if the follower had a machine of its own. The load generator (this process) floats over
@@ -165,7 +169,8 @@ async fn start_jeton(bin: &Path, dir: &Path, pin: bool) -> Result<(Procs, Vec<St
         let text = format!(
             "node_id = {i}\nissuer = \"http://bench.example\"\ndata_dir = \"{d}\"\n[http]\naddr = \"127.0.0.1:{http}\"\n\
              [raft]\naddr = \"127.0.0.1:{raft}\"\nheartbeat_ms = 100\nelection_timeout_min_ms = 1000\nelection_timeout_max_ms = 2000\n\
-             [cluster]\nca = \"{ca_s}/ca.pem\"\ncert = \"{ca_s}/n{i}.pem\"\nkey = \"{ca_s}/n{i}-key.pem\"\n{join}",
+             [cluster]\nca = \"{ca_s}/ca.pem\"\ncert = \"{ca_s}/n{i}.pem\"\nkey = \"{ca_s}/n{i}-key.pem\"\n{join}\
+             [security]\npassword_failure_floor_ms = 0\nip_failure_limit = 1000000000\n",
             d = dir.join(format!("data-{i}")).display(),
             join = if i == 1 { String::new() } else { format!("join = \"127.0.0.1:{}\"\n", ports[0].1) },
         );
@@ -406,6 +411,100 @@ async fn introspection_load(dir: &Path, url: &str, token: &str, concurrency: u64
     })
 }
 
+/// Failed sign-ins on a follower, each a replicated write (see the module documentation).
+async fn failed_logins(bin: &Path, dir: &Path, pin: bool, concurrency: u64, seconds: u64) -> Result<(), String> {
+    let (procs, urls) = start_jeton(bin, dir, pin).await?;
+    let client = reqwest::Client::new();
+    for (api, body) in [
+        ("add-organization", json!({"owner": "admin", "name": "bench", "passwordType": "bcrypt"})),
+        (
+            "add-application",
+            json!({"owner": "admin", "name": "app-bench", "organization": "bench", "clientId": "bench-app",
+                   "clientSecret": "bench-app-secret-0123456789", "grantTypes": ["password"]}),
+        ),
+    ] {
+        let r = client
+            .post(format!("{}/api/{api}", urls[0]))
+            .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!("{api}: {}", r.status()));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let follower = urls[2].clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let run = async {
+        let started = Instant::now();
+        let workers: Vec<_> = (0..concurrency)
+            .map(|w| {
+                let (url, stop) = (format!("{follower}/oauth/token"), stop.clone());
+                tokio::spawn(async move {
+                    let client = reqwest::Client::new();
+                    let (mut lat, mut errors) = (Vec::new(), 0u64);
+                    let mut seq = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let login = format!("ghost-{w}-{seq}");
+                        let form = [("grant_type", "password"), ("username", login.as_str()), ("password", "x")];
+                        let t = Instant::now();
+                        match client
+                            .post(&url)
+                            .basic_auth("bench-app", Some("bench-app-secret-0123456789"))
+                            .form(&form)
+                            .send()
+                            .await
+                        {
+                            Ok(r) if r.status() == 400 => lat.push(t.elapsed().as_micros() as u64),
+                            _ => errors += 1,
+                        }
+                        seq += 1;
+                    }
+                    (lat, errors)
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        stop.store(true, Ordering::Relaxed);
+        let (mut all, mut errors) = (Vec::new(), 0);
+        for w in workers {
+            let (lat, e) = w.await.unwrap_or_default();
+            all.extend(lat);
+            errors += e;
+        }
+        all.sort_unstable();
+        Run { ops: all.len() as u64, errors, seconds: started.elapsed().as_secs_f64(), latencies_us: all }
+    };
+    let (r, used) = with_cpu(&procs, run).await;
+    let cpu = per_op(&used, &r);
+    let entries = client.get(format!("{}/metrics", urls[0])).send().await.map_err(|e| e.to_string())?;
+    let text = entries.text().await.map_err(|e| e.to_string())?;
+    let applied = text
+        .lines()
+        .find_map(|l| l.strip_prefix("jeton_raft_applied_index "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    println!("failed_logins_per_s={:.0}", r.rate());
+    println!("failed_login_p50_ms={:.2}", r.pct(0.5));
+    println!("failed_login_p99_ms={:.2}", r.pct(0.99));
+    println!("failed_login_cpu_us={}", show_cpu(&cpu));
+    println!("failed_login_errors={}", r.errors);
+    println!("raft_applied_index={applied:.0}");
+    eprintln!(
+        "failed sign-ins on a follower: {:.0}/s, answer p50 {:.2} ms p99 {:.2} ms, CPU µs per failed sign-in \
+         (node 1 / 2 / 3) {}, {} errors; {} sign-ins in {applied:.0} log entries (group commit)",
+        r.rate(),
+        r.pct(0.5),
+        r.pct(0.99),
+        show_cpu(&cpu),
+        r.errors,
+        r.ops
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     match real_main().await {
@@ -429,6 +528,9 @@ async fn real_main() -> Result<(), String> {
     let pin = args.0.iter().any(|a| a == "--pin");
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let client = reqwest::Client::new();
+    if args.0.iter().any(|a| a == "--failed-logins") {
+        return failed_logins(&bin, tmp.path(), pin, concurrency, seconds).await;
+    }
 
     // 1. Replicated writes, Jeton then etcd, same client, same concurrency.
     let (jeton_procs, urls) = start_jeton(&bin, tmp.path(), pin).await?;

@@ -1,9 +1,11 @@
 //! The eight Casdoor password schemes (COMPAT §4), so imported users keep their passwords, and the check
-//! of §4.2 without Casdoor's "pass the hash" master-password defect (§11.4).
+//! of §4.2 without Casdoor's "pass the hash" master-password defect (§11.4): the master password is checked
+//! only with the organization's scheme and salt (§4.3), never with the user's.
 //!
 //! Every comparison of secrets is constant-time. Stored values come from an import and may be hostile or
-//! broken: a malformed value never panics, it just does not verify, and cost parameters are capped so a
-//! stored hash cannot make one check run for minutes or allocate gigabytes.
+//! broken: a malformed value never panics, it just does not verify. The cost of one check is capped
+//! ([`work`]): a stored hash over the cap is refused where it is set (admin API, import) and never run, so
+//! a stored hash cannot make one check run for minutes or allocate gigabytes.
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine;
@@ -43,6 +45,12 @@ impl Scheme {
         })
     }
 
+    /// Whether the scheme ignores the salt argument of VERIFY (its salt is inside the stored value, or it
+    /// has none): checked once, not once per salt.
+    pub fn salt_inside(self) -> bool {
+        matches!(self, Scheme::Plain | Scheme::Bcrypt | Scheme::Argon2id | Scheme::Pbkdf2Django)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::Plain => "plain",
@@ -69,12 +77,42 @@ pub enum PasswordError {
     Hashing(String),
 }
 
-/// Most PBKDF2 iterations a stored Django hash may ask for (Django's default today is 870,000).
-const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
-/// Most argon2 memory (KiB) a stored hash may ask for: 1 GiB.
-const MAX_ARGON2_MEMORY_KIB: u32 = 1024 * 1024;
-const MAX_ARGON2_PASSES: u32 = 64;
+/// Most PBKDF2 iterations a stored Django hash may ask for (Django's default today is 870,000; 10 M is
+/// about 1 s here).
+pub const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
+/// Highest bcrypt cost a stored hash may have (cost 16 is about 3 s here; PHP writes 10–12).
+pub const MAX_BCRYPT_COST: u32 = 16;
+/// Most work one argon2 check may cost: memory (KiB) × passes, i.e. 256 MiB·passes.
+///
+/// Argon2's time is proportional to memory × passes (lanes run one after the other here), so this caps
+/// both the time of one check (about 0.2 s on the 2-core VM, the order of a bcrypt cost-12 check) and, with
+/// one pass, its memory (256 MiB). It admits every common writer's default: Casdoor 64 MiB × 1, OWASP's
+/// 19 MiB × 2 / 46 MiB × 1, argon2-cffi and RFC 9106's second recommendation 64 MiB × 3, Django
+/// 100 MiB × 2, PHP 64 MiB × 4 (exactly the cap). It refuses RFC 9106's first recommendation (2 GiB × 1),
+/// which is meant for a machine that derives one key, not a server answering logins.
+pub const MAX_ARGON2_COST: u64 = 256 * 1024;
 const MAX_ARGON2_LANES: u32 = 64;
+/// Memory (KiB) a check of any scheme but argon2 is counted for against the memory budget of the checks
+/// running at once: bcrypt's state is 4 KiB, the rest is the blocking thread it runs on.
+pub const SMALL_CHECK_KIB: u32 = 1024;
+/// Memory (KiB) of hashing a new password with argon2id the way Casdoor writes it (m=65536).
+const NEW_ARGON2_KIB: u32 = 65_536;
+
+/// Why a stored hash is refused: checking it would cost more than one check may.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TooCostly {
+    #[error(
+        "argon2 m={memory_kib} KiB × t={passes} is {} KiB·passes, over the cap of {MAX_ARGON2_COST} (256 MiB·passes)",
+        *memory_kib as u64 * *passes as u64
+    )]
+    Argon2 { memory_kib: u32, passes: u32 },
+    #[error("argon2 p={0} lanes is over the cap of {MAX_ARGON2_LANES}")]
+    Argon2Lanes(u32),
+    #[error("bcrypt cost {0} is over the cap of {MAX_BCRYPT_COST}")]
+    Bcrypt(u32),
+    #[error("pbkdf2 with {0} iterations is over the cap of {MAX_PBKDF2_ITERATIONS}")]
+    Pbkdf2(u32),
+}
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
@@ -156,44 +194,82 @@ fn pbkdf2_sha256(password: &str, salt: &[u8], iterations: u32, len: usize) -> Ve
     out
 }
 
-/// Parses `$argon2id$v=19$m=..,t=..,p=..$salt$key` and recomputes.
-fn verify_argon2id(password: &str, stored: &str) -> bool {
-    let parts: Vec<&str> = stored.split('$').collect();
-    let ["", "argon2id", "v=19", params, salt, key] = parts.as_slice() else {
-        return false;
-    };
-    let (mut m, mut t, mut p) = (None, None, None);
-    for kv in params.split(',') {
-        match kv.split_once('=') {
-            Some(("m", v)) => m = v.parse::<u32>().ok(),
-            Some(("t", v)) => t = v.parse::<u32>().ok(),
-            Some(("p", v)) => p = v.parse::<u32>().ok(),
-            _ => return false,
+/// A stored argon2id hash, `$argon2id$v=19$m=..,t=..,p=..$salt$key`, split up (salt and key still base64).
+struct Argon2Hash<'a> {
+    memory_kib: u32,
+    passes: u32,
+    lanes: u32,
+    salt: &'a str,
+    key: &'a str,
+}
+
+impl<'a> Argon2Hash<'a> {
+    /// `None` for anything malformed (it never verifies).
+    fn parse(stored: &'a str) -> Option<Argon2Hash<'a>> {
+        let mut parts = stored.split('$');
+        let ("", "argon2id", "v=19", params, salt, key, None) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next())
+        else {
+            return None;
+        };
+        let (mut m, mut t, mut p) = (None, None, None);
+        for kv in params.split(',') {
+            match kv.split_once('=') {
+                Some(("m", v)) => m = v.parse::<u32>().ok(),
+                Some(("t", v)) => t = v.parse::<u32>().ok(),
+                Some(("p", v)) => p = v.parse::<u32>().ok(),
+                _ => return None,
+            }
         }
+        Some(Argon2Hash { memory_kib: m?, passes: t?, lanes: p?, salt, key })
     }
-    let (Some(m), Some(t), Some(p)) = (m, t, p) else {
+
+    /// The memory (KiB) checking it takes, or why it is over the cap.
+    fn work(&self) -> Result<u32, TooCostly> {
+        if self.lanes > MAX_ARGON2_LANES {
+            return Err(TooCostly::Argon2Lanes(self.lanes));
+        }
+        if self.memory_kib as u64 * self.passes as u64 > MAX_ARGON2_COST {
+            return Err(TooCostly::Argon2 { memory_kib: self.memory_kib, passes: self.passes });
+        }
+        Ok(self.memory_kib.max(SMALL_CHECK_KIB))
+    }
+}
+
+/// Recomputes an argon2id hash (never one over the cost cap).
+fn verify_argon2id(password: &str, stored: &str) -> bool {
+    let Some(h) = Argon2Hash::parse(stored) else {
         return false;
     };
-    if m > MAX_ARGON2_MEMORY_KIB || t > MAX_ARGON2_PASSES || p > MAX_ARGON2_LANES {
+    if h.work().is_err() {
         return false;
     }
-    let (Ok(salt), Ok(key)) = (STANDARD_NO_PAD.decode(salt), STANDARD_NO_PAD.decode(key)) else {
+    let (Ok(salt), Ok(key)) = (STANDARD_NO_PAD.decode(h.salt), STANDARD_NO_PAD.decode(h.key)) else {
         return false;
     };
-    let Ok(params) = argon2::Params::new(m, t, p, Some(key.len())) else {
+    let Ok(params) = argon2::Params::new(h.memory_kib, h.passes, h.lanes, Some(key.len())) else {
         return false;
     };
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = vec![0u8; key.len()];
+    #[cfg(test)]
+    tests::ARGON2_RUNS.with(|n| n.set(n.get() + 1));
     argon.hash_password_into(password.as_bytes(), &salt, &mut out).is_ok() && ct_eq(&out, &key)
 }
 
-fn verify_django(password: &str, stored: &str) -> bool {
-    let parts: Vec<&str> = stored.split('$').collect();
-    let ["pbkdf2_sha256", iterations, salt, hash] = parts.as_slice() else {
-        return false;
+/// `pbkdf2_sha256$iter$salt$hash` split up; `None` for anything malformed.
+fn parse_django(stored: &str) -> Option<(u32, &str, &str)> {
+    let mut parts = stored.split('$');
+    let ("pbkdf2_sha256", iterations, salt, hash, None) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next())
+    else {
+        return None;
     };
-    let Ok(iterations) = iterations.parse::<u32>() else {
+    Some((iterations.parse::<u32>().ok()?, salt, hash))
+}
+
+fn verify_django(password: &str, stored: &str) -> bool {
+    let Some((iterations, salt, hash)) = parse_django(stored) else {
         return false;
     };
     if iterations == 0 || iterations > MAX_PBKDF2_ITERATIONS {
@@ -201,6 +277,13 @@ fn verify_django(password: &str, stored: &str) -> bool {
     }
     let computed = STANDARD.encode(pbkdf2_sha256(password, salt.as_bytes(), iterations, 32));
     ct_eq(computed.as_bytes(), hash.as_bytes())
+}
+
+/// The cost of a stored bcrypt hash (`$2a$10$…`); `None` when it has none.
+fn bcrypt_cost(stored: &str) -> Option<u32> {
+    let rest = stored.strip_prefix("$2")?;
+    let rest = rest.trim_start_matches(['a', 'b', 'y']).strip_prefix('$')?;
+    rest.get(..2)?.parse().ok()
 }
 
 fn verify_bcrypt(password: &str, stored: &str) -> bool {
@@ -213,9 +296,33 @@ fn verify_bcrypt(password: &str, stored: &str) -> bool {
         }
         None => stored,
     };
-    // Costs above 16 would take minutes per check; no real deployment uses them.
-    let cost_ok = stored.get(4..6).and_then(|c| c.parse::<u32>().ok()).is_some_and(|c| (4..=16).contains(&c));
+    let cost_ok = bcrypt_cost(stored).is_some_and(|c| (4..=MAX_BCRYPT_COST).contains(&c));
     cost_ok && bcrypt::verify(password.as_bytes(), stored).unwrap_or(false)
+}
+
+/// What checking a password against `stored` costs: the memory (KiB) to reserve for it, or why it is over
+/// the cap of one check. A malformed value costs little (it never verifies).
+pub fn work(scheme: Scheme, stored: &str) -> Result<u32, TooCostly> {
+    match scheme {
+        Scheme::Argon2id => Argon2Hash::parse(stored).map_or(Ok(SMALL_CHECK_KIB), |h| h.work()),
+        Scheme::Bcrypt => match bcrypt_cost(stored) {
+            Some(c) if c > MAX_BCRYPT_COST => Err(TooCostly::Bcrypt(c)),
+            _ => Ok(SMALL_CHECK_KIB),
+        },
+        Scheme::Pbkdf2Django => match parse_django(stored) {
+            Some((iterations, _, _)) if iterations > MAX_PBKDF2_ITERATIONS => Err(TooCostly::Pbkdf2(iterations)),
+            _ => Ok(SMALL_CHECK_KIB),
+        },
+        _ => Ok(SMALL_CHECK_KIB),
+    }
+}
+
+/// The memory (KiB) hashing a new password with `scheme` takes ([`hash`]).
+pub fn hash_work(scheme: Scheme) -> u32 {
+    match scheme {
+        Scheme::Argon2id => NEW_ARGON2_KIB,
+        _ => SMALL_CHECK_KIB,
+    }
 }
 
 /// VERIFY(type, pw, stored, salt) of COMPAT §4.4.
@@ -322,45 +429,73 @@ pub enum Rejected {
     NoPassword,
     #[error("unsupported password type {0:?}")]
     UnsupportedScheme(String),
+    #[error("the stored hash is over the cost cap: {0}")]
+    TooCostly(TooCostly),
     #[error("wrong password")]
     Wrong,
 }
 
-/// The check of COMPAT §4.2 without lockout (the caller does that): the effective scheme is the user's, or
-/// the organization's when the user has none; the master password counts only when it hash-matches (never
-/// a plain comparison with the stored hash, §11.4); then the organization salt, then the user's salt.
+/// The user's effective scheme: theirs, or the organization's when they have none.
+fn effective_scheme(org: &OrgPolicy, user: &StoredPassword) -> Result<Scheme, Rejected> {
+    let type_name = if user.password_type.is_empty() { org.password_type } else { user.password_type };
+    Scheme::parse(type_name).ok_or_else(|| Rejected::UnsupportedScheme(type_name.to_string()))
+}
+
+/// The organization's master password with its scheme, when it has one that can be checked.
+fn master<'a>(org: &OrgPolicy<'a>) -> Option<(Scheme, &'a str, u32)> {
+    let scheme = Scheme::parse(org.password_type)?;
+    if org.master_password.is_empty() {
+        return None;
+    }
+    let memory = work(scheme, org.master_password).ok()?;
+    Some((scheme, org.master_password, memory))
+}
+
+/// Whether the user has a password that can be checked at all: a known scheme, a stored value, within the
+/// cost cap. Returns the memory (KiB) the check takes (the larger of the master password's and the
+/// user's: they run one after the other).
+pub fn usable(org: &OrgPolicy, user: &StoredPassword) -> Result<u32, Rejected> {
+    let scheme = effective_scheme(org, user)?;
+    if user.password.is_empty() {
+        return Err(Rejected::NoPassword);
+    }
+    let memory = work(scheme, user.password).map_err(Rejected::TooCostly)?;
+    Ok(master(org).map_or(memory, |(_, _, m)| m.max(memory)))
+}
+
+/// The check of COMPAT §4.2 without lockout (the caller does that), for a user with a [`usable`] password:
+/// the master password counts only when it matches with the organization's scheme and salt (§4.3; never
+/// a plain comparison with the stored string, §11.4); then the user's password with their effective
+/// scheme, salted with the organization salt, then the user's salt. A scheme whose salt is inside the
+/// stored value runs once.
 pub fn check(org: &OrgPolicy, user: &StoredPassword, password: &str) -> Result<Accepted, Rejected> {
     if password.is_empty() {
         return Err(Rejected::Empty);
     }
-    let type_name = if user.password_type.is_empty() { org.password_type } else { user.password_type };
-    let scheme = Scheme::parse(type_name).ok_or_else(|| Rejected::UnsupportedScheme(type_name.to_string()))?;
-    if !org.master_password.is_empty() && verify(scheme, password, org.master_password, org.password_salt) {
-        return Ok(Accepted::MasterPassword);
+    usable(org, user)?;
+    let scheme = effective_scheme(org, user)?;
+    if let Some((master_scheme, master_hash, _)) = master(org) {
+        if verify(master_scheme, password, master_hash, org.password_salt) {
+            return Ok(Accepted::MasterPassword);
+        }
     }
-    if user.password.is_empty() {
-        return Err(Rejected::NoPassword);
-    }
+    let other_salt = !scheme.salt_inside() && user.password_salt != org.password_salt;
     if verify(scheme, password, user.password, org.password_salt)
-        || (user.password_salt != org.password_salt && verify(scheme, password, user.password, user.password_salt))
+        || (other_salt && verify(scheme, password, user.password, user.password_salt))
     {
         return Ok(Accepted::Password);
     }
     Err(Rejected::Wrong)
 }
 
-/// A bcrypt cost-10 hash of a random string, checked against when the user does not exist, so that an
-/// unknown user costs the same time as a known one.
-const DUMMY_BCRYPT: &str = "$2a$10$..CA.uOD/eaGAOmJB.yMBurGSUo5vM6h/j4WsVYFtBHNBL0/GbtTS";
-
-/// Spends about the time of one password check and returns nothing (no user enumeration by timing).
-pub fn burn_equivalent_time(password: &str) {
-    let _ = bcrypt::verify(password.as_bytes(), DUMMY_BCRYPT);
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    thread_local! {
+        /// argon2 computations run on this thread (tests count them).
+        pub(super) static ARGON2_RUNS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
 
     const PW: &str = "P@ssw0rd!";
     const SALT: &str = "a1b2c3d4e5f6a7b8c9d0";
@@ -455,6 +590,96 @@ mod tests {
         assert_eq!(Scheme::parse("sha256"), None);
     }
 
+    /// The cost cap of one check: argon2 memory × passes up to 256 MiB·passes (every common default passes,
+    /// RFC 9106's 2 GiB does not), bcrypt cost up to 16, Django iterations up to 10 M. Over the cap a hash
+    /// never verifies, and `usable` says why.
+    #[test]
+    fn one_check_costs_at_most_the_cap() {
+        let argon = |m: u32, t: u32, p: u32| {
+            format!(
+                "$argon2id$v=19$m={m},t={t},p={p}$AAECAwQFBgcICQoLDA0ODw$Tn6Kri1FkXIcvNI846j3rVw0u9kaBVJAs9hHaQ38LzM"
+            )
+        };
+        for (m, t, p) in [
+            (65_536, 1, 2),
+            (19_456, 2, 1),
+            (47_104, 1, 1),
+            (65_536, 3, 4),
+            (102_400, 2, 8),
+            (65_536, 4, 1),
+            (262_144, 1, 1),
+        ] {
+            assert_eq!(work(Scheme::Argon2id, &argon(m, t, p)), Ok(m), "m={m} t={t} p={p}");
+        }
+        assert_eq!(work(Scheme::Argon2id, &argon(8, 1, 1)), Ok(SMALL_CHECK_KIB), "small memory still counts 1 MiB");
+        for (m, t) in [(2_097_152, 1), (1_048_576, 64), (65_536, 5), (262_145, 1), (131_072, 3)] {
+            assert_eq!(
+                work(Scheme::Argon2id, &argon(m, t, 1)),
+                Err(TooCostly::Argon2 { memory_kib: m, passes: t }),
+                "m={m} t={t}"
+            );
+            assert!(!verify(Scheme::Argon2id, PW, &argon(m, t, 1), ""), "an over-cap hash is never run");
+        }
+        assert_eq!(work(Scheme::Argon2id, &argon(65_536, 1, 65)), Err(TooCostly::Argon2Lanes(65)));
+        let over = TooCostly::Argon2 { memory_kib: 1_048_576, passes: 64 }.to_string();
+        assert!(over.contains("67108864 KiB·passes") && over.contains("262144"), "{over}");
+        // The cap is in the product: 1 GiB × 64 passes (each under the old per-parameter caps) is refused.
+        let stored =
+            StoredPassword { password: &argon(1_048_576, 64, 1), password_type: "argon2id", password_salt: "" };
+        let org = OrgPolicy { password_type: "argon2id", password_salt: "", master_password: "" };
+        assert_eq!(
+            usable(&org, &stored),
+            Err(Rejected::TooCostly(TooCostly::Argon2 { memory_kib: 1_048_576, passes: 64 }))
+        );
+        assert_eq!(check(&org, &stored, PW), usable(&org, &stored).map(|_| Accepted::Password));
+        // bcrypt and Django.
+        assert_eq!(
+            work(Scheme::Bcrypt, "$2y$12$..CA.uOD/eaGAOmJB.yMBurGSUo5vM6h/j4WsVYFtBHNBL0/GbtTS"),
+            Ok(SMALL_CHECK_KIB)
+        );
+        assert_eq!(
+            work(Scheme::Bcrypt, "$2a$17$..CA.uOD/eaGAOmJB.yMBurGSUo5vM6h/j4WsVYFtBHNBL0/GbtTS"),
+            Err(TooCostly::Bcrypt(17))
+        );
+        assert_eq!(work(Scheme::Bcrypt, "$2$31$x"), Err(TooCostly::Bcrypt(31)));
+        assert_eq!(work(Scheme::Pbkdf2Django, "pbkdf2_sha256$260000$s$h"), Ok(SMALL_CHECK_KIB));
+        assert_eq!(work(Scheme::Pbkdf2Django, "pbkdf2_sha256$10000001$s$h"), Err(TooCostly::Pbkdf2(10_000_001)));
+        // Malformed values cost nothing to refuse; other schemes are cheap.
+        for (scheme, stored) in
+            [(Scheme::Argon2id, "garbage"), (Scheme::Bcrypt, ""), (Scheme::Plain, "x"), (Scheme::Salt, "")]
+        {
+            assert_eq!(work(scheme, stored), Ok(SMALL_CHECK_KIB), "{scheme:?} {stored}");
+        }
+        // The memory a check reserves is the larger of the master password's and the user's.
+        let master = hash(Scheme::Argon2id, "master", "").unwrap();
+        let org = OrgPolicy { password_type: "argon2id", password_salt: "", master_password: &master };
+        let user = StoredPassword { password: &argon(19_456, 2, 1), password_type: "", password_salt: "" };
+        assert_eq!(usable(&org, &user), Ok(65_536));
+        assert_eq!(hash_work(Scheme::Argon2id), 65_536);
+    }
+
+    /// Schemes whose salt is inside the stored value are checked once even when the user's salt differs
+    /// from the organization's: a wrong password costs one argon2 (or bcrypt) run, not two.
+    #[test]
+    fn salt_inside_schemes_run_once() {
+        for scheme in [Scheme::Plain, Scheme::Bcrypt, Scheme::Argon2id, Scheme::Pbkdf2Django] {
+            assert!(scheme.salt_inside());
+        }
+        for scheme in [Scheme::Salt, Scheme::Sha512Salt, Scheme::Md5Salt, Scheme::Pbkdf2Salt] {
+            assert!(!scheme.salt_inside());
+        }
+        let org = OrgPolicy { password_type: "bcrypt", password_salt: "org-salt", master_password: "" };
+        let stored = hash(Scheme::Argon2id, "right", "").unwrap();
+        let user = StoredPassword { password: &stored, password_type: "argon2id", password_salt: "user-salt" };
+        let runs = |pw: &str| {
+            ARGON2_RUNS.with(|n| n.set(0));
+            let r = check(&org, &user, pw);
+            (r, ARGON2_RUNS.with(|n| n.get()))
+        };
+        assert_eq!(runs("right"), (Ok(Accepted::Password), 1));
+        assert_eq!(runs("wrong"), (Err(Rejected::Wrong), 1), "a wrong password runs argon2 once");
+    }
+
     /// Rows of the fixture database (`shared/casdoor/seed-postgres.sql`) with their plaintext passwords.
     #[test]
     fn fixture_users_check_like_casdoor_minus_its_defects() {
@@ -487,13 +712,23 @@ mod tests {
         };
         assert_eq!(check(&globex, &hans, "Hans-Own-Salt-1"), Ok(Accepted::Password));
         assert_eq!(check(&globex, &hans, "hans"), Err(Rejected::Wrong));
-        // The master password opens users whose effective scheme is the organization's ...
+        // The master password is checked with the organization's scheme and salt (§4.3): it opens hans
+        // (sha512-salt like the organization) and yuki (`salt`) alike ...
         assert_eq!(check(&globex, &hans, "Globex-Master-2024!"), Ok(Accepted::MasterPassword));
-        // ... but not others (yuki is `salt`), and the stored master hash itself is no password (§11.4).
-        assert_eq!(check(&globex, &yuki, "Globex-Master-2024!"), Err(Rejected::Wrong));
+        assert_eq!(check(&globex, &yuki, "Globex-Master-2024!"), Ok(Accepted::MasterPassword));
+        // ... and the stored master hash itself is no password (§11.4), whatever the user's scheme: with the
+        // user's scheme a `plain` user compared the input with the stored hash and let it in.
         assert_eq!(check(&globex, &hans, globex.master_password), Err(Rejected::Wrong));
-        // No local password, unsupported scheme, empty input.
+        let plain = user("li-plain-pw", "plain", "");
+        assert_eq!(check(&globex, &plain, globex.master_password), Err(Rejected::Wrong));
+        assert_eq!(check(&globex, &plain, "Globex-Master-2024!"), Ok(Accepted::MasterPassword));
+        assert_eq!(check(&globex, &plain, "li-plain-pw"), Ok(Accepted::Password));
+        // A master password of an organization without a scheme opens nothing (it cannot be checked).
+        let no_scheme = OrgPolicy { password_type: "", password_salt: "", master_password: "master" };
+        assert_eq!(check(&no_scheme, &user("pw", "plain", ""), "master"), Err(Rejected::Wrong));
+        // No local password (the master password does not open it either), unsupported scheme, empty input.
         assert_eq!(check(&acme, &user("", "", ""), "anything"), Err(Rejected::NoPassword));
+        assert_eq!(check(&globex, &user("", "", ""), "Globex-Master-2024!"), Err(Rejected::NoPassword));
         assert_eq!(check(&acme, &user("x", "sha1", ""), "x"), Err(Rejected::UnsupportedScheme("sha1".into())));
         assert_eq!(check(&acme, &user("x", "plain", ""), ""), Err(Rejected::Empty));
     }
