@@ -268,12 +268,14 @@ pub async fn run(opts: Options) -> (Report, Result<(), MigrateError>) {
     (report, result)
 }
 
-/// The import, preceded with `--strict` by a dry pass that finds every row in error.
+/// The import, preceded with `--strict` by a dry pass that finds every row in error (with `--dry-run`
+/// that pass is the whole run).
 async fn passes(opts: &Options, src: &mut Source) -> (Report, Result<(), MigrateError>) {
-    if opts.strict && !opts.dry_run {
+    if opts.strict {
         // Every row, not only the first in error: the report lists them all.
         let check = Options { dry_run: true, strict: false, ..opts.clone() };
-        let (mut report, result) = pass(check, src, "checking").await;
+        let phase = if opts.dry_run { "importing" } else { "checking" };
+        let (mut report, result) = pass(check, src, phase).await;
         report.strict = true;
         if result.is_err() {
             return (report, result);
@@ -282,6 +284,9 @@ async fn passes(opts: &Options, src: &mut Source) -> (Report, Result<(), Migrate
             let n = report.skipped_count;
             let e = format!("{n} row(s) cannot be imported (listed above and in --report); nothing was written");
             return (report, Err(MigrateError::Strict(e)));
+        }
+        if opts.dry_run {
+            return (report, Ok(()));
         }
     }
     pass(opts.clone(), src, "importing").await

@@ -636,6 +636,10 @@ async fn broken_rows_are_reported_and_strict_aborts() {
     assert_eq!(r.stdout.matches("nowhere/ghost").count(), 1, "{}", r.stdout);
     assert!(!r.stderr.contains("nowhere/ghost"), "the error does not repeat the rows: {}", r.stderr);
     assert!(!dir2.exists(), "a --strict run that fails its check creates no data dir");
+    // A strict dry run lists every row in error too, not only the first.
+    let r = import(&db, &["--dry-run", "--strict"], work.path());
+    assert!(!r.ok, "--strict must fail: {}", r.stdout);
+    assert_eq!(r.skipped().len(), 2, "{:?}", r.skipped());
     // The same into a running node: the node is left as it was.
     let node = Node::start().await;
     let node_args = into_args(&node);
