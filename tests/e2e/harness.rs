@@ -65,17 +65,7 @@ impl Node {
     /// [`Node::start_in`] with more (or other) environment variables.
     pub async fn start_with_env(dir: &Path, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Node {
         let (child, stdout_path) = spawn_with_env(dir, port, extra, env);
-        let mut node = Node {
-            child: Some(child),
-            base: format!("http://127.0.0.1:{port}"),
-            port,
-            dir: dir.to_path_buf(),
-            _tmp: None,
-            http: client(),
-            stdout_path,
-        };
-        node.wait_ready().await;
-        node
+        Node::adopt(child, port, dir, stdout_path).await
     }
 
     /// A node started some other way (a script, a wrapper) that serves HTTP on `port`; waits until it is

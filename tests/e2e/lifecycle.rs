@@ -51,6 +51,14 @@ fn run_jeton(args: &[&str]) -> (i32, String) {
     run_jeton_with(args, &[])
 }
 
+/// `jeton serve` on `dir` and a free port, with `extra` arguments, run to its end (a start that fails).
+fn serve_once(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["serve", "--data-dir", dir.to_str().unwrap(), "--http-addr", &addr];
+    args.extend_from_slice(extra);
+    run_jeton_with(&args, env)
+}
+
 /// `jeton ARGS` with more (or other) environment variables: (exit code, stdout and stderr).
 fn run_jeton_with(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_jeton"))
@@ -81,15 +89,7 @@ async fn start_up_errors_are_clear() {
     assert!(!text.contains("panicked"), "{text}");
 
     // A data dir of another node.
-    let (code, text) = run_jeton(&[
-        "serve",
-        "--data-dir",
-        node.dir.to_str().unwrap(),
-        "--http-addr",
-        &format!("127.0.0.1:{}", free_port()),
-        "--node-id",
-        "7",
-    ]);
+    let (code, text) = serve_once(&node.dir, &["--node-id", "7"], &[]);
     assert_ne!(code, 0);
     assert!(text.contains("belongs to node 1"), "{text}");
 
@@ -239,13 +239,7 @@ async fn logs_are_plain_text_without_a_terminal() {
 #[tokio::test]
 async fn failed_starts_say_why_in_one_line() {
     let node = Node::start().await;
-    let (code, text) = run_jeton(&[
-        "serve",
-        "--data-dir",
-        node.dir.to_str().unwrap(),
-        "--http-addr",
-        &format!("127.0.0.1:{}", free_port()),
-    ]);
+    let (code, text) = serve_once(&node.dir, &[], &[]);
     assert_ne!(code, 0);
     assert!(text.contains("is in use by another jeton process"), "{text}");
 
@@ -256,11 +250,7 @@ async fn failed_starts_say_why_in_one_line() {
         // The spurious line came from a race at exit; a few tries catch it.
         for attempt in 0..6 {
             let dir = tmp.path().join(format!("{var}-{attempt}"));
-            let addr = format!("127.0.0.1:{}", free_port());
-            let (code, text) = run_jeton_with(
-                &["serve", "--data-dir", dir.to_str().unwrap(), "--http-addr", &addr],
-                &[("JETON_LOG", "info"), (var, value)],
-            );
+            let (code, text) = serve_once(&dir, &[], &[("JETON_LOG", "info"), (var, value)]);
             assert_ne!(code, 0, "{text}");
             let lines: Vec<&str> = text.lines().collect();
             assert_eq!(lines.len(), 1, "one line for a failed start ({var}): {text}");
