@@ -147,9 +147,9 @@ fn introspect(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    // One user holding many live tokens (a service account on the password grant, a busy user): past 256
-    // cached answers for one user, the edge re-checks that user's whole digest list on every miss and then
-    // does not cache the answer (`Edge::remember`). Here user 1 gets 300 answers cached first.
+    // One user holding many live tokens (a service account on the password grant, a busy user): every
+    // cached answer of the user is linked in the index that a change to the user follows (a set per user,
+    // no cap), so a miss adds one link to a large set. Here user 1 gets 300 answers cached first.
     for _ in 0..300 {
         fx.edge.introspect(&client, &fx.user_token_of(Alg::EdDSA, 1)).expect("introspect");
     }

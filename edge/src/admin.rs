@@ -8,7 +8,7 @@
 //! `{"status","msg","data","data2"}`, with an HTTP status that matches.
 
 use jeton_raft::cluster::MembershipChange;
-use jeton_raft::model::{Application, Group, Organization, Role, SigningKey, User};
+use jeton_raft::model::{AcceptedAlgorithms, Application, Group, Organization, Role, SigningKey, User};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -949,10 +949,19 @@ fn prepare_items(
     let mut pending: Vec<(usize, Command)> = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
         let refuse = |kind: &str, reason: String| Refusal { index, kind: kind.to_string(), reason };
-        // Signing keys only come as key items (sealed here); other commands are not for imports.
-        let cmd = match item {
+        // Signing keys only come as key items: sealed here, with the algorithms their tokens may carry (a
+        // record of its own, written after the key). Other commands are not for imports.
+        let commands = match item {
             ApplyItem::Key(k) => match crate::keys::import_pem(&k, kek) {
-                Ok(key) => Command::PutSigningKey { key, mode: PutMode::Upsert },
+                Ok(key) => {
+                    let kid = key.kid.clone();
+                    let mut commands = vec![Command::PutSigningKey { key, mode: PutMode::Upsert }];
+                    if !k.accepted_algorithms.is_empty() {
+                        let accepted = AcceptedAlgorithms { kid, algorithms: k.accepted_algorithms };
+                        commands.push(Command::PutAcceptedAlgorithms { accepted, mode: PutMode::Upsert });
+                    }
+                    commands
+                }
                 Err(e) => {
                     result.refused.push(refuse("put_signing_key", e.to_string()));
                     continue;
@@ -976,27 +985,29 @@ fn prepare_items(
                     result.refused.push(refuse(cmd.kind(), "not a command an import may apply".into()));
                     continue;
                 }
-                cmd
+                vec![cmd]
             }
         };
-        if node.store.unchanged(&cmd)? {
-            *result.unchanged.entry(cmd.kind().to_string()).or_default() += 1;
-            continue;
-        }
-        if let Some((replace, note)) = replaces_administrator(node, &cmd, admins)? {
-            let item = AdministratorItem { index, kind: cmd.kind().to_string(), replaced: replace, note };
-            if !replace {
-                result.administrators.push(item);
+        for cmd in commands {
+            if node.store.unchanged(&cmd)? {
+                *result.unchanged.entry(cmd.kind().to_string()).or_default() += 1;
                 continue;
             }
-            replacing.push(item);
+            if let Some((replace, note)) = replaces_administrator(node, &cmd, admins)? {
+                let item = AdministratorItem { index, kind: cmd.kind().to_string(), replaced: replace, note };
+                if !replace {
+                    result.administrators.push(item);
+                    continue;
+                }
+                replacing.push(item);
+            }
+            pending.push((index, cmd));
         }
-        pending.push((index, cmd));
     }
     if dry_run || pending.is_empty() {
         for (index, cmd) in &pending {
             *result.written.entry(cmd.kind().to_string()).or_default() += 1;
-            if dry_run {
+            if dry_run && result.would_write.last() != Some(index) {
                 result.would_write.push(*index);
             }
         }

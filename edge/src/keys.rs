@@ -142,6 +142,18 @@ enum KeyFamily {
     Rsa(&'static dyn awssig::RsaEncoding),
 }
 
+impl Alg {
+    /// Whether a key made for `self` can also sign and verify `other`: any RSA algorithm with an RSA key,
+    /// an ECDSA algorithm only with a key on its own curve, EdDSA only with an Ed25519 key.
+    pub fn same_key_as(self, other: Alg) -> bool {
+        match (self.family(), other.family()) {
+            (KeyFamily::Ed25519, KeyFamily::Ed25519) | (KeyFamily::Rsa(_), KeyFamily::Rsa(_)) => true,
+            (KeyFamily::Ec(_, a, _), KeyFamily::Ec(_, b, _)) => a == b,
+            _ => false,
+        }
+    }
+}
+
 /// The node's key-encryption key: AES-256-GCM over private keys at rest.
 pub struct Kek {
     key: LessSafeKey,
@@ -284,14 +296,18 @@ enum Signer {
 /// A signing key ready for use: parsed once, with its JWK and pre-encoded JWT headers.
 pub struct LoadedKey {
     pub kid: String,
+    /// What it signs with (and publishes in the JWKS).
     pub alg: Alg,
+    /// What a token it verifies may say in its header: `alg`, and for an imported key the algorithms its
+    /// applications signed with elsewhere (its [`jeton_raft::model::AcceptedAlgorithms`]).
+    pub accepted: Vec<Alg>,
     /// Still signing new tokens (not retired).
     pub active: bool,
     pub retire_at: i64,
     pub created_at: i64,
     signer: Signer,
-    /// jsonwebtoken's key, for every algorithm it knows.
-    decoding: Option<jsonwebtoken::DecodingKey>,
+    /// jsonwebtoken's key, for every algorithm it knows, and the checks it applies (built once).
+    decoding: Option<(jsonwebtoken::DecodingKey, jsonwebtoken::Validation)>,
     /// For the one it does not (ES512).
     verifier: ParsedPublicKey,
     /// Public JWK.
@@ -319,12 +335,14 @@ impl LoadedKey {
             KeyFamily::Rsa(enc) => Signer::Rsa(RsaKeyPair::from_pkcs8(&pkcs8).map_err(|_| bad("bad RSA key"))?, enc),
         };
         let (jwk, verifier) = public_jwk(sk, alg)?;
-        let decoding = decoding_key(&jwk, alg).map_err(|e| bad(&format!("public key: {e}")))?;
+        let decoding =
+            decoding_key(&jwk, alg).map_err(|e| bad(&format!("public key: {e}")))?.map(|key| (key, validation(&[alg])));
         let header =
             |typ: &str| URL_SAFE_NO_PAD.encode(json!({"alg": alg.as_str(), "kid": sk.kid, "typ": typ}).to_string());
         Ok(LoadedKey {
             kid: sk.kid.clone(),
             alg,
+            accepted: vec![alg],
             active: sk.retire_at == 0,
             retire_at: sk.retire_at,
             created_at: sk.created_at,
@@ -335,6 +353,25 @@ impl LoadedKey {
             access_header: header("at+jwt"),
             refresh_header: header("JWT"),
         })
+    }
+
+    /// Also accepts tokens signed with `algorithms` (each must suit this key: the same RSA key, or the same
+    /// curve); on an error nothing changes. Keys Jeton generates never get any: one key, one algorithm.
+    pub fn accept(&mut self, algorithms: &[String]) -> Result<(), EdgeError> {
+        let mut accepted = self.accepted.clone();
+        for name in algorithms {
+            let alg = Alg::parse(name)
+                .filter(|a| a.same_key_as(self.alg))
+                .ok_or_else(|| EdgeError::Crypto(format!("key {} cannot verify {name} tokens", self.kid)))?;
+            if !accepted.contains(&alg) {
+                accepted.push(alg);
+            }
+        }
+        if let Some((_, v)) = &mut self.decoding {
+            *v = validation(&accepted);
+        }
+        self.accepted = accepted;
+        Ok(())
     }
 
     /// Signs `header.payload` and returns the compact JWS.
@@ -362,16 +399,11 @@ impl LoadedKey {
         Ok(out)
     }
 
-    /// Verifies a token's signature (the header's `alg` must be this key's), `exp` (required, no leeway) and
-    /// `nbf` (when present), and returns its claims.
+    /// Verifies a token's signature (the header's `alg` must be one this key accepts), `exp` (required, no
+    /// leeway) and `nbf` (when present), and returns its claims.
     pub fn verify(&self, token: &str) -> Result<Value, VerifyError> {
-        if let (Some(decoding), Some(alg)) = (&self.decoding, self.alg.jsonwebtoken()) {
-            let mut v = jsonwebtoken::Validation::new(alg);
-            v.leeway = 0;
-            v.validate_aud = false;
-            v.validate_nbf = true;
-            v.required_spec_claims = ["exp".to_string()].into_iter().collect();
-            return jsonwebtoken::decode::<Value>(token, decoding, &v).map(|d| d.claims).map_err(|e| {
+        if let Some((decoding, v)) = &self.decoding {
+            return jsonwebtoken::decode::<Value>(token, decoding, v).map(|d| d.claims).map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
                 match e.kind() {
                     ErrorKind::ExpiredSignature | ErrorKind::MissingRequiredClaim(_) => VerifyError::Expired,
@@ -387,6 +419,7 @@ impl LoadedKey {
         let header: Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| VerifyError::Malformed)?)
                 .map_err(|_| VerifyError::Malformed)?;
+        // Without jsonwebtoken (ES512) only the key's own algorithm can be accepted: no other suits its curve.
         if header.get("alg").and_then(Value::as_str) != Some(self.alg.as_str()) {
             return Err(VerifyError::Algorithm);
         }
@@ -419,6 +452,19 @@ pub enum VerifyError {
     Signature,
     Expired,
     NotYetValid,
+}
+
+/// What jsonwebtoken checks: the header's algorithm is one of `algorithms`, `exp` is there and not past (no
+/// leeway), `nbf` is not in the future. The audience is the caller's business.
+fn validation(algorithms: &[Alg]) -> jsonwebtoken::Validation {
+    jsonwebtoken::Validation {
+        algorithms: algorithms.iter().filter_map(|a| a.jsonwebtoken()).collect(),
+        leeway: 0,
+        validate_aud: false,
+        validate_nbf: true,
+        required_spec_claims: ["exp".to_string()].into_iter().collect(),
+        ..Default::default()
+    }
 }
 
 /// jsonwebtoken's decoding key for `alg` from the public JWK's components; None where jsonwebtoken has no
@@ -499,6 +545,9 @@ pub struct KeyImport {
     /// PEM private key: `RSA PRIVATE KEY` (PKCS#1), `PRIVATE KEY` (PKCS#8), `EC PRIVATE KEY` (SEC1) or
     /// `RSA PSS PRIVATE KEY`.
     pub private_key: String,
+    /// The algorithms tokens signed with this key elsewhere carry (Casdoor: what the applications using the
+    /// cert signed with), stored as its [`jeton_raft::model::AcceptedAlgorithms`]; empty: only `algorithm`.
+    pub accepted_algorithms: Vec<String>,
 }
 
 /// A parsed imported key: PKCS#8 DER of the private half and PEM of the public half.
@@ -512,6 +561,9 @@ pub struct ParsedImport {
 pub fn parse_import(k: &KeyImport) -> Result<ParsedImport, EdgeError> {
     let bad = |what: String| EdgeError::Crypto(format!("key {}: {what}", k.kid));
     let alg = Alg::parse(&k.algorithm).ok_or_else(|| bad(format!("unsupported algorithm {:?}", k.algorithm)))?;
+    if let Some(other) = k.accepted_algorithms.iter().find(|a| !Alg::parse(a).is_some_and(|a| a.same_key_as(alg))) {
+        return Err(bad(format!("a {} key cannot have signed {other:?} tokens", alg.as_str())));
+    }
     let (label, der) = pem_any(&k.private_key).ok_or_else(|| bad("the private key is not PEM".into()))?;
     let (pkcs8, spki): (Vec<u8>, Vec<u8>) = match alg.family() {
         KeyFamily::Ed25519 => {
@@ -563,7 +615,7 @@ pub fn import_pem(k: &KeyImport, kek: &Kek) -> Result<SigningKey, EdgeError> {
         retire_at: 0,
     };
     // Load it once: what cannot sign here is refused now, not when the keyring reloads.
-    LoadedKey::load(&sk, kek)?;
+    LoadedKey::load(&sk, kek)?.accept(&k.accepted_algorithms)?;
     Ok(sk)
 }
 
@@ -635,8 +687,17 @@ impl Keyring {
         let mut loaded = Vec::new();
         for rec in store.signing_keys() {
             let sk = rec?.to_owned()?;
+            let accepted = match store.accepted_algorithms(&sk.kid)? {
+                Some(a) => a.to_owned()?.algorithms,
+                None => Vec::new(),
+            };
             match LoadedKey::load(&sk, kek) {
-                Ok(k) => loaded.push((sk.created_at, Arc::new(k))),
+                Ok(mut k) => {
+                    if let Err(e) = k.accept(&accepted) {
+                        tracing::error!(kid = %sk.kid, "only the key's own algorithm is accepted: {e}");
+                    }
+                    loaded.push((sk.created_at, Arc::new(k)))
+                }
                 // One bad key must not take every other key down with it (Casdoor 11.22).
                 Err(e) => tracing::error!(kid = %sk.kid, "signing key not loaded: {e}"),
             }
@@ -721,6 +782,39 @@ mod import_tests {
             let expired = key.sign(&key.access_header, b"{\"exp\":1}").expect("sign");
             assert_eq!(key.verify(&expired), Err(VerifyError::Expired));
         }
+    }
+
+    /// A key accepts its own algorithm and the ones it is given, nothing else: an imported RSA key that
+    /// Casdoor's applications signed RS256 and RS512 with verifies both, and refuses PS256 and RS384.
+    #[test]
+    fn a_key_accepts_exactly_its_algorithms() {
+        let token = |alg: &str| {
+            let signer = LoadedKey::load(&import("cert-acme-rs512", alg).expect("import"), &kek()).expect("load");
+            let exp = crate::service::now() + 60;
+            signer.sign(&signer.access_header, format!(r#"{{"exp":{exp}}}"#).as_bytes()).expect("sign")
+        };
+        let sk = import("cert-acme-rs512", "RS256").expect("import");
+        let mut key = LoadedKey::load(&sk, &kek()).expect("load");
+        assert!(key.verify(&token("RS256")).is_ok());
+        assert_eq!(key.verify(&token("RS512")), Err(VerifyError::Algorithm), "one key, one algorithm");
+        key.accept(&["RS256".to_string(), "RS512".to_string()]).expect("RSA algorithms suit an RSA key");
+        assert!(key.verify(&token("RS256")).is_ok());
+        assert!(key.verify(&token("RS512")).is_ok());
+        for other in ["PS256", "RS384"] {
+            assert_eq!(key.verify(&token(other)), Err(VerifyError::Algorithm), "{other}");
+        }
+        // What the key cannot verify is refused, and changes nothing.
+        assert!(key.accept(&["ES256".to_string()]).is_err());
+        assert_eq!(key.accepted, [Alg::RS256, Alg::RS512]);
+        let k = KeyImport {
+            kid: "cert-acme-es256".into(),
+            algorithm: "ES256".into(),
+            certificate: fixture("cert-acme-es256.pem"),
+            private_key: fixture("cert-acme-es256.key"),
+            accepted_algorithms: vec!["ES256".into(), "ES384".into()],
+            ..Default::default()
+        };
+        assert!(import_pem(&k, &kek()).is_err(), "a P-256 key never signed ES384");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`admin`]: the Casdoor-compatible admin API;
 //! - [`builtin`]: the objects a new cluster starts with;
 //! - [`service`]: [`Edge`], the state and caches the services share;
+//! - [`introspection_cache`]: introspection answers and the index that drops them when their state changes;
 //! - [`claims`]: what goes into a token, per Casdoor token format;
 //! - [`keys`]: signing keys, their encryption at rest, the keyring and JWKS;
 //! - [`passwords`]: password sign-in (lookup, lockout, limits, hashing slots, timing floor) and, in
@@ -17,6 +18,7 @@ pub mod builtin;
 pub mod claims;
 pub mod error;
 pub mod http;
+pub mod introspection_cache;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;

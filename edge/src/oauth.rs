@@ -13,9 +13,10 @@ use serde_json::{json, Map, Value};
 
 use crate::claims::{self, Subject, TokenFrame};
 use crate::error::OAuthError;
+use crate::introspection_cache::CachedToken;
 use crate::keys::LoadedKey;
 use crate::passwords::{Lockout, Refused, SignIn};
-use crate::service::{now, sha256, CachedToken, ClientApp, Edge};
+use crate::service::{now, sha256, ClientApp, Edge};
 use subtle::ConstantTimeEq;
 
 /// Request parameters, from the query string, a form body or a JSON body. A request carries a handful,
@@ -391,8 +392,11 @@ impl Edge {
         if old.application != client.app.name {
             return Err(invalid());
         }
-        let (org, name) = old.user.split_once('/').unwrap_or_default();
-        let user = match self.store.user(org, name)? {
+        // The token's `sub` is its user's id, signed into it: a user deleted and created again under the
+        // same name is another person (another id), whose tokens this one must not mint. Introspection
+        // (`check_token`) looks the user up the same way.
+        let sub = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
+        let user = match self.store.user_by_id(sub)? {
             Some(u) => u.to_owned()?,
             None => return Err(invalid()),
         };

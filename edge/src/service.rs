@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::{EdgeError, OAuthError};
+use crate::introspection_cache::{CachedToken, IntrospectionCache};
 use crate::keys::{Kek, Keyring};
 
 /// Settings of the edge services.
@@ -54,21 +55,6 @@ pub struct ClientApp {
     pub is_admin_app: bool,
 }
 
-/// A cached introspection answer.
-pub struct CachedToken {
-    /// The JSON answer for an active token.
-    pub body: bytes::Bytes,
-    /// Unix seconds; the entry is never served after it.
-    pub exp: i64,
-    pub jti: String,
-    /// User id (`sub`) or empty for client credentials.
-    pub user_id: String,
-    /// Organization of the token's application: who may introspect it.
-    pub organization: String,
-    pub client_id: String,
-    pub kid: String,
-}
-
 /// The edge services of one node.
 pub struct Edge {
     pub node: ReplicaNode,
@@ -81,14 +67,10 @@ pub struct Edge {
     /// header again skips decoding it and hashing the secret (an API gateway introspecting sends the same
     /// one on every call). Only successes are kept; any application change empties it.
     basic_auths: Cache<Bytes, Arc<ClientApp>>,
-    pub(crate) introspections: Cache<TokenDigest, Arc<CachedToken>>,
+    /// Introspection answers, found again by `jti` and by user when a change concerns them.
+    pub(crate) introspections: IntrospectionCache,
     pub(crate) digest_key: DigestKey,
     pub(crate) apply_turns: crate::admin::ApplyTurns,
-    /// jti → token digest, so a revocation can drop the cached answer.
-    jti_index: Cache<String, TokenDigest>,
-    /// user id → digests of that user's cached answers, so a change to the user drops exactly those (a
-    /// predicate scan per user change would pile up during bulk updates).
-    user_tokens: Cache<String, Arc<std::sync::Mutex<std::collections::VecDeque<TokenDigest>>>>,
     /// Bumped before any invalidation; an answer computed across a bump is not cached.
     pub(crate) epoch: AtomicU64,
     /// Changes the invalidation task has handled (compared with `Store::changes_sent`), and a wake-up for
@@ -133,14 +115,6 @@ impl DigestKey {
     }
 }
 
-/// Expiry of a cached introspection: the token's own `exp`.
-struct UntilTokenExpiry;
-impl moka::Expiry<TokenDigest, Arc<CachedToken>> for UntilTokenExpiry {
-    fn expire_after_create(&self, _k: &TokenDigest, v: &Arc<CachedToken>, _at: Instant) -> Option<Duration> {
-        Some(Duration::from_secs((v.exp - now()).max(0) as u64))
-    }
-}
-
 impl Edge {
     pub fn new(
         node: ReplicaNode,
@@ -153,21 +127,9 @@ impl Edge {
         let edge = Arc::new(Edge {
             apps: Cache::builder().max_capacity(100_000).build(),
             basic_auths: Cache::builder().max_capacity(10_000).time_to_idle(Duration::from_secs(600)).build(),
-            introspections: Cache::builder()
-                .max_capacity(config.introspection_cache_entries)
-                .expire_after(UntilTokenExpiry)
-                .support_invalidation_closures()
-                .build(),
+            introspections: IntrospectionCache::new(config.introspection_cache_entries),
             digest_key: DigestKey::random()?,
             apply_turns: Default::default(),
-            jti_index: Cache::builder()
-                .max_capacity(config.introspection_cache_entries)
-                .time_to_live(Duration::from_secs(86_400))
-                .build(),
-            user_tokens: Cache::builder()
-                .max_capacity(config.introspection_cache_entries)
-                .time_to_live(Duration::from_secs(86_400))
-                .build(),
             epoch: AtomicU64::new(0),
             handled: AtomicU64::new(0),
             handled_notify: tokio::sync::Notify::new(),
@@ -219,33 +181,23 @@ impl Edge {
     pub fn invalidate(&self, change: &Change) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         match change {
-            Change::Revocation(jti) => {
-                if let Some(d) = self.jti_index.get(jti) {
-                    self.introspections.invalidate(&d);
-                }
-            }
-            Change::User { id, .. } => {
-                if let Some(digests) = self.user_tokens.remove(id) {
-                    for d in digests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-                        self.introspections.invalidate(d);
-                    }
-                }
-            }
+            Change::Revocation(jti) => self.introspections.drop_jti(jti),
+            Change::User { id, .. } => self.introspections.drop_user(id),
             Change::Application { client_id, .. } => {
                 self.apps.invalidate(client_id);
                 self.basic_auths.invalidate_all();
                 let cid = client_id.clone();
-                let _ = self.introspections.invalidate_entries_if(move |_, v| v.client_id == cid);
+                self.introspections.drop_if(move |v| v.client_id == cid);
             }
             Change::SigningKey(kid) => {
                 if let Err(e) = self.keyring.reload(&self.store, &self.kek) {
                     tracing::error!("reloading signing keys: {e}");
                 }
                 let kid = kid.clone();
-                let _ = self.introspections.invalidate_entries_if(move |_, v| v.kid == kid);
+                self.introspections.drop_if(move |v| v.kid == kid);
             }
             // Rare (imports): answers cached under a withdrawn issuer must go.
-            Change::AcceptedIssuer { .. } => self.introspections.invalidate_all(),
+            Change::AcceptedIssuer { .. } => self.introspections.drop_all(),
             Change::Organization(_)
             | Change::Role { .. }
             | Change::Group { .. }
@@ -255,7 +207,7 @@ impl Edge {
             Change::Everything => {
                 self.apps.invalidate_all();
                 self.basic_auths.invalidate_all();
-                self.introspections.invalidate_all();
+                self.introspections.drop_all();
                 if let Err(e) = self.keyring.reload(&self.store, &self.kek) {
                     tracing::error!("reloading signing keys: {e}");
                 }
@@ -263,39 +215,23 @@ impl Edge {
         }
     }
 
-    /// Most cached answers per user; past it the oldest answer of that user is dropped from the cache, so the
-    /// index always covers every cached answer.
-    const TOKENS_PER_USER: usize = 256;
-
-    /// Caches an introspection answer unless the state changed while it was computed. The entry goes in
-    /// first and the epoch is checked after: an invalidation that ran in between is then seen and the entry
-    /// dropped, instead of surviving the invalidation that should have removed it.
+    /// Caches an introspection answer unless the state changed while it was computed (see
+    /// [`Edge::keep_unless_invalidated`]).
     pub(crate) fn remember(&self, digest: TokenDigest, started_epoch: u64, entry: Arc<CachedToken>) {
-        if !entry.user_id.is_empty() {
-            let list = self.user_tokens.get_with(entry.user_id.clone(), Default::default);
-            let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
-            if list.len() >= Self::TOKENS_PER_USER {
-                if let Some(oldest) = list.pop_front() {
-                    self.introspections.invalidate(&oldest);
-                }
-            }
-            list.push_back(digest);
-        }
-        self.jti_index.insert(entry.jti.clone(), digest);
-        self.keep_unless_invalidated(&self.introspections, digest, entry, started_epoch);
+        self.keep_unless_invalidated(
+            started_epoch,
+            || self.introspections.insert(digest, entry),
+            || self.introspections.invalidate(&digest),
+        );
     }
 
-    /// Puts `key → value` into `cache`, then takes it out again if an invalidation has run since
-    /// `started_epoch` (the value may be computed from state that changed meanwhile). In first, checked after:
-    /// an invalidation between the two is seen, instead of the entry surviving it.
-    fn keep_unless_invalidated<K, V>(&self, cache: &Cache<K, V>, key: K, value: V, started_epoch: u64)
-    where
-        K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-    {
-        cache.insert(key.clone(), value);
+    /// Caches something (`insert`), then takes it out again (`remove`) if an invalidation has run since
+    /// `started_epoch` (it may be computed from state that changed meanwhile). In first, checked after: an
+    /// invalidation between the two is seen, instead of the entry surviving it.
+    fn keep_unless_invalidated(&self, started_epoch: u64, insert: impl FnOnce(), remove: impl FnOnce()) {
+        insert();
         if self.epoch.load(Ordering::SeqCst) != started_epoch {
-            cache.invalidate(&key);
+            remove();
         }
     }
 
@@ -321,7 +257,11 @@ impl Edge {
     /// Remembers that `header` authenticated `client` — unless an invalidation ran since `started_epoch`
     /// (the client may have changed under the check).
     pub(crate) fn remember_basic(&self, header: &Bytes, client: &Arc<ClientApp>, started_epoch: u64) {
-        self.keep_unless_invalidated(&self.basic_auths, header.clone(), client.clone(), started_epoch);
+        self.keep_unless_invalidated(
+            started_epoch,
+            || self.basic_auths.insert(header.clone(), client.clone()),
+            || self.basic_auths.invalidate(header),
+        );
     }
 
     /// Authenticates a client by id and secret; any failure is `invalid_client` with the same message.

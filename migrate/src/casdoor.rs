@@ -101,6 +101,7 @@ pub const APPLICATION: &[&str] = &[
     "refresh_expire_in_hours",
     "failed_signin_limit",
     "failed_signin_frozen_time",
+    "token_signing_method",
 ];
 
 pub const CERT: &[&str] =
@@ -394,14 +395,36 @@ pub enum Cert {
     NotSigning(String),
 }
 
-pub fn cert(r: &Row) -> Result<Cert, String> {
+/// The algorithm Casdoor signs an application's tokens with, from its `token_signing_method` (COMPAT §5.2,
+/// §11.7): the five methods it knows by name; RS256 for an empty method and for any other one that names
+/// RSA (`RS384` included); none for the rest (`PS256`, `EdDSA`, ...), for which Casdoor fails to sign, so no
+/// token of it exists. Whether the cert's key can sign it is checked with the key ([`cert`]).
+pub fn casdoor_signing_algorithm(token_signing_method: &str) -> Option<&'static str> {
+    match token_signing_method {
+        "RS256" => Some("RS256"),
+        "RS512" => Some("RS512"),
+        "ES256" => Some("ES256"),
+        "ES384" => Some("ES384"),
+        "ES512" => Some("ES512"),
+        m if m.is_empty() || m.contains("RS") => Some("RS256"),
+        _ => None,
+    }
+}
+
+/// A cert row. `signed_with` holds, per imported application using this cert, the algorithm Casdoor
+/// signed its tokens with ([`casdoor_signing_algorithm`]); the cert row's own `crypto_algorithm` only says
+/// what Casdoor's JWKS claimed. The key accepts exactly the algorithms of those its key could sign (Casdoor
+/// failed on the others: an RSA algorithm with an EC key, an EC algorithm of another curve), and signs with
+/// one of them: the row's algorithm when an application used it, else the one most applications used. A
+/// cert no application signed with keeps the row's algorithm.
+pub fn cert(r: &Row, signed_with: &[&str]) -> Result<Cert, String> {
     let name = r.string("name");
     check_name("name", &name)?;
     let kind = r.string("type");
     if !kind.eq_ignore_ascii_case("x509") {
         return Ok(Cert::NotSigning(format!("{kind} certificate, not a token signing key")));
     }
-    let k = KeyImport {
+    let mut k = KeyImport {
         kid: name.clone(),
         owner: r.string("owner"),
         display_name: r.string("display_name"),
@@ -409,6 +432,25 @@ pub fn cert(r: &Row) -> Result<Cert, String> {
         created_at: r.unix("created_time"),
         certificate: r.string("certificate"),
         private_key: r.string("private_key"),
+        accepted_algorithms: Vec::new(),
+    };
+    // Per algorithm the key can sign: how many applications signed with it.
+    let mut produced: BTreeMap<&str, usize> = BTreeMap::new();
+    for alg in signed_with {
+        if let Some(n) = produced.get_mut(alg) {
+            *n += 1;
+        } else if jeton_edge::keys::parse_import(&KeyImport { algorithm: alg.to_string(), ..k.clone() }).is_ok() {
+            produced.insert(alg, 1);
+        }
+    }
+    if !produced.contains_key(k.algorithm.as_str()) {
+        if let Some((alg, _)) = produced.iter().max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0))) {
+            k.algorithm = alg.to_string();
+        }
+    }
+    k.accepted_algorithms = match produced.is_empty() {
+        true => vec![k.algorithm.clone()],
+        false => produced.keys().map(|a| a.to_string()).collect(),
     };
     // Checked here so a bad key is reported with its row (the node checks again when it seals it).
     jeton_edge::keys::parse_import(&k).map_err(|e| e.to_string())?;
@@ -597,6 +639,59 @@ mod tests {
         assert!(user(&slash, "bcrypt").is_err());
         let no_id = row(&cols, &[Some("acme"), Some("a"), None, Some(""), Some("")]);
         assert!(user(&no_id, "bcrypt").is_err());
+    }
+
+    #[test]
+    fn casdoor_signs_by_the_applications_method_not_the_cert_row() {
+        // COMPAT §5.2 and §11.7.
+        for (method, alg) in [
+            ("", Some("RS256")),
+            ("RS256", Some("RS256")),
+            ("RS384", Some("RS256")),
+            ("RS512", Some("RS512")),
+            ("ES256", Some("ES256")),
+            ("ES384", Some("ES384")),
+            ("ES512", Some("ES512")),
+            ("PS256", None),
+            ("EdDSA", None),
+            ("HS256", None),
+        ] {
+            assert_eq!(casdoor_signing_algorithm(method), alg, "{method:?}");
+        }
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/casdoor/keys/");
+        let file = |f: &str| std::fs::read_to_string(format!("{dir}{f}")).expect("fixture key");
+        let cols: HashMap<&'static str, usize> =
+            [("name", 0), ("type", 1), ("crypto_algorithm", 2), ("certificate", 3), ("private_key", 4)]
+                .into_iter()
+                .collect();
+        let imported = |name: &str, row_alg: &str, signed_with: &[&str]| {
+            let (pem, key) = (file(&format!("{name}.pem")), file(&format!("{name}.key")));
+            let values = [Some(name), Some("x509"), Some(row_alg), Some(pem.as_str()), Some(key.as_str())];
+            match cert(&row(&cols, &values), signed_with) {
+                Ok(Cert::Signing(k)) => (k.algorithm, k.accepted_algorithms),
+                Ok(Cert::NotSigning(why)) => panic!("{why}"),
+                Err(e) => panic!("{name}: {e}"),
+            }
+        };
+        let strs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // The row says RS512, the application signed RS256 (its method RS384): RS256 it is.
+        assert_eq!(imported("cert-acme-rs512", "RS512", &["RS256"]), ("RS256".into(), strs(&["RS256"])));
+        // Two applications, two algorithms: both verify; it signs with the row's, which one of them used.
+        assert_eq!(
+            imported("cert-acme-rs512", "RS512", &["RS256", "RS512", "RS256"]),
+            ("RS512".into(), strs(&["RS256", "RS512"]))
+        );
+        // Without the row's among them, the one most applications used.
+        assert_eq!(
+            imported("cert-built-in", "PS256", &["RS512", "RS256", "RS512"]),
+            ("RS512".into(), strs(&["RS256", "RS512"]))
+        );
+        // What the key could not sign, Casdoor never issued: an EC algorithm with an RSA key, RS256 (an empty
+        // method) with an EC key, ES384 with a P-256 key.
+        assert_eq!(imported("cert-acme-rs512", "RS512", &["ES256"]), ("RS512".into(), strs(&["RS512"])));
+        assert_eq!(imported("cert-acme-es256", "ES256", &["RS256", "ES384"]), ("ES256".into(), strs(&["ES256"])));
+        // No application: the row's algorithm alone.
+        assert_eq!(imported("cert-globex-es384", "ES384", &[]), ("ES384".into(), strs(&["ES384"])));
     }
 
     fn jwt(claims: &str) -> String {

@@ -387,8 +387,10 @@ async fn import(run: &mut Run, src: &mut Source) -> Result<(), MigrateError> {
         }
     });
 
-    // Applications (few) are read first to know which certs they sign with; written after the certs.
+    // Applications (few) are read first to know which certs they sign with, and with which algorithms;
+    // written after the certs.
     let mut apps: Vec<Application> = Vec::new();
+    let mut signed_with: HashMap<String, Vec<&'static str>> = HashMap::new();
     each_row!(run, src, "application", casdoor::APPLICATION, |row| {
         let key = row.string("name");
         let org = row.string("organization");
@@ -399,7 +401,12 @@ async fn import(run: &mut Run, src: &mut Source) -> Result<(), MigrateError> {
             Ok(_) if !org_types.contains_key(&org) => {
                 run.skip("application", &key, format!("its organization {org:?} is not imported"))?
             }
-            Ok(app) => apps.push(app),
+            Ok(app) => {
+                if let Some(alg) = casdoor::casdoor_signing_algorithm(row.s("token_signing_method")) {
+                    signed_with.entry(app.cert.clone()).or_default().push(alg);
+                }
+                apps.push(app)
+            }
             Err(why) => run.skip("application", &key, why)?,
         }
     });
@@ -412,8 +419,18 @@ async fn import(run: &mut Run, src: &mut Source) -> Result<(), MigrateError> {
         if !run.opts.orgs.is_empty() && !needed_certs.contains(&name) && !run.wanted_org(&owner) {
             continue;
         }
-        match casdoor::cert(&row) {
+        match casdoor::cert(&row, signed_with.get(&name).map(Vec::as_slice).unwrap_or_default()) {
             Ok(casdoor::Cert::Signing(k)) => {
+                if k.algorithm != row.s("crypto_algorithm") || k.accepted_algorithms.len() > 1 {
+                    // Casdoor's applications signed with the key otherwise than its row says (COMPAT §5.2).
+                    tracing::warn!(
+                        cert = %name,
+                        row = row.s("crypto_algorithm"),
+                        signs = %k.algorithm,
+                        accepts = %k.accepted_algorithms.join(" "),
+                        "the cert's applications signed with other algorithms than the cert row says"
+                    );
+                }
                 if !kids.insert(k.kid.clone()) {
                     // Casdoor finds certs by name only (COMPAT §11.18): the first one wins, as there.
                     run.skip("cert", &format!("{owner}/{name}"), "another cert has the same name (kid)")?;

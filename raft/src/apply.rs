@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 
 use crate::command::{Command, Outcome, PutMode};
+use crate::model::SIGNING_ALGORITHMS;
 use crate::model::{
-    AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshState, RefreshToken, Revocation,
-    Role, SigninFailures, SigningKey, User,
+    AcceptedAlgorithms, AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshState,
+    RefreshToken, Revocation, Role, SigninFailures, SigningKey, User,
 };
 use crate::store::{key, Change, Stored};
 use crate::RaftError;
@@ -197,6 +198,7 @@ impl<'a> Pending<'a> {
                 self.changes.push(Change::AcceptedIssuer { application: application.clone(), issuer: issuer.clone() });
                 Ok(Outcome::Applied)
             }
+            Command::PutAcceptedAlgorithms { accepted, mode } => self.put_accepted_algorithms(accepted, *mode),
             Command::IssueRefreshToken { token } => self.issue_refresh_token(token),
             Command::RotateRefreshToken { old_id, new, now } => self.rotate_refresh_token(old_id, new, *now),
             Command::Revoke { revocation } => self.revoke(revocation),
@@ -342,6 +344,10 @@ impl<'a> Pending<'a> {
         if mode != PutMode::Create {
             if let Some(old) = self.read::<User>(&k)? {
                 self.remove_user_indexes(&old);
+                // Tokens name their user by id: those of the old id are now no one's.
+                if old.id != user.id {
+                    self.changes.push(Change::User { owner: old.owner, name: old.name, id: old.id });
+                }
             }
         }
         self.put(k.clone(), user)?;
@@ -485,8 +491,34 @@ impl<'a> Pending<'a> {
         if !users.is_empty() {
             return Ok(Outcome::Invalid(format!("signing key {kid} is used by {}", users.join(", "))));
         }
-        self.delete(k);
+        self.remove_signing_key(kid);
+        Ok(Outcome::Applied)
+    }
+
+    /// Removes a key with the algorithms it accepted (a key created later under the same kid starts
+    /// strict).
+    fn remove_signing_key(&mut self, kid: &str) {
+        self.delete(key::signing_key(kid));
+        self.delete(key::accepted_algorithms(kid));
         self.changes.push(Change::SigningKey(kid.to_string()));
+    }
+
+    fn put_accepted_algorithms(&mut self, a: &AcceptedAlgorithms, mode: PutMode) -> Result<Outcome, RaftError> {
+        if let Some(bad) = check_names(&[&a.kid]) {
+            return Ok(bad);
+        }
+        if !self.contains(&key::signing_key(&a.kid))? {
+            return Ok(Outcome::Invalid(format!("signing key {} does not exist", a.kid)));
+        }
+        if let Some(alg) = a.algorithms.iter().find(|alg| !SIGNING_ALGORITHMS.contains(&alg.as_str())) {
+            return Ok(Outcome::Invalid(format!("unknown algorithm {alg:?} for signing key {}", a.kid)));
+        }
+        let k = key::accepted_algorithms(&a.kid);
+        if let Some(o) = self.check_mode(&k, mode, || format!("accepted algorithms of {}", a.kid))? {
+            return Ok(o);
+        }
+        self.put(k, a)?;
+        self.changes.push(Change::SigningKey(a.kid.clone()));
         Ok(Outcome::Applied)
     }
 
@@ -667,8 +699,7 @@ impl<'a> Pending<'a> {
         for kk in self.keys_with_prefix(key::SIGNING_KEY)? {
             if let Some(k) = self.read::<SigningKey>(&kk)? {
                 if k.retire_at != 0 && k.retire_at < now {
-                    self.delete(kk);
-                    self.changes.push(Change::SigningKey(k.kid));
+                    self.remove_signing_key(&k.kid);
                 }
             }
         }
@@ -712,6 +743,88 @@ fn check_ids(ids: &[&str]) -> Option<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::tests::{org, user};
+
+    /// Applies commands one by one to a fresh state; returns their outcomes, the changes and the tree.
+    fn apply_all(commands: &[Command]) -> (Vec<Outcome>, Vec<Change>, sled::Tree) {
+        let db = sled::Config::new().temporary(true).open().expect("sled");
+        let tree = db.open_tree("state").expect("tree");
+        let mut pending = Pending::new(&tree);
+        let outcomes = commands.iter().map(|c| pending.apply(c).expect("apply")).collect();
+        let (batch, changes) = pending.into_batch();
+        tree.apply_batch(batch).expect("batch");
+        (outcomes, changes, tree)
+    }
+
+    fn key(kid: &str, retire_at: i64) -> Command {
+        let key = SigningKey { kid: kid.into(), algorithm: "RS256".into(), retire_at, ..Default::default() };
+        Command::PutSigningKey { key, mode: PutMode::Create }
+    }
+
+    fn accept(kid: &str, algorithms: &[&str]) -> Command {
+        let accepted =
+            AcceptedAlgorithms { kid: kid.into(), algorithms: algorithms.iter().map(|a| a.to_string()).collect() };
+        Command::PutAcceptedAlgorithms { accepted, mode: PutMode::Upsert }
+    }
+
+    #[test]
+    fn accepted_algorithms_belong_to_an_existing_key_and_go_with_it() {
+        let (outcomes, changes, tree) = apply_all(&[
+            accept("k1", &["RS256"]),
+            key("k1", 0),
+            accept("k1", &["RS256", "HS256"]),
+            accept("k1", &["RS256", "RS512"]),
+            key("k2", 50),
+            accept("k2", &["RS512"]),
+        ]);
+        assert!(matches!(&outcomes[0], Outcome::Invalid(m) if m.contains("does not exist")), "{outcomes:?}");
+        assert!(matches!(&outcomes[2], Outcome::Invalid(m) if m.contains("HS256")), "{outcomes:?}");
+        assert_eq!(outcomes[3], Outcome::Applied);
+        assert!(changes.contains(&Change::SigningKey("k1".into())), "the keyring reloads the key");
+        assert!(tree.contains_key(key::accepted_algorithms("k1")).expect("read"));
+
+        // Deleted with its key; pruned with its retired key: a later key of the same kid starts strict.
+        let mut pending = Pending::new(&tree);
+        assert_eq!(pending.apply(&Command::DeleteSigningKey { kid: "k1".into() }).expect("apply"), Outcome::Applied);
+        assert_eq!(pending.apply(&Command::Prune { now: 100 }).expect("apply"), Outcome::Applied);
+        let (batch, _) = pending.into_batch();
+        tree.apply_batch(batch).expect("batch");
+        for kid in ["k1", "k2"] {
+            assert!(!tree.contains_key(key::signing_key(kid)).expect("read"), "{kid}");
+            assert!(!tree.contains_key(key::accepted_algorithms(kid)).expect("read"), "{kid}");
+        }
+    }
+
+    /// Tokens name their user by id: a user record given another id reports the old id changed too.
+    #[test]
+    fn a_user_given_a_new_id_reports_both_ids() {
+        let mut renumbered = user("acme", "alice", "u-2");
+        if let Command::PutUser { mode, .. } = &mut renumbered {
+            *mode = PutMode::Update;
+        }
+        let (outcomes, changes, _) = apply_all(&[org("acme"), user("acme", "alice", "u-1"), renumbered]);
+        assert!(outcomes.iter().all(|o| *o == Outcome::Applied), "{outcomes:?}");
+        for id in ["u-1", "u-2"] {
+            assert!(
+                changes.iter().filter(|c| matches!(c, Change::User { id: i, .. } if i == id)).count() >= 1,
+                "{id}: {changes:?}"
+            );
+        }
+    }
+
+    /// The log stores commands positionally (postcard): a command's encoding, its variant index first,
+    /// never changes, or entries written before would read as other commands. New variants go last.
+    #[test]
+    fn command_encodings_do_not_move() {
+        let index = |c: &Command| postcard::to_stdvec(c).expect("postcard")[0];
+        assert_eq!(index(&org("x")), 0);
+        assert_eq!(index(&Command::DeleteSigningKey { kid: "k".into() }), 8);
+        assert_eq!(index(&Command::Prune { now: 1 }), 23);
+        assert_eq!(index(&Command::Each { commands: vec![] }), 25);
+        assert_eq!(index(&Command::ResetSigninFailures { account: "a".into() }), 27);
+        assert_eq!(index(&accept("k", &[])), 28);
+        assert_eq!(postcard::to_stdvec(&Command::Prune { now: 1 }).expect("postcard"), [23, 2]);
+    }
 
     /// Casdoor's `varchar(255)` counts characters: a 255-character name of 3-byte characters (765 bytes) is a
     /// valid name, one more character is not.

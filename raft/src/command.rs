@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshToken, Revocation, Role,
-    SigningKey, User,
+    AcceptedAlgorithms, AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshToken,
+    Revocation, Role, SigningKey, User,
 };
 
 /// How a `Put*` command treats an existing record.
@@ -151,6 +151,12 @@ pub enum Command {
     ResetSigninFailures {
         account: String,
     },
+    /// Lets the tokens of signing key `accepted.kid` carry these algorithms besides its own (an imported
+    /// key: the algorithms its applications signed with). Removed with the key.
+    PutAcceptedAlgorithms {
+        accepted: AcceptedAlgorithms,
+        mode: PutMode,
+    },
 }
 
 impl Command {
@@ -185,6 +191,7 @@ impl Command {
             Command::Each { .. } => "each",
             Command::RecordSigninFailure { .. } => "record_signin_failure",
             Command::ResetSigninFailures { .. } => "reset_signin_failures",
+            Command::PutAcceptedAlgorithms { .. } => "put_accepted_algorithms",
         }
     }
 }

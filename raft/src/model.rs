@@ -247,7 +247,9 @@ pub struct RefreshToken {
     pub family: String,
     /// Application name.
     pub application: String,
-    /// `org/name` of the user.
+    /// `org/name` of the user when the token was issued (for logs and audits). What binds the token to its
+    /// user is the user's id, signed into the token as `sub`: a user deleted and created again under the
+    /// same name has another id, and the token is not theirs.
     pub user: String,
     pub scope: String,
     /// Unix seconds.
@@ -392,6 +394,20 @@ impl SigninFailures {
     pub fn locked_at(&self, now: i64) -> bool {
         now < self.locked_until
     }
+}
+
+/// More algorithms a signing key's tokens may carry besides the one it signs with (an imported key:
+/// Casdoor signs with the algorithm of each *application* using a cert, whatever the cert row says, so the
+/// tokens it issued with one key may carry several). Keys without such a record accept only their own
+/// algorithm. A record of its own, not a field of [`SigningKey`]: records are archived in place and
+/// commands are in the log in a positional format, so an existing record's layout never changes.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AcceptedAlgorithms {
+    /// The signing key's kid.
+    pub kid: String,
+    /// JWS algorithms (each one of [`SIGNING_ALGORITHMS`]); the key's own algorithm is always accepted.
+    pub algorithms: Vec<String>,
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@ use sled::IVec;
 use tokio::sync::broadcast;
 
 use crate::model::{
-    AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshToken, Revocation, Role,
-    SigninFailures, SigningKey, User,
+    AcceptedAlgorithms, AcceptedIssuer, Application, CasbinModel, Group, Organization, Permission, RefreshToken,
+    Revocation, Role, SigninFailures, SigningKey, User,
 };
 use crate::Command;
 use crate::RaftError;
@@ -36,6 +36,7 @@ pub mod key {
     pub const MODEL: &[u8] = b"q\0";
     pub const ACCEPTED_ISSUER: &[u8] = b"x\0";
     pub const SIGNIN_FAILURES: &[u8] = b"l\0";
+    pub const ACCEPTED_ALGORITHMS: &[u8] = b"y\0";
     /// Raft bookkeeping kept in the same batch as the state: applied log id, membership.
     pub const META: &[u8] = b"m\0";
     pub const META_APPLIED: &[u8] = b"m\0applied";
@@ -127,6 +128,9 @@ pub mod key {
     pub fn signin_failures(account: &str) -> Vec<u8> {
         join(SIGNIN_FAILURES, &[account])
     }
+    pub fn accepted_algorithms(kid: &str) -> Vec<u8> {
+        join(ACCEPTED_ALGORITHMS, &[kid])
+    }
     pub fn accepted_issuers_of(application: &str) -> Vec<u8> {
         let mut k = join(ACCEPTED_ISSUER, &[application]);
         k.push(0);
@@ -184,6 +188,7 @@ stored! {
     CasbinModel => key::MODEL,
     AcceptedIssuer => key::ACCEPTED_ISSUER,
     SigninFailures => key::SIGNIN_FAILURES,
+    AcceptedAlgorithms => key::ACCEPTED_ALGORITHMS,
 }
 
 /// Validates a value by the record type its key prefix names. Index and meta values are not archives
@@ -203,6 +208,7 @@ pub fn validate_value(key: &[u8], value: &[u8]) -> Result<(), RaftError> {
         p if p == key::MODEL => CasbinModel::validate(value),
         p if p == key::ACCEPTED_ISSUER => AcceptedIssuer::validate(value),
         p if p == key::SIGNIN_FAILURES => SigninFailures::validate(value),
+        p if p == key::ACCEPTED_ALGORITHMS => AcceptedAlgorithms::validate(value),
         _ => Ok(()),
     }
 }
@@ -408,6 +414,10 @@ impl Store {
     pub fn signin_failures(&self, account: &str) -> Result<Option<Record<SigninFailures>>, RaftError> {
         self.record(&key::signin_failures(account))
     }
+    /// The algorithms a signing key accepts besides its own, if it has such a record.
+    pub fn accepted_algorithms(&self, kid: &str) -> Result<Option<Record<AcceptedAlgorithms>>, RaftError> {
+        self.record(&key::accepted_algorithms(kid))
+    }
     /// Whether tokens of `application` may carry `issuer` as `iss`.
     pub fn accepts_issuer(&self, application: &str, issuer: &str) -> Result<bool, RaftError> {
         Ok(self.state.contains_key(key::accepted_issuer(application, issuer))?)
@@ -445,6 +455,7 @@ impl Store {
             Command::PutAcceptedIssuer { accepted: a, .. } => {
                 same(self, &key::accepted_issuer(&a.application, &a.issuer), a)?
             }
+            Command::PutAcceptedAlgorithms { accepted: a, .. } => same(self, &key::accepted_algorithms(&a.kid), a)?,
             Command::Revoke { revocation } => self.state.contains_key(key::revocation(&revocation.jti))?,
             Command::IssueRefreshToken { token } => self.state.contains_key(key::refresh(&token.id))?,
             _ => false,

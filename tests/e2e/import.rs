@@ -594,6 +594,75 @@ async fn import_mysql_into_data_dir() {
     node.stop();
 }
 
+/// Casdoor signs with the algorithm its *application* names, whatever the cert row says (COMPAT §5.2, §11.7):
+/// `app-acme`'s method made RS384, which Casdoor signs as RS256 with `cert-acme-rs512` (row: RS512), and
+/// `app-acme-cli` moved to the same cert with RS512. After the import, tokens signed as Casdoor signed
+/// them (here with the fixture's private key and jwt-simple) verify with both algorithms; algorithms no
+/// application produced stay inactive.
+#[tokio::test]
+async fn casdoor_tokens_verify_with_the_algorithms_their_applications_signed_with() {
+    use jwt_simple::prelude::*;
+    let db = CasdoorDb::create(Kind::Postgres, "pg_algs");
+    db.sql(
+        "UPDATE application SET token_signing_method = 'RS384' WHERE name = 'app-acme'; \
+         UPDATE application SET cert = 'cert-acme-rs512', token_signing_method = 'RS512' WHERE name = 'app-acme-cli'",
+    );
+    let work = tempfile::tempdir().expect("tempdir");
+    let node = Node::start().await;
+    let mut args = into_args(&node);
+    args.extend(["--casdoor-issuer".to_string(), CASDOOR_ISSUER.to_string()]);
+    let r = import(&db, &strs(&args), work.path());
+    assert!(r.ok, "import failed: {}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.written("put_signing_key"), 5, "{}", r.stdout);
+
+    let pem = std::fs::read_to_string(Path::new(FIXTURES).join("keys/cert-acme-rs512.key")).expect("key");
+    // alice of app-acme and the client credentials of app-acme-cli, as Casdoor's tokens say them.
+    let claims = |app: (&str, &str), sub: &str| {
+        let custom = json!({"owner": "acme", "tokenType": "access-token", "azp": app.0, "scope": "openid"});
+        Claims::with_custom_claims(custom, Duration::from_hours(1))
+            .with_issuer(CASDOOR_ISSUER)
+            .with_subject(sub)
+            .with_audience(app.0)
+            .with_jwt_id(format!("admin/{}", uuid_like()))
+    };
+    let alice = || claims(APP_ACME, "32766f6c-4771-4a52-9a85-410584f6bf4d");
+    let cli = || claims(APP_ACME_CLI, "admin/app-acme-cli");
+    let kid = "cert-acme-rs512";
+    let rs256 = RS256KeyPair::from_pem(&pem).expect("rsa key").with_key_id(kid);
+    let rs512 = RS512KeyPair::from_pem(&pem).expect("rsa key").with_key_id(kid);
+    let rs384 = RS384KeyPair::from_pem(&pem).expect("rsa key").with_key_id(kid);
+    let ps256 = PS256KeyPair::from_pem(&pem).expect("rsa key").with_key_id(kid);
+
+    let token = rs256.sign(alice()).expect("sign");
+    let v = introspect(&node, APP_ACME, &token).await;
+    assert_eq!(v["active"], true, "RS256, as Casdoor signed for app-acme, whose cert row says RS512: {v}");
+    assert_eq!(v["username"], "alice", "{v}");
+    let v = introspect(&node, APP_ACME_CLI, &rs512.sign(cli()).expect("sign")).await;
+    assert_eq!(v["active"], true, "RS512, as Casdoor signed for app-acme-cli with the same cert: {v}");
+    for (alg, token) in [("RS384", rs384.sign(alice()).expect("sign")), ("PS256", ps256.sign(alice()).expect("sign"))] {
+        let v = introspect(&node, APP_ACME, &token).await;
+        assert_eq!(v, json!({"active": false}), "{alg}: no application signed with it in Casdoor");
+    }
+
+    // Stored with each imported key: what its applications signed with.
+    assert_eq!(r.written("put_accepted_algorithms"), 5, "{}", r.stdout);
+    // Jeton signs with one of them: the row's, since an application used it; its own tokens verify.
+    let (_, jwks) = node.get("/.well-known/jwks").await;
+    let jwk = jwks["keys"].as_array().expect("keys").iter().find(|k| k["kid"] == kid).cloned().expect("key in JWKS");
+    assert_eq!(jwk["alg"], "RS512", "{jwk}");
+    let (s, v) = login(&node, APP_ACME, "bob", "hunter2-Bob", "openid").await;
+    assert_eq!(s, 200, "{v}");
+    let at = v["access_token"].as_str().expect("at");
+    assert_eq!(harness::jwt_header(at)["alg"], "RS512");
+    assert_eq!(introspect(&node, APP_ACME, at).await["active"], true);
+
+    // Again: nothing changes.
+    let r = import(&db, &strs(&args), work.path());
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.total_written(), 0, "second run writes nothing: {}", r.stdout);
+    assert_eq!(r.unchanged("put_accepted_algorithms"), 5, "{}", r.stdout);
+}
+
 #[tokio::test]
 async fn broken_rows_are_reported_and_strict_aborts() {
     let db = CasdoorDb::create(Kind::Postgres, "pg_broken");

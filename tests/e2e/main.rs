@@ -13,3 +13,4 @@ mod lifecycle;
 mod oauth;
 mod passwords;
 mod sdk;
+mod tokens;
