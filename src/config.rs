@@ -1,5 +1,10 @@
 //! Configuration: built-in defaults, then the TOML file (`--config`), then `JETON_*` environment
 //! variables, then command-line flags; each later source overrides the earlier ones.
+//!
+//! A relative path written in the config file (`data_dir`, `tls.cert`/`key`, `cluster.ca`/`cert`/`key`,
+//! `security.kek_file`) is relative to the file's folder: a service starts in a working directory of its
+//! own (systemd: `/`), not beside its config. Paths from the environment or flags are relative to the
+//! working directory, as on any command line.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -219,7 +224,12 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read config file {}", path.display()))?;
-                toml::from_str::<Config>(&text).with_context(|| format!("invalid config file {}", path.display()))?
+                let mut cfg = toml::from_str::<Config>(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?;
+                // Parsed once more as a table: only a data_dir the file sets is the file's.
+                let sets_data_dir = toml::from_str::<toml::Table>(&text).is_ok_and(|t| t.contains_key("data_dir"));
+                cfg.resolve_relative_paths(path.parent().unwrap_or(Path::new("")), sets_data_dir);
+                cfg
             }
             None => Config::default(),
         };
@@ -326,6 +336,29 @@ impl Config {
         Ok(())
     }
 
+    /// Makes the relative paths read from a config file relative to its folder (see the module doc). The
+    /// built-in default `data_dir`, when the file sets none, stays relative to the working directory.
+    fn resolve_relative_paths(&mut self, folder: &Path, file_sets_data_dir: bool) {
+        if folder.as_os_str().is_empty() {
+            return;
+        }
+        if file_sets_data_dir && self.data_dir.is_relative() {
+            self.data_dir = folder.join(&self.data_dir);
+        }
+        for path in [
+            &mut self.tls.cert,
+            &mut self.tls.key,
+            &mut self.cluster.ca,
+            &mut self.cluster.cert,
+            &mut self.cluster.key,
+            &mut self.security.kek_file,
+        ] {
+            if !path.is_empty() && Path::new(path.as_str()).is_relative() {
+                *path = folder.join(path.as_str()).to_string_lossy().into_owned();
+            }
+        }
+    }
+
     pub fn kek_path(&self) -> PathBuf {
         if self.security.kek_file.is_empty() {
             self.data_dir.join("kek")
@@ -370,6 +403,90 @@ mod tests {
         assert_eq!(compose.cluster.key, "/certs/node-2-key.pem");
         assert_eq!(compose.cluster.join_token_file, "/certs/node-2.join");
         assert_eq!(compose.cluster.bootstrap, "/certs/bootstrap.json");
+    }
+
+    /// Relative paths in a config file are relative to its folder; absolute ones, the built-in default
+    /// data dir and values from flags or the environment are left as they are.
+    #[test]
+    fn relative_paths_in_a_config_file_resolve_against_its_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let etc = tmp.path().join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        let file = etc.join("jeton.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"state\"\n[tls]\ncert = \"tls/cert.pem\"\nkey = \"/abs/key.pem\"\n\
+             [cluster]\nca = \"ca.pem\"\ncert = \"node.pem\"\nkey = \"node-key.pem\"\n\
+             [security]\nkek_file = \"kek\"\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&file), Overrides::default()).unwrap();
+        assert_eq!(cfg.data_dir, etc.join("state"));
+        assert_eq!(Path::new(&cfg.tls.cert), etc.join("tls/cert.pem"));
+        assert_eq!(cfg.tls.key, "/abs/key.pem");
+        assert_eq!(Path::new(&cfg.cluster.ca), etc.join("ca.pem"));
+        assert_eq!(Path::new(&cfg.cluster.key), etc.join("node-key.pem"));
+        assert_eq!(cfg.kek_path(), etc.join("kek"));
+        let flag = Overrides { data_dir: Some(PathBuf::from("here")), ..Default::default() };
+        assert_eq!(Config::load(Some(&file), flag).unwrap().data_dir, PathBuf::from("here"));
+        std::fs::write(&file, "node_id = 2\n").unwrap();
+        assert_eq!(Config::load(Some(&file), Overrides::default()).unwrap().data_dir, Config::default().data_dir);
+    }
+
+    /// The config packaged for the systemd unit keeps its data dir where the unit lets the node write, and
+    /// so do the cluster examples the unit's comment offers.
+    #[test]
+    fn packaged_configs_write_only_where_the_unit_allows() {
+        let unit = include_str!("../deploy/jeton.service");
+        let writable: Vec<&str> =
+            unit.lines().filter_map(|l| l.strip_prefix("ReadWritePaths=")).flat_map(|l| l.split_whitespace()).collect();
+        assert!(!writable.is_empty(), "the unit names ReadWritePaths");
+        for (name, text) in [
+            ("deploy/jeton.toml", include_str!("../deploy/jeton.toml")),
+            ("conf/cluster/node-1.toml", include_str!("../conf/cluster/node-1.toml")),
+            ("conf/cluster/node-2.toml", include_str!("../conf/cluster/node-2.toml")),
+            ("conf/cluster/node-3.toml", include_str!("../conf/cluster/node-3.toml")),
+        ] {
+            let mut cfg: Config = toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            cfg.check().unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(cfg.data_dir.is_absolute(), "{name}: data_dir must be absolute under the unit");
+            assert!(
+                writable.iter().any(|w| cfg.data_dir.starts_with(w)),
+                "{name}: {:?} not in {writable:?}",
+                cfg.data_dir
+            );
+        }
+    }
+
+    /// README's cluster commands name the hosts `conf/cluster` configures.
+    #[test]
+    fn readme_and_cluster_examples_use_the_same_host_names() {
+        let readme = include_str!("../README.md");
+        let mut hosts = Vec::new();
+        for text in [
+            include_str!("../conf/cluster/node-1.toml"),
+            include_str!("../conf/cluster/node-2.toml"),
+            include_str!("../conf/cluster/node-3.toml"),
+        ] {
+            let cfg: Config = toml::from_str(text).unwrap();
+            let host = cfg.raft.addr.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap();
+            let domain = host.split_once('.').map(|(_, d)| d.to_string()).unwrap();
+            hosts.push((host, domain));
+        }
+        assert!(readme.contains(&hosts[0].0), "README names {}", hosts[0].0);
+        let domain = &hosts[0].1;
+        // Every node-N.<domain> README mentions is in the examples' domain.
+        for (i, _) in readme.match_indices("node-") {
+            let rest = &readme[i..];
+            let name: String =
+                rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.').collect();
+            let name = name.trim_end_matches('.');
+            if let Some((_, d)) = name.split_once('.') {
+                if !d.ends_with("toml") {
+                    assert_eq!(d, domain, "README host {name} is not in conf/cluster's domain {domain}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -4,7 +4,10 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use jeton_migrate::{Options, TargetSpec};
+use jeton_migrate::{Options, ProgressMode, TargetSpec};
+
+/// Without a terminal, a progress line this often while a table is read.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Subcommand)]
 pub enum ImportSource {
@@ -53,9 +56,15 @@ pub struct CasdoorArgs {
     /// Raft address recorded for a new --data-dir.
     #[arg(long, default_value = "127.0.0.1:8001")]
     raft_addr: String,
-    /// Abort at the first row that cannot be imported (default: report it and go on).
+    /// Import nothing if any row cannot be imported: every row is checked first (a dry pass), and the
+    /// rows in error are listed (default: report them and import the rest). The target's own
+    /// administrators, kept by design, are not errors.
     #[arg(long)]
     strict: bool,
+    /// Replace the target's administrator user (`built-in/admin` of a node) with Casdoor's; into a data
+    /// dir, its `app-built-in` too. Default: keep them (and say so in the summary).
+    #[arg(long)]
+    replace_admin: bool,
     /// Write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -69,12 +78,22 @@ pub struct CasdoorArgs {
     /// (repeatable). Issuers found in Casdoor's token table are always accepted.
     #[arg(long = "casdoor-issuer", value_name = "URL")]
     issuers: Vec<String>,
-    /// No progress bars.
+    /// Print only errors: no progress, no summary (the --report file is still written).
     #[arg(long)]
     quiet: bool,
 }
 
-/// Runs the import; the summary goes to stdout, progress bars to stderr (on a terminal only).
+impl ImportSource {
+    /// `--quiet`: only errors are printed.
+    pub fn quiet(&self) -> bool {
+        match self {
+            ImportSource::Casdoor(a) => a.quiet,
+        }
+    }
+}
+
+/// Runs the import; the summary goes to stdout, progress to stderr: bars on a terminal, else a log line
+/// every few seconds. A run that stops before reading anything prints only its error.
 pub async fn run(source: ImportSource) -> anyhow::Result<()> {
     let ImportSource::Casdoor(a) = source;
     let target = match (a.into, a.data_dir) {
@@ -94,15 +113,22 @@ pub async fn run(source: ImportSource) -> anyhow::Result<()> {
         dry_run: a.dry_run,
         target,
         strict: a.strict,
+        replace_admin: a.replace_admin,
         report: a.report,
         batch_size: a.batch_size,
         table_prefix: a.table_prefix,
         issuers: a.issuers,
-        progress: !a.quiet && std::io::stderr().is_terminal(),
+        progress: match (a.quiet, std::io::stderr().is_terminal()) {
+            (true, _) => ProgressMode::Quiet,
+            (false, true) => ProgressMode::Bars,
+            (false, false) => ProgressMode::Log { every: PROGRESS_EVERY },
+        },
         now: jeton_edge::service::now(),
     };
     let (report, result) = jeton_migrate::run(opts).await;
-    print!("{}", report.summary());
+    if !a.quiet && !report.rows_read.is_empty() {
+        print!("{}", report.summary());
+    }
     result?;
     Ok(())
 }

@@ -160,12 +160,18 @@ enum ClusterCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // `import --quiet` prints only errors, unless JETON_LOG asks for more.
+    let default_log = match &cli.command {
+        Commands::Import { source } if source.quiet() => "error",
+        _ => "info,openraft=warn,sled=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("JETON_LOG")
-                .unwrap_or_else(|_| "info,openraft=warn,sled=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("JETON_LOG").unwrap_or_else(|_| default_log.into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: journald, `docker logs` and files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -197,6 +203,7 @@ fn main() -> std::process::ExitCode {
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let admin_env = bootstrap::AdminEnv::from_env()?;
     // Bind first: a taken port is reported before anything is written to the data dir.
     let listener = tokio::net::TcpListener::bind(&cfg.http.addr).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
@@ -250,6 +257,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             Err(e) => anyhow::bail!("cannot read {}: {e}", kek_path.display()),
         },
     };
+    // A key that is not one stops the start before Raft opens the data dir.
+    if let Some(k) = &local_kek {
+        Kek::from_hex(k).with_context(|| match std::env::var_os("JETON_KEK").filter(|k| !k.is_empty()) {
+            Some(_) => "JETON_KEK".to_string(),
+            None => kek_path.display().to_string(),
+        })?;
+    }
     let settings = RaftSettings {
         snapshot_every: cfg.raft.snapshot_every,
         heartbeat_ms: cfg.raft.heartbeat_ms,
@@ -285,62 +299,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         },
     };
     let node = ReplicaNode::start(&cfg.data_dir, cfg.node_id, &cfg.raft.addr, &settings, options).await?;
-    let kek_hex = match (local_kek, node.received_secret.clone()) {
-        (Some(local), Some(cluster)) if local != cluster.trim() => {
+    let edge = match prepare_edge(&cfg, &node, local_kek, &kek_path, join.is_some(), &admin_env).await {
+        Ok(edge) => edge,
+        Err(e) => {
+            // Raft is running: stop it before reporting (dropping it instead makes openraft log a
+            // spurious "error reporting metrics" as it goes).
             node.shutdown().await;
-            anyhow::bail!(
-                "this node's key-encryption key ({}) differs from the cluster's: it could not use the cluster's signing keys",
-                kek_path.display()
-            )
-        }
-        (Some(local), _) => local,
-        (None, Some(cluster)) => {
-            jeton_edge::keys::write_private_file(&kek_path, cluster.trim().as_bytes())?;
-            node.set_join_secret(cluster.trim());
-            cluster.trim().to_string()
-        }
-        (None, None) => {
-            node.shutdown().await;
-            anyhow::bail!("no key-encryption key: the cluster shared none; set JETON_KEK or security.kek_file")
+            return Err(e);
         }
     };
-    let kek = Kek::from_hex(&kek_hex)?;
-    let created = match join {
-        // A joining node receives the state; the cluster was bootstrapped where it started.
-        Some(_) => None,
-        None => bootstrap::bootstrap(&node, &kek, &cfg.security.admin_org, &cfg.security.admin_app).await?,
-    };
-    if let Some(created) = created {
-        // Printed once, to the terminal, never to the log.
-        println!(
-            "jeton: first start — created organization {:?}, user {}/admin and application {:?}",
-            cfg.security.admin_org, cfg.security.admin_org, cfg.security.admin_app
-        );
-        if let Some(p) = &created.admin_password {
-            println!("  admin password:      {p}");
-        }
-        println!("  admin client_id:     {}", created.client_id);
-        if let Some(s) = &created.client_secret {
-            println!("  admin client_secret: {s}");
-        }
-        println!("  (shown only now; set JETON_ADMIN_PASSWORD / JETON_ADMIN_CLIENT_ID / JETON_ADMIN_CLIENT_SECRET to choose them)");
-    }
-    let metrics = Metrics::install().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
-    let edge_cfg = EdgeConfig {
-        issuer: cfg.issuer.clone(),
-        admin_org: cfg.security.admin_org.clone(),
-        admin_app: cfg.security.admin_app.clone(),
-        max_body_bytes: cfg.http.max_body_bytes,
-        introspection_cache_entries: cfg.security.introspection_cache_entries,
-        passwords: jeton_edge::passwords::PasswordConfig {
-            check_concurrency: cfg.security.password_check_concurrency,
-            memory_budget_kib: cfg.security.password_memory_budget_mib.saturating_mul(1024),
-            failure_floor: Duration::from_millis(cfg.security.password_failure_floor_ms),
-            ip_failure_limit: cfg.security.ip_failure_limit,
-            ip_failure_window: Duration::from_secs(cfg.security.ip_failure_window_secs),
-        },
-    };
-    let edge = Edge::new(node.clone(), kek, edge_cfg, metrics)?;
     let invalidation = edge.spawn_invalidation();
     let upkeep = {
         let metrics = edge.metrics.clone();
@@ -377,6 +344,72 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     node.shutdown().await;
     tracing::info!("jeton stopped");
     Ok(())
+}
+
+/// Everything between a started Raft node and serving: the key-encryption key, the first-start
+/// administrators (or the warning that `JETON_ADMIN_*` are ignored), metrics and the edge service. On an
+/// error the caller stops the node.
+async fn prepare_edge(
+    cfg: &Config,
+    node: &ReplicaNode,
+    local_kek: Option<String>,
+    kek_path: &std::path::Path,
+    joined: bool,
+    admin_env: &bootstrap::AdminEnv,
+) -> anyhow::Result<Arc<Edge>> {
+    let kek_hex = match (local_kek, node.received_secret.clone()) {
+        (Some(local), Some(cluster)) if local != cluster.trim() => anyhow::bail!(
+            "this node's key-encryption key ({}) differs from the cluster's: it could not use the cluster's signing keys",
+            kek_path.display()
+        ),
+        (Some(local), _) => local,
+        (None, Some(cluster)) => {
+            jeton_edge::keys::write_private_file(kek_path, cluster.trim().as_bytes())?;
+            node.set_join_secret(cluster.trim());
+            cluster.trim().to_string()
+        }
+        (None, None) => {
+            anyhow::bail!("no key-encryption key: the cluster shared none; set JETON_KEK or security.kek_file")
+        }
+    };
+    let kek = Kek::from_hex(&kek_hex)?;
+    let (org, app) = (&cfg.security.admin_org, &cfg.security.admin_app);
+    let created = match joined {
+        // A joining node receives the state; the cluster was bootstrapped where it started.
+        true => None,
+        false => bootstrap::bootstrap(node, &kek, org, app, admin_env).await?,
+    };
+    match created {
+        Some(created) => {
+            // Printed once, to the terminal, never to the log.
+            println!("jeton: first start — created organization {org:?}, user {org}/admin and application {app:?}");
+            if let Some(p) = &created.admin_password {
+                println!("  admin password:      {p}");
+            }
+            println!("  admin client_id:     {}", created.client_id);
+            if let Some(s) = &created.client_secret {
+                println!("  admin client_secret: {s}");
+            }
+            println!("  (shown only now; set JETON_ADMIN_PASSWORD / JETON_ADMIN_CLIENT_ID / JETON_ADMIN_CLIENT_SECRET to choose them)");
+        }
+        None => bootstrap::warn_if_ignored(node, org, app, admin_env).await?,
+    }
+    let metrics = Metrics::install().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
+    let edge_cfg = EdgeConfig {
+        issuer: cfg.issuer.clone(),
+        admin_org: cfg.security.admin_org.clone(),
+        admin_app: cfg.security.admin_app.clone(),
+        max_body_bytes: cfg.http.max_body_bytes,
+        introspection_cache_entries: cfg.security.introspection_cache_entries,
+        passwords: jeton_edge::passwords::PasswordConfig {
+            check_concurrency: cfg.security.password_check_concurrency,
+            memory_budget_kib: cfg.security.password_memory_budget_mib.saturating_mul(1024),
+            failure_floor: Duration::from_millis(cfg.security.password_failure_floor_ms),
+            ip_failure_limit: cfg.security.ip_failure_limit,
+            ip_failure_window: Duration::from_secs(cfg.security.ip_failure_window_secs),
+        },
+    };
+    Ok(Edge::new(node.clone(), kek, edge_cfg, metrics)?)
 }
 
 async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {

@@ -2,6 +2,8 @@
 # Import rate of `jeton import casdoor --data-dir` on a generated Casdoor data set (PostgreSQL).
 #
 #   bench/casdoor/import.sh [USERS=1000000] [RUNS=3]
+#   IMPORT_ARGS=--strict bench/casdoor/import.sh ...   (extra import options, e.g. the cost of --strict's
+#                                                       check pass)
 #
 # Creates database casdoor_bench_<USERS> (fixtures + USERS generated users, see generate.sql) unless it
 # exists, then imports it RUNS times into a fresh data dir (first import) and once more into the same dir
@@ -16,6 +18,7 @@ DB=casdoor_bench_${USERS}
 BIN=${JETON_BIN:-${CARGO_TARGET_DIR:-target}/release/jeton}
 PSQL=(psql -h 127.0.0.1 -U "$PGUSER" -v ON_ERROR_STOP=1 -q)
 FIX=tests/fixtures/casdoor
+read -r -a EXTRA <<< "${IMPORT_ARGS:-}"
 
 if ! "${PSQL[@]}" -d "$DB" -Atc 'SELECT 1' >/dev/null 2>&1; then
     echo "== generating $DB ($USERS users)"
@@ -25,14 +28,14 @@ if ! "${PSQL[@]}" -d "$DB" -Atc 'SELECT 1' >/dev/null 2>&1; then
     "${PSQL[@]}" -d "$DB" -v users="$USERS" -f bench/casdoor/generate.sql
     echo "   generated in $(echo "$(date +%s.%N) - $start" | bc) s"
 fi
-echo "== $("${PSQL[@]}" -d "$DB" -Atc 'SELECT count(*) FROM "user"') users in $DB; $RUNS runs; $($BIN --version)"
+echo "== $("${PSQL[@]}" -d "$DB" -Atc 'SELECT count(*) FROM "user"') users in $DB; $RUNS runs; $($BIN --version); options: ${IMPORT_ARGS:-none}"
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 first_t=(); first_m=(); again_t=(); again_m=()
 for run in $(seq 1 "$RUNS"); do
     work=$(mktemp -d)
     for pass in first again; do
-        /usr/bin/time -f "%e %M" -o "$work/time" "$BIN" import casdoor --quiet \
+        /usr/bin/time -f "%e %M" -o "$work/time" "$BIN" import casdoor --quiet "${EXTRA[@]}" \
             --from "postgres://$PGUSER@127.0.0.1:5432/$DB" --data-dir "$work/data" --report "$work/$pass.json" \
             > "$work/$pass.out" 2> "$work/$pass.err" || { cat "$work/$pass.err"; exit 1; }
         read -r secs kib < "$work/time"

@@ -149,7 +149,8 @@ fn normalize_sdk_body(body: &mut Value) {
 
 impl Edge {
     /// An application as the admin API shows it: the secret is never readable (only its digest is
-    /// stored); `scopes` as Casdoor's scope objects; `tokenSigningMethod` the algorithm of its key.
+    /// stored); `scopes` as Casdoor's scope objects; `tokenSigningMethod` the algorithm of its key; the
+    /// lockout limits the effective ones (a limit stored as 0 means Casdoor's default).
     fn app_view(&self, a: &Application) -> Value {
         app_fields(a, self.keyring.get(&a.cert).map(|k| k.alg.as_str()).unwrap_or(""))
     }
@@ -162,6 +163,9 @@ fn app_fields(a: &Application, alg: &str) -> Value {
         m.remove("clientSecretDigest");
         m.insert("clientSecret".into(), json!(MASK));
         m.insert("tokenSigningMethod".into(), json!(alg));
+        let lockout = crate::passwords::Lockout::of(a);
+        m.insert("failedSigninLimit".into(), json!(lockout.limit));
+        m.insert("failedSigninFrozenTime".into(), json!(lockout.frozen_for.as_secs() / 60));
         let scopes: Vec<Value> =
             a.scopes.iter().map(|s| json!({"name": s, "displayName": s, "description": ""})).collect();
         m.insert("scopes".into(), Value::Array(scopes));
@@ -831,6 +835,34 @@ pub struct ApplyRequest {
     /// the requests arrive in. Empty `run`: the request is applied on its own.
     pub run: String,
     pub seq: u64,
+    /// Replace the node's own administrator user (`<admin org>/admin`) with the imported one. Without it
+    /// the node's administrator is kept (see [`ApplyResult::administrators`]).
+    pub replace_admin: bool,
+}
+
+/// The target's own administrators, which an import never replaces silently: the admin application and
+/// the `admin` user of the admin organization. A record an import brings for either is kept out (and
+/// reported) unless replacing it is allowed.
+#[derive(Debug, Clone, Copy)]
+pub struct Administrators<'a> {
+    pub org: &'a str,
+    pub app: &'a str,
+    /// Replace the `admin` user with the imported one.
+    pub replace_user: bool,
+    /// Replace the admin application (never over the admin API: the import runs with its credentials).
+    pub replace_app: bool,
+}
+
+/// An item that would replace one of the target's administrators, and what became of it.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AdministratorItem {
+    /// Position in the request's items.
+    pub index: usize,
+    pub kind: String,
+    /// Written over the target's administrator (dry run: would be); otherwise kept out.
+    pub replaced: bool,
+    pub note: String,
 }
 
 /// An item that was not applied.
@@ -852,22 +884,24 @@ pub struct ApplyResult {
     pub refused: Vec<Refusal>,
     /// Dry runs only: the positions of the items that would be written.
     pub would_write: Vec<usize>,
+    /// Items that would replace one of the target's administrators: kept out, or (when allowed) written.
+    /// Kept-out items are neither written nor refused: that is by design, not an error.
+    pub administrators: Vec<AdministratorItem>,
 }
 
 /// Applies import items to a node: keys are sealed with `kek`, items equal to the stored state are counted
 /// unchanged and dropped, the rest is written as ONE log entry ([`Command::Each`]) in which the state
 /// machine judges every item on its own: refused ones are left out (and reported), the others are written.
 ///
-/// `protected_app` (the node's own admin application) is never replaced: replacing it would change the
-/// credentials the import itself is using.
+/// The target's `admins` are kept unless replacing them is allowed (see [`Administrators`]).
 pub async fn apply_items(
     node: &ReplicaNode,
     kek: &Kek,
     items: Vec<ApplyItem>,
     dry_run: bool,
-    protected_app: Option<&str>,
+    admins: Administrators<'_>,
 ) -> Result<ApplyResult, EdgeError> {
-    let mut prepared = prepare_items(node, kek, items, dry_run, protected_app)?;
+    let mut prepared = prepare_items(node, kek, items, dry_run, admins)?;
     match prepared.command.take() {
         Some(cmd) => prepared.finish(node.write(cmd).await?),
         None => Ok(prepared.result),
@@ -882,9 +916,9 @@ pub async fn propose_items(
     kek: &Kek,
     items: Vec<ApplyItem>,
     dry_run: bool,
-    protected_app: Option<&str>,
+    admins: Administrators<'_>,
 ) -> Result<impl std::future::Future<Output = Result<ApplyResult, EdgeError>> + Send + 'static, EdgeError> {
-    let mut prepared = prepare_items(node, kek, items, dry_run, protected_app)?;
+    let mut prepared = prepare_items(node, kek, items, dry_run, admins)?;
     let applied = match prepared.command.take() {
         Some(cmd) => Some(node.propose(cmd).await?),
         None => None,
@@ -904,6 +938,8 @@ struct PreparedItems {
     command: Option<Command>,
     /// Position and kind of each command inside `command`.
     positions: Vec<(usize, &'static str)>,
+    /// Items in `command` that replace one of the target's administrators (reported once written).
+    replacing: Vec<AdministratorItem>,
 }
 
 impl PreparedItems {
@@ -918,7 +954,12 @@ impl PreparedItems {
         }
         for ((index, kind), outcome) in self.positions.into_iter().zip(response.outcomes) {
             match outcome {
-                Outcome::Applied => *self.result.written.entry(kind.to_string()).or_default() += 1,
+                Outcome::Applied => {
+                    *self.result.written.entry(kind.to_string()).or_default() += 1;
+                    if let Some(at) = self.replacing.iter().position(|r| r.index == index) {
+                        self.result.administrators.push(self.replacing.swap_remove(at));
+                    }
+                }
                 other => {
                     self.result.refused.push(Refusal { index, kind: kind.to_string(), reason: outcome_text(&other) })
                 }
@@ -935,9 +976,10 @@ fn prepare_items(
     kek: &Kek,
     items: Vec<ApplyItem>,
     dry_run: bool,
-    protected_app: Option<&str>,
+    admins: Administrators<'_>,
 ) -> Result<PreparedItems, EdgeError> {
     let mut result = ApplyResult::default();
+    let mut replacing = Vec::new();
     let mut pending: Vec<(usize, Command)> = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
         let refuse = |kind: &str, reason: String| Refusal { index, kind: kind.to_string(), reason };
@@ -985,14 +1027,13 @@ fn prepare_items(
                 *result.unchanged.entry(cmd.kind().to_string()).or_default() += 1;
                 continue;
             }
-            if let (Some(protected), Command::PutApplication { app, .. }) = (protected_app, &cmd) {
-                if app.name == protected && node.store.application(protected)?.is_some() {
-                    result.refused.push(refuse(
-                        cmd.kind(),
-                        format!("{protected} is this node's admin application; it is kept, not replaced"),
-                    ));
+            if let Some((replace, note)) = replaces_administrator(node, &cmd, admins)? {
+                let item = AdministratorItem { index, kind: cmd.kind().to_string(), replaced: replace, note };
+                if !replace {
+                    result.administrators.push(item);
                     continue;
                 }
+                replacing.push(item);
             }
             pending.push((index, cmd));
         }
@@ -1004,11 +1045,43 @@ fn prepare_items(
                 result.would_write.push(*index);
             }
         }
-        return Ok(PreparedItems { result, command: None, positions: Vec::new() });
+        result.administrators.append(&mut replacing);
+        return Ok(PreparedItems { result, command: None, positions: Vec::new(), replacing });
     }
     let (positions, commands): (Vec<(usize, &'static str)>, Vec<Command>) =
         pending.into_iter().map(|(i, c)| ((i, c.kind()), c)).unzip();
-    Ok(PreparedItems { result, command: Some(Command::Each { commands }), positions })
+    Ok(PreparedItems { result, command: Some(Command::Each { commands }), positions, replacing })
+}
+
+/// Whether `cmd` would replace one of the target's administrators, and if so whether that is allowed, with
+/// a note for the report.
+fn replaces_administrator(
+    node: &ReplicaNode,
+    cmd: &Command,
+    admins: Administrators<'_>,
+) -> Result<Option<(bool, String)>, EdgeError> {
+    Ok(match cmd {
+        Command::PutApplication { app, .. }
+            if app.name == admins.app && node.store.application(admins.app)?.is_some() =>
+        {
+            Some(match admins.replace_app {
+                true => (true, "the target's admin application, replaced by the imported one (--replace-admin)".into()),
+                false => (false, "the target's admin application, kept (the credentials it has stay valid)".into()),
+            })
+        }
+        Command::PutUser { user, .. }
+            if user.owner == admins.org && user.name == "admin" && node.store.user(admins.org, "admin")?.is_some() =>
+        {
+            Some(match admins.replace_user {
+                true => (true, "the target's administrator, replaced by the imported one (--replace-admin)".into()),
+                false => (
+                    false,
+                    "the target's administrator, kept (its password stays valid; --replace-admin replaces it)".into(),
+                ),
+            })
+        }
+        _ => None,
+    })
 }
 
 impl Edge {
@@ -1020,15 +1093,15 @@ impl Edge {
         seq: u64,
         items: Vec<ApplyItem>,
         dry_run: bool,
+        admins: Administrators<'_>,
     ) -> Result<ApplyResult, EdgeError> {
-        let protected = Some(self.config.admin_app.as_str());
         let leader = self.node.raft.metrics().borrow().current_leader == Some(self.node.id);
         if !leader {
-            let r = apply_items(&self.node, &self.kek, items, dry_run, protected).await;
+            let r = apply_items(&self.node, &self.kek, items, dry_run, admins).await;
             self.apply_turns.done(run, seq);
             return r;
         }
-        let proposed = propose_items(&self.node, &self.kek, items, dry_run, protected).await;
+        let proposed = propose_items(&self.node, &self.kek, items, dry_run, admins).await;
         self.apply_turns.done(run, seq);
         proposed?.await
     }
@@ -1085,8 +1158,15 @@ impl Edge {
             Ok(r) => r,
             Err(e) => return fail(400, format!("the body is not an apply request: {e}")),
         };
+        // The admin application is never replaced here: the import runs with its credentials.
+        let admins = Administrators {
+            org: &self.config.admin_org,
+            app: &self.config.admin_app,
+            replace_user: req.replace_admin,
+            replace_app: false,
+        };
         let applied = if req.run.is_empty() {
-            apply_items(&self.node, &self.kek, req.items, req.dry_run, Some(&self.config.admin_app)).await
+            apply_items(&self.node, &self.kek, req.items, req.dry_run, admins).await
         } else {
             if !self.apply_turns.wait(&req.run, req.seq, Duration::from_secs(120)).await {
                 return fail(
@@ -1097,7 +1177,7 @@ impl Edge {
                     ),
                 );
             }
-            self.apply_in_turn(&req.run, req.seq, req.items, req.dry_run).await
+            self.apply_in_turn(&req.run, req.seq, req.items, req.dry_run, admins).await
         };
         match applied {
             Ok(result) => ok(to_value(&result)),

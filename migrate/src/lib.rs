@@ -16,6 +16,7 @@
 //! nothing and an interrupted run picks up where it stopped.
 
 pub mod casdoor;
+pub mod progress;
 pub mod report;
 pub mod source;
 pub mod target;
@@ -26,11 +27,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::StreamExt;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jeton_edge::admin::ApplyItem;
 use jeton_raft::model::{AcceptedIssuer, Application};
 use jeton_raft::{Command, PutMode};
 
+use progress::Progress;
+pub use progress::ProgressMode;
 pub use report::Report;
 use source::{Row, Source, Table};
 pub use target::TargetSpec;
@@ -45,6 +47,9 @@ pub enum MigrateError {
     Source(String),
     #[error("writing: {0}")]
     Target(String),
+    /// The target cannot be used at all (found before anything is read).
+    #[error("{0}")]
+    Unusable(String),
     /// `--strict` and a row could not be imported.
     #[error("aborted (--strict): {0}")]
     Strict(String),
@@ -61,8 +66,12 @@ pub struct Options {
     pub orgs: Vec<String>,
     pub dry_run: bool,
     pub target: TargetSpec,
-    /// Abort at the first row that cannot be imported.
+    /// Import nothing if a row cannot be imported: every row is checked (a dry run) before anything is
+    /// written. Rows kept out by design (the target's administrators) are not errors.
     pub strict: bool,
+    /// Replace the target's administrator user (and, in a data dir, its admin application) with the
+    /// imported ones instead of keeping them.
+    pub replace_admin: bool,
     pub report: Option<PathBuf>,
     /// Items per batch (one Raft log entry each).
     pub batch_size: usize,
@@ -71,8 +80,9 @@ pub struct Options {
     /// Issuers (Casdoor's `origin`) to accept on every imported application's tokens, besides those seen
     /// in the token table.
     pub issuers: Vec<String>,
-    /// Draw progress bars (only ever on a terminal).
-    pub progress: bool,
+    /// How progress shows (bars only ever on a terminal). `Quiet` also leaves out the dry run's list of
+    /// what would be written: only errors are printed.
+    pub progress: ProgressMode,
     /// "Now" in unix seconds: tokens expired by then are not carried over.
     pub now: i64,
 }
@@ -100,6 +110,8 @@ struct Run {
     /// they apply in order (a record never precedes what it refers to); reading the database overlaps
     /// with the writes.
     in_flight: VecDeque<InFlight>,
+    /// `importing`, or `checking` in the dry pass that precedes a `--strict` import.
+    phase: &'static str,
 }
 
 impl Run {
@@ -157,7 +169,7 @@ impl Run {
             return Ok(());
         };
         let result = write.await.map_err(|e| MigrateError::Target(format!("writer task: {e}")))??;
-        if self.opts.dry_run {
+        if self.opts.dry_run && self.phase == "importing" && self.opts.progress != ProgressMode::Quiet {
             for i in &result.would_write {
                 if let (Some(o), Some(kind)) = (origins.get(*i), kinds.get(*i)) {
                     println!("would write {kind} {} ({})", o.key, o.table);
@@ -165,6 +177,10 @@ impl Run {
             }
         }
         self.report.add_counts(&result.written, &result.unchanged);
+        for a in &result.administrators {
+            let (table, key) = origins.get(a.index).map(|o| (o.table, o.key.as_str())).unwrap_or(("?", "?"));
+            self.report.administrator(table, key, a.replaced, &a.note);
+        }
         for refusal in result.refused {
             let (table, key) = origins.get(refusal.index).map(|o| (o.table, o.key.as_str())).unwrap_or(("?", "?"));
             let key = key.to_string();
@@ -185,17 +201,8 @@ impl Run {
         self.opts.orgs.is_empty() || self.opts.orgs.iter().any(|o| o == org)
     }
 
-    fn progress(&self, label: &str, len: u64) -> ProgressBar {
-        if !self.opts.progress {
-            return ProgressBar::hidden();
-        }
-        // indicatif draws nothing when stderr is not a terminal.
-        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} ({per_sec}, {eta} left)") {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_prefix(label.to_string());
-        bar
+    fn progress(&self, table: &str, len: u64) -> Progress {
+        Progress::start(self.opts.progress, self.phase, table, Some(len))
     }
 }
 
@@ -212,17 +219,17 @@ macro_rules! each_row {
             }
             Some(t) => {
                 let len = $src.count(&t).await.map_err(|e| source_err(&$run.opts, e))?;
-                let bar = $run.progress($table, len);
+                let mut bar = $run.progress($table, len);
                 let mut rows = $src.rows(&t);
                 while let Some(values) = rows.next().await {
                     let values = values.map_err(|e| source_err(&$run.opts, e))?;
                     let $row = Row { columns: &t.columns, values };
                     $run.report.read($table);
-                    bar.inc(1);
+                    bar.row();
                     $body
                 }
                 drop(rows);
-                bar.finish_and_clear();
+                bar.finish();
                 $run.flush().await?;
                 true
             }
@@ -235,15 +242,62 @@ fn source_err(opts: &Options, e: sqlx::Error) -> MigrateError {
 }
 
 /// Runs an import. The report is returned (and written to `--report`) also when the run fails.
+///
+/// Before anything is written the database is checked: Casdoor's tables are there (with `--table-prefix`)
+/// and every `--org` exists, so an import that would match nothing fails saying why. With `--strict`, a
+/// dry pass over every row comes first, and nothing is written if a row cannot be imported.
 pub async fn run(opts: Options) -> (Report, Result<(), MigrateError>) {
     let started = Instant::now();
-    let mut report = Report::new(&opts);
-    let target = match Target::open(&opts.target, opts.dry_run).await {
-        Ok(t) => t,
-        Err(e) => {
-            report.finish(started, Some(&e));
+    let (mut report, result) = match Source::open(&opts.from).await {
+        Ok(mut src) => {
+            let done = match preflight(&opts, &mut src).await {
+                Ok(()) => passes(&opts, &mut src).await,
+                Err(e) => (Report::new(&opts), Err(e)),
+            };
+            src.close().await;
+            done
+        }
+        Err(e) => (Report::new(&opts), Err(e)),
+    };
+    report.finish(started, result.as_ref().err());
+    if let Some(path) = &opts.report {
+        if let Err(e) = report.write_json(path) {
             return (report, Err(e));
         }
+    }
+    (report, result)
+}
+
+/// The import, preceded with `--strict` by a dry pass that finds every row in error (with `--dry-run`
+/// that pass is the whole run).
+async fn passes(opts: &Options, src: &mut Source) -> (Report, Result<(), MigrateError>) {
+    if opts.strict {
+        // Every row, not only the first in error: the report lists them all.
+        let check = Options { dry_run: true, strict: false, ..opts.clone() };
+        let phase = if opts.dry_run { "importing" } else { "checking" };
+        let (mut report, result) = pass(check, src, phase).await;
+        report.strict = true;
+        if result.is_err() {
+            return (report, result);
+        }
+        if report.skipped_count > 0 {
+            let n = report.skipped_count;
+            let e = format!("{n} row(s) cannot be imported (listed above and in --report); nothing was written");
+            return (report, Err(MigrateError::Strict(e)));
+        }
+        if opts.dry_run {
+            return (report, Ok(()));
+        }
+    }
+    pass(opts.clone(), src, "importing").await
+}
+
+/// One pass over the database into the target.
+async fn pass(opts: Options, src: &mut Source, phase: &'static str) -> (Report, Result<(), MigrateError>) {
+    let report = Report::new(&opts);
+    let target = match Target::open(&opts.target, opts.dry_run, opts.replace_admin).await {
+        Ok(t) => t,
+        Err(e) => return (report, Err(e)),
     };
     let mut run = Run {
         opts,
@@ -252,31 +306,60 @@ pub async fn run(opts: Options) -> (Report, Result<(), MigrateError>) {
         batch: Vec::new(),
         origins: Vec::new(),
         in_flight: VecDeque::new(),
+        phase,
     };
-    let mut result = match Source::open(&run.opts.from).await {
-        Ok(mut src) => {
-            let r = import(&mut run, &mut src).await;
-            src.close().await;
-            r
-        }
-        Err(e) => Err(e),
-    };
-    // Whatever happened, the batch in flight finishes (and is accounted for) before the target closes.
+    let mut result = import(&mut run, src).await;
+    // Whatever happened, the batches in flight finish (and are accounted for) before the target closes.
     let settled = run.settle().await;
     if result.is_ok() {
         result = settled;
     }
-    let Run { target, mut report, opts, .. } = run;
+    let Run { target, report, .. } = run;
     if let Ok(target) = Arc::try_unwrap(target) {
         target.close().await;
     }
-    report.finish(started, result.as_ref().err());
-    if let Some(path) = &opts.report {
-        if let Err(e) = report.write_json(path) {
-            return (report, Err(e));
-        }
-    }
     (report, result)
+}
+
+/// Refuses an import that would match nothing: no organization table (no Casdoor database, or a wrong
+/// `--table-prefix`), no organization at all, or an `--org` the database does not have.
+async fn preflight(opts: &Options, src: &mut Source) -> Result<(), MigrateError> {
+    let table = format!("{}organization", opts.table_prefix);
+    let db = source::redact_url(&opts.from);
+    let Some(t) = src.table(&table, &["name"]).await.map_err(|e| source_err(opts, e))? else {
+        let similar = src.tables_ending_with("organization").await.map_err(|e| source_err(opts, e))?;
+        let hint = match similar.first() {
+            Some(found) => match found.strip_suffix("organization").unwrap_or_default() {
+                "" => format!("; it has {found}: leave out --table-prefix"),
+                prefix => format!("; it has {found}: use --table-prefix {prefix}"),
+            },
+            None => "; is it Casdoor's database?".to_string(),
+        };
+        return Err(MigrateError::Usage(format!("nothing to import: {db} has no table {table}{hint}")));
+    };
+    let mut names = BTreeSet::new();
+    let mut rows = src.rows(&t);
+    while let Some(values) = rows.next().await {
+        let row = Row { columns: &t.columns, values: values.map_err(|e| source_err(opts, e))? };
+        names.insert(row.string("name"));
+    }
+    drop(rows);
+    if names.is_empty() {
+        return Err(MigrateError::Usage(format!("nothing to import: {table} of {db} has no organizations")));
+    }
+    let unknown: Vec<&str> = opts.orgs.iter().filter(|o| !names.contains(*o)).map(String::as_str).collect();
+    if !unknown.is_empty() {
+        let mut known: Vec<&str> = names.iter().map(String::as_str).take(20).collect();
+        if names.len() > known.len() {
+            known.push("...");
+        }
+        return Err(MigrateError::Usage(format!(
+            "nothing to import for --org {}: {db} has no such organization (it has {})",
+            unknown.join(", "),
+            known.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 async fn import(run: &mut Run, src: &mut Source) -> Result<(), MigrateError> {

@@ -19,6 +19,16 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// A record for one of the target's own administrators (its admin application, its `admin` user): kept
+/// out, or replaced with `--replace-admin`.
+#[derive(Serialize, Debug, Clone)]
+pub struct Administrator {
+    pub table: String,
+    pub key: String,
+    pub replaced: bool,
+    pub note: String,
+}
+
 #[derive(Serialize, Debug, Clone, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
@@ -44,6 +54,8 @@ pub struct Report {
     pub passwords_dropped: Vec<Skipped>,
     /// Rows left behind by design, by reason (expired tokens, SSL certificates, ...).
     pub not_imported: BTreeMap<String, u64>,
+    /// Rows for the target's own administrators, and whether they were kept out or replaced them.
+    pub administrators: Vec<Administrator>,
     /// Tables the database does not have.
     pub missing_tables: Vec<String>,
     /// Why the run stopped early, if it did.
@@ -84,6 +96,11 @@ impl Report {
 
     pub fn not_imported(&mut self, why: &str) {
         *self.not_imported.entry(why.to_string()).or_default() += 1;
+    }
+
+    pub fn administrator(&mut self, table: &str, key: &str, replaced: bool, note: &str) {
+        let a = Administrator { table: table.into(), key: key.into(), replaced, note: note.into() };
+        self.administrators.push(a);
     }
 
     pub fn note_missing_table(&mut self, table: &str) {
@@ -142,6 +159,18 @@ impl Report {
             let _ = writeln!(out, "left behind by design:");
             for (why, n) in &self.not_imported {
                 let _ = writeln!(out, "  {n:>8}  {why}");
+            }
+        }
+        if !self.administrators.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(out, "the target's administrators:");
+            for a in &self.administrators {
+                let what = match (a.replaced, self.dry_run) {
+                    (true, true) => "would replace",
+                    (true, false) => "replaced",
+                    (false, _) => "kept",
+                };
+                let _ = writeln!(out, "  {what:<13} {} {}: {}", a.table, a.key, a.note);
             }
         }
         /// A count and the first rows of a list.

@@ -47,14 +47,20 @@ pub fn redact_url(url: &str) -> String {
 
 /// Removes every occurrence of the URL's secrets from a message (driver errors may quote them).
 pub fn scrub(msg: &str, url: &str) -> String {
-    let mut out = msg.replace(url, &redact_url(url));
+    let mut out = msg.to_string();
     if let Ok(u) = reqwest::Url::parse(url) {
+        // Only a URL with something to hide is rewritten (the rewrite also normalizes it).
+        if !u.username().is_empty() || u.password().is_some() || u.query().is_some() {
+            out = out.replace(url, &redact_url(url));
+        }
         if let Some(p) = u.password().filter(|p| p.len() >= 3) {
             out = out.replace(p, "***");
             if let Some(decoded) = percent_decode(p) {
                 out = out.replace(&decoded, "***");
             }
         }
+    } else {
+        out = out.replace(url, &redact_url(url));
     }
     out
 }
@@ -215,27 +221,50 @@ impl Source {
 
     /// The columns a table has (empty when the table does not exist).
     async fn existing_columns(&mut self, table: &str) -> Result<Vec<String>, sqlx::Error> {
+        self.names(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = $1",
+            "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \
+             WHERE table_schema = DATABASE() AND table_name = ?",
+            table,
+        )
+        .await
+    }
+
+    /// The tables whose name ends with `suffix` (to suggest a `--table-prefix`), in name order.
+    pub async fn tables_ending_with(&mut self, suffix: &str) -> Result<Vec<String>, sqlx::Error> {
+        self.names(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND right(table_name, length($1)) = $1 ORDER BY 1",
+            "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND RIGHT(table_name, CHAR_LENGTH(?)) = ? ORDER BY 1",
+            suffix,
+        )
+        .await
+    }
+
+    /// The first column of a catalog query (`pg` or `my` by dialect) about `arg`, bound to every
+    /// placeholder, without NULLs.
+    async fn names(&mut self, pg: &'static str, my: &'static str, arg: &str) -> Result<Vec<String>, sqlx::Error> {
         let rows = match self {
-            Source::Pg(c) => sqlx::query(
-                "SELECT column_name::text FROM information_schema.columns \
-                     WHERE table_schema = current_schema() AND table_name = $1",
-            )
-            .bind(table)
-            .fetch_all(&mut *c)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<Option<String>, _>(0))
-            .collect::<Result<Vec<_>, _>>()?,
-            Source::My(c) => sqlx::query(
-                "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \
-                 WHERE table_schema = DATABASE() AND table_name = ?",
-            )
-            .bind(table)
-            .fetch_all(&mut *c)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<Option<String>, _>(0))
-            .collect::<Result<Vec<_>, _>>()?,
+            Source::Pg(c) => sqlx::query(pg)
+                .bind(arg)
+                .fetch_all(&mut *c)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<Option<String>, _>(0))
+                .collect::<Result<Vec<_>, _>>()?,
+            Source::My(c) => {
+                let mut q = sqlx::query(my);
+                for _ in 0..my.matches('?').count() {
+                    q = q.bind(arg);
+                }
+                q.fetch_all(&mut *c)
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get::<Option<String>, _>(0))
+                    .collect::<Result<Vec<_>, _>>()?
+            }
         };
         Ok(rows.into_iter().flatten().collect())
     }

@@ -139,6 +139,28 @@ fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// Whether sled failed to open because another process holds the database's lock. sled 0.34 wraps the
+/// `flock` failure (`EWOULDBLOCK`) in an `ErrorKind::Other` error whose text names it, with no OS code.
+fn held_by_another_process(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock
+        || e.raw_os_error() == Some(11)
+        || e.to_string().contains("could not acquire lock")
+}
+
+/// Stops Raft when [`ReplicaNode::start`] fails after starting it. Dropping the last handle instead stops
+/// it too, but openraft then logs a spurious "error reporting metrics" as it goes.
+struct StopOnError(Option<Raft>);
+
+impl Drop for StopOnError {
+    fn drop(&mut self) {
+        if let (Some(raft), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(async move {
+                let _ = raft.shutdown().await;
+            });
+        }
+    }
+}
+
 fn identity_path(dir: &Path) -> PathBuf {
     dir.join("identity.json")
 }
@@ -205,9 +227,10 @@ impl ReplicaNode {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) => {
-                    RaftError::Start(format!("data dir {} is in use by another jeton process", dir.display()))
-                }
+                sled::Error::Io(io) if held_by_another_process(&io) => RaftError::Start(format!(
+                    "data dir {} is in use by another jeton process (a running node, or an import into it)",
+                    dir.display()
+                )),
                 other => RaftError::Start(format!("cannot open data dir {}: {other}", dir.display())),
             })?;
         let store = Store::open(&db)?;
@@ -228,6 +251,7 @@ impl ReplicaNode {
         let raft = Raft::new(id, config, Network { peers: peers.clone() }, log.clone(), sm)
             .await
             .map_err(|e| RaftError::Start(format!("raft: {e}")))?;
+        let mut stop_on_error = StopOnError(Some(raft.clone()));
         let mut node = ReplicaNode {
             id,
             raft: raft.clone(),
@@ -306,6 +330,7 @@ impl ReplicaNode {
             (_, true) => {}
         }
         node.wait_for_leader(Duration::from_secs(30)).await?;
+        stop_on_error.0 = None;
         Ok(node)
     }
 

@@ -271,6 +271,63 @@ async fn key_rotation_keeps_old_tokens_verifying() {
     assert_eq!(s, 400, "a retired key cannot be rotated again");
 }
 
+/// Reading an object that does not exist answers 200 with `data: null` on every get-* (Casdoor's answer,
+/// which its SDKs expect), while updating or deleting one answers 404.
+#[tokio::test]
+async fn reading_a_missing_object_answers_data_null() {
+    let node = Node::start().await;
+    for path in [
+        "get-organization?id=admin/no-such-org",
+        "get-user?id=built-in/no-such-user",
+        "get-application?id=admin/no-such-app",
+        "get-cert?id=admin/no-such-cert",
+        "get-role?id=built-in/no-such-role",
+        "get-group?id=built-in/no-such-group",
+    ] {
+        let (s, v) = node.admin_get(path).await;
+        assert_eq!(s, 200, "{path}: {v}");
+        assert_eq!((&v["status"], &v["data"]), (&json!("ok"), &Value::Null), "{path}: {v}");
+    }
+    let (s, v) = node.admin_post("update-user", json!({"owner": "built-in", "name": "no-such-user"})).await;
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = node.admin_post("delete-application", json!({"owner": "admin", "name": "no-such-app"})).await;
+    assert_eq!(s, 404, "{v}");
+}
+
+/// Application views show what was stored: the signing method is the algorithm of the key the application
+/// signs with, and the lockout limits are the effective ones (Casdoor's 5 and 15 when stored as 0).
+#[tokio::test]
+async fn application_views_show_signing_method_and_lockout_limits() {
+    let node = Node::start().await;
+    let (s, v) = node.admin_post("add-organization", json!({"owner": "admin", "name": "acme"})).await;
+    assert_eq!(s, 200, "{v}");
+    for (name, extra) in [
+        ("app-es", json!({"tokenSigningMethod": "ES256"})),
+        ("app-rs", json!({"tokenSigningMethod": "RS256", "failedSigninLimit": 3, "failedSigninFrozenTime": 2})),
+    ] {
+        let secret = format!("{name}-secret-0123456789");
+        let mut body = json!({"owner": "admin", "name": name, "organization": "acme", "clientSecret": secret});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (s, v) = node.admin_post("add-application", body).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let (_, v) = node.admin_get("get-application?id=admin/app-es").await;
+    assert_eq!(v["data"]["tokenSigningMethod"], "ES256", "{v}");
+    assert_eq!((&v["data"]["failedSigninLimit"], &v["data"]["failedSigninFrozenTime"]), (&json!(5), &json!(15)), "{v}");
+    let (_, v) = node.admin_get("get-application?id=admin/app-rs").await;
+    assert_eq!(v["data"]["tokenSigningMethod"], "RS256", "{v}");
+    assert_eq!((&v["data"]["failedSigninLimit"], &v["data"]["failedSigninFrozenTime"]), (&json!(3), &json!(2)), "{v}");
+    // The list shows the same, and the admin application signs with the built-in RS256 key.
+    let (_, v) = node.admin_get("get-applications?owner=admin").await;
+    let apps = v["data"].as_array().expect("list");
+    let es = apps.iter().find(|a| a["name"] == "app-es").expect("app-es listed");
+    assert_eq!(es["tokenSigningMethod"], "ES256", "{v}");
+    let builtin = apps.iter().find(|a| a["name"] == "app-built-in").expect("app-built-in listed");
+    assert_eq!(builtin["tokenSigningMethod"], "RS256", "{v}");
+}
+
 /// Organizations: the master password and the organization salt are masked like user passwords, and
 /// sending the mask back keeps what is stored.
 #[tokio::test]

@@ -59,7 +59,18 @@ impl Node {
 
     /// A node on an existing (or new) data dir, with extra `serve` arguments.
     pub async fn start_in(dir: &Path, port: u16, extra: &[&str]) -> Node {
-        let (child, stdout_path) = spawn(dir, port, extra);
+        Node::start_with_env(dir, port, extra, &[]).await
+    }
+
+    /// [`Node::start_in`] with more (or other) environment variables.
+    pub async fn start_with_env(dir: &Path, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Node {
+        let (child, stdout_path) = spawn_with_env(dir, port, extra, env);
+        Node::adopt(child, port, dir, stdout_path).await
+    }
+
+    /// A node started some other way (a script, a wrapper) that serves HTTP on `port`; waits until it is
+    /// ready. Killed when dropped, like the others.
+    pub async fn adopt(child: Child, port: u16, dir: &Path, stdout_path: PathBuf) -> Node {
         let mut node = Node {
             child: Some(child),
             base: format!("http://127.0.0.1:{port}"),
@@ -266,6 +277,11 @@ impl Drop for Node {
 
 /// Spawns `jeton serve` with the test admin credentials; output goes to a file next to the data dir.
 pub fn spawn(dir: &Path, port: u16, extra: &[&str]) -> (Child, PathBuf) {
+    spawn_with_env(dir, port, extra, &[])
+}
+
+/// [`spawn`] with more (or other) environment variables.
+pub fn spawn_with_env(dir: &Path, port: u16, extra: &[&str], env: &[(&str, &str)]) -> (Child, PathBuf) {
     std::fs::create_dir_all(dir.parent().unwrap_or(dir)).expect("parent dir");
     let out = dir.with_extension(format!("{port}.log"));
     let log = std::fs::File::create(&out).expect("log file");
@@ -280,6 +296,7 @@ pub fn spawn(dir: &Path, port: u16, extra: &[&str]) -> (Child, PathBuf) {
         .env("JETON_ADMIN_CLIENT_ID", ADMIN_CLIENT_ID)
         .env("JETON_ADMIN_CLIENT_SECRET", ADMIN_CLIENT_SECRET)
         .env("JETON_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .stdin(Stdio::null())

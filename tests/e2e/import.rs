@@ -190,6 +190,20 @@ impl ImportRun {
     fn total_written(&self) -> u64 {
         self.report["written"].as_object().map(|m| m.values().filter_map(Value::as_u64).sum()).unwrap_or(0)
     }
+    /// The target's administrators the import met: (table, key, replaced).
+    fn administrators(&self) -> Vec<(&str, &str, bool)> {
+        self.report["administrators"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| {
+                        let f = |k: &str| x[k].as_str().unwrap_or_default();
+                        (f("table"), f("key"), x["replaced"].as_bool().unwrap_or_default())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
     fn skipped(&self) -> Vec<(String, String, String)> {
         self.report["skipped"]
             .as_array()
@@ -261,7 +275,8 @@ async fn introspect(node: &Node, app: (&str, &str), token: &str) -> Value {
 
 /// Every user of seed-passwords.json: `ok` users sign in with their old password through their
 /// organization's application, the others are refused. `built_in_app` is the app built-in users use.
-async fn check_every_login(node: &Node, built_in_app: (&str, &str)) {
+/// `kept_admin`: the node kept its own `built-in/admin`, whose password this is (Casdoor's is refused).
+async fn check_every_login(node: &Node, built_in_app: (&str, &str), kept_admin: Option<&str>) {
     let seed = seed_passwords();
     let mut schemes = std::collections::BTreeSet::new();
     for u in seed["users"].as_array().expect("users") {
@@ -272,6 +287,13 @@ async fn check_every_login(node: &Node, built_in_app: (&str, &str)) {
             _ => built_in_app,
         };
         let password = if f("password").is_empty() { "any-password" } else { f("password") };
+        if let (Some(own), ("built-in", "admin")) = (kept_admin, (f("owner"), f("name"))) {
+            let (s, v) = login(node, app, "admin", own, "").await;
+            assert_eq!(s, 200, "the node's own administrator keeps its password: {v}");
+            let (s, v) = login(node, app, "admin", password, "").await;
+            assert_eq!(s, 400, "Casdoor's built-in/admin password does not open the kept administrator: {v}");
+            continue;
+        }
         let (s, v) = login(node, app, f("name"), password, "").await;
         if f("status") == "ok" {
             assert_eq!(s, 200, "{}/{} ({}) must sign in: {v}", f("owner"), f("name"), f("effective_password_type"));
@@ -467,15 +489,19 @@ async fn import_postgres_into_running_node() {
     dry.push("--dry-run");
     let r = import(&db, &dry, work.path());
     assert!(r.ok, "dry run failed: {}\n{}", r.stdout, r.stderr);
-    assert_eq!(r.written("put_user"), 30, "{}", r.stdout);
+    // Casdoor's built-in/admin would replace the node's own: it is kept, so 29 of the 30 users.
+    assert_eq!(r.written("put_user"), 29, "{}", r.stdout);
     assert!(r.stdout.contains("would write put_user acme/alice (user)"), "{}", r.stdout);
     let (_, users) = admin_get(&node, "get-users?owner=acme").await;
     assert_eq!(users["data"], Value::Array(vec![]), "the dry run wrote nothing: {users}");
 
-    let r = import(&db, &strs(&args), work.path());
+    // --strict: the rows kept out by design (the node's administrators) are no errors.
+    let mut strict = strs(&args);
+    strict.push("--strict");
+    let r = import(&db, &strict, work.path());
     assert!(r.ok, "import failed: {}\n{}", r.stdout, r.stderr);
     assert_eq!(r.written("put_organization"), 3, "{}", r.stdout);
-    assert_eq!(r.written("put_user"), 30, "{}", r.stdout);
+    assert_eq!(r.written("put_user"), 29, "{}", r.stdout);
     assert_eq!(r.written("put_signing_key"), 5, "{}", r.stdout);
     assert_eq!(r.written("put_group"), 5, "{}", r.stdout);
     assert_eq!(r.written("put_role"), 5, "{}", r.stdout);
@@ -483,17 +509,16 @@ async fn import_postgres_into_running_node() {
     assert_eq!(r.written("put_model"), 4, "{}", r.stdout);
     assert!(r.written("revoke") >= 1, "the DPoP-bound token is revoked: {}", r.stdout);
     assert!(r.written("put_accepted_issuer") >= 1, "{}", r.stdout);
-    // Casdoor's app-built-in would replace this node's own admin application: kept, and said so.
+    // Casdoor's app-built-in and built-in/admin would replace this node's own administrators: kept, and
+    // said so (not as errors).
     assert_eq!(r.written("put_application"), 4, "{}", r.stdout);
-    let skipped = r.skipped();
-    assert!(
-        skipped.iter().any(|(t, k, why)| t == "application" && k == "app-built-in" && why.contains("kept")),
-        "{skipped:?}"
-    );
+    assert!(r.skipped().is_empty(), "{:?}", r.skipped());
+    assert_eq!(r.administrators(), [("application", "app-built-in", false), ("user", "built-in/admin", false)]);
     assert!(r.stdout.contains("record kind"), "summary table: {}", r.stdout);
+    assert!(r.stdout.contains("kept") && r.stdout.contains("--replace-admin"), "{}", r.stdout);
 
-    // Built-in users sign in through this node's admin application.
-    check_every_login(&node, (ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET)).await;
+    // Built-in users sign in through this node's admin application; its administrator kept its password.
+    check_every_login(&node, (ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET), Some(harness::ADMIN_PASSWORD)).await;
     check_casdoor_tokens(&node, &db).await;
     check_apps_and_memberships(&node).await;
 
@@ -501,8 +526,22 @@ async fn import_postgres_into_running_node() {
     let r = import(&db, &strs(&args), work.path());
     assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.total_written(), 0, "second run writes nothing: {}", r.stdout);
-    assert_eq!(r.unchanged("put_user"), 30, "{}", r.stdout);
+    assert_eq!(r.unchanged("put_user"), 29, "{}", r.stdout);
     assert_eq!(r.unchanged("put_signing_key"), 5, "{}", r.stdout);
+
+    // Asked for: Casdoor's built-in/admin replaces the node's (the admin application stays: the import
+    // runs with its credentials), and the report says so.
+    let mut replace = strs(&args);
+    replace.push("--replace-admin");
+    let r = import(&db, &replace, work.path());
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.written("put_user"), 1, "{}", r.stdout);
+    assert_eq!(r.administrators(), [("application", "app-built-in", false), ("user", "built-in/admin", true)]);
+    assert!(r.stdout.contains("replaced"), "{}", r.stdout);
+    let (s, v) = login(&node, (ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET), "admin", "123", "").await;
+    assert_eq!(s, 200, "Casdoor's administrator password now: {v}");
+    let (s, _) = login(&node, (ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET), "admin", harness::ADMIN_PASSWORD, "").await;
+    assert_eq!(s, 400, "the replaced password no longer works");
 }
 
 #[tokio::test]
@@ -534,7 +573,7 @@ async fn import_mysql_into_data_dir() {
 
     // The node starts on the imported state: Casdoor's built-in organization and app-built-in are its own.
     let mut node = Node::start_in(&dir, harness::free_port(), &[]).await;
-    check_every_login(&node, APP_BUILT_IN).await;
+    check_every_login(&node, APP_BUILT_IN, None).await;
     check_casdoor_tokens(&node, &db).await;
     check_apps_and_memberships(&node).await;
     check_issuer_acceptance(&node).await;
@@ -656,12 +695,31 @@ async fn broken_rows_are_reported_and_strict_aborts() {
     assert!(r.stdout.contains("nowhere/ghost"), "the summary names skipped rows: {}", r.stdout);
     assert!(r.stdout.contains("acme/mystery"), "and users imported without their password: {}", r.stdout);
 
-    // --strict: the run stops with an error at the first such row.
+    // --strict: every row is checked first; rows in error stop the run before anything is written, and
+    // all of them are listed, each once.
     let dir2 = work.path().join("data-strict");
     let r = import(&db, &["--data-dir", &dir2.to_string_lossy(), "--strict"], work.path());
     assert!(!r.ok, "--strict must fail: {}", r.stdout);
-    assert!(r.stderr.contains("--strict"), "{}", r.stderr);
-    assert!(r.report["error"].as_str().unwrap_or_default().contains("nowhere/ghost"), "{}", r.report);
+    assert!(r.stderr.contains("--strict") && r.stderr.contains("nothing was written"), "{}", r.stderr);
+    assert_eq!(r.skipped().len(), 2, "{:?}", r.skipped());
+    assert_eq!(r.stdout.matches("nowhere/ghost").count(), 1, "{}", r.stdout);
+    assert!(!r.stderr.contains("nowhere/ghost"), "the error does not repeat the rows: {}", r.stderr);
+    assert!(!dir2.exists(), "a --strict run that fails its check creates no data dir");
+    // A strict dry run lists every row in error too, not only the first.
+    let r = import(&db, &["--dry-run", "--strict"], work.path());
+    assert!(!r.ok, "--strict must fail: {}", r.stdout);
+    assert_eq!(r.skipped().len(), 2, "{:?}", r.skipped());
+    // The same into a running node: the node is left as it was.
+    let node = Node::start().await;
+    let node_args = into_args(&node);
+    let mut strict = strs(&node_args);
+    strict.push("--strict");
+    let r = import(&db, &strict, work.path());
+    assert!(!r.ok, "--strict must fail: {}", r.stdout);
+    assert_eq!(r.skipped().len(), 2, "{:?}", r.skipped());
+    let (_, v) = node.admin_get("get-organizations?owner=admin").await;
+    let orgs: Vec<&str> = v["data"].as_array().expect("list").iter().filter_map(|o| o["name"].as_str()).collect();
+    assert_eq!(orgs, ["built-in"], "nothing was written: {v}");
 
     // Credentials in the database URL never show.
     let db_url_with_password = db.url().replace("@127.0.0.1", ":s3cr3t-pw@127.0.0.1:1").replace(":5432", "");
@@ -750,6 +808,89 @@ async fn apply_requests_of_one_import_go_in_their_order() {
     }
 }
 
+/// `jeton import casdoor` with its default logging, output captured: (success, stdout, stderr).
+fn run_import(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_jeton"))
+        .args(["import", "casdoor"])
+        .args(args)
+        .env_remove("JETON_LOG")
+        .output()
+        .expect("run jeton import");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// An import that would match nothing — an unknown `--org`, a wrong `--table-prefix`, a database without
+/// Casdoor's tables — fails before it reads or writes anything, saying why, in one line and with no empty
+/// summary table; so do a node that cannot be used and a data dir held by a running node.
+#[tokio::test]
+async fn an_import_that_matches_nothing_says_why() {
+    let db = CasdoorDb::create(Kind::MySql, "nothing");
+    let empty =
+        CasdoorDb { kind: Kind::Postgres, name: format!("casdoor_empty_{}", std::process::id()), pg_user: pg_user() };
+    empty.psql("postgres", &format!("DROP DATABASE IF EXISTS {}", empty.name));
+    empty.psql("postgres", &format!("CREATE DATABASE {}", empty.name));
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path().join("data");
+    let dir_s = dir.to_string_lossy().into_owned();
+    let node = Node::start().await;
+    let (url, empty_url) = (db.url(), empty.url());
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--from", &url, "--data-dir", &dir_s, "--org", "acme", "--org", "no-such-org"], "no-such-org"),
+        (vec!["--from", &url, "--data-dir", &dir_s, "--table-prefix", "cd_"], "cd_organization"),
+        (vec!["--from", &url, "--dry-run", "--table-prefix", "cd_"], "leave out --table-prefix"),
+        (vec!["--from", &empty_url, "--data-dir", &dir_s], "no table organization"),
+        (
+            vec![
+                "--from",
+                &url,
+                "--into",
+                &node.base,
+                "--client-id",
+                ADMIN_CLIENT_ID,
+                "--client-secret",
+                "wrong-secret-0123456789",
+            ],
+            "401",
+        ),
+        (vec!["--from", &url, "--data-dir", node.dir.to_str().expect("dir")], "in use by another jeton process"),
+    ];
+    for (args, says) in cases {
+        let (ok, stdout, stderr) = run_import(&args);
+        assert!(!ok, "{args:?} must fail: {stdout}{stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one error line: {stderr}");
+        assert!(lines[0].starts_with("error: ") && lines[0].contains(says), "{args:?}: {stderr}");
+        assert_eq!(stdout, "", "{args:?}: no summary before the error");
+    }
+    assert!(!dir.exists(), "a refused import created the data dir");
+    let (_, v) = node.admin_get("get-organizations?owner=admin").await;
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(1), "nothing was written into the node: {v}");
+}
+
+/// Without a terminal, progress is a log line per table (and every few seconds within a long one) with
+/// rows done out of the total and rows per second; `--quiet` prints nothing but errors.
+#[tokio::test]
+async fn progress_is_logged_without_a_terminal_and_quiet_prints_only_errors() {
+    let db = CasdoorDb::create(Kind::Postgres, "progress");
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path().join("data").to_string_lossy().into_owned();
+    let (ok, stdout, stderr) = run_import(&["--from", &db.url(), "--data-dir", &dir]);
+    assert!(ok, "{stdout}{stderr}");
+    let line = stderr.lines().find(|l| l.contains("importing user:")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains("30 rows in") && line.contains("rows/s"), "{line}");
+    assert!(!stderr.contains('\u{1b}'), "no terminal codes: {stderr:?}");
+    assert!(stdout.contains("record kind"), "{stdout}");
+
+    let (ok, stdout, stderr) = run_import(&["--from", &db.url(), "--data-dir", &dir, "--quiet"]);
+    assert!(ok, "{stdout}{stderr}");
+    assert_eq!((stdout.as_str(), stderr.as_str()), ("", ""), "--quiet prints nothing when all goes well");
+    let (ok, stdout, stderr) = run_import(&["--from", &db.url(), "--data-dir", &dir, "--quiet", "--org", "nope"]);
+    assert!(!ok);
+    assert_eq!(stdout, "");
+    assert!(stderr.starts_with("error: ") && stderr.lines().count() == 1, "{stderr}");
+}
+
 /// A 255-character user name that is not ASCII (510 bytes): Casdoor's `varchar(255)` counts characters.
 fn long_name() -> String {
     "ü".repeat(200) + &"名".repeat(55)
@@ -783,7 +924,8 @@ async fn users_without_a_usable_password_are_imported(kind: Kind, tag: &str) {
     let args = into_args(&node);
     let r = import(&db, &strs(&args), work.path());
     assert!(r.ok, "import failed: {}\n{}", r.stdout, r.stderr);
-    assert_eq!(r.written("put_user"), 34, "30 fixture users and the 4 added: {}", r.stdout);
+    // Casdoor's built-in/admin is kept out: the node keeps its own administrator.
+    assert_eq!(r.written("put_user"), 33, "30 fixture users and the 4 added, less built-in/admin: {}", r.stdout);
     let skipped = r.skipped();
     assert!(!skipped.iter().any(|(t, _, _)| t == "user"), "no user is skipped: {skipped:?}");
     let dropped: Vec<(String, String)> = r.report["passwordsDropped"]
@@ -838,11 +980,11 @@ async fn users_without_a_usable_password_are_imported(kind: Kind, tag: &str) {
     assert_eq!(s, 200, "{v}");
 
     // Again: the import is a sync, so the two users whose password the admin set are put back as Casdoor
-    // has them; everything else is unchanged.
+    // has them; everything else is unchanged (and built-in/admin kept out again).
     let r = import(&db, &strs(&args), work.path());
     assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(r.written("put_user"), 2, "{}", r.stdout);
-    assert_eq!(r.unchanged("put_user"), 32, "{}", r.stdout);
+    assert_eq!(r.unchanged("put_user"), 31, "{}", r.stdout);
 }
 
 #[tokio::test]

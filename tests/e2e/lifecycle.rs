@@ -48,8 +48,25 @@ async fn restart_keeps_everything() {
 }
 
 fn run_jeton(args: &[&str]) -> (i32, String) {
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_jeton")).args(args).env("JETON_LOG", "warn").output().expect("run jeton");
+    run_jeton_with(args, &[])
+}
+
+/// `jeton serve` on `dir` and a free port, with `extra` arguments, run to its end (a start that fails).
+fn serve_once(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["serve", "--data-dir", dir.to_str().unwrap(), "--http-addr", &addr];
+    args.extend_from_slice(extra);
+    run_jeton_with(&args, env)
+}
+
+/// `jeton ARGS` with more (or other) environment variables: (exit code, stdout and stderr).
+fn run_jeton_with(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_jeton"))
+        .args(args)
+        .env("JETON_LOG", "warn")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run jeton");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text)
 }
@@ -72,15 +89,7 @@ async fn start_up_errors_are_clear() {
     assert!(!text.contains("panicked"), "{text}");
 
     // A data dir of another node.
-    let (code, text) = run_jeton(&[
-        "serve",
-        "--data-dir",
-        node.dir.to_str().unwrap(),
-        "--http-addr",
-        &format!("127.0.0.1:{}", free_port()),
-        "--node-id",
-        "7",
-    ]);
+    let (code, text) = serve_once(&node.dir, &["--node-id", "7"], &[]);
     assert_ne!(code, 0);
     assert!(text.contains("belongs to node 1"), "{text}");
 
@@ -179,4 +188,74 @@ async fn https_with_a_self_signed_certificate() {
         .unwrap_or(true));
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `JETON_ADMIN_*` act only on the first start: a later start with other values says so, once per
+/// variable, without printing any value; a start with the stored values says nothing.
+#[tokio::test]
+async fn admin_env_on_a_later_start_is_reported_as_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut node = Node::start_in(&dir, free_port(), &[]).await;
+    node.stop();
+
+    let (password, id, secret) = ("Other-Admin-Password-7", "other-admin-client", "other-admin-secret-0123456789");
+    let other =
+        [("JETON_ADMIN_PASSWORD", password), ("JETON_ADMIN_CLIENT_ID", id), ("JETON_ADMIN_CLIENT_SECRET", secret)];
+    let mut node = Node::start_with_env(&dir, free_port(), &[], &other).await;
+    let out = node.output();
+    for var in ["JETON_ADMIN_PASSWORD", "JETON_ADMIN_CLIENT_ID", "JETON_ADMIN_CLIENT_SECRET"] {
+        let lines = out.lines().filter(|l| l.contains("WARN") && l.contains(var)).count();
+        assert_eq!(lines, 1, "one warning about {var}: {out}");
+    }
+    assert!(out.contains("only on the first start"), "{out}");
+    for value in [password, id, secret] {
+        assert!(!out.contains(value), "a JETON_ADMIN_* value was logged: {out}");
+    }
+    // The stored credentials still rule.
+    let (s, v) = node.password_grant(ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, "admin", ADMIN_PASSWORD).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = node.password_grant(ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, "admin", password).await;
+    assert_ne!(s, 200);
+    node.stop();
+
+    // The same values as stored (the harness's): no warning.
+    let node = Node::start_in(&dir, free_port(), &[]).await;
+    assert!(!node.output().contains("JETON_ADMIN_"), "{}", node.output());
+}
+
+/// Logs written to a file or a pipe (journald, `docker logs`) carry no terminal colour codes.
+#[tokio::test]
+async fn logs_are_plain_text_without_a_terminal() {
+    let node = Node::start().await;
+    let out = node.output();
+    assert!(out.contains("jeton serving"), "{out}");
+    assert!(!out.contains('\u{1b}'), "ANSI escape codes in a log file: {out:?}");
+}
+
+/// A second process on a data dir in use is told so; a start that fails prints its one error line and
+/// nothing else (no openraft "error reporting metrics" from a Raft dropped while running), and a bad
+/// `JETON_KEK` or `JETON_ADMIN_CLIENT_SECRET` is refused before the data dir is created.
+#[tokio::test]
+async fn failed_starts_say_why_in_one_line() {
+    let node = Node::start().await;
+    let (code, text) = serve_once(&node.dir, &[], &[]);
+    assert_ne!(code, 0);
+    assert!(text.contains("is in use by another jeton process"), "{text}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    for (var, value, says) in
+        [("JETON_KEK", "not-a-key", "JETON_KEK"), ("JETON_ADMIN_CLIENT_SECRET", "short", "at least 16 characters")]
+    {
+        // The spurious line came from a race at exit; a few tries catch it.
+        for attempt in 0..6 {
+            let dir = tmp.path().join(format!("{var}-{attempt}"));
+            let (code, text) = serve_once(&dir, &[], &[("JETON_LOG", "info"), (var, value)]);
+            assert_ne!(code, 0, "{text}");
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 1, "one line for a failed start ({var}): {text}");
+            assert!(lines[0].starts_with("error: ") && lines[0].contains(says), "{text}");
+            assert!(!dir.exists(), "{var} was refused after the data dir was created");
+        }
+    }
 }

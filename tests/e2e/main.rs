@@ -5,6 +5,7 @@
 
 mod admin;
 mod cluster;
+mod deploy;
 mod harness;
 mod http;
 mod import;
