@@ -1,8 +1,8 @@
 //! Configuration: built-in defaults, then the TOML file (`--config`), then `JETON_*` environment
 //! variables, then command-line flags; each later source overrides the earlier ones.
 //!
-//! A relative path written in the config file (`data_dir`, `tls.cert`/`key`, `cluster.ca`/`cert`/`key`,
-//! `security.kek_file`) is relative to the file's folder: a service starts in a working directory of its
+//! A relative path written in the config file (`data_dir`, `tls.cert`/`key`, `cluster.ca`/`cert`/`key`/
+//! `bootstrap`/`join_token_file`, `security.kek_file`) is relative to the file's folder: a service starts in a working directory of its
 //! own (systemd: `/`), not beside its config. Paths from the environment or flags are relative to the
 //! working directory, as on any command line.
 
@@ -351,6 +351,8 @@ impl Config {
             &mut self.cluster.ca,
             &mut self.cluster.cert,
             &mut self.cluster.key,
+            &mut self.cluster.bootstrap,
+            &mut self.cluster.join_token_file,
             &mut self.security.kek_file,
         ] {
             if !path.is_empty() && Path::new(path.as_str()).is_relative() {
@@ -417,6 +419,7 @@ mod tests {
             &file,
             "data_dir = \"state\"\n[tls]\ncert = \"tls/cert.pem\"\nkey = \"/abs/key.pem\"\n\
              [cluster]\nca = \"ca.pem\"\ncert = \"node.pem\"\nkey = \"node-key.pem\"\n\
+             bootstrap = \"bootstrap.json\"\njoin_token_file = \"node.join\"\n\
              [security]\nkek_file = \"kek\"\n",
         )
         .unwrap();
@@ -426,6 +429,8 @@ mod tests {
         assert_eq!(cfg.tls.key, "/abs/key.pem");
         assert_eq!(Path::new(&cfg.cluster.ca), etc.join("ca.pem"));
         assert_eq!(Path::new(&cfg.cluster.key), etc.join("node-key.pem"));
+        assert_eq!(Path::new(&cfg.cluster.bootstrap), etc.join("bootstrap.json"));
+        assert_eq!(Path::new(&cfg.cluster.join_token_file), etc.join("node.join"));
         assert_eq!(cfg.kek_path(), etc.join("kek"));
         let flag = Overrides { data_dir: Some(PathBuf::from("here")), ..Default::default() };
         assert_eq!(Config::load(Some(&file), flag).unwrap().data_dir, PathBuf::from("here"));

@@ -150,11 +150,11 @@ async fn entrypoint_brings_up_three_nodes_on_loopback() {
     };
     let ca_s = ca.to_str().expect("path");
     run(&["cluster", "ca", "--out", ca_s]);
-    let mut cert = vec!["cluster", "cert", "--ca-dir", ca_s, "--name", "node", "--out", ca_s];
-    for host in ["127.0.0.1", "127.0.0.2", "127.0.0.3"] {
-        cert.extend(["--host", host]);
+    // One certificate per pod, naming its node id (as the compose file's certs service makes them).
+    for n in 1..=3 {
+        let (name, id, host) = (format!("node-{n}"), n.to_string(), format!("127.0.0.{n}"));
+        run(&["cluster", "cert", "--ca-dir", ca_s, "--name", &name, "--node-id", &id, "--host", &host, "--out", ca_s]);
     }
-    run(&cert);
     let raft_port = free_port();
     let https: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let pattern = format!("127.0.0.{{n}}:{raft_port}");
@@ -163,7 +163,9 @@ async fn entrypoint_brings_up_three_nodes_on_loopback() {
         &config,
         format!(
             "issuer = \"http://127.0.0.1:{}\"\n[raft]\nheartbeat_ms = 150\nelection_timeout_min_ms = 1000\n\
-             election_timeout_max_ms = 2000\n[cluster]\nca = \"ca/ca.pem\"\ncert = \"ca/node.pem\"\nkey = \"ca/node-key.pem\"\n",
+             election_timeout_max_ms = 2000\n[cluster]\nca = \"ca/ca.pem\"\ncert = \"ca/node-{{node_id}}.pem\"\n\
+             key = \"ca/node-{{node_id}}-key.pem\"\nbootstrap = \"ca/bootstrap.json\"\n\
+             join_token_file = \"ca/node-{{node_id}}.join\"\n",
             https[0]
         ),
     )
