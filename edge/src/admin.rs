@@ -437,39 +437,48 @@ impl Edge {
             Ok(o) => o,
             Err(e) => return fail(400, format!("invalid organization: {e}")),
         };
+        let existing = match self.store.organization(&org.name).and_then(|r| r.map(|r| r.to_owned()).transpose()) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("admin put_organization: {e}");
+                return fail(500, "internal error");
+            }
+        };
+        let old = existing.unwrap_or_default();
         // What the views mask comes back masked: keep what is stored.
-        if org.master_password == MASK || org.password_salt == MASK || org.created_time.is_empty() {
-            let existing = match self.store.organization(&org.name).and_then(|r| r.map(|r| r.to_owned()).transpose()) {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::error!("admin put_organization: {e}");
-                    return fail(500, "internal error");
-                }
-            };
-            let old = existing.unwrap_or_default();
-            if org.master_password == MASK {
-                org.master_password = old.master_password;
-            }
-            if org.password_salt == MASK {
-                org.password_salt = old.password_salt;
-            }
-            if org.created_time.is_empty() {
-                org.created_time = old.created_time;
-            }
+        let keeps_master = org.master_password == MASK;
+        if keeps_master {
+            org.master_password = old.master_password.clone();
+        }
+        if org.password_salt == MASK {
+            org.password_salt = old.password_salt.clone();
         }
         if org.created_time.is_empty() {
-            org.created_time = rfc3339_now();
+            org.created_time = if old.created_time.is_empty() { rfc3339_now() } else { old.created_time.clone() };
         }
-        match crate::passwords::schemes::Scheme::parse(&org.password_type) {
+        let scheme = match crate::passwords::schemes::Scheme::parse(&org.password_type) {
             None if !org.password_type.is_empty() => {
                 return fail(400, format!("unsupported passwordType {}", org.password_type))
             }
-            Some(scheme) => {
-                if let Err(e) = crate::passwords::schemes::work(scheme, &org.master_password) {
-                    return fail(400, format!("masterPassword refused: {e}"));
-                }
+            s => s,
+        };
+        if keeps_master
+            && !org.master_password.is_empty()
+            && (org.password_type != old.password_type || org.password_salt != old.password_salt)
+        {
+            // The stored master password is a hash made with the old scheme and salt: it would never match.
+            return fail(400, "changing passwordType or passwordSalt needs the masterPassword again (or empty)");
+        }
+        if !keeps_master && !org.master_password.is_empty() {
+            // A master password sent here is the password itself: it is stored hashed with the
+            // organization's scheme and salt, as Casdoor's update-organization does (COMPAT §4.3).
+            let Some(scheme) = scheme else {
+                return fail(400, "a masterPassword needs the organization's passwordType");
+            };
+            match self.passwords.hash(scheme, &org.master_password, &org.password_salt).await {
+                Ok(hashed) => org.master_password = hashed,
+                Err(e) => return fail(400, format!("masterPassword not accepted: {e}")),
             }
-            None => {}
         }
         self.commit(Command::PutOrganization { org, mode }).await
     }

@@ -333,13 +333,13 @@ async fn application_views_show_signing_method_and_lockout_limits() {
 #[tokio::test]
 async fn organization_secrets_are_masked_and_kept() {
     let node = Node::start().await;
-    let org = json!({"owner": "admin", "name": "acme", "passwordType": "salt", "passwordSalt": "org-salt-1", "masterPassword": "0123abcd-master-hash", "displayName": "Acme"});
+    let org = json!({"owner": "admin", "name": "acme", "passwordType": "salt", "passwordSalt": "org-salt-1", "masterPassword": "Acme-Master-1", "displayName": "Acme"});
     let (s, v) = node.admin_post("add-organization", org.clone()).await;
     assert_eq!(s, 200, "{v}");
     for api in ["get-organization?id=admin/acme", "get-organizations?owner=admin"] {
         let (_, v) = node.admin_get(api).await;
         let text = v.to_string();
-        assert!(!text.contains("org-salt-1") && !text.contains("0123abcd-master-hash"), "{api} shows a secret: {text}");
+        assert!(!text.contains("org-salt-1") && !text.contains("Acme-Master-1"), "{api} shows a secret: {text}");
     }
     let (_, v) = node.admin_get("get-organization?id=admin/acme").await;
     let mut shown = v["data"].clone();
@@ -347,14 +347,29 @@ async fn organization_secrets_are_masked_and_kept() {
     shown["displayName"] = json!("Acme Renamed");
     let (s, v) = node.admin_post("update-organization?id=admin/acme", shown.clone()).await;
     assert_eq!(s, 200, "{v}");
-    // What is stored is what was set: a dry-run import of the original values finds nothing to change.
-    let mut stored = org.clone();
-    stored["displayName"] = json!("Acme Renamed");
-    stored["createdTime"] = shown["createdTime"].clone();
-    let item = json!({"command": {"PutOrganization": {"org": stored, "mode": "Upsert"}}});
+    // The master password is stored hashed with the organization's scheme and salt (as Casdoor's
+    // update-organization does), never as sent: a dry-run import of the plaintext would change the record.
+    let mut plain = org.clone();
+    plain["displayName"] = json!("Acme Renamed");
+    plain["createdTime"] = shown["createdTime"].clone();
+    let item = json!({"command": {"PutOrganization": {"org": plain, "mode": "Upsert"}}});
     let (s, v) = node.admin_post("jeton/apply", json!({"items": [item], "dryRun": true})).await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(v["data"]["unchanged"]["put_organization"], 1, "the masked values were stored: {v}");
+    assert_eq!(v["data"]["written"]["put_organization"], 1, "the plaintext master password was stored: {v}");
+    // ... and it still opens the organization's accounts after the masked round trip (salt and hash kept).
+    let app = json!({"owner": "admin", "name": "app-acme", "organization": "acme", "clientId": "acme-client",
+        "clientSecret": "acme-client-secret-0123", "grantTypes": ["password"]});
+    let (s, v) = node.admin_post("add-application", app).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = node.admin_post("add-user", json!({"owner": "acme", "name": "ann", "password": "Ann-Password-1"})).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = node.password_grant("acme-client", "acme-client-secret-0123", "ann", "Acme-Master-1").await;
+    assert_eq!(s, 200, "the master password: {v}");
+    // A new salt with the master password kept would orphan its hash: refused, with the reason.
+    shown["passwordSalt"] = json!("org-salt-2");
+    let (s, v) = node.admin_post("update-organization?id=admin/acme", shown).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["msg"].as_str().unwrap_or_default().contains("masterPassword"), "{v}");
 }
 
 /// Casdoor's Python SDK sends the admin credentials as `clientId` / `clientSecret` query parameters: taken
