@@ -1091,3 +1091,5 @@ async fn failed_sign_ins_lock_the_account_on_every_node_and_survive_a_restart() 
     let (s, v) = c.node(1).password_grant(&id, &secret, "grace", "Grace-Password-1").await;
     assert_eq!(s, 200, "{v}");
 }
+
+mod chaos;
