@@ -19,6 +19,8 @@ pub mod claims;
 pub mod error;
 pub mod http;
 pub mod introspection_cache;
+#[cfg(test)]
+mod introspection_cache_state_tests;
 pub mod keys;
 pub mod metrics;
 pub mod oauth;

@@ -6,11 +6,11 @@
 
 use std::sync::Arc;
 
-use jeton_edge::claims::{self, Subject, TokenFrame};
-use jeton_edge::keys::{self, Alg, Kek, LoadedKey};
-use jeton_edge::metrics::Metrics;
-use jeton_edge::service::{now, sha256, ClientApp};
-use jeton_edge::{Edge, EdgeConfig};
+use crate::claims::{self, Subject, TokenFrame};
+use crate::keys::{self, Alg, Kek, LoadedKey};
+use crate::metrics::Metrics;
+use crate::service::{now, sha256, ClientApp};
+use crate::{Edge, EdgeConfig};
 use jeton_raft::model::{Application, Organization, Revocation, User};
 use jeton_raft::node::RaftSettings;
 use jeton_raft::{Command, Outcome, PutMode, ReplicaNode};
