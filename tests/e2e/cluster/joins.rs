@@ -60,14 +60,17 @@ async fn two_nodes_joining_at_once_both_become_voters() {
     let mut c = Cluster::new(3).await;
     c.start(1, None, &[]).await;
     // Nobody reaches node 2 until node 3 is a voter: node 2's join stays under way (a learner that has not
-    // caught up) while node 3's goes through. Before, one of them failed with "the cluster is already
-    // undergoing a configuration change".
+    // caught up) while node 3 joins, and goes through. Before, node 2 was made a voter at once, and node 3
+    // failed with "the cluster is already undergoing a configuration change".
     c.proxy.deafen(2);
     let two = spawn_node(&c, 2, Some(1), &[], &[]);
+    let member = |s: &Value| ids(s, "learners").contains(&2) || ids(s, "voters").contains(&2);
+    let status = status_within_30s(&c, 1, member).await;
+    assert_eq!(ids(&status, "learners"), [2], "node 2 is a learner until it has caught up: {status}");
     let three = spawn_node(&c, 3, Some(1), &[], &[]);
     let status = status_within_30s(&c, 1, |s| ids(s, "voters") == [1, 3]).await;
     assert_eq!(ids(&status, "voters"), [1, 3], "node 3 did not become a voter: {status}");
-    assert_eq!(ids(&status, "learners"), [2], "node 2 is a learner until it has caught up: {status}");
+    assert_eq!(ids(&status, "learners"), [2], "{status}");
     c.proxy.heal();
     adopt(&mut c, 3, three).await;
     adopt(&mut c, 2, two).await;
