@@ -75,7 +75,7 @@ pub struct ReplicaNode {
     refusals: Arc<Mutex<HashMap<NodeId, Instant>>>,
     /// Refusals explained to the log (a peer of another cluster, or one that counts this node as its
     /// member), by claimed cluster and caller: when each was last explained, at most once an hour.
-    pub(crate) explained: Arc<Mutex<HashMap<(String, Option<NodeId>), Instant>>>,
+    pub(crate) explained: Arc<Mutex<HashMap<Explained, Instant>>>,
     /// Membership changes on this node, when it leads, one at a time (see `crate::membership`).
     pub(crate) membership_turn: Arc<tokio::sync::Mutex<()>>,
     db: sled::Db,
@@ -112,6 +112,9 @@ impl Default for RaftSettings {
         }
     }
 }
+
+/// A refusal explained to the log: the cluster the caller named, and the caller.
+pub(crate) type Explained = (String, Option<NodeId>);
 
 /// What the members a node knows said of a caller it does not know.
 #[derive(Debug, Clone, Copy)]
