@@ -45,7 +45,7 @@ pub enum WriteError {
     /// The request is not acceptable (membership changes).
     #[error("{0}")]
     Invalid(String),
-    /// A node to promote has not caught up with the leader's log (membership changes).
+    /// A node has not caught up with the leader's log: it is not promoted (membership changes).
     #[error("{0}")]
     NotCaughtUp(String),
 }
@@ -326,7 +326,7 @@ impl ReplicaNode {
                     .call_once(target, "/cluster/join", &req, wait)
                     .await
                     .map_err(|e| RaftError::Start(format!("joining through {target}: {e}")))?;
-                answer.map_err(|e| RaftError::Start(format!("joining through {target}: node {id}: {e}")))?;
+                answer.map_err(|e| RaftError::Start(format!("joining through {target}: {e}")))?;
                 // Added means replicated, not yet applied here: serve only once the state is as new as the
                 // leader's was at this point.
                 node.linearizable_barrier()
