@@ -117,6 +117,12 @@ pub struct RaftConfig {
     pub max_connections: usize,
     /// Seconds a node-to-node connection may stay idle (also the time to send a request's headers).
     pub idle_timeout_secs: u64,
+    /// A node has caught up (it may become a voter) when its log is at most this many entries behind the
+    /// leader's.
+    pub catch_up_lag: u64,
+    /// Seconds a joining node, or one added with `cluster add-learner`, gets to catch up; past them the
+    /// join fails and the node stays a learner. Set it alike on every node: a joining node waits as long.
+    pub catch_up_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -184,6 +190,8 @@ impl Default for RaftConfig {
             storage_cache_mb: 64,
             max_connections: 512,
             idle_timeout_secs: 60,
+            catch_up_lag: 100,
+            catch_up_timeout_secs: 600,
         }
     }
 }
@@ -316,6 +324,9 @@ impl Config {
         }
         if self.raft.idle_timeout_secs == 0 {
             bail!("raft.idle_timeout_secs must be at least 1");
+        }
+        if self.raft.catch_up_timeout_secs == 0 {
+            bail!("raft.catch_up_timeout_secs must be at least 1");
         }
         let id = self.node_id.to_string();
         for path in [&mut self.cluster.cert, &mut self.cluster.key, &mut self.cluster.join_token_file] {

@@ -132,7 +132,10 @@ enum ClusterCommand {
         #[arg(long, default_value_t = 24)]
         ttl_hours: u64,
     },
-    /// Add a node as a non-voting learner; returns once it has caught up.
+    /// Add a node as a non-voting learner and wait until it has caught up: its log at most
+    /// raft.catch_up_lag entries behind the leader's. Fails if it has not within the leader's
+    /// raft.catch_up_timeout_secs (600); the node then stays a learner. The node itself starts with --join,
+    /// --learner and a join token (`cluster admit`). The leader logs its progress every 5 s.
     AddLearner {
         #[arg(long, env = "JETON_URL", default_value = "http://127.0.0.1:8000")]
         url: String,
@@ -142,12 +145,16 @@ enum ClusterCommand {
         #[arg(long)]
         addr: String,
     },
-    /// Make a learner a voter.
+    /// Make a learner a voter. Refused while it has not caught up (its matched log index more than
+    /// raft.catch_up_lag entries behind the leader's last index), unless --force.
     Promote {
         #[arg(long, env = "JETON_URL", default_value = "http://127.0.0.1:8000")]
         url: String,
         #[arg(long)]
         id: u64,
+        /// Promote it even if it has not caught up (a voter that lags slows or stops commits).
+        #[arg(long)]
+        force: bool,
     },
     /// Remove a node from the cluster.
     Remove {
@@ -269,6 +276,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         heartbeat_ms: cfg.raft.heartbeat_ms,
         election_timeout_ms: (cfg.raft.election_timeout_min_ms, cfg.raft.election_timeout_max_ms),
         storage_cache_bytes: cfg.raft.storage_cache_mb << 20,
+        catch_up_lag: cfg.raft.catch_up_lag,
+        catch_up_timeout: std::time::Duration::from_secs(cfg.raft.catch_up_timeout_secs),
     };
     // A member restarting with `join` still set needs no token: one that cannot be read then is ignored.
     let member_before = cfg.data_dir.join("identity.json").exists();
@@ -427,10 +436,14 @@ async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
             cluster_cli::admin_call(&url, path, None).await
         }
         ClusterCommand::AddLearner { url, id, addr } => {
+            eprintln!(
+                "adding node {id} ({addr}) as a learner and waiting until it has caught up (at most the leader's \
+                 raft.catch_up_timeout_secs; the leader logs its progress)"
+            );
             cluster_cli::admin_call(&url, "cluster-add-learner", Some(json!({"id": id, "addr": addr}))).await
         }
-        ClusterCommand::Promote { url, id } => {
-            cluster_cli::admin_call(&url, "cluster-promote", Some(json!({"id": id}))).await
+        ClusterCommand::Promote { url, id, force } => {
+            cluster_cli::admin_call(&url, "cluster-promote", Some(json!({"id": id, "force": force}))).await
         }
         ClusterCommand::Remove { url, id } => {
             cluster_cli::admin_call(&url, "cluster-remove", Some(json!({"id": id}))).await

@@ -354,8 +354,9 @@ impl Edge {
         }
     }
 
-    /// `cluster-add-learner` (`{"id": N, "addr": "host:port"}`), `cluster-promote` and `cluster-remove`
-    /// (`{"id": N}`): membership changes, carried out by the leader.
+    /// `cluster-add-learner` (`{"id": N, "addr": "host:port"}`: answers once the learner has caught up),
+    /// `cluster-promote` (`{"id": N, "force": false}`: refused with 409 while N has not caught up, unless
+    /// forced) and `cluster-remove` (`{"id": N}`): membership changes, carried out by the leader.
     async fn cluster_change(&self, path: &str, body: &Value) -> AdminReply {
         let Some(id) = body.get("id").and_then(Value::as_u64) else {
             return fail(400, "id (a node id) is required");
@@ -365,12 +366,17 @@ impl Edge {
                 Some(addr) if !addr.is_empty() => MembershipChange::AddLearner { id, addr: addr.to_string() },
                 _ => return fail(400, "addr (the node's Raft address, host:port) is required"),
             },
-            "cluster-promote" => MembershipChange::Promote { id },
+            "cluster-promote" => match body.get("force") {
+                None | Some(Value::Null) => MembershipChange::Promote { id, force: false },
+                Some(Value::Bool(force)) => MembershipChange::Promote { id, force: *force },
+                Some(_) => return fail(400, "force must be true or false"),
+            },
             _ => MembershipChange::Remove { id },
         };
         match self.node.change_membership(change).await {
             Ok(()) => ok(to_value(&self.node.status())),
             Err(WriteError::Invalid(m)) => fail(400, m),
+            Err(WriteError::NotCaughtUp(m)) => fail(409, m),
             Err(e) => write_failed(e.into()),
         }
     }

@@ -81,16 +81,17 @@ pub struct JoinRequest {
 // format) cannot read internally tagged or untagged enums.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum MembershipChange {
-    /// Adds a non-voting member and waits until it has caught up. An administrator's add-learner: naming
-    /// the id is the admission.
+    /// Adds a non-voting member and waits until it has caught up (`raft.catch_up_timeout_secs`; it stays a
+    /// learner if it has not). An administrator's add-learner: naming the id is the admission.
     AddLearner { id: NodeId, addr: String },
-    /// Makes a learner a voter.
-    Promote { id: NodeId },
+    /// Makes a learner a voter: refused while it has not caught up, unless `force`.
+    Promote { id: NodeId, force: bool },
     /// Removes a voter or a learner.
     Remove { id: NodeId },
-    /// Adds node `id` as a learner if its join token opens its admission, or does nothing if it is a
-    /// member already (a join that is resumed after a restart).
-    Join { id: NodeId, addr: String, token: Option<TokenSecret> },
+    /// A node joining: added as a learner if its join token opens its admission (a member already needs
+    /// none: a join resumed after a restart), then made a voter once it has caught up, unless `learner`.
+    /// A node that does not catch up in time stays a learner.
+    Join { id: NodeId, addr: String, token: Option<TokenSecret>, learner: bool },
 }
 
 /// An error travelling back to the node that forwarded a request.
@@ -104,6 +105,8 @@ pub enum WireError {
     Invalid(String),
     #[error("{0}")]
     Failed(String),
+    #[error("{0}")]
+    NotCaughtUp(String),
 }
 
 impl From<WriteError> for WireError {
@@ -113,6 +116,7 @@ impl From<WriteError> for WireError {
             WriteError::Unavailable(m) => WireError::Unavailable(m),
             WriteError::Timeout => WireError::Unavailable("the write was not committed in time".into()),
             WriteError::Invalid(m) => WireError::Invalid(m),
+            WriteError::NotCaughtUp(m) => WireError::NotCaughtUp(m),
             other => WireError::Failed(other.to_string()),
         }
     }
@@ -125,6 +129,7 @@ impl From<WireError> for WriteError {
             WireError::Unavailable(m) => WriteError::Unavailable(m),
             WireError::Invalid(m) => WriteError::Invalid(m),
             WireError::Failed(m) => WriteError::Fatal(m),
+            WireError::NotCaughtUp(m) => WriteError::NotCaughtUp(m),
         }
     }
 }
@@ -289,8 +294,27 @@ async fn handle(
     let path = req.uri().path().to_string();
     let cluster = req.headers().get(CLUSTER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if cluster != node.identity.cluster {
-        tracing::warn!(%peer, %path, claimed = %cluster, "refused a request for another cluster");
-        return forbidden("not a member of this cluster");
+        if node.explain_now(cluster, caller) {
+            if path.starts_with("/raft/") {
+                tracing::warn!(
+                    %peer,
+                    claimed = %cluster,
+                    "node {} of cluster {cluster} sends Raft's requests to this node, which belongs to cluster {}: \
+                     that cluster counts this node (node {}) as a member, but this node was started outside it \
+                     (without --join, a node forms a cluster of its own). To make it a member there, stop it, move \
+                     its data dir away and start it with --join and a join token (`jeton cluster admit --id {}` \
+                     there); or remove it there (`jeton cluster remove --id {}`). Refused; logged once an hour",
+                    caller.map_or_else(|| "?".to_string(), |c| c.to_string()),
+                    node.identity.cluster,
+                    node.id,
+                    node.id,
+                    node.id,
+                );
+            } else {
+                tracing::warn!(%peer, %path, claimed = %cluster, "refused a request for another cluster (logged once an hour)");
+            }
+        }
+        return forbidden(&format!("not a member of this cluster: node {} belongs to another cluster", node.id));
     }
     let Some(caller) = caller else {
         tracing::warn!(%peer, %path, "refused a request: the peer's certificate names no node id");
@@ -307,7 +331,32 @@ async fn handle(
         "/cluster/info" | "/cluster/join" => (Access::Joining, SMALL_BODY),
         _ => return answer(StatusCode::NOT_FOUND, Vec::new()),
     };
+    // A caller that is not a member here: what the voters said of it is looked up before `accepts_peer`,
+    // which may ask them again.
+    let stranger = matches!(access, Access::Members) && !node.is_member(caller) && node.said_stranger(caller);
     if matches!(access, Access::Members) && !node.accepts_peer(caller) {
+        let replicating = matches!(path.as_str(), "/raft/append" | "/raft/snapshot");
+        if replicating && stranger {
+            // The caller leads a cluster that counts this node as a member: say so, not only that it was
+            // refused.
+            if node.explain_now(&node.identity.cluster, Some(caller)) {
+                tracing::warn!(
+                    %peer,
+                    "node {caller} sends Raft's requests to this node (node {}) as to a member of its cluster, but \
+                     the cluster this node knows does not count node {caller} as a member. If this node was meant \
+                     to join node {caller}'s cluster, it was started outside it (without --join, a node forms a \
+                     cluster of its own): stop it, move its data dir away and start it with --join and a join \
+                     token. If node {caller} was removed from this cluster, it is refused until it stops. Logged \
+                     once an hour",
+                    node.id,
+                );
+            }
+            return forbidden(&format!(
+                "node {caller} is not a member of this cluster: node {} does not count it as one (was node {} \
+                 started without --join, forming a cluster of its own?)",
+                node.id, node.id
+            ));
+        }
         node.log_refusal(caller, peer, &path);
         return forbidden(&format!("node {caller} is not a member of this cluster"));
     }
@@ -365,13 +414,8 @@ async fn handle(
                 return forbidden(&format!("this certificate is node {caller}'s, not node {}'s", r.node_id));
             }
             tracing::info!(%peer, node = r.node_id, addr = %r.addr, learner = r.learner, "adding a node");
-            let join = MembershipChange::Join { id: r.node_id, addr: r.addr, token: r.token };
-            let added = node.change_membership(join).await;
-            let promoted = match added {
-                Ok(()) if !r.learner => node.change_membership(MembershipChange::Promote { id: r.node_id }).await,
-                other => other,
-            };
-            encoded(&promoted.map_err(WireError::from), binary)
+            let join = MembershipChange::Join { id: r.node_id, addr: r.addr, token: r.token, learner: r.learner };
+            encoded(&node.change_membership(join).await.map_err(WireError::from), binary)
         }
         "/cluster/write" => {
             rpc(binary, &body, |cmd| async move { node.write_here(cmd).await.map_err(WireError::from) }).await
@@ -389,6 +433,29 @@ async fn handle(
         }
         "/cluster/member" => rpc(binary, &body, |id: NodeId| async move { node.is_member(id) }).await,
         _ => answer(StatusCode::NOT_FOUND, Vec::new()),
+    }
+}
+
+/// How often a node explains the same refusal again: a peer keeps retrying, with back-off.
+const EXPLAIN_EVERY: Duration = Duration::from_secs(3600);
+
+impl ReplicaNode {
+    /// Whether to explain a refusal of `caller`, naming cluster `cluster`, to the log now: once an hour
+    /// each (callers hold certificates of the cluster CA, so there are few; past 1,024 at once, none).
+    fn explain_now(&self, cluster: &str, caller: Option<NodeId>) -> bool {
+        let mut explained = self.explained.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (cluster.to_string(), caller);
+        if explained.get(&key).is_some_and(|at| at.elapsed() < EXPLAIN_EVERY) {
+            return false;
+        }
+        if explained.len() >= 1024 {
+            explained.retain(|_, at| at.elapsed() < EXPLAIN_EVERY);
+            if explained.len() >= 1024 {
+                return false;
+            }
+        }
+        explained.insert(key, Instant::now());
+        true
     }
 }
 

@@ -8,17 +8,18 @@
 //! another: forwarded writes, membership changes, read indexes); the server side is [`crate::cluster`].
 //! Bodies are JSON.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
@@ -146,13 +147,71 @@ pub struct Peers {
     /// Outgoing connections leave from this address (the IP of our own Raft listener), so a peer sees
     /// where a connection comes from.
     bind_ip: Option<IpAddr>,
+    /// Members Raft's requests currently fail to, and why (see [`Peers::last_failure`]).
+    failures: Arc<Mutex<HashMap<NodeId, Failure>>>,
 }
+
+/// Raft's requests to a member have been failing since `since`.
+struct Failure {
+    since: Instant,
+    reason: String,
+    /// When a refusal by the member was last logged.
+    logged: Option<Instant>,
+}
+
+/// A member that has refused Raft's requests for this long is logged (once every [`REFUSAL_LOG_EVERY`]):
+/// a member that missed a membership change refuses for a moment too, until the others vouch for us.
+const REFUSAL_LOGGED_AFTER: Duration = Duration::from_secs(5);
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(600);
 
 type Sender = SendRequest<Full<Bytes>>;
 
 impl Peers {
     pub fn new(tls: Option<Arc<ClusterTls>>, cluster: &str, bind_ip: Option<IpAddr>) -> Peers {
-        Peers { tls, cluster: Arc::new(std::sync::RwLock::new(cluster.to_string())), bind_ip }
+        Peers {
+            tls,
+            cluster: Arc::new(std::sync::RwLock::new(cluster.to_string())),
+            bind_ip,
+            failures: Default::default(),
+        }
+    }
+
+    /// Why Raft's requests to member `id` fail, if they do.
+    pub fn last_failure(&self, id: NodeId) -> Option<String> {
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner).get(&id).map(|f| f.reason.clone())
+    }
+
+    /// Notes a failed Raft request to member `id`. A refusal (the member answers, but does not take this
+    /// node for a member of its cluster) that lasts is logged, at most once every ten minutes: the member retries with
+    /// back-off, and each attempt would say the same.
+    fn note_failure(&self, id: NodeId, addr: &str, error: &CallError) {
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let failure = failures.entry(id).or_insert_with(|| Failure {
+            since: Instant::now(),
+            reason: String::new(),
+            logged: None,
+        });
+        failure.reason = error.to_string();
+        // 403: the member's listener does not take this node for a member of its cluster.
+        let refused = matches!(error, CallError::Refused { status: 403, .. });
+        if refused
+            && failure.since.elapsed() >= REFUSAL_LOGGED_AFTER
+            && failure.logged.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY)
+        {
+            failure.logged = Some(Instant::now());
+            tracing::warn!(
+                node = id,
+                "node {id} at {addr}, a member of this cluster, refuses its Raft requests ({error}): it does not \
+                 count this cluster's leader as its own. Was it started without --join, forming a cluster of its \
+                 own? Restart it with --join, or remove it (`jeton cluster remove --id {id}`). Requests to it \
+                 back off; logged once every 10 minutes"
+            );
+        }
+    }
+
+    /// Raft's requests to member `id` work (again).
+    fn note_success(&self, id: NodeId) {
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
     }
 
     pub fn has_tls(&self) -> bool {
@@ -286,13 +345,24 @@ pub struct PeerConnection {
     addr: String,
     peers: Peers,
     conn: Option<Sender>,
+    /// The last request failed (or none has been made yet): the next success clears the peer's failure.
+    failing: bool,
+    /// The last failure was the peer's refusal (see [`PeerConnection::backoff`]).
+    refused: bool,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
-        PeerConnection { target, addr: node.addr.clone(), peers: self.peers.clone(), conn: None }
+        PeerConnection {
+            target,
+            addr: node.addr.clone(),
+            peers: self.peers.clone(),
+            conn: None,
+            failing: true,
+            refused: false,
+        }
     }
 }
 
@@ -310,14 +380,21 @@ impl PeerConnection {
     {
         let answer: Result<Result<Resp, RaftError<NodeId, E>>, CallError> =
             self.peers.call(&mut self.conn, &self.addr, path, req, option.hard_ttl()).await;
-        match answer {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
-            Err(e @ (CallError::Unreachable { .. } | CallError::NotConnected { .. })) => {
-                Err(RPCError::Unreachable(Unreachable::new(&e)))
+        let failure = match answer {
+            Ok(answer) => {
+                if std::mem::take(&mut self.failing) {
+                    self.peers.note_success(self.target);
+                }
+                return answer.map_err(|remote| RPCError::RemoteError(RemoteError::new(self.target, remote)));
             }
-            Err(e @ CallError::Refused { .. }) => Err(RPCError::Network(NetworkError::new(&e))),
-        }
+            Err(e) => e,
+        };
+        self.failing = true;
+        self.refused = matches!(failure, CallError::Refused { .. });
+        self.peers.note_failure(self.target, &self.addr, &failure);
+        // A refusal is reported as unreachable too: openraft retries other errors at once, and a peer that
+        // refuses (not a member of this cluster there) would be asked, and logged, thousands of times a second.
+        Err(RPCError::Unreachable(Unreachable::new(&failure)))
     }
 }
 
@@ -344,6 +421,16 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
         self.rpc("/raft/vote", &rpc, &option).await
+    }
+
+    /// How long openraft waits between attempts to a peer that fails: half a second while it cannot be
+    /// reached (it is restarting, say), and 1, 2, 4, 8, then 10 s while it answers with a refusal.
+    fn backoff(&self) -> Backoff {
+        if self.refused {
+            Backoff::new((0u32..).map(|i| Duration::from_secs(1u64 << i.min(4)).min(Duration::from_secs(10))))
+        } else {
+            Backoff::new(std::iter::repeat(Duration::from_millis(500)))
+        }
     }
 }
 
@@ -402,13 +489,15 @@ mod tests {
         }
         for change in [
             MembershipChange::AddLearner { id: 4, addr: "10.0.0.4:7000".into() },
-            MembershipChange::Promote { id: 4 },
+            MembershipChange::Promote { id: 4, force: true },
             MembershipChange::Remove { id: 1 },
         ] {
             assert_eq!(round_trip(&change), change);
         }
-        let e: Result<(), WireError> = Err(WireError::Unavailable("no quorum".into()));
-        assert_eq!(round_trip(&e), e);
+        for e in [WireError::Unavailable("no quorum".into()), WireError::NotCaughtUp("node 4: 3 of 90".into())] {
+            let e: Result<(), WireError> = Err(e);
+            assert_eq!(round_trip(&e), e);
+        }
         let token = crate::admission::JoinToken::generate("c", 2).unwrap().secret;
         let info = round_trip(&InfoRequest { node_id: 2, token: Some(token.clone()) });
         assert_eq!((info.node_id, info.token.as_ref()), (2, Some(&token)));
@@ -422,7 +511,7 @@ mod tests {
         assert_eq!(info.members, vec![1, 3]);
         let join = round_trip(&JoinRequest { node_id: 3, addr: "a:1".into(), learner: true, token: None });
         assert!(join.learner && join.token.is_none());
-        let change = MembershipChange::Join { id: 2, addr: "b:2".into(), token: Some(token) };
+        let change = MembershipChange::Join { id: 2, addr: "b:2".into(), token: Some(token), learner: true };
         assert_eq!(round_trip(&change), change);
         let admit =
             Command::AdmitNode { admission: crate::admission::JoinToken::generate("c", 5).unwrap().admission(10, 20) };

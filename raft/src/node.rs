@@ -5,15 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError as OpenraftError};
+use openraft::error::RaftError as OpenraftError;
 use openraft::{BasicNode, SnapshotPolicy};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::admission::{Bootstrap, JoinToken, TokenSecret};
-use crate::cluster::{
-    ClusterInfo, ClusterStatus, InfoRequest, JoinRequest, ListenerLimits, Member, MembershipChange, WireError,
-};
+use crate::cluster::{ClusterInfo, ClusterStatus, InfoRequest, JoinRequest, ListenerLimits, Member, WireError};
 use crate::commit::GroupCommit;
 use crate::network::{CallError, ClusterTls, Network, Peers};
 use crate::storage::{LogStore, StateMachine};
@@ -47,6 +45,9 @@ pub enum WriteError {
     /// The request is not acceptable (membership changes).
     #[error("{0}")]
     Invalid(String),
+    /// A node has not caught up with the leader's log: it is not promoted (membership changes).
+    #[error("{0}")]
+    NotCaughtUp(String),
 }
 
 /// One node of the cluster.
@@ -72,8 +73,13 @@ pub struct ReplicaNode {
     vouches: Arc<Mutex<HashMap<NodeId, Vouch>>>,
     /// When a refused caller was last logged: at most once a minute each.
     refusals: Arc<Mutex<HashMap<NodeId, Instant>>>,
+    /// Refusals explained to the log (a peer of another cluster, or one that counts this node as its
+    /// member), by claimed cluster and caller: when each was last explained, at most once an hour.
+    pub(crate) explained: Arc<Mutex<HashMap<Explained, Instant>>>,
+    /// Membership changes on this node, when it leads, one at a time (see `crate::membership`).
+    pub(crate) membership_turn: Arc<tokio::sync::Mutex<()>>,
     db: sled::Db,
-    settings: RaftSettings,
+    pub(crate) settings: RaftSettings,
     commits: GroupCommit,
     server: Option<Arc<tokio::task::JoinHandle<()>>>,
 }
@@ -87,6 +93,11 @@ pub struct RaftSettings {
     pub election_timeout_ms: (u64, u64),
     /// sled's page cache, in bytes (sled defaults to 1 GiB).
     pub storage_cache_bytes: u64,
+    /// A node has caught up when its last log index is at most this many entries behind the leader's.
+    pub catch_up_lag: u64,
+    /// How long a joining node or a new learner gets to catch up before its join fails and it stays a
+    /// learner; a joining node waits this long, and a minute more, for the leader's answer.
+    pub catch_up_timeout: Duration,
 }
 
 impl Default for RaftSettings {
@@ -96,9 +107,14 @@ impl Default for RaftSettings {
             heartbeat_ms: 250,
             election_timeout_ms: (1000, 2000),
             storage_cache_bytes: 64 << 20,
+            catch_up_lag: 100,
+            catch_up_timeout: Duration::from_secs(600),
         }
     }
 }
+
+/// A refusal explained to the log: the cluster the caller named, and the caller.
+pub(crate) type Explained = (String, Option<NodeId>);
 
 /// What the members a node knows said of a caller it does not know.
 #[derive(Debug, Clone, Copy)]
@@ -165,8 +181,6 @@ fn identity_path(dir: &Path) -> PathBuf {
     dir.join("identity.json")
 }
 
-/// How long a joining node waits for the leader to add it (catching up included).
-const JOIN_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a write may wait for a leader to be elected.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
@@ -264,6 +278,8 @@ impl ReplicaNode {
             join_peers: Arc::new(join_peers),
             vouches: Default::default(),
             refusals: Default::default(),
+            explained: Default::default(),
+            membership_turn: Default::default(),
             db,
             settings: settings.clone(),
             commits: GroupCommit::start(raft.clone()),
@@ -302,12 +318,15 @@ impl ReplicaNode {
                     learner: cluster.learner,
                     token: cluster.join_token.as_ref().map(|t| t.secret.clone()),
                 };
+                // The leader answers once this node has caught up (and is a voter, unless a learner), or
+                // once it gave up waiting.
+                let wait = settings.catch_up_timeout + crate::membership::ANSWER_MARGIN;
                 let answer: Result<(), WireError> = node
                     .peers
-                    .call_once(target, "/cluster/join", &req, JOIN_TIMEOUT)
+                    .call_once(target, "/cluster/join", &req, wait)
                     .await
                     .map_err(|e| RaftError::Start(format!("joining through {target}: {e}")))?;
-                answer.map_err(|e| RaftError::Start(format!("the cluster refused to add node {id}: {e}")))?;
+                answer.map_err(|e| RaftError::Start(format!("joining through {target}: {e}")))?;
                 // Added means replicated, not yet applied here: serve only once the state is as new as the
                 // leader's was at this point.
                 node.linearizable_barrier()
@@ -508,7 +527,7 @@ impl ReplicaNode {
 
     /// A leader that has heard from no quorum for longer than an election timeout is most likely cut off:
     /// refuse at once instead of letting the write hang until it times out.
-    fn check_quorum(&self) -> Result<(), WriteError> {
+    pub(crate) fn check_quorum(&self) -> Result<(), WriteError> {
         // Borrowed, not cloned: this runs on every write.
         let receiver = self.raft.metrics();
         let metrics = receiver.borrow();
@@ -531,9 +550,27 @@ impl ReplicaNode {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, WriteError>>,
     {
-        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        self.on_leader_within(path, body, Duration::from_secs(15), here).await
+    }
+
+    /// [`ReplicaNode::on_leader`], giving the leader `answer_within` to answer a forwarded request.
+    pub(crate) async fn on_leader_within<B, T, F, Fut>(
+        &self,
+        path: &str,
+        body: &B,
+        answer_within: Duration,
+        here: F,
+    ) -> Result<T, WriteError>
+    where
+        B: Serialize,
+        T: DeserializeOwned,
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, WriteError>>,
+    {
+        let mut deadline = tokio::time::Instant::now() + LEADER_WAIT;
         let mut last_error = String::from("no leader elected yet");
         loop {
+            let attempt = tokio::time::Instant::now();
             let leader = self.raft.metrics().borrow().current_leader;
             let retry = match leader {
                 Some(l) if l == self.id => match here().await {
@@ -544,7 +581,7 @@ impl ReplicaNode {
                     None => true,
                     Some(addr) => {
                         let answer: Result<Result<T, WireError>, CallError> =
-                            self.peers.call_once(&addr, path, body, Duration::from_secs(15)).await;
+                            self.peers.call_once(&addr, path, body, answer_within).await;
                         match answer {
                             Ok(Ok(t)) => return Ok(t),
                             Ok(Err(WireError::NotLeader)) => true,
@@ -560,6 +597,11 @@ impl ReplicaNode {
                 },
                 None => true,
             };
+            if attempt.elapsed() > LEADER_WAIT {
+                // A long attempt (a membership change waiting for a node to catch up) that met a change of
+                // leader: the new leader gets the usual time to be elected.
+                deadline = tokio::time::Instant::now() + LEADER_WAIT;
+            }
             if retry && tokio::time::Instant::now() < deadline {
                 // Let the election (or the new leader's first heartbeat) happen.
                 let mut metrics = self.raft.metrics();
@@ -575,71 +617,6 @@ impl ReplicaNode {
         let receiver = self.raft.metrics();
         let metrics = receiver.borrow();
         metrics.membership_config.membership().get_node(&id).map(|n| n.addr.clone())
-    }
-
-    /// Changes the membership (through the leader): add a learner, promote a learner to voter, remove a node.
-    pub async fn change_membership(&self, change: MembershipChange) -> Result<(), WriteError> {
-        self.on_leader("/cluster/membership", &change, || self.change_membership_here(change.clone())).await
-    }
-
-    pub(crate) async fn change_membership_here(&self, change: MembershipChange) -> Result<(), WriteError> {
-        self.check_quorum()?;
-        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let result = match change {
-            MembershipChange::Join { id, addr, token } => {
-                if membership.get_node(&id).is_some() {
-                    // A join resumed after a restart: it is in already.
-                    return Ok(());
-                }
-                self.admission_opens(id, token.as_ref()).map_err(WriteError::Invalid)?;
-                self.raft.add_learner(id, BasicNode { addr }, true).await.map(|_| ())
-            }
-            MembershipChange::AddLearner { id, addr } => {
-                if voters.contains(&id) {
-                    return Err(WriteError::Invalid(format!("node {id} is already a voter")));
-                }
-                self.raft.add_learner(id, BasicNode { addr }, true).await.map(|_| ())
-            }
-            MembershipChange::Promote { id } => {
-                if membership.get_node(&id).is_none() {
-                    return Err(WriteError::Invalid(format!("node {id} is not a member; add it as a learner first")));
-                }
-                if voters.contains(&id) {
-                    return Ok(());
-                }
-                let mut next = voters.clone();
-                next.insert(id);
-                self.raft.change_membership(next, true).await.map(|_| ())
-            }
-            MembershipChange::Remove { id } => {
-                if membership.get_node(&id).is_none() {
-                    return Err(WriteError::Invalid(format!("node {id} is not a member")));
-                }
-                if voters.contains(&id) {
-                    if voters.len() == 1 {
-                        return Err(WriteError::Invalid("cannot remove the last voter".into()));
-                    }
-                    let mut next = voters.clone();
-                    next.remove(&id);
-                    self.raft.change_membership(next, false).await.map(|_| ())
-                } else {
-                    let mut gone = BTreeSet::new();
-                    gone.insert(id);
-                    self.raft.change_membership(openraft::ChangeMembers::RemoveNodes(gone), false).await.map(|_| ())
-                }
-            }
-        };
-        match result {
-            Ok(()) => Ok(()),
-            Err(OpenraftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(WriteError::NotLeader { leader: f.leader_id })
-            }
-            Err(OpenraftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(WriteError::Invalid(e.to_string()))
-            }
-            Err(e) => Err(WriteError::Fatal(e.to_string())),
-        }
     }
 
     /// Waits until this node has applied everything the leader had committed when asked: a read after this
@@ -733,6 +710,12 @@ impl ReplicaNode {
         false
     }
 
+    /// Whether the voters this node knows said, when last asked, that `id` is not a member (see
+    /// [`ReplicaNode::accepts_peer`]).
+    pub(crate) fn said_stranger(&self, id: NodeId) -> bool {
+        matches!(self.vouches.lock().unwrap_or_else(PoisonError::into_inner).get(&id), Some(Vouch::Stranger(_)))
+    }
+
     /// Whether a caller may learn the cluster's secret and join: its certificate names the node it asks
     /// for, and that node is a member already or its join token opens its admission.
     pub(crate) fn check_joining(
@@ -751,7 +734,7 @@ impl ReplicaNode {
     }
 
     /// Whether `token` opens node `id`'s admission in this node's state.
-    fn admission_opens(&self, id: NodeId, token: Option<&TokenSecret>) -> Result<(), String> {
+    pub(crate) fn admission_opens(&self, id: NodeId, token: Option<&TokenSecret>) -> Result<(), String> {
         let not_admitted = || {
             format!(
                 "node {id} is not admitted to this cluster: an administrator admits it with `jeton cluster admit \

@@ -16,6 +16,9 @@ use serde_json::{json, Value};
 
 use crate::harness::{free_port, response, Node, ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET};
 
+/// Joins and learners (a child module: it uses this one's cluster harness).
+mod joins;
+
 /// A TCP proxy in front of each node's Raft listener, able to partition nodes.
 #[derive(Clone, Default)]
 struct Proxy {
