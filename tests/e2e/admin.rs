@@ -361,7 +361,8 @@ async fn organization_secrets_are_masked_and_kept() {
         "clientSecret": "acme-client-secret-0123", "grantTypes": ["password"]});
     let (s, v) = node.admin_post("add-application", app).await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = node.admin_post("add-user", json!({"owner": "acme", "name": "ann", "password": "Ann-Password-1"})).await;
+    let (s, v) =
+        node.admin_post("add-user", json!({"owner": "acme", "name": "ann", "password": "Ann-Password-1"})).await;
     assert_eq!(s, 200, "{v}");
     let (s, v) = node.password_grant("acme-client", "acme-client-secret-0123", "ann", "Acme-Master-1").await;
     assert_eq!(s, 200, "the master password: {v}");
