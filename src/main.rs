@@ -62,7 +62,8 @@ enum Commands {
         #[arg(long, env = "JETON_RAFT_ADDR")]
         raft_addr: Option<String>,
         /// On first start, join the cluster of the node at this Raft address (host:port) instead of
-        /// starting a new one. Needs [cluster] ca, cert and key.
+        /// starting a new one. Needs [cluster] ca, cert and key. Ignored (with an info line) once the
+        /// data dir holds a membership: a member restarts with whatever other nodes are up.
         #[arg(long, env = "JETON_JOIN")]
         join: Option<String>,
         /// With --join: stay a non-voting learner.
@@ -113,9 +114,8 @@ enum ClusterCommand {
     },
     /// Show what a node knows of the cluster. Admin credentials: JETON_ADMIN_CLIENT_ID / _SECRET.
     Status {
-        /// The node's HTTP URL.
-        #[arg(long, env = "JETON_URL", default_value = "http://127.0.0.1:8000")]
-        url: String,
+        #[command(flatten)]
+        node: cluster_cli::NodeApi,
         /// Ask for a linearizable answer (confirmed with the leader).
         #[arg(long)]
         linearizable: bool,
@@ -123,8 +123,8 @@ enum ClusterCommand {
     /// Admit a node to join: prints the one-time join token it starts with (`--join-token`,
     /// JETON_JOIN_TOKEN or cluster.join_token_file). Admin credentials as for `status`.
     Admit {
-        #[arg(long, env = "JETON_URL", default_value = "http://127.0.0.1:8000")]
-        url: String,
+        #[command(flatten)]
+        node: cluster_cli::NodeApi,
         /// The node id to admit (the id in its certificate).
         #[arg(long)]
         id: u64,
@@ -134,8 +134,8 @@ enum ClusterCommand {
     },
     /// Add a node as a non-voting learner; returns once it has caught up.
     AddLearner {
-        #[arg(long, env = "JETON_URL", default_value = "http://127.0.0.1:8000")]
-        url: String,
+        #[command(flatten)]
+        node: cluster_cli::NodeApi,
         #[arg(long)]
         id: u64,
         /// The new node's Raft address.
@@ -144,15 +144,15 @@ enum ClusterCommand {
     },
     /// Make a learner a voter.
     Promote {
-        #[arg(long, env = "JETON_URL", default_value = "http://127.0.0.1:8000")]
-        url: String,
+        #[command(flatten)]
+        node: cluster_cli::NodeApi,
         #[arg(long)]
         id: u64,
     },
     /// Remove a node from the cluster.
     Remove {
-        #[arg(long, env = "JETON_URL", default_value = "http://127.0.0.1:8000")]
-        url: String,
+        #[command(flatten)]
+        node: cluster_cli::NodeApi,
         #[arg(long)]
         id: u64,
     },
@@ -165,10 +165,16 @@ fn main() -> std::process::ExitCode {
         Commands::Import { source } if source.quiet() => "error",
         _ => "info,openraft=warn,sled=warn",
     };
+    let mut filter =
+        tracing_subscriber::EnvFilter::try_from_env("JETON_LOG").unwrap_or_else(|_| default_log.into());
+    if matches!(cli.command, Commands::Cluster { .. }) {
+        // The certificate verifier logs every failure it returns; the tool reports it, once, itself.
+        if let Ok(quiet) = "rustls_platform_verifier=off".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("JETON_LOG").unwrap_or_else(|_| default_log.into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Colours only for a person at a terminal: journald, `docker logs` and files get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -419,21 +425,21 @@ async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
         ClusterCommand::Cert { ca_dir, name, node_id, hosts, out } => {
             cluster_cli::make_cert(&ca_dir, &name, node_id, &hosts, &out)
         }
-        ClusterCommand::Admit { url, id, ttl_hours } => {
-            cluster_cli::admin_call(&url, "cluster-admit", Some(json!({"id": id, "ttlHours": ttl_hours}))).await
+        ClusterCommand::Admit { node, id, ttl_hours } => {
+            cluster_cli::admin_call(&node, "cluster-admit", Some(json!({"id": id, "ttlHours": ttl_hours}))).await
         }
-        ClusterCommand::Status { url, linearizable } => {
+        ClusterCommand::Status { node, linearizable } => {
             let path = if linearizable { "get-cluster-status?consistency=linearizable" } else { "get-cluster-status" };
-            cluster_cli::admin_call(&url, path, None).await
+            cluster_cli::admin_call(&node, path, None).await
         }
-        ClusterCommand::AddLearner { url, id, addr } => {
-            cluster_cli::admin_call(&url, "cluster-add-learner", Some(json!({"id": id, "addr": addr}))).await
+        ClusterCommand::AddLearner { node, id, addr } => {
+            cluster_cli::admin_call(&node, "cluster-add-learner", Some(json!({"id": id, "addr": addr}))).await
         }
-        ClusterCommand::Promote { url, id } => {
-            cluster_cli::admin_call(&url, "cluster-promote", Some(json!({"id": id}))).await
+        ClusterCommand::Promote { node, id } => {
+            cluster_cli::admin_call(&node, "cluster-promote", Some(json!({"id": id}))).await
         }
-        ClusterCommand::Remove { url, id } => {
-            cluster_cli::admin_call(&url, "cluster-remove", Some(json!({"id": id}))).await
+        ClusterCommand::Remove { node, id } => {
+            cluster_cli::admin_call(&node, "cluster-remove", Some(json!({"id": id}))).await
         }
     }
 }

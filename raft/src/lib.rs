@@ -6,7 +6,8 @@
 //! - [`storage`]: openraft's log store and state machine on sled;
 //! - [`network`]: node-to-node transport (client side), [`cluster`]: the node-to-node listener,
 //!   [`admission`]: who may join (join tokens);
-//! - [`node`]: starting a node and writing through Raft; `commit`: group commit of concurrent writes.
+//! - [`node`]: starting a node and writing through Raft; `commit`: group commit of concurrent writes;
+//!   [`removal`]: how a node finds out it was removed from the cluster.
 
 // openraft's StorageError is large and imposed by its traits; boxing it at every call would only add noise.
 #![allow(clippy::result_large_err)]
@@ -19,6 +20,7 @@ mod commit;
 pub mod model;
 pub mod network;
 pub mod node;
+pub mod removal;
 pub mod storage;
 pub mod store;
 

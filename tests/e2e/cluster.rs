@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 
 use crate::harness::{free_port, response, Node, ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET};
 
+mod operations;
+
 /// A TCP proxy in front of each node's Raft listener, able to partition nodes.
 #[derive(Clone, Default)]
 struct Proxy {
