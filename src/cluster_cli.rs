@@ -189,8 +189,9 @@ fn unreachable(url: &str, has_cacert: bool, e: &reqwest::Error) -> String {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = next {
         let text = err.to_string();
-        // reqwest's own level only names the URL, which the message starts with anyway.
-        if !text.starts_with("error sending request") && !causes.iter().any(|c| c.contains(&text)) {
+        // reqwest's and hyper's own levels only say "sending" and "connecting" around the cause.
+        let wrapper = text.starts_with("error sending request") || text.starts_with("client error (");
+        if !wrapper && !causes.iter().any(|c| c.contains(&text)) {
             causes.retain(|c| !text.contains(c.as_str()));
             causes.push(text);
         }

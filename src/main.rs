@@ -165,8 +165,7 @@ fn main() -> std::process::ExitCode {
         Commands::Import { source } if source.quiet() => "error",
         _ => "info,openraft=warn,sled=warn",
     };
-    let mut filter =
-        tracing_subscriber::EnvFilter::try_from_env("JETON_LOG").unwrap_or_else(|_| default_log.into());
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("JETON_LOG").unwrap_or_else(|_| default_log.into());
     if matches!(cli.command, Commands::Cluster { .. }) {
         // The certificate verifier logs every failure it returns; the tool reports it, once, itself.
         if let Ok(quiet) = "rustls_platform_verifier=off".parse() {

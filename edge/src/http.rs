@@ -632,7 +632,9 @@ async fn route(
             ("discovery", json_reply(200, discovery.openid.clone()))
         }
         (&Method::GET, "/api/health") => ("health", health(edge, uri.query())),
-        (&Method::GET, "/metrics") => ("metrics", reply(200, "text/plain; version=0.0.4", edge.metrics.render(&edge.node))),
+        (&Method::GET, "/metrics") => {
+            ("metrics", reply(200, "text/plain; version=0.0.4", edge.metrics.render(&edge.node)))
+        }
         // Rare and with large futures: boxed, so every request's future stays small (it is moved around).
         (_, p) if p.starts_with("/api/") => ("admin", Box::pin(admin(edge, req, limit, timeout)).await),
         _ => ("other", json_reply(404, r#"{"error":"not_found"}"#)),

@@ -713,7 +713,9 @@ impl ReplicaNode {
         }
         match self.peers.call_once::<_, bool>(addr, "/cluster/removed", &standing, Duration::from_secs(3)).await {
             Ok(true) => tracing::info!(node = id, "the removed node stopped serving"),
-            Ok(false) => tracing::warn!(node = id, "the removed node did not take its removal: it finds out when it asks"),
+            Ok(false) => {
+                tracing::warn!(node = id, "the removed node did not take its removal: it finds out when it asks")
+            }
             Err(e) => tracing::info!(node = id, "could not tell the removed node ({e}): it finds out when it asks"),
         }
     }

@@ -114,7 +114,10 @@ impl Removal {
             .map_err(|e| e.to_string())
             .and_then(|bytes| write_durably(&path, &bytes).map_err(|e| e.to_string()));
         if let Err(e) = written {
-            tracing::error!("cannot write {}: {e} (a restart would serve again until it finds out anew)", path.display());
+            tracing::error!(
+                "cannot write {}: {e} (a restart would serve again until it finds out anew)",
+                path.display()
+            );
         }
         tracing::warn!(
             cluster,

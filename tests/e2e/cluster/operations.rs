@@ -113,7 +113,8 @@ async fn a_full_stop_and_a_restart_in_reverse_order_bring_everything_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lone_member_serves_tokens_and_introspection_and_refuses_writes() {
     let mut c = Cluster::three(10_000).await;
-    let (id, secret) = c.node(1).app_with_user("known-before", "app-known", json!({}), "frank", "Frank-Password-1").await;
+    let (id, secret) =
+        c.node(1).app_with_user("known-before", "app-known", json!({}), "frank", "Frank-Password-1").await;
     wait_for_orgs(c.node(3), &["known-before".to_string()].into()).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while c.node(3).password_grant(&id, &secret, "frank", "Frank-Password-1").await.0 != 200 {
@@ -121,14 +122,26 @@ async fn a_lone_member_serves_tokens_and_introspection_and_refuses_writes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let before = c.node(3).admin_token().await;
-    stop_all(&mut c);
 
-    // Node 3 alone: no quorum, ever, until another node comes back. It starts and serves.
+    // Nodes 1 and 2 go: node 3 keeps running without a leader (and campaigns in vain), then restarts
+    // alone. It starts, and serves.
+    c.nodes[0].take().unwrap().stop();
+    c.nodes[1].take().unwrap().stop();
+    let v = wait_for_health(c.node(3), "?writable", 503).await;
+    assert_eq!((v["status"].as_str(), &v["ready"]), (Some("degraded"), &json!(true)), "{v}");
+    assert_eq!(health(c.node(3), "").await.0, 200, "still ready: it serves from its state");
+    let (s, v) = introspect(c.node(3), &before).await;
+    assert_eq!((s, &v["active"]), (200, &json!(true)), "{v}");
+    c.nodes[2].take().unwrap().stop();
     c.start(3, None, &[]).await;
     let lone = c.node(3);
     let (s, v) = health(lone, "").await;
     assert_eq!(s, 200, "ready: it serves from its state: {v}");
-    assert_eq!((v["status"].as_str(), &v["writable"], &v["ready"]), (Some("degraded"), &json!(false), &json!(true)));
+    assert_eq!(
+        (v["status"].as_str(), &v["writable"], &v["ready"]),
+        (Some("degraded"), &json!(false), &json!(true)),
+        "{v}"
+    );
     assert_eq!(health(lone, "?live").await.0, 200);
     let (s, v) = health(lone, "?writable").await;
     assert_eq!((s, &v["leader"]), (503, &Value::Null), "{v}");
@@ -151,7 +164,8 @@ async fn a_lone_member_serves_tokens_and_introspection_and_refuses_writes() {
     let (s, v) = c.add_org(3, "without-a-quorum").await;
     assert_eq!(s, 503, "{v}");
     assert!(v["msg"].as_str().is_some_and(|m| m.contains("no quorum")), "{v}");
-    let (s, v) = lone.post_form_basic("/oauth/revoke", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &fresh)]).await;
+    let (s, v) =
+        lone.post_form_basic("/oauth/revoke", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &fresh)]).await;
     assert_eq!((s, v["error"].as_str()), (503, Some("temporarily_unavailable")), "{v}");
     assert!(v["error_description"].as_str().is_some_and(|m| m.contains("no quorum")), "{v}");
     assert_eq!(health(lone, "?live").await.0, 200, "it never exits for lack of a leader");
@@ -220,10 +234,8 @@ async fn a_removed_node_stops_answering_and_stays_removed() {
     assert_eq!(metric(removed, "jeton_node_removed").await, 1.0);
 
     // The token is revoked after the removal: the removed node never says it is active.
-    let (s, _) = c
-        .node(1)
-        .post_form_basic("/oauth/revoke", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &token)])
-        .await;
+    let (s, _) =
+        c.node(1).post_form_basic("/oauth/revoke", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &token)]).await;
     assert_eq!(s, 200);
     let (_, v) = introspect(c.node(2), &token).await;
     assert_eq!(v["active"], json!(false), "{v}");
@@ -253,10 +265,8 @@ async fn a_node_removed_while_down_finds_out_when_it_starts() {
     c.nodes[2].take().unwrap().stop();
     let (s, v) = c.node(1).admin_post("cluster-remove", json!({"id": 3})).await;
     assert_eq!(s, 200, "{v}");
-    let (s, _) = c
-        .node(1)
-        .post_form_basic("/oauth/revoke", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &token)])
-        .await;
+    let (s, _) =
+        c.node(1).post_form_basic("/oauth/revoke", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &token)]).await;
     assert_eq!(s, 200);
     // Its state still names it a member and the token active; the members it asks at start tell it
     // otherwise before it serves anything.
