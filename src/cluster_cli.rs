@@ -134,19 +134,44 @@ pub fn make_cert(ca_dir: &Path, name: &str, node_id: u64, hosts: &[String], out:
     Ok(())
 }
 
+/// Where a `cluster` sub-command reaches a node's admin API, and which certificate it trusts there.
+#[derive(clap::Args, Debug)]
+pub struct NodeApi {
+    /// The node's HTTP URL.
+    #[arg(long, env = "JETON_URL", default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+    /// For an https URL: trust only this certificate (PEM) — the CA that signed the node's certificate,
+    /// or the node's own self-signed certificate (tls-cert.pem in its data dir). Without it, the
+    /// system's trusted CAs.
+    #[arg(long, env = "JETON_CACERT", value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
+}
+
 /// A membership operation or status query through a node's admin API.
-pub async fn admin_call(url: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<()> {
+pub async fn admin_call(node: &NodeApi, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<()> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let (Some(id), Some(secret)) = (env("JETON_ADMIN_CLIENT_ID"), env("JETON_ADMIN_CLIENT_SECRET")) else {
         bail!("set JETON_ADMIN_CLIENT_ID and JETON_ADMIN_CLIENT_SECRET (the admin application's credentials)");
     };
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(620)).build()?;
-    let url = format!("{}/api/{path}", url.trim_end_matches('/'));
+    let mut client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(620));
+    if let Some(path) = &node.cacert {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read --cacert {}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|c| !c.is_empty())
+            .with_context(|| format!("--cacert {}: no PEM certificate in it", path.display()))?;
+        client = client.tls_certs_only(certs);
+    }
+    let client = client.build().context("cannot set up the HTTP client")?;
+    let url = format!("{}/api/{path}", node.url.trim_end_matches('/'));
     let req = match body {
         Some(b) => client.post(&url).json(&b),
         None => client.get(&url),
     };
-    let resp = req.basic_auth(id, Some(secret)).send().await.with_context(|| format!("calling {url}"))?;
+    let resp = match req.basic_auth(id, Some(secret)).send().await {
+        Ok(r) => r,
+        Err(e) => bail!("{}", unreachable(&node.url, node.cacert.is_some(), &e)),
+    };
     let status = resp.status();
     let answer: serde_json::Value = resp.json().await.with_context(|| format!("reading the answer of {url}"))?;
     if !status.is_success() || answer.get("status").and_then(|s| s.as_str()) != Some("ok") {
@@ -154,4 +179,33 @@ pub async fn admin_call(url: &str, path: &str, body: Option<serde_json::Value>) 
     }
     println!("{}", serde_json::to_string_pretty(answer.get("data").unwrap_or(&serde_json::Value::Null))?);
     Ok(())
+}
+
+/// Why a node could not be reached, in one line: each cause in the error's chain once (reqwest repeats
+/// the URL and the innermost cause on several levels), and what to do about a certificate it does not
+/// trust.
+fn unreachable(url: &str, has_cacert: bool, e: &reqwest::Error) -> String {
+    let mut causes: Vec<String> = Vec::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        // reqwest's and hyper's own levels only say "sending" and "connecting" around the cause.
+        let wrapper = text.starts_with("error sending request") || text.starts_with("client error (");
+        if !wrapper && !causes.iter().any(|c| c.contains(&text)) {
+            causes.retain(|c| !text.contains(c.as_str()));
+            causes.push(text);
+        }
+        next = err.source();
+    }
+    let chain = if causes.is_empty() { e.to_string() } else { causes.join(": ") };
+    let mut line = format!("cannot reach {url}: {chain}");
+    if chain.contains("certificate") {
+        line.push_str(if has_cacert {
+            " (the node's certificate is not signed by --cacert, or does not name this host)"
+        } else {
+            " (give --cacert FILE: the CA that signed the node's certificate, or the node's own self-signed \
+             certificate, tls-cert.pem in its data dir)"
+        });
+    }
+    line
 }

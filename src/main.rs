@@ -62,7 +62,8 @@ enum Commands {
         #[arg(long, env = "JETON_RAFT_ADDR")]
         raft_addr: Option<String>,
         /// On first start, join the cluster of the node at this Raft address (host:port) instead of
-        /// starting a new one. Needs [cluster] ca, cert and key.
+        /// starting a new one. Needs [cluster] ca, cert and key. Ignored (with an info line) once the
+        /// data dir holds a membership: a member restarts with whatever other nodes are up.
         #[arg(long, env = "JETON_JOIN")]
         join: Option<String>,
         /// With --join: stay a non-voting learner.
@@ -113,9 +114,8 @@ enum ClusterCommand {
     },
     /// Show what a node knows of the cluster. Admin credentials: JETON_ADMIN_CLIENT_ID / _SECRET.
     Status {
-        /// The node's HTTP URL.
-        #[arg(long, env = "JETON_URL", default_value = "http://127.0.0.1:8000")]
-        url: String,
+        #[command(flatten)]
+        node: cluster_cli::NodeApi,
         /// Ask for a linearizable answer (confirmed with the leader).
         #[arg(long)]
         linearizable: bool,
@@ -123,8 +123,8 @@ enum ClusterCommand {
     /// Admit a node to join: prints the one-time join token it starts with (`--join-token`,
     /// JETON_JOIN_TOKEN or cluster.join_token_file). Admin credentials as for `status`.
     Admit {
-        #[arg(long, env = "JETON_URL", default_value = "http://127.0.0.1:8000")]
-        url: String,
+        #[command(flatten)]
+        node: cluster_cli::NodeApi,
         /// The node id to admit (the id in its certificate).
         #[arg(long)]
         id: u64,
@@ -137,8 +137,8 @@ enum ClusterCommand {
     /// raft.catch_up_timeout_secs (600); the node then stays a learner. The node itself starts with --join,
     /// --learner and a join token (`cluster admit`). The leader logs its progress every 5 s.
     AddLearner {
-        #[arg(long, env = "JETON_URL", default_value = "http://127.0.0.1:8000")]
-        url: String,
+        #[command(flatten)]
+        node: cluster_cli::NodeApi,
         #[arg(long)]
         id: u64,
         /// The new node's Raft address.
@@ -148,8 +148,8 @@ enum ClusterCommand {
     /// Make a learner a voter. Refused while it has not caught up (its matched log index more than
     /// raft.catch_up_lag entries behind the leader's last index), unless --force.
     Promote {
-        #[arg(long, env = "JETON_URL", default_value = "http://127.0.0.1:8000")]
-        url: String,
+        #[command(flatten)]
+        node: cluster_cli::NodeApi,
         #[arg(long)]
         id: u64,
         /// Promote it even if it has not caught up (a voter that lags slows or stops commits).
@@ -158,8 +158,8 @@ enum ClusterCommand {
     },
     /// Remove a node from the cluster.
     Remove {
-        #[arg(long, env = "JETON_URL", default_value = "http://127.0.0.1:8000")]
-        url: String,
+        #[command(flatten)]
+        node: cluster_cli::NodeApi,
         #[arg(long)]
         id: u64,
     },
@@ -172,10 +172,15 @@ fn main() -> std::process::ExitCode {
         Commands::Import { source } if source.quiet() => "error",
         _ => "info,openraft=warn,sled=warn",
     };
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("JETON_LOG").unwrap_or_else(|_| default_log.into());
+    if matches!(cli.command, Commands::Cluster { .. }) {
+        // The certificate verifier logs every failure it returns; the tool reports it, once, itself.
+        if let Ok(quiet) = "rustls_platform_verifier=off".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("JETON_LOG").unwrap_or_else(|_| default_log.into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Colours only for a person at a terminal: journald, `docker logs` and files get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -428,25 +433,25 @@ async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
         ClusterCommand::Cert { ca_dir, name, node_id, hosts, out } => {
             cluster_cli::make_cert(&ca_dir, &name, node_id, &hosts, &out)
         }
-        ClusterCommand::Admit { url, id, ttl_hours } => {
-            cluster_cli::admin_call(&url, "cluster-admit", Some(json!({"id": id, "ttlHours": ttl_hours}))).await
+        ClusterCommand::Admit { node, id, ttl_hours } => {
+            cluster_cli::admin_call(&node, "cluster-admit", Some(json!({"id": id, "ttlHours": ttl_hours}))).await
         }
-        ClusterCommand::Status { url, linearizable } => {
+        ClusterCommand::Status { node, linearizable } => {
             let path = if linearizable { "get-cluster-status?consistency=linearizable" } else { "get-cluster-status" };
-            cluster_cli::admin_call(&url, path, None).await
+            cluster_cli::admin_call(&node, path, None).await
         }
-        ClusterCommand::AddLearner { url, id, addr } => {
+        ClusterCommand::AddLearner { node, id, addr } => {
             eprintln!(
                 "adding node {id} ({addr}) as a learner and waiting until it has caught up (at most the leader's \
                  raft.catch_up_timeout_secs; the leader logs its progress)"
             );
-            cluster_cli::admin_call(&url, "cluster-add-learner", Some(json!({"id": id, "addr": addr}))).await
+            cluster_cli::admin_call(&node, "cluster-add-learner", Some(json!({"id": id, "addr": addr}))).await
         }
-        ClusterCommand::Promote { url, id, force } => {
-            cluster_cli::admin_call(&url, "cluster-promote", Some(json!({"id": id, "force": force}))).await
+        ClusterCommand::Promote { node, id, force } => {
+            cluster_cli::admin_call(&node, "cluster-promote", Some(json!({"id": id, "force": force}))).await
         }
-        ClusterCommand::Remove { url, id } => {
-            cluster_cli::admin_call(&url, "cluster-remove", Some(json!({"id": id}))).await
+        ClusterCommand::Remove { node, id } => {
+            cluster_cli::admin_call(&node, "cluster-remove", Some(json!({"id": id}))).await
         }
     }
 }

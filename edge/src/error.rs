@@ -85,7 +85,8 @@ impl From<EdgeError> for OAuthError {
                 | WriteError::Timeout
                 | WriteError::Unavailable(_)
                 | WriteError::Unknown(_)
-                | WriteError::Invalid(_),
+                | WriteError::Invalid(_)
+                | WriteError::Removed,
             ) => {
                 tracing::warn!("write failed: {e}");
                 OAuthError::unavailable(e.to_string())

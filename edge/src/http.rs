@@ -600,6 +600,9 @@ async fn route(
     let limit = edge.config.max_body_bytes;
     let method = req.method().clone();
     let uri = req.uri().clone();
+    if edge.node.is_removed() && !matches!(uri.path(), "/api/health" | "/metrics") {
+        return ("other", removed(req.headers()));
+    }
     match (&method, uri.path()) {
         (&Method::GET, "/.well-known/jwks") | (&Method::GET, "/.well-known/jwks.json") => {
             let mut r = json_reply(200, edge.keyring.jwks());
@@ -628,9 +631,9 @@ async fn route(
         | (&Method::GET, "/.well-known/oauth-authorization-server") => {
             ("discovery", json_reply(200, discovery.openid.clone()))
         }
-        (&Method::GET, "/api/health") => ("health", health(edge)),
+        (&Method::GET, "/api/health") => ("health", health(edge, uri.query())),
         (&Method::GET, "/metrics") => {
-            ("metrics", reply(200, "text/plain; version=0.0.4", edge.metrics.render(&edge.node.raft, edge.node.id)))
+            ("metrics", reply(200, "text/plain; version=0.0.4", edge.metrics.render(&edge.node)))
         }
         // Rare and with large futures: boxed, so every request's future stays small (it is moved around).
         (_, p) if p.starts_with("/api/") => ("admin", Box::pin(admin(edge, req, limit, timeout)).await),
@@ -796,22 +799,95 @@ async fn admin(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Durat
     json_reply(r.status, r.body.to_string())
 }
 
-fn health(edge: &Edge) -> Reply {
+/// What a removed node answers on every path but its health and metrics: 503, with the reason in both the
+/// OAuth shape (`error`, `error_description`) and Casdoor's (`status`, `msg`), since it may be either.
+fn removed(headers: &hyper::HeaderMap) -> Reply {
+    const WHY: &str = "removed from the cluster";
+    let body = json!({"error": "temporarily_unavailable", "error_description": WHY, "status": "error", "msg": WHY});
+    let mut r = no_store(json_reply(503, body.to_string()));
+    if announces_body(headers) {
+        // The body was not read: the connection cannot carry another request.
+        r.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
+/// Which question `/api/health` answers.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum HealthCheck {
+    /// `?live`: the process works (a removed node too: restarting it would not change that).
+    Live,
+    /// No query, or `?ready`: the node serves from its state (with or without a quorum); not removed.
+    Ready,
+    /// `?writable`: a write could be committed now (a leader is known and reachable).
+    Writable,
+}
+
+impl HealthCheck {
+    fn from_query(query: Option<&str>) -> HealthCheck {
+        let mut check = HealthCheck::Ready;
+        for (key, _) in form_pairs(query.unwrap_or_default()) {
+            match key.as_str() {
+                "live" => check = HealthCheck::Live,
+                "writable" => check = HealthCheck::Writable,
+                _ => {}
+            }
+        }
+        check
+    }
+}
+
+/// `/api/health`: 200 when the asked check holds, 503 when not; the body always reports all three.
+fn health(edge: &Edge, query: Option<&str>) -> Reply {
+    let check = HealthCheck::from_query(query);
+    let removed = edge.node.is_removed();
+    let writable = edge.node.has_quorum();
     let m = edge.node.raft.metrics().borrow().clone();
-    let healthy = m.running_state.is_ok() && m.current_leader.is_some();
+    // Raft stopped by itself (a storage failure): reads still work, but only a restart brings writes back.
+    let raft_failed = m.running_state.is_err() && !removed;
+    let live = !raft_failed;
+    let ready = live && !removed;
+    let status = match (removed, raft_failed, writable) {
+        (true, _, _) => "removed",
+        (_, true, _) => "failed",
+        (_, _, true) => "ok",
+        // Serving from its own state; writes are refused until a quorum is back.
+        _ => "degraded",
+    };
+    let ok = match check {
+        HealthCheck::Live => live,
+        HealthCheck::Ready => ready,
+        HealthCheck::Writable => ready && writable,
+    };
     let body = json!({
-        "status": if healthy { "ok" } else { "degraded" },
+        "status": status,
+        "live": live,
+        "ready": ready,
+        "writable": writable,
+        "removed": removed,
         "nodeId": edge.node.id,
         "leader": m.current_leader,
         "term": m.current_term,
         "appliedIndex": m.last_applied.map(|l| l.index),
     });
-    json_reply(if healthy { 200 } else { 503 }, body.to_string())
+    let mut r = json_reply(if ok { 200 } else { 503 }, body.to_string());
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_queries_pick_the_check() {
+        assert_eq!(HealthCheck::from_query(None), HealthCheck::Ready);
+        assert_eq!(HealthCheck::from_query(Some("ready")), HealthCheck::Ready);
+        assert_eq!(HealthCheck::from_query(Some("live")), HealthCheck::Live);
+        assert_eq!(HealthCheck::from_query(Some("writable")), HealthCheck::Writable);
+        assert_eq!(HealthCheck::from_query(Some("writable=1")), HealthCheck::Writable);
+        assert_eq!(HealthCheck::from_query(Some("other")), HealthCheck::Ready);
+    }
 
     #[test]
     fn form_pairs_decode_only_what_needs_it() {

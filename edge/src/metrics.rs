@@ -141,11 +141,15 @@ impl Metrics {
     }
 
     /// Renders the text exposition format, after refreshing the Raft gauges.
-    pub fn render(&self, raft: &jeton_raft::Raft, node_id: u64) -> String {
+    pub fn render(&self, node: &jeton_raft::ReplicaNode) -> String {
         let Some(h) = &self.handles else {
             return String::new();
         };
-        let m = raft.metrics().borrow().clone();
+        let node_id = node.id;
+        // 1 when a write could be committed now (what `/api/health?writable` says); 1 once removed.
+        gauge!("jeton_raft_has_quorum").set(if node.has_quorum() { 1.0 } else { 0.0 });
+        gauge!("jeton_node_removed").set(if node.is_removed() { 1.0 } else { 0.0 });
+        let m = node.raft.metrics().borrow().clone();
         gauge!("jeton_raft_term").set(m.current_term as f64);
         gauge!("jeton_raft_leader").set(m.current_leader.map(|l| l as f64).unwrap_or(-1.0));
         gauge!("jeton_raft_is_leader").set(if m.current_leader == Some(node_id) { 1.0 } else { 0.0 });

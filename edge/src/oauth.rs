@@ -360,8 +360,13 @@ impl Edge {
         if user.is_forbidden || user.is_deleted {
             return Err(OAuthError::invalid_grant("the account is disabled"));
         }
-        let (response, refresh) = self.mint_for_user(client, &user, &scope, param(p, "nonce"), None)?;
-        if let Some(token) = refresh {
+        let (mut response, refresh) = self.mint_for_user(client, &user, &scope, param(p, "nonce"), None)?;
+        if refresh.is_some() && !self.node.has_quorum() {
+            // A refresh token is only valid once recorded for the cluster, which takes a quorum: without
+            // one the sign-in still gets its access token, without a refresh token (RFC 6749 §5.1 makes
+            // it optional), rather than a 503.
+            response.refresh_token.clear();
+        } else if let Some(token) = refresh {
             match self.write(Command::IssueRefreshToken { token }).await? {
                 Outcome::Applied => {}
                 other => {

@@ -9,6 +9,8 @@
 //! | `/cluster/membership` | [`MembershipChange`] → `Result<(), WireError>` | members; served by the leader |
 //! | `/cluster/read-index` | `()` → `Result<Option<u64>, WireError>` | members; served by the leader |
 //! | `/cluster/member` | `NodeId` → `bool` (is it a member here?) | members |
+//! | `/cluster/standing` | `()` → [`Standing`] (is the caller a member here?) | any node of the cluster CA |
+//! | `/cluster/removed` | [`Standing`] → `bool` (the leader that removed this node says so) | members |
 //!
 //! Who is calling comes from the certificate the TLS handshake verified: a peer without a certificate of
 //! the cluster CA never gets past it (refused and logged), and the certificate's `jeton:node:<id>` name
@@ -40,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::admission::TokenSecret;
 use crate::network::{decode_body, is_postcard, ClusterTls, CLUSTER_HEADER, MAX_BODY, POSTCARD};
 use crate::node::{ReplicaNode, WriteError};
+use crate::removal::Standing;
 use crate::NodeId;
 
 /// Largest body of the paths that carry no log entries or commands.
@@ -283,6 +286,8 @@ enum Access {
     Members,
     /// Joining nodes (checked by the handler against their admission) and members.
     Joining,
+    /// Any node with a certificate of the cluster CA (it learns only about itself).
+    Anyone,
 }
 
 async fn handle(
@@ -327,8 +332,9 @@ async fn handle(
         "/raft/append" | "/raft/vote" | "/raft/snapshot" | "/cluster/write" | "/cluster/membership" => {
             (Access::Members, MAX_BODY)
         }
-        "/cluster/read-index" | "/cluster/member" => (Access::Members, SMALL_BODY),
+        "/cluster/read-index" | "/cluster/member" | "/cluster/removed" => (Access::Members, SMALL_BODY),
         "/cluster/info" | "/cluster/join" => (Access::Joining, SMALL_BODY),
+        "/cluster/standing" => (Access::Anyone, SMALL_BODY),
         _ => return answer(StatusCode::NOT_FOUND, Vec::new()),
     };
     // A caller that is not a member here: what the voters said of it is looked up before `accepts_peer`,
@@ -359,6 +365,9 @@ async fn handle(
         }
         node.log_refusal(caller, peer, &path);
         return forbidden(&format!("node {caller} is not a member of this cluster"));
+    }
+    if path.starts_with("/raft/") {
+        node.note_contact();
     }
     if req.method() != hyper::Method::POST {
         return answer(StatusCode::METHOD_NOT_ALLOWED, Vec::new());
@@ -432,6 +441,14 @@ async fn handle(
             rpc(binary, &body, |()| async move { node.read_index_here().await.map_err(WireError::from) }).await
         }
         "/cluster/member" => rpc(binary, &body, |id: NodeId| async move { node.is_member(id) }).await,
+        "/cluster/standing" => rpc(binary, &body, |()| async move { node.standing_of(caller) }).await,
+        "/cluster/removed" => {
+            rpc(binary, &body, |standing: Standing| async move {
+                tracing::info!(%peer, node = caller, "a member says this node was removed: checking");
+                node.consider_standing(standing)
+            })
+            .await
+        }
         _ => answer(StatusCode::NOT_FOUND, Vec::new()),
     }
 }

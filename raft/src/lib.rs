@@ -8,6 +8,7 @@
 //!   [`admission`]: who may join (join tokens);
 //! - [`node`]: starting a node and writing through Raft; `commit`: group commit of concurrent writes;
 //!   `membership`: membership changes on the leader (one at a time; voters only once caught up).
+//!   [`removal`]: how a node finds out it was removed from the cluster.
 
 // openraft's StorageError is large and imposed by its traits; boxing it at every call would only add noise.
 #![allow(clippy::result_large_err)]
@@ -21,6 +22,7 @@ mod membership;
 pub mod model;
 pub mod network;
 pub mod node;
+pub mod removal;
 pub mod storage;
 pub mod store;
 

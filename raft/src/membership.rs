@@ -105,24 +105,27 @@ impl ReplicaNode {
                 self.promote(id).await
             }
             MembershipChange::Remove { id } => {
-                let (member, voters) = {
+                let (addr, voters) = {
                     let receiver = self.raft.metrics();
                     let metrics = receiver.borrow();
                     let membership = metrics.membership_config.membership();
-                    (membership.get_node(&id).is_some(), membership.voter_ids().collect::<BTreeSet<_>>())
+                    (membership.get_node(&id).map(|n| n.addr.clone()), membership.voter_ids().collect::<BTreeSet<_>>())
                 };
-                if !member {
+                let Some(addr) = addr else {
                     return Err(WriteError::Invalid(format!("node {id} is not a member")));
-                }
+                };
                 let gone = BTreeSet::from([id]);
-                if voters.contains(&id) {
+                let index = if voters.contains(&id) {
                     if voters.len() == 1 {
                         return Err(WriteError::Invalid("cannot remove the last voter".into()));
                     }
-                    self.change(ChangeMembers::RemoveVoters(gone), false).await
+                    self.change(ChangeMembers::RemoveVoters(gone), false).await?
                 } else {
-                    self.change(ChangeMembers::RemoveNodes(gone), false).await
-                }
+                    self.change(ChangeMembers::RemoveNodes(gone), false).await?
+                };
+                // It stops serving at once rather than when it next asks.
+                self.tell_removed(id, &addr, index).await;
+                Ok(())
             }
         }
     }
@@ -133,7 +136,8 @@ impl ReplicaNode {
 
     async fn add_learner(&self, id: NodeId, addr: String) -> Result<(), WriteError> {
         tracing::info!(node = id, %addr, "adding node {id} as a learner");
-        self.change(ChangeMembers::AddNodes(BTreeMap::from([(id, BasicNode { addr })])), true).await
+        self.change(ChangeMembers::AddNodes(BTreeMap::from([(id, BasicNode { addr })])), true).await?;
+        Ok(())
     }
 
     async fn promote(&self, id: NodeId) -> Result<(), WriteError> {
@@ -142,15 +146,16 @@ impl ReplicaNode {
         Ok(())
     }
 
-    /// Proposes a membership change when its turn comes, and waits until it is committed.
-    async fn change(&self, changes: ChangeMembers<NodeId, BasicNode>, retain: bool) -> Result<(), WriteError> {
+    /// Proposes a membership change when its turn comes, and waits until it is committed; the index of its
+    /// log entry.
+    async fn change(&self, changes: ChangeMembers<NodeId, BasicNode>, retain: bool) -> Result<u64, WriteError> {
         let _turn = self.membership_turn.lock().await;
         let deadline = Instant::now() + CHANGE_PATIENCE;
         let mut pause = Duration::from_millis(100);
         loop {
             let proposed = tokio::time::timeout(COMMIT_PATIENCE, self.raft.change_membership(changes.clone(), retain));
             match proposed.await {
-                Ok(Ok(_)) => return Ok(()),
+                Ok(Ok(written)) => return Ok(written.log_id.index),
                 Ok(Err(OpenraftError::APIError(ClientWriteError::ChangeMembershipError(
                     ChangeMembershipError::InProgress(e),
                 )))) if Instant::now() + pause < deadline => {

@@ -14,6 +14,7 @@ use crate::admission::{Bootstrap, JoinToken, TokenSecret};
 use crate::cluster::{ClusterInfo, ClusterStatus, InfoRequest, JoinRequest, ListenerLimits, Member, WireError};
 use crate::commit::GroupCommit;
 use crate::network::{CallError, ClusterTls, Network, Peers};
+use crate::removal::{Removal, Standing};
 use crate::storage::{LogStore, StateMachine};
 use crate::store::Store;
 use crate::{Command, CommandResponse, NodeId, Raft, RaftError};
@@ -48,6 +49,9 @@ pub enum WriteError {
     /// A node has not caught up with the leader's log: it is not promoted (membership changes).
     #[error("{0}")]
     NotCaughtUp(String),
+    /// This node is no longer a member: it writes nothing, and forwards nothing.
+    #[error("removed from the cluster")]
+    Removed,
 }
 
 /// One node of the cluster.
@@ -78,6 +82,8 @@ pub struct ReplicaNode {
     pub(crate) explained: Arc<Mutex<HashMap<Explained, Instant>>>,
     /// Membership changes on this node, when it leads, one at a time (see `crate::membership`).
     pub(crate) membership_turn: Arc<tokio::sync::Mutex<()>>,
+    /// Whether this node was removed from the cluster, and how it finds out (see [`crate::removal`]).
+    removal: Arc<Removal>,
     db: sled::Db,
     pub(crate) settings: RaftSettings,
     commits: GroupCommit,
@@ -151,7 +157,7 @@ pub struct ClusterOptions {
 }
 
 /// Unix seconds (admission expiry).
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
@@ -175,6 +181,22 @@ impl Drop for StopOnError {
             });
         }
     }
+}
+
+/// Opens (or creates) the node's sled database in `dir/db`.
+fn open_db(dir: &Path, settings: &RaftSettings) -> Result<sled::Db, RaftError> {
+    sled::Config::new()
+        .path(dir.join("db"))
+        .cache_capacity(settings.storage_cache_bytes)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .map_err(|e| match e {
+            sled::Error::Io(io) if held_by_another_process(&io) => RaftError::Start(format!(
+                "data dir {} is in use by another jeton process (a running node, or an import into it)",
+                dir.display()
+            )),
+            other => RaftError::Start(format!("cannot open data dir {}: {other}", dir.display())),
+        })
 }
 
 fn identity_path(dir: &Path) -> PathBuf {
@@ -216,10 +238,28 @@ impl ReplicaNode {
             .map_err(|e| RaftError::Start(format!("cannot create data dir {}: {e}", dir.display())))?;
         let bind_ip = cluster.listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.ip());
         let peers = Peers::new(cluster.tls.clone(), "", bind_ip);
+        let existed = identity_path(dir).exists();
+        // A data dir that holds Raft state is a member's: Raft picks up where it was, and `join` (a config,
+        // flag or JETON_JOIN that stays set for every start, as in deploy/) plays no part any more.
+        let early_db = if existed { Some(open_db(dir, settings)?) } else { None };
+        let member = match &early_db {
+            Some(db) => LogStore::open(db)?.holds_raft_state()?,
+            None => false,
+        };
+        let join = match &cluster.join {
+            Some(target) if member => {
+                tracing::info!(
+                    "this node is a member already (its data dir holds its cluster's state): the join target \
+                     {target} is ignored"
+                );
+                None
+            }
+            other => other.clone(),
+        };
         // A joining node learns the shared secret, and who the members are, from the node it joins.
         let mut received_secret = None;
         let mut join_peers = BTreeSet::new();
-        let remote = match &cluster.join {
+        let remote = match &join {
             Some(target) => {
                 let expected = Self::cluster_to_join(dir, id, cluster.join_token.as_ref())?;
                 peers.set_cluster(&expected);
@@ -231,22 +271,14 @@ impl ReplicaNode {
             }
             None => None,
         };
-        let existed = identity_path(dir).exists();
         let new_name = cluster.bootstrap.as_ref().map(|b| b.cluster.as_str());
         let identity = Self::check_identity(dir, id, remote.as_deref(), new_name)?;
         peers.set_cluster(&identity.cluster);
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .cache_capacity(settings.storage_cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if held_by_another_process(&io) => RaftError::Start(format!(
-                    "data dir {} is in use by another jeton process (a running node, or an import into it)",
-                    dir.display()
-                )),
-                other => RaftError::Start(format!("cannot open data dir {}: {other}", dir.display())),
-            })?;
+        let removal = Arc::new(Removal::open(dir)?);
+        let db = match early_db {
+            Some(db) => db,
+            None => open_db(dir, settings)?,
+        };
         let store = Store::open(&db)?;
         let log = LogStore::open(&db)?;
         let sm = StateMachine::open(&db, store.clone(), dir.join("snapshots"))?;
@@ -280,6 +312,7 @@ impl ReplicaNode {
             refusals: Default::default(),
             explained: Default::default(),
             membership_turn: Default::default(),
+            removal,
             db,
             settings: settings.clone(),
             commits: GroupCommit::start(raft.clone()),
@@ -290,8 +323,14 @@ impl ReplicaNode {
             (Some(_), None) => return Err(RaftError::Start("a node-to-node listener needs cluster TLS".into())),
             _ => None,
         };
+        if node.is_removed() {
+            // Removed before (see `crate::removal`): no listener, no Raft; the edge answers 503.
+            node.raft.shutdown().await.map_err(|e| RaftError::Start(format!("raft: {e}")))?;
+            stop_on_error.0 = None;
+            return Ok(node);
+        }
         let initialized = node.raft.is_initialized().await.map_err(|e| RaftError::Start(e.to_string()))?;
-        let creating = !initialized && cluster.join.is_none();
+        let creating = !initialized && join.is_none();
         if existed && creating {
             // A node that has started before always has Raft state (at least its own membership). Starting a
             // new cluster here would silently drop whatever the damaged database held.
@@ -310,7 +349,7 @@ impl ReplicaNode {
                 node.serve_peers(l, tls, cluster.limits.clone());
             }
         }
-        match (&cluster.join, initialized) {
+        match (&join, initialized) {
             (Some(target), false) => {
                 let req = JoinRequest {
                     node_id: id,
@@ -346,11 +385,38 @@ impl ReplicaNode {
                 }
             }
             // Already a member: Raft picks up where it was.
-            (_, true) => {}
+            (_, true) => node.resume().await,
         }
-        node.wait_for_leader(Duration::from_secs(30)).await?;
+        node.spawn_standing_watch();
         stop_on_error.0 = None;
         Ok(node)
+    }
+
+    /// A member starting again: first asks the members it knows whether it still is one (a node removed
+    /// while it was down must not serve its frozen state), then catches up with the leader if one answers
+    /// within two election timeouts. Without a leader it serves what it can from its own state: reads,
+    /// tokens, introspection; writes are refused with 503 until a quorum is back.
+    async fn resume(&self) {
+        self.check_standing().await;
+        if self.is_removed() {
+            return;
+        }
+        let wait = self.contact_timeout() + Duration::from_secs(1);
+        let why = match tokio::time::timeout(wait, self.linearizable_barrier()).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no leader answered within {} ms", wait.as_millis()),
+        };
+        tracing::info!(
+            "serving from this node's own state without a quorum ({why}): reads, tokens and introspection are \
+             answered, writes are refused until a leader is reachable; it catches up when one is"
+        );
+    }
+
+    /// How long without a call from a member (a follower hears from its leader every heartbeat) before
+    /// this node counts itself cut off: two election timeouts.
+    fn contact_timeout(&self) -> Duration {
+        Duration::from_millis(2 * self.settings.election_timeout_ms.1)
     }
 
     fn serve_peers(&mut self, listener: tokio::net::TcpListener, tls: Arc<ClusterTls>, limits: ListenerLimits) {
@@ -528,15 +594,148 @@ impl ReplicaNode {
     /// A leader that has heard from no quorum for longer than an election timeout is most likely cut off:
     /// refuse at once instead of letting the write hang until it times out.
     pub(crate) fn check_quorum(&self) -> Result<(), WriteError> {
+        if self.is_removed() {
+            return Err(WriteError::Removed);
+        }
         // Borrowed, not cloned: this runs on every write.
         let receiver = self.raft.metrics();
         let metrics = receiver.borrow();
+        self.leader_quorum(&metrics)
+    }
+
+    /// On the leader: whether it has heard from a quorum within two election timeouts.
+    fn leader_quorum(&self, metrics: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> Result<(), WriteError> {
         let voters = metrics.membership_config.membership().voter_ids().count();
         match metrics.millis_since_quorum_ack {
             Some(ms) if voters > 1 && ms > self.settings.election_timeout_ms.1 * 2 => {
                 Err(WriteError::Unavailable(format!("the leader (this node) has not heard from a quorum for {ms} ms")))
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Whether a write could be committed now, as far as this node can tell: it knows a leader and has
+    /// heard from it within two election timeouts — or, being the leader, has heard from a quorum. What
+    /// `/api/health?writable` and the `jeton_raft_has_quorum` gauge report.
+    pub fn has_quorum(&self) -> bool {
+        if self.is_removed() {
+            return false;
+        }
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow();
+        if metrics.running_state.is_err() {
+            return false;
+        }
+        match metrics.current_leader {
+            None => false,
+            Some(leader) if leader == self.id => self.leader_quorum(&metrics).is_ok(),
+            Some(_) => self.removal.since_contact() < self.contact_timeout(),
+        }
+    }
+
+    /// Whether this node was removed from the cluster (it then answers 503 everywhere; see
+    /// [`crate::removal`]).
+    pub fn is_removed(&self) -> bool {
+        self.removal.is_removed()
+    }
+
+    /// A member called this node's Raft listener.
+    pub(crate) fn note_contact(&self) {
+        self.removal.note_contact();
+    }
+
+    /// What this node knows of `caller`'s membership (`/cluster/standing`).
+    pub(crate) fn standing_of(&self, caller: NodeId) -> Standing {
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow();
+        let stored = &metrics.membership_config;
+        let log_id = *stored.log_id();
+        Standing {
+            member: stored.membership().get_node(&caller).is_some(),
+            membership_index: log_id.map(|l| l.index),
+            committed: log_id.is_some() && log_id <= metrics.last_applied,
+        }
+    }
+
+    /// Takes a member's word on this node's standing (the leader that removed it, or an answer to
+    /// [`ReplicaNode::check_standing`]): removed if it proves it. Returns whether this node is removed.
+    pub(crate) fn consider_standing(&self, standing: Standing) -> bool {
+        let own = self.raft.metrics().borrow().membership_config.log_id().map(|l| l.index);
+        if standing.proves_removal(own) && self.removal.mark(&self.identity.cluster, self.id, standing.membership_index)
+        {
+            // Nothing more to replicate or vote on: Raft stops (the edge answers 503 from now on).
+            let raft = self.raft.clone();
+            tokio::spawn(async move {
+                let _ = raft.shutdown().await;
+            });
+        }
+        self.is_removed()
+    }
+
+    /// Asks the other members this node knows where it stands, and stops serving if one of them proves
+    /// it was removed. Members that do not answer within 3 s are not waited for.
+    pub(crate) async fn check_standing(&self) {
+        let Some(_turn) = self.removal.start_check() else {
+            return;
+        };
+        if self.is_removed() {
+            return;
+        }
+        let others: Vec<String> = {
+            let receiver = self.raft.metrics();
+            let metrics = receiver.borrow();
+            let membership = metrics.membership_config.membership();
+            membership.nodes().filter(|(id, _)| **id != self.id).map(|(_, n)| n.addr.clone()).collect()
+        };
+        let mut asks = tokio::task::JoinSet::new();
+        for addr in others {
+            let peers = self.peers.clone();
+            asks.spawn(async move {
+                peers.call_once::<(), Standing>(&addr, "/cluster/standing", &(), Duration::from_secs(3)).await
+            });
+        }
+        while let Some(answer) = asks.join_next().await {
+            if let Ok(Ok(standing)) = answer {
+                if self.consider_standing(standing) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Checks this node's standing whenever no member has called it for [`ReplicaNode::contact_timeout`]
+    /// (cut off, or removed while it was down); stopped with the node.
+    fn spawn_standing_watch(&self) {
+        let node = self.clone();
+        let task = tokio::spawn(async move {
+            let quiet = node.contact_timeout();
+            loop {
+                tokio::time::sleep(quiet).await;
+                if node.is_removed() {
+                    return;
+                }
+                if node.leader() != Some(node.id) && node.removal.since_contact() >= quiet {
+                    node.check_standing().await;
+                }
+            }
+        });
+        self.removal.set_watch(task.abort_handle());
+    }
+
+    /// Tells node `id`, just removed at `index`, that it is no longer a member: it stops serving at once
+    /// rather than when it next asks. Best effort: a node that is down finds out at its next start.
+    pub(crate) async fn tell_removed(&self, id: NodeId, addr: &str, index: u64) {
+        let standing = Standing { member: false, membership_index: Some(index), committed: true };
+        if id == self.id {
+            self.consider_standing(standing);
+            return;
+        }
+        match self.peers.call_once::<_, bool>(addr, "/cluster/removed", &standing, Duration::from_secs(3)).await {
+            Ok(true) => tracing::info!(node = id, "the removed node stopped serving"),
+            Ok(false) => {
+                tracing::warn!(node = id, "the removed node did not take its removal: it finds out when it asks")
+            }
+            Err(e) => tracing::info!(node = id, "could not tell the removed node ({e}): it finds out when it asks"),
         }
     }
 
@@ -567,8 +766,11 @@ impl ReplicaNode {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, WriteError>>,
     {
+        if self.is_removed() {
+            return Err(WriteError::Removed);
+        }
         let mut deadline = tokio::time::Instant::now() + LEADER_WAIT;
-        let mut last_error = String::from("no leader elected yet");
+        let mut last_error = String::from("no leader is reachable (this node serves reads from its own state)");
         loop {
             let attempt = tokio::time::Instant::now();
             let leader = self.raft.metrics().borrow().current_leader;
@@ -591,7 +793,15 @@ impl ReplicaNode {
                                 true
                             }
                             Err(e @ CallError::Unreachable { .. }) => return Err(WriteError::Unknown(e.to_string())),
-                            Err(e @ CallError::Refused { .. }) => return Err(WriteError::Fatal(e.to_string())),
+                            Err(e @ CallError::Refused { status, .. }) => {
+                                if status == 403 {
+                                    // The leader does not count this node as a member: it may have been
+                                    // removed. Nothing was written.
+                                    let node = self.clone();
+                                    tokio::spawn(async move { node.check_standing().await });
+                                }
+                                return Err(WriteError::Unavailable(format!("the leader refused this node: {e}")));
+                            }
                         }
                     }
                 },
@@ -795,6 +1005,7 @@ impl ReplicaNode {
 
     /// Flushes and stops Raft and the node-to-node listener.
     pub async fn shutdown(&self) {
+        self.removal.stop_watch();
         if let Some(server) = &self.server {
             server.abort();
         }

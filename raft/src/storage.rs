@@ -99,6 +99,12 @@ impl LogStore {
         Ok(())
     }
 
+    /// Whether this log holds any Raft state — a vote or entries, kept or purged — as openraft's
+    /// `is_initialized` counts it: the node is a member of a cluster (or was).
+    pub fn holds_raft_state(&self) -> Result<bool, RaftError> {
+        Ok(self.meta.contains_key("vote")? || self.meta.contains_key("last_purged")? || !self.log.is_empty())
+    }
+
     /// Number of entries currently in the log (metrics, tests).
     pub fn len(&self) -> usize {
         self.log.len()

@@ -18,6 +18,8 @@ use crate::harness::{free_port, response, Node, ADMIN_CLIENT_ID, ADMIN_CLIENT_SE
 
 /// Joins and learners (a child module: it uses this one's cluster harness).
 mod joins;
+/// Restarts, quorum loss, removal, health and the cluster tools over TLS (a child module, as joins).
+mod operations;
 
 /// A TCP proxy in front of each node's Raft listener, able to partition nodes.
 #[derive(Clone, Default)]

@@ -71,6 +71,12 @@ impl Node {
     /// A node started some other way (a script, a wrapper) that serves HTTP on `port`; waits until it is
     /// ready. Killed when dropped, like the others.
     pub async fn adopt(child: Child, port: u16, dir: &Path, stdout_path: PathBuf) -> Node {
+        Node::adopt_when(child, port, dir, stdout_path, "/api/health").await
+    }
+
+    /// [`Node::adopt`], waiting until `health` (an `/api/health` check, e.g. `/api/health?live` for a node
+    /// that serves but is not ready) answers 200.
+    pub async fn adopt_when(child: Child, port: u16, dir: &Path, stdout_path: PathBuf, health: &str) -> Node {
         let mut node = Node {
             child: Some(child),
             base: format!("http://127.0.0.1:{port}"),
@@ -80,7 +86,7 @@ impl Node {
             http: client(),
             stdout_path,
         };
-        node.wait_ready().await;
+        node.wait_for(health).await;
         node
     }
 
@@ -116,12 +122,16 @@ impl Node {
     }
 
     async fn wait_ready(&mut self) {
+        self.wait_for("/api/health").await
+    }
+
+    async fn wait_for(&mut self, health: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("jeton exited ({status}) before it became ready; output: {}", self.output());
             }
-            if let Ok(r) = self.http.get(self.url("/api/health")).send().await {
+            if let Ok(r) = self.http.get(self.url(health)).send().await {
                 if r.status() == 200 {
                     return;
                 }
