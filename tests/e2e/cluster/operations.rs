@@ -313,3 +313,34 @@ async fn cluster_tools_speak_https_with_cacert() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no PEM certificate"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_cut_off_while_it_was_removed_finds_out_once_it_reaches_the_members() {
+    let c = Cluster::three(10_000).await;
+    let token = c.node(3).admin_token().await;
+    c.proxy.partition(3);
+    // Removed while cut off: the leader cannot tell it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, v) = c.node(1).admin_post("cluster-remove", json!({"id": 3})).await;
+        if s == 200 {
+            break;
+        }
+        // Node 3 may have been the leader: the others elect one first.
+        assert!(Instant::now() < deadline, "{s} {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (s, v) = health(c.node(3), "").await;
+    assert_eq!(s, 200, "not told yet: {v}");
+    c.proxy.heal();
+    // It asks the members once it has heard from none for two election timeouts.
+    let v = wait_for_health(c.node(3), "?live", 200).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !health(c.node(3), "").await.1["removed"].as_bool().unwrap_or(false) {
+        assert!(Instant::now() < deadline, "node 3 never found out: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, v) = introspect(c.node(3), &token).await;
+    assert_eq!(s, 503, "{v}");
+    assert!(c.node(3).output().contains("this node was removed from the cluster"), "{}", c.node(3).output());
+}
