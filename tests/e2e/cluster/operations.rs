@@ -42,6 +42,15 @@ async fn wait_for_health(node: &Node, query: &str, status: u16) -> Value {
     }
 }
 
+/// The path a probe (`livenessProbe`, `readinessProbe`, `startupProbe`) of `deploy/k8s/jeton.yaml` asks.
+fn k8s_probe(probe: &str) -> String {
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s/jeton.yaml")).unwrap();
+    let mut lines = manifest.lines().skip_while(|l| l.trim() != format!("{probe}:"));
+    let line = lines.find(|l| l.contains("path:")).unwrap_or_else(|| panic!("no {probe} in the manifest"));
+    let path = line.split("path:").nth(1).unwrap().split(',').next().unwrap();
+    path.trim().trim_matches('"').to_string()
+}
+
 fn stop_all(c: &mut Cluster) {
     for n in c.nodes.iter_mut().flatten() {
         n.stop();
@@ -80,6 +89,9 @@ async fn members_restart_with_their_join_target_down() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_stop_and_a_restart_in_reverse_order_bring_everything_back() {
+    // The StatefulSet starts its pods together, so a full restart may bring them up in any order.
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s/jeton.yaml")).unwrap();
+    assert!(manifest.contains("\n  podManagementPolicy: Parallel\n"), "deploy/k8s/jeton.yaml");
     let mut c = Cluster::three(10_000).await;
     let (s, v) = c.add_org(1, "kept-across-the-restart").await;
     assert_eq!(s, 200, "{v}");
@@ -146,6 +158,10 @@ async fn a_lone_member_serves_tokens_and_introspection_and_refuses_writes() {
     let (s, v) = health(lone, "?writable").await;
     assert_eq!((s, &v["leader"]), (503, &Value::Null), "{v}");
     assert_eq!(metric(lone, "jeton_raft_has_quorum").await, 0.0);
+    // Kubernetes keeps it (liveness) and sends it clients (readiness).
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        assert_eq!(lone.get(&k8s_probe(probe)).await.0, 200, "{probe}");
+    }
     assert!(lone.output().contains("serving from this node's own state without a quorum"), "{}", lone.output());
 
     // Tokens, introspection, keys and reads from its own state.
@@ -232,6 +248,9 @@ async fn a_removed_node_stops_answering_and_stays_removed() {
     assert_eq!(health(removed, "?live").await.0, 200);
     assert_eq!(health(removed, "?writable").await.0, 503);
     assert_eq!(metric(removed, "jeton_node_removed").await, 1.0);
+    // Kubernetes keeps it running (a restart changes nothing) but sends it no clients.
+    assert_eq!(removed.get(&k8s_probe("livenessProbe")).await.0, 200);
+    assert_eq!(removed.get(&k8s_probe("readinessProbe")).await.0, 503);
 
     // The token is revoked after the removal: the removed node never says it is active.
     let (s, _) =
