@@ -463,7 +463,7 @@ fn spawn_pruning(edge: Arc<Edge>) -> tokio::task::JoinHandle<()> {
         tick.tick().await;
         loop {
             tick.tick().await;
-            if edge.node.leader() != Some(edge.node.id) {
+            if edge.node.leader() != Some(edge.node.id) || edge.node.is_removed() {
                 continue;
             }
             if let Err(e) = edge.write(Command::Prune { now: jeton_edge::service::now() }).await {

@@ -600,7 +600,7 @@ async fn route(
     let limit = edge.config.max_body_bytes;
     let method = req.method().clone();
     let uri = req.uri().clone();
-    if edge.node.is_removed() && !matches!(uri.path(), "/api/health" | "/metrics") {
+    if edge.node.is_removed() && !(method == Method::GET && matches!(uri.path(), "/api/health" | "/metrics")) {
         return ("other", removed(req.headers()));
     }
     match (&method, uri.path()) {

@@ -241,6 +241,10 @@ impl ReplicaNode {
         let existed = identity_path(dir).exists();
         // A data dir that holds Raft state is a member's: Raft picks up where it was, and `join` (a config,
         // flag or JETON_JOIN that stays set for every start, as in deploy/) plays no part any more.
+        if existed {
+            // Another node's data dir is refused for that first (before its lock is taken).
+            Self::check_identity(dir, id, None, None)?;
+        }
         let early_db = if existed { Some(open_db(dir, settings)?) } else { None };
         let member = match &early_db {
             Some(db) => LogStore::open(db)?.holds_raft_state()?,
@@ -248,6 +252,8 @@ impl ReplicaNode {
         };
         let join = match &cluster.join {
             Some(target) if member => {
+                // A join token of another cluster says this data dir is not the one meant.
+                Self::cluster_to_join(dir, id, cluster.join_token.as_ref())?;
                 tracing::info!(
                     "this node is a member already (its data dir holds its cluster's state): the join target \
                      {target} is ignored"
@@ -685,6 +691,11 @@ impl ReplicaNode {
             let receiver = self.raft.metrics();
             let metrics = receiver.borrow();
             let membership = metrics.membership_config.membership();
+            if membership.get_node(&self.id).is_none() {
+                // Not a member in its own eyes: a node still catching up after joining (its state may come
+                // from before it was added), which a member that lags too would wrongly call removed.
+                return;
+            }
             membership.nodes().filter(|(id, _)| **id != self.id).map(|(_, n)| n.addr.clone()).collect()
         };
         let mut asks = tokio::task::JoinSet::new();
@@ -703,18 +714,40 @@ impl ReplicaNode {
         }
     }
 
-    /// Checks this node's standing whenever no member has called it for [`ReplicaNode::contact_timeout`]
-    /// (cut off, or removed while it was down); stopped with the node.
+    /// Watches this node's standing until it stops: removed once it applies a membership that leaves it
+    /// out after one that named it; and whenever no member has called it for
+    /// [`ReplicaNode::contact_timeout`] (cut off, or removed while it was down), it asks the members.
     fn spawn_standing_watch(&self) {
         let node = self.clone();
         let task = tokio::spawn(async move {
             let quiet = node.contact_timeout();
+            let mut metrics = node.raft.metrics();
+            let mut was_member = false;
+            let mut last_check = Instant::now();
             loop {
-                tokio::time::sleep(quiet).await;
-                if node.is_removed() {
+                let changed = tokio::time::timeout(quiet, metrics.changed()).await;
+                if node.is_removed() || matches!(changed, Ok(Err(_))) {
                     return;
                 }
-                if node.leader() != Some(node.id) && node.removal.since_contact() >= quiet {
+                let applied = {
+                    let m = metrics.borrow_and_update();
+                    let stored = &m.membership_config;
+                    let committed = stored.log_id().is_some() && *stored.log_id() <= m.last_applied;
+                    committed
+                        .then(|| (stored.membership().get_node(&node.id).is_some(), stored.log_id().map(|l| l.index)))
+                };
+                match applied {
+                    Some((true, _)) => was_member = true,
+                    Some((false, index)) if was_member => {
+                        let standing = Standing { member: false, membership_index: index, committed: true };
+                        node.consider_standing(standing);
+                        continue;
+                    }
+                    _ => {}
+                }
+                let cut_off = node.leader() != Some(node.id) && node.removal.since_contact() >= quiet;
+                if cut_off && last_check.elapsed() >= quiet {
+                    last_check = Instant::now();
                     node.check_standing().await;
                 }
             }

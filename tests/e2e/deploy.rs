@@ -137,9 +137,8 @@ fn spawn_pod(pod: &str, config: &Path, dir: &Path, http: u16, pattern: &str) -> 
 
 /// The entrypoint's logic for three pods on loopback (the pattern puts pod N on 127.0.0.N+1): jeton-0
 /// starts the cluster, jeton-1 and jeton-2 join it one after the other, and all three end up voters at
-/// the addresses the entrypoint derived; a member restarted through the entrypoint comes back.
-/// (Joins of two pods at once, or a restart while jeton-0 is down, depend on the cluster's own join
-/// handling and are tested with the cluster.)
+/// the addresses the entrypoint derived; a member restarted through the entrypoint comes back, also while jeton-0 is down.
+/// (Joins of two pods at once depend on the cluster's own join handling and are tested with the cluster.)
 #[tokio::test]
 async fn entrypoint_brings_up_three_nodes_on_loopback() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -204,6 +203,17 @@ async fn entrypoint_brings_up_three_nodes_on_loopback() {
     let (_, v) = nodes[1].admin_get("get-organization?id=admin/via-pod-2").await;
     assert_eq!(v["data"]["name"], "via-pod-2", "{v}");
     assert_eq!(wait_for_voters(&nodes[0], 3).await["voters"].as_array().map(Vec::len), Some(3));
+
+    // And again with jeton-0, the pod it names to join, down: it ignores the join target and, with
+    // jeton-2, keeps a quorum.
+    nodes[0].stop();
+    nodes[1].stop();
+    let (child, log) = spawn_pod("jeton-1", &config, &dir(1), https[1], &pattern);
+    nodes[1] = Node::adopt(child, https[1], &dir(1), log).await;
+    assert!(nodes[1].output().contains("is ignored"), "{}", nodes[1].output());
+    let (s, v) =
+        nodes[1].admin_post("add-organization", serde_json::json!({"owner": "admin", "name": "without-pod-0"})).await;
+    assert_eq!(s, 200, "{v}");
 }
 
 /// The cluster status of `node` once it lists `n` voters (a joiner is promoted once it has caught up).

@@ -42,6 +42,15 @@ async fn wait_for_health(node: &Node, query: &str, status: u16) -> Value {
     }
 }
 
+/// The path a probe (`livenessProbe`, `readinessProbe`, `startupProbe`) of `deploy/k8s/jeton.yaml` asks.
+fn k8s_probe(probe: &str) -> String {
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s/jeton.yaml")).unwrap();
+    let mut lines = manifest.lines().skip_while(|l| l.trim() != format!("{probe}:"));
+    let line = lines.find(|l| l.contains("path:")).unwrap_or_else(|| panic!("no {probe} in the manifest"));
+    let path = line.split("path:").nth(1).unwrap().split(',').next().unwrap();
+    path.trim().trim_matches('"').to_string()
+}
+
 fn stop_all(c: &mut Cluster) {
     for n in c.nodes.iter_mut().flatten() {
         n.stop();
@@ -80,6 +89,9 @@ async fn members_restart_with_their_join_target_down() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_stop_and_a_restart_in_reverse_order_bring_everything_back() {
+    // The StatefulSet starts its pods together, so a full restart may bring them up in any order.
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/k8s/jeton.yaml")).unwrap();
+    assert!(manifest.contains("\n  podManagementPolicy: Parallel\n"), "deploy/k8s/jeton.yaml");
     let mut c = Cluster::three(10_000).await;
     let (s, v) = c.add_org(1, "kept-across-the-restart").await;
     assert_eq!(s, 200, "{v}");
@@ -146,6 +158,10 @@ async fn a_lone_member_serves_tokens_and_introspection_and_refuses_writes() {
     let (s, v) = health(lone, "?writable").await;
     assert_eq!((s, &v["leader"]), (503, &Value::Null), "{v}");
     assert_eq!(metric(lone, "jeton_raft_has_quorum").await, 0.0);
+    // Kubernetes keeps it (liveness) and sends it clients (readiness).
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        assert_eq!(lone.get(&k8s_probe(probe)).await.0, 200, "{probe}");
+    }
     assert!(lone.output().contains("serving from this node's own state without a quorum"), "{}", lone.output());
 
     // Tokens, introspection, keys and reads from its own state.
@@ -232,13 +248,25 @@ async fn a_removed_node_stops_answering_and_stays_removed() {
     assert_eq!(health(removed, "?live").await.0, 200);
     assert_eq!(health(removed, "?writable").await.0, 503);
     assert_eq!(metric(removed, "jeton_node_removed").await, 1.0);
+    // Kubernetes keeps it running (a restart changes nothing) but sends it no clients.
+    assert_eq!(removed.get(&k8s_probe("livenessProbe")).await.0, 200);
+    assert_eq!(removed.get(&k8s_probe("readinessProbe")).await.0, 503);
 
     // The token is revoked after the removal: the removed node never says it is active.
     let (s, _) =
         c.node(1).post_form_basic("/oauth/revoke", ADMIN_CLIENT_ID, ADMIN_CLIENT_SECRET, &[("token", &token)]).await;
     assert_eq!(s, 200);
-    let (_, v) = introspect(c.node(2), &token).await;
-    assert_eq!(v["active"], json!(false), "{v}");
+    // Revoked on the members (the revocation was applied on the leader when it was answered; node 2
+    // follows moments later), while the removed node keeps answering 503.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for member in [1, 2] {
+        while introspect(c.node(member), &token).await.1["active"] != json!(false) {
+            assert!(Instant::now() < deadline, "node {member} still answers active after the revocation");
+            let (s, v) = introspect(c.node(3), &token).await;
+            assert_removed(s, &v, "introspection while the revocation spreads");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let (s, v) = introspect(c.node(3), &token).await;
     assert_removed(s, &v, "introspection after the revocation");
     let (s, v) = c.add_org(1, "after-the-removal").await;
@@ -312,4 +340,35 @@ async fn cluster_tools_speak_https_with_cacert() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no PEM certificate"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_cut_off_while_it_was_removed_finds_out_once_it_reaches_the_members() {
+    let c = Cluster::three(10_000).await;
+    let token = c.node(3).admin_token().await;
+    c.proxy.partition(3);
+    // Removed while cut off: the leader cannot tell it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, v) = c.node(1).admin_post("cluster-remove", json!({"id": 3})).await;
+        if s == 200 {
+            break;
+        }
+        // Node 3 may have been the leader: the others elect one first.
+        assert!(Instant::now() < deadline, "{s} {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (s, v) = health(c.node(3), "").await;
+    assert_eq!(s, 200, "not told yet: {v}");
+    c.proxy.heal();
+    // It asks the members once it has heard from none for two election timeouts.
+    let v = wait_for_health(c.node(3), "?live", 200).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !health(c.node(3), "").await.1["removed"].as_bool().unwrap_or(false) {
+        assert!(Instant::now() < deadline, "node 3 never found out: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, v) = introspect(c.node(3), &token).await;
+    assert_eq!(s, 503, "{v}");
+    assert!(c.node(3).output().contains("this node was removed from the cluster"), "{}", c.node(3).output());
 }
