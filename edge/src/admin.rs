@@ -133,6 +133,17 @@ fn rfc3339(unix: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The JSON body of a write call, normalized ([`normalize_sdk_body`]), or the 400 to answer.
+pub(crate) fn write_body(body: &[u8]) -> Result<Value, AdminReply> {
+    match serde_json::from_slice(body) {
+        Ok(mut v) => {
+            normalize_sdk_body(&mut v);
+            Ok(v)
+        }
+        Err(e) => Err(fail(400, format!("the body is not valid JSON: {e}"))),
+    }
+}
+
 /// Write bodies as Casdoor's SDKs send them: `null` for an absent value (dropped, so the field takes its
 /// default) and `[""]` for an empty list (the Python SDK's default for `grantTypes`, `tags`, `users`, ...;
 /// empty strings are dropped from lists).
@@ -224,12 +235,9 @@ impl Edge {
         let body: Value = if is_read || body.is_empty() {
             Value::Null
         } else {
-            match serde_json::from_slice(body) {
-                Ok(mut v) => {
-                    normalize_sdk_body(&mut v);
-                    v
-                }
-                Err(e) => return fail(400, format!("the body is not valid JSON: {e}")),
+            match write_body(body) {
+                Ok(v) => v,
+                Err(refused) => return refused,
             }
         };
         let q = |k: &str| query.get(k).map(String::as_str).unwrap_or("");
@@ -422,13 +430,9 @@ impl Edge {
         mode: PutMode,
         cmd: impl Fn(T, PutMode) -> Command,
     ) -> AdminReply {
-        let mut body = body.clone();
-        if let Some(m) = body.as_object_mut() {
-            m.entry("createdTime").or_insert_with(|| json!(rfc3339_now()));
-        }
-        match serde_json::from_value::<T>(body) {
+        match simple_body::<T>(body) {
             Ok(v) => self.commit(cmd(v, mode)).await,
-            Err(e) => fail(400, format!("invalid object: {e}")),
+            Err(refused) => refused,
         }
     }
 
@@ -460,16 +464,8 @@ impl Edge {
         if org.created_time.is_empty() {
             org.created_time = rfc3339_now();
         }
-        match crate::passwords::schemes::Scheme::parse(&org.password_type) {
-            None if !org.password_type.is_empty() => {
-                return fail(400, format!("unsupported passwordType {}", org.password_type))
-            }
-            Some(scheme) => {
-                if let Err(e) = crate::passwords::schemes::work(scheme, &org.master_password) {
-                    return fail(400, format!("masterPassword refused: {e}"));
-                }
-            }
-            None => {}
+        if let Err(refused) = check_org_passwords(&org) {
+            return refused;
         }
         self.commit(Command::PutOrganization { org, mode }).await
     }
@@ -540,42 +536,17 @@ impl Edge {
                 }
                 Err(e) => return fail(400, format!("password not accepted: {e}")),
             }
-        } else if !user.password_type.is_empty() {
-            // A hash set as is: its scheme must be one of Casdoor's and one check of it within the cost cap.
-            let Some(scheme) = crate::passwords::schemes::Scheme::parse(&user.password_type) else {
-                return fail(400, format!("unsupported passwordType {}", user.password_type));
-            };
-            if let Err(e) = crate::passwords::schemes::work(scheme, &user.password) {
-                return fail(400, format!("password hash refused: {e}"));
-            }
+        } else if let Err(refused) = check_stored_hash(&user) {
+            return refused;
         }
         self.commit(Command::PutUser { user, mode }).await
     }
 
     async fn put_application(&self, body: &Value, mode: PutMode) -> AdminReply {
-        let mut body = body.clone();
-        let Some(m) = body.as_object_mut() else {
-            return fail(400, "the body must be a JSON object");
+        let ApplicationBody { mut app, secret, signing_method } = match application_body(body) {
+            Ok(b) => b,
+            Err(refused) => return refused,
         };
-        // Only the digest of a secret is stored; a client cannot set the digest itself.
-        m.remove("clientSecretDigest");
-        // Casdoor's scopes are objects (`{name, displayName, description}`, as the views show them); plain
-        // names are taken too.
-        if let Some(Value::Array(scopes)) = m.get_mut("scopes") {
-            for scope in scopes.iter_mut() {
-                if let Some(name) = scope.get("name").and_then(Value::as_str) {
-                    *scope = json!(name);
-                }
-            }
-        }
-        let secret = m.remove("clientSecret").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        let signing_method =
-            m.remove("tokenSigningMethod").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        let mut app: Application = match serde_json::from_value(body) {
-            Ok(a) => a,
-            Err(e) => return fail(400, format!("invalid application: {e}")),
-        };
-        app.owner = "admin".into();
         let existing = match self.store.application(&app.name).and_then(|r| r.map(|r| r.to_owned()).transpose()) {
             Ok(e) => e,
             Err(e) => {
@@ -727,15 +698,90 @@ impl Edge {
     }
 }
 
+/// A record of a kind without rules of its own (roles, groups), stamped with the time it is created at
+/// unless the body says.
+pub(crate) fn simple_body<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, AdminReply> {
+    let mut body = body.clone();
+    if let Some(m) = body.as_object_mut() {
+        m.entry("createdTime").or_insert_with(|| json!(rfc3339_now()));
+    }
+    serde_json::from_value::<T>(body).map_err(|e| fail(400, format!("invalid object: {e}")))
+}
+
+/// A stored password hash set as is (with its `passwordType`): its scheme must be one of Casdoor's and one
+/// check of it within the cost cap. Without a type there is nothing to check here.
+pub(crate) fn check_stored_hash(user: &User) -> Result<(), AdminReply> {
+    if user.password_type.is_empty() {
+        return Ok(());
+    }
+    let Some(scheme) = crate::passwords::schemes::Scheme::parse(&user.password_type) else {
+        return Err(fail(400, format!("unsupported passwordType {}", user.password_type)));
+    };
+    crate::passwords::schemes::work(scheme, &user.password)
+        .map(|_| ())
+        .map_err(|e| fail(400, format!("password hash refused: {e}")))
+}
+
+/// An organization's password scheme must be one of Casdoor's (or none), and its master password within
+/// the cost cap of one check.
+pub(crate) fn check_org_passwords(org: &Organization) -> Result<(), AdminReply> {
+    match crate::passwords::schemes::Scheme::parse(&org.password_type) {
+        None if !org.password_type.is_empty() => {
+            Err(fail(400, format!("unsupported passwordType {}", org.password_type)))
+        }
+        Some(scheme) => crate::passwords::schemes::work(scheme, &org.master_password)
+            .map(|_| ())
+            .map_err(|e| fail(400, format!("masterPassword refused: {e}"))),
+        None => Ok(()),
+    }
+}
+
+/// What an application body says: the record, and the secret and signing algorithm it names (neither is a
+/// field of the record).
+pub(crate) struct ApplicationBody {
+    pub(crate) app: Application,
+    pub(crate) secret: String,
+    pub(crate) signing_method: String,
+}
+
+/// Reads an application body: Casdoor's scope objects become names, a digest the caller sent is ignored
+/// (only the digest of `clientSecret` is stored), and the owner is always `admin`.
+pub(crate) fn application_body(body: &Value) -> Result<ApplicationBody, AdminReply> {
+    let mut body = body.clone();
+    let Some(m) = body.as_object_mut() else {
+        return Err(fail(400, "the body must be a JSON object"));
+    };
+    // Only the digest of a secret is stored; a client cannot set the digest itself.
+    m.remove("clientSecretDigest");
+    // Casdoor's scopes are objects (`{name, displayName, description}`, as the views show them); plain
+    // names are taken too.
+    if let Some(Value::Array(scopes)) = m.get_mut("scopes") {
+        for scope in scopes.iter_mut() {
+            if let Some(name) = scope.get("name").and_then(Value::as_str) {
+                *scope = json!(name);
+            }
+        }
+    }
+    let secret = m.remove("clientSecret").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let signing_method =
+        m.remove("tokenSigningMethod").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let mut app: Application = match serde_json::from_value(body) {
+        Ok(a) => a,
+        Err(e) => return Err(fail(400, format!("invalid application: {e}"))),
+    };
+    app.owner = "admin".into();
+    Ok(ApplicationBody { app, secret, signing_method })
+}
+
 /// A page of a list: 1-based number and size (at most 1000).
 #[derive(Clone, Copy)]
-struct Page {
+pub(crate) struct Page {
     number: usize,
     size: usize,
 }
 
 impl Page {
-    fn from_query(p: &str, size: &str) -> Result<Option<Page>, &'static str> {
+    pub(crate) fn from_query(p: &str, size: &str) -> Result<Option<Page>, &'static str> {
         if p.is_empty() && size.is_empty() {
             return Ok(None);
         }

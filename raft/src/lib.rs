@@ -6,7 +6,8 @@
 //! - [`storage`]: openraft's log store and state machine on sled;
 //! - [`network`]: node-to-node transport (client side), [`cluster`]: the node-to-node listener,
 //!   [`admission`]: who may join (join tokens);
-//! - [`node`]: starting a node and writing through Raft; `commit`: group commit of concurrent writes.
+//! - [`node`]: starting a node and writing through Raft; `commit`: group commit of concurrent writes;
+//! - `fuzzing` (hidden): the private decoders, for the fuzz targets in `fuzz/`.
 
 // openraft's StorageError is large and imposed by its traits; boxing it at every call would only add noise.
 #![allow(clippy::result_large_err)]
@@ -16,6 +17,8 @@ pub mod apply;
 pub mod cluster;
 pub mod command;
 mod commit;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod network;
 pub mod node;
