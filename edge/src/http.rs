@@ -598,9 +598,10 @@ fn parse_basic(b64: &str) -> Result<(String, String), OAuthError> {
     let raw = STANDARD.decode(b64).map_err(|_| bad())?;
     let raw = String::from_utf8(raw).map_err(|_| bad())?;
     let (id, secret) = raw.split_once(':').ok_or_else(bad)?;
-    let unescape = |s: &str| -> String {
-        form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
-    };
+    // Each part is one URL-encoded value: `+` is a space and `%XX` a byte; a literal `&` or `=` is itself
+    // (decoding the part as a form would cut it at the first `&`).
+    let unescape =
+        |s: &str| -> String { percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned() };
     Ok((unescape(id), unescape(secret)))
 }
 
@@ -871,5 +872,15 @@ mod tests {
         assert_eq!(parse_basic(&b64).unwrap(), ("my client".to_string(), "s:cret x".to_string()));
         assert!(parse_basic("%%%").is_err());
         assert!(parse_basic(&STANDARD.encode("no-colon")).is_err());
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/authorization.rs): each part was decoded as a whole form, so a
+    /// literal `&` cut it short (`pass&word` became `pass`) and a `&`-separated tail was dropped.
+    #[test]
+    fn basic_credentials_keep_a_literal_ampersand_and_equals() {
+        let b64 = STANDARD.encode("id&x=1:pass&word=2%26+3");
+        assert_eq!(parse_basic(&b64).unwrap(), ("id&x=1".to_string(), "pass&word=2& 3".to_string()));
+        // Invalid escapes stay as they are, and bytes that are not UTF-8 become U+FFFD, as before.
+        assert_eq!(parse_basic(&STANDARD.encode("a%zz:%FF")).unwrap(), ("a%zz".to_string(), "\u{FFFD}".to_string()));
     }
 }
