@@ -600,8 +600,9 @@ fn parse_basic(b64: &str) -> Result<(String, String), OAuthError> {
     let (id, secret) = raw.split_once(':').ok_or_else(bad)?;
     // Each part is one URL-encoded value: `+` is a space and `%XX` a byte; a literal `&` or `=` is itself
     // (decoding the part as a form would cut it at the first `&`).
-    let unescape =
-        |s: &str| -> String { percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned() };
+    let unescape = |s: &str| -> String {
+        percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned()
+    };
     Ok((unescape(id), unescape(secret)))
 }
 

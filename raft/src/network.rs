@@ -489,7 +489,11 @@ mod tests {
                 let deep = super::decode_body::<Command>(true, &nested(200_000, batch));
                 let ok = super::decode_body::<Command>(true, &nested(crate::command::MAX_NESTING, batch));
                 let too_deep = super::decode_body::<Command>(true, &nested(crate::command::MAX_NESTING + 1, batch));
-                let json = format!("{}{{\"Prune\":{{\"now\":0}}}}{}", "{\"Batch\":{\"commands\":[".repeat(100), "]}}".repeat(100));
+                let json = format!(
+                    "{}{{\"Prune\":{{\"now\":0}}}}{}",
+                    "{\"Batch\":{\"commands\":[".repeat(100),
+                    "]}}".repeat(100)
+                );
                 let deep_json = super::decode_body::<Command>(false, json.as_bytes());
                 (deep.is_err(), ok.is_ok(), too_deep.is_err(), deep_json.is_err())
             })
