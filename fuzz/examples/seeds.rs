@@ -339,7 +339,9 @@ fn password_hashes() {
             let fields: [&[u8]; 6] =
                 [PW.as_bytes(), stored.as_bytes(), salt.as_bytes(), org.as_bytes(), org_salt.as_bytes(), master.as_bytes()];
             let suffix = if org.is_empty() { "" } else { "-master" };
-            seed("password_hashes", &format!("{name}{suffix}"), &[vec![index(*scheme) | 0x80], join(&fields)].concat());
+            // The fixed-cost PBKDF2 check (27,500 iterations) runs only with bit 7: on one seed of its own.
+            let pbkdf2 = if *scheme == Scheme::Pbkdf2Salt && org.is_empty() && name == "pbkdf2-salt" { 0x80 } else { 0 };
+            seed("password_hashes", &format!("{name}{suffix}"), &[vec![index(*scheme) | pbkdf2], join(&fields)].concat());
         }
     }
     // A value as the product writes it, per scheme.
@@ -559,6 +561,10 @@ fn node_bodies(snapshot: &[u8]) {
         5,
         &Command::Batch { commands: vec![Command::Each { commands: vec![Command::Prune { now: 1 }] }] },
     );
+    // Commands nested 2,000 deep: overflowed the decoder's stack before `command::MAX_NESTING`.
+    let mut deep: Vec<u8> = [24u8, 1].repeat(2000);
+    deep.extend([23, 0]);
+    seed("node_bodies", "write-nested-too-deep-postcard", &[vec![5 << 1 | 1], deep].concat());
     both("membership-add", 6, &MembershipChange::AddLearner { id: 4, addr: "127.0.0.1:7004".into() });
     both(
         "membership-join",
