@@ -323,6 +323,9 @@ fn password_hashes() {
     cases.push(("argon2-cheap".into(), Scheme::Argon2id, cheap_argon.into(), String::new()));
     let cheap_bcrypt = "$2b$04$..CA.uOD/eaGAOmJB.yMBurGSUo5vM6h/j4WsVYFtBHNBL0/GbtTS";
     cases.push(("bcrypt-cheap".into(), Scheme::Bcrypt, cheap_bcrypt.into(), String::new()));
+    // Zero passes: argon2 refuses it, and `work` once counted its 4 GB against the memory budget.
+    let no_pass = "$argon2id$v=19$m=4000000,t=0,p=1$AAECAwQFBgcICQoLDA0ODw$Tn6Kri1FkXIcvNI846j3rVw0u9kaBVJAs9hHaQ38LzM";
+    cases.push(("argon2-no-pass".into(), Scheme::Argon2id, no_pass.into(), String::new()));
     cases.push(("django-cheap".into(), Scheme::Pbkdf2Django, "pbkdf2_sha256$1000$s$h".into(), String::new()));
     // The users of the Casdoor fixture database: `'<hash>', '<salt>', '<type>'` in its user rows.
     let sql = test_fixture("casdoor/seed-postgres.sql");
