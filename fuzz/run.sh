@@ -62,8 +62,10 @@ for t in "${targets[@]}"; do
     # -timeout: one input may take at most 10 s (a hang is a finding); -rss_limit_mb: 2 GiB.
     if "$bin_dir/$t" "$corpus" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
         -artifact_prefix="$artifacts" -print_final_stats=1 >"$log" 2>&1; then
-        grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|#[0-9]+ +DONE)' "$log" | tr '\n' ' '
-        echo
+        # Executions, their rate, and the coverage reached (libFuzzer's last line: cov, ft, corpus).
+        grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec)' "$log" | tr -s ' \n' '  '
+        grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1 | grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [^ ]+' || echo
+
     else
         keep=1
         failed+=("$t")
