@@ -342,9 +342,17 @@ fn password_hashes() {
             let fields: [&[u8]; 6] =
                 [PW.as_bytes(), stored.as_bytes(), salt.as_bytes(), org.as_bytes(), org_salt.as_bytes(), master.as_bytes()];
             let suffix = if org.is_empty() { "" } else { "-master" };
-            // The fixed-cost PBKDF2 check (27,500 iterations) runs only with bit 7: on one seed of its own.
-            let pbkdf2 = if *scheme == Scheme::Pbkdf2Salt && org.is_empty() && name == "pbkdf2-salt" { 0x80 } else { 0 };
-            seed("password_hashes", &format!("{name}{suffix}"), &[vec![index(*scheme) | pbkdf2], join(&fields)].concat());
+            // The fixed-cost PBKDF2 check (27,500 iterations) runs only with bit 7 and a byte sum divisible
+            // by 8 (password_hashes.rs): on one seed of its own, padded with an ignored field to run it.
+            let pbkdf2 = *scheme == Scheme::Pbkdf2Salt && org.is_empty() && name == "pbkdf2-salt";
+            let mut input = [vec![index(*scheme) | if pbkdf2 { 0x80 } else { 0 }], join(&fields)].concat();
+            if pbkdf2 {
+                input.push(0xFF);
+                while input.iter().map(|b| *b as u32).sum::<u32>() % 8 != 0 {
+                    input.push(b'=');
+                }
+            }
+            seed("password_hashes", &format!("{name}{suffix}"), &input);
         }
     }
     // A value as the product writes it, per scheme.
