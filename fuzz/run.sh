@@ -22,7 +22,7 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_odr_violation=0}"
 # cargo-fuzz needs nightly's -Z flags. Where no nightly toolchain is installed and none can be fetched,
 # the stable toolchain takes them with RUSTC_BOOTSTRAP=1 (it ships the sanitizer runtimes too).
 if rustup run nightly rustc --version >/dev/null 2>&1 \
-    || timeout 300 rustup toolchain install nightly --profile minimal >/dev/null 2>&1; then
+    || timeout 120 rustup toolchain install nightly --profile minimal >/dev/null 2>&1; then
     fuzz=(cargo +nightly fuzz)
 else
     echo "-- no nightly toolchain: using the stable one with RUSTC_BOOTSTRAP=1"
