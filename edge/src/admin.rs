@@ -630,17 +630,10 @@ impl Edge {
     }
 
     async fn add_cert(&self, body: &Value) -> AdminReply {
-        let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
-        let owner = body.get("owner").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("admin");
-        // Casdoor's default, like applications'.
-        let alg_name = body.get("cryptoAlgorithm").and_then(Value::as_str).filter(|a| !a.is_empty()).unwrap_or("RS256");
-        let Some(alg) = Alg::parse(alg_name).filter(|a| Alg::GENERATED.contains(a)) else {
-            return fail(400, format!("cryptoAlgorithm must be one of EdDSA, ES256, RS256 (got {alg_name})"));
+        let (kid, owner, alg) = match cert_body(body) {
+            Ok(c) => c,
+            Err(refused) => return refused,
         };
-        if name.is_empty() {
-            return fail(400, "name is required");
-        }
-        let (kid, owner) = (name.to_string(), owner.to_string());
         let kek = &self.kek;
         let key = match crate::keys::generate(alg, &kid, &owner, kek, now()) {
             Ok(k) => k,
@@ -696,6 +689,21 @@ impl Edge {
             reply
         }
     }
+}
+
+/// What an add-cert body asks for: the key's id (`name`), its owner (`admin` by default) and the algorithm
+/// to generate it for (`cryptoAlgorithm`, RS256 by default like Casdoor's).
+pub(crate) fn cert_body(body: &Value) -> Result<(String, String, Alg), AdminReply> {
+    let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
+    let owner = body.get("owner").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("admin");
+    let alg_name = body.get("cryptoAlgorithm").and_then(Value::as_str).filter(|a| !a.is_empty()).unwrap_or("RS256");
+    let Some(alg) = Alg::parse(alg_name).filter(|a| Alg::GENERATED.contains(a)) else {
+        return Err(fail(400, format!("cryptoAlgorithm must be one of EdDSA, ES256, RS256 (got {alg_name})")));
+    };
+    if name.is_empty() {
+        return Err(fail(400, "name is required"));
+    }
+    Ok((name.to_string(), owner.to_string(), alg))
 }
 
 /// A record of a kind without rules of its own (roles, groups), stamped with the time it is created at

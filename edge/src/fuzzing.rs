@@ -41,6 +41,8 @@ pub enum AdminBody {
     Application,
     Role,
     Group,
+    /// `add-cert`: the key to generate (not generated here).
+    Cert,
 }
 
 /// Decodes an admin API write body of `kind` and runs the checks that need no state; the HTTP status of
@@ -60,6 +62,7 @@ pub fn admin_body(kind: AdminBody, body: &[u8]) -> Result<(), u16> {
         AdminBody::Application => crate::admin::application_body(&value).map(|_| ()).map_err(status),
         AdminBody::Role => crate::admin::simple_body::<Role>(&value).map(|_| ()).map_err(status),
         AdminBody::Group => crate::admin::simple_body::<Group>(&value).map(|_| ()).map_err(status),
+        AdminBody::Cert => crate::admin::cert_body(&value).map(|_| ()).map_err(status),
     }
 }
 

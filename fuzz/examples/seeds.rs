@@ -286,8 +286,14 @@ fn admin() {
     };
     seed("admin", "apply", &[vec![0u8], serde_json::to_vec(&request).expect("json")].concat());
     seed("admin", "apply-empty", b"\x00{\"items\":[],\"dryRun\":false}");
-    seed("admin", "page", b"\x06p=2&pageSize=10");
-    seed("admin", "page-bad", b"\x06p=0&pageSize=5000");
+    for (name, body) in [
+        ("cert", json!({"owner": "admin", "name": "cert-new", "cryptoAlgorithm": "ES256"})),
+        ("cert-bad", json!({"name": "cert-x", "cryptoAlgorithm": "ES512"})),
+    ] {
+        seed("admin", name, &[vec![6u8], body.to_string().into_bytes()].concat());
+    }
+    seed("admin", "page", b"\x07p=2&pageSize=10");
+    seed("admin", "page-bad", b"\x07p=0&pageSize=5000");
 }
 
 /// Hash strings of every scheme: the worked examples of the schemes' unit tests (COMPAT §4.4), the users
