@@ -133,6 +133,17 @@ fn rfc3339(unix: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The JSON body of a write call, normalized ([`normalize_sdk_body`]), or the 400 to answer.
+pub(crate) fn write_body(body: &[u8]) -> Result<Value, AdminReply> {
+    match serde_json::from_slice(body) {
+        Ok(mut v) => {
+            normalize_sdk_body(&mut v);
+            Ok(v)
+        }
+        Err(e) => Err(fail(400, format!("the body is not valid JSON: {e}"))),
+    }
+}
+
 /// Write bodies as Casdoor's SDKs send them: `null` for an absent value (dropped, so the field takes its
 /// default) and `[""]` for an empty list (the Python SDK's default for `grantTypes`, `tags`, `users`, ...;
 /// empty strings are dropped from lists).
@@ -224,12 +235,9 @@ impl Edge {
         let body: Value = if is_read || body.is_empty() {
             Value::Null
         } else {
-            match serde_json::from_slice(body) {
-                Ok(mut v) => {
-                    normalize_sdk_body(&mut v);
-                    v
-                }
-                Err(e) => return fail(400, format!("the body is not valid JSON: {e}")),
+            match write_body(body) {
+                Ok(v) => v,
+                Err(refused) => return refused,
             }
         };
         let q = |k: &str| query.get(k).map(String::as_str).unwrap_or("");
@@ -428,13 +436,9 @@ impl Edge {
         mode: PutMode,
         cmd: impl Fn(T, PutMode) -> Command,
     ) -> AdminReply {
-        let mut body = body.clone();
-        if let Some(m) = body.as_object_mut() {
-            m.entry("createdTime").or_insert_with(|| json!(rfc3339_now()));
-        }
-        match serde_json::from_value::<T>(body) {
+        match simple_body::<T>(body) {
             Ok(v) => self.commit(cmd(v, mode)).await,
-            Err(e) => fail(400, format!("invalid object: {e}")),
+            Err(refused) => refused,
         }
     }
 
@@ -462,11 +466,9 @@ impl Edge {
         if org.created_time.is_empty() {
             org.created_time = if old.created_time.is_empty() { rfc3339_now() } else { old.created_time.clone() };
         }
-        let scheme = match crate::passwords::schemes::Scheme::parse(&org.password_type) {
-            None if !org.password_type.is_empty() => {
-                return fail(400, format!("unsupported passwordType {}", org.password_type))
-            }
-            s => s,
+        let scheme = match org_scheme(&org, !keeps_master) {
+            Ok(scheme) => scheme,
+            Err(refused) => return refused,
         };
         if keeps_master
             && !org.master_password.is_empty()
@@ -475,12 +477,9 @@ impl Edge {
             // The stored master password is a hash made with the old scheme and salt: it would never match.
             return fail(400, "changing passwordType or passwordSalt needs the masterPassword again (or empty)");
         }
-        if !keeps_master && !org.master_password.is_empty() {
+        if let (false, Some(scheme)) = (keeps_master || org.master_password.is_empty(), scheme) {
             // A master password sent here is the password itself: it is stored hashed with the
             // organization's scheme and salt, as Casdoor's update-organization does (COMPAT §4.3).
-            let Some(scheme) = scheme else {
-                return fail(400, "a masterPassword needs the organization's passwordType");
-            };
             match self.passwords.hash(scheme, &org.master_password, &org.password_salt).await {
                 Ok(hashed) => org.master_password = hashed,
                 Err(e) => return fail(400, format!("masterPassword not accepted: {e}")),
@@ -555,42 +554,17 @@ impl Edge {
                 }
                 Err(e) => return fail(400, format!("password not accepted: {e}")),
             }
-        } else if !user.password_type.is_empty() {
-            // A hash set as is: its scheme must be one of Casdoor's and one check of it within the cost cap.
-            let Some(scheme) = crate::passwords::schemes::Scheme::parse(&user.password_type) else {
-                return fail(400, format!("unsupported passwordType {}", user.password_type));
-            };
-            if let Err(e) = crate::passwords::schemes::work(scheme, &user.password) {
-                return fail(400, format!("password hash refused: {e}"));
-            }
+        } else if let Err(refused) = check_stored_hash(&user) {
+            return refused;
         }
         self.commit(Command::PutUser { user, mode }).await
     }
 
     async fn put_application(&self, body: &Value, mode: PutMode) -> AdminReply {
-        let mut body = body.clone();
-        let Some(m) = body.as_object_mut() else {
-            return fail(400, "the body must be a JSON object");
+        let ApplicationBody { mut app, secret, signing_method } = match application_body(body) {
+            Ok(b) => b,
+            Err(refused) => return refused,
         };
-        // Only the digest of a secret is stored; a client cannot set the digest itself.
-        m.remove("clientSecretDigest");
-        // Casdoor's scopes are objects (`{name, displayName, description}`, as the views show them); plain
-        // names are taken too.
-        if let Some(Value::Array(scopes)) = m.get_mut("scopes") {
-            for scope in scopes.iter_mut() {
-                if let Some(name) = scope.get("name").and_then(Value::as_str) {
-                    *scope = json!(name);
-                }
-            }
-        }
-        let secret = m.remove("clientSecret").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        let signing_method =
-            m.remove("tokenSigningMethod").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        let mut app: Application = match serde_json::from_value(body) {
-            Ok(a) => a,
-            Err(e) => return fail(400, format!("invalid application: {e}")),
-        };
-        app.owner = "admin".into();
         let existing = match self.store.application(&app.name).and_then(|r| r.map(|r| r.to_owned()).transpose()) {
             Ok(e) => e,
             Err(e) => {
@@ -674,17 +648,10 @@ impl Edge {
     }
 
     async fn add_cert(&self, body: &Value) -> AdminReply {
-        let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
-        let owner = body.get("owner").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("admin");
-        // Casdoor's default, like applications'.
-        let alg_name = body.get("cryptoAlgorithm").and_then(Value::as_str).filter(|a| !a.is_empty()).unwrap_or("RS256");
-        let Some(alg) = Alg::parse(alg_name).filter(|a| Alg::GENERATED.contains(a)) else {
-            return fail(400, format!("cryptoAlgorithm must be one of EdDSA, ES256, RS256 (got {alg_name})"));
+        let (kid, owner, alg) = match cert_body(body) {
+            Ok(c) => c,
+            Err(refused) => return refused,
         };
-        if name.is_empty() {
-            return fail(400, "name is required");
-        }
-        let (kid, owner) = (name.to_string(), owner.to_string());
         let kek = &self.kek;
         let key = match crate::keys::generate(alg, &kid, &owner, kek, now()) {
             Ok(k) => k,
@@ -742,15 +709,108 @@ impl Edge {
     }
 }
 
+/// What an add-cert body asks for: the key's id (`name`), its owner (`admin` by default) and the algorithm
+/// to generate it for (`cryptoAlgorithm`, RS256 by default like Casdoor's).
+pub(crate) fn cert_body(body: &Value) -> Result<(String, String, Alg), AdminReply> {
+    let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
+    let owner = body.get("owner").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("admin");
+    let alg_name = body.get("cryptoAlgorithm").and_then(Value::as_str).filter(|a| !a.is_empty()).unwrap_or("RS256");
+    let Some(alg) = Alg::parse(alg_name).filter(|a| Alg::GENERATED.contains(a)) else {
+        return Err(fail(400, format!("cryptoAlgorithm must be one of EdDSA, ES256, RS256 (got {alg_name})")));
+    };
+    if name.is_empty() {
+        return Err(fail(400, "name is required"));
+    }
+    Ok((name.to_string(), owner.to_string(), alg))
+}
+
+/// A record of a kind without rules of its own (roles, groups), stamped with the time it is created at
+/// unless the body says.
+pub(crate) fn simple_body<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, AdminReply> {
+    let mut body = body.clone();
+    if let Some(m) = body.as_object_mut() {
+        m.entry("createdTime").or_insert_with(|| json!(rfc3339_now()));
+    }
+    serde_json::from_value::<T>(body).map_err(|e| fail(400, format!("invalid object: {e}")))
+}
+
+/// A stored password hash set as is (with its `passwordType`): its scheme must be one of Casdoor's and one
+/// check of it within the cost cap. Without a type there is nothing to check here.
+pub(crate) fn check_stored_hash(user: &User) -> Result<(), AdminReply> {
+    if user.password_type.is_empty() {
+        return Ok(());
+    }
+    let Some(scheme) = crate::passwords::schemes::Scheme::parse(&user.password_type) else {
+        return Err(fail(400, format!("unsupported passwordType {}", user.password_type)));
+    };
+    crate::passwords::schemes::work(scheme, &user.password)
+        .map(|_| ())
+        .map_err(|e| fail(400, format!("password hash refused: {e}")))
+}
+
+/// An organization's password scheme: one of Casdoor's, or none — but not none when a master password
+/// comes in clear, to be hashed with it.
+pub(crate) fn org_scheme(
+    org: &Organization,
+    master_in_clear: bool,
+) -> Result<Option<crate::passwords::schemes::Scheme>, AdminReply> {
+    match crate::passwords::schemes::Scheme::parse(&org.password_type) {
+        None if !org.password_type.is_empty() => {
+            Err(fail(400, format!("unsupported passwordType {}", org.password_type)))
+        }
+        None if master_in_clear && !org.master_password.is_empty() => {
+            Err(fail(400, "a masterPassword needs the organization's passwordType"))
+        }
+        scheme => Ok(scheme),
+    }
+}
+
+/// What an application body says: the record, and the secret and signing algorithm it names (neither is a
+/// field of the record).
+pub(crate) struct ApplicationBody {
+    pub(crate) app: Application,
+    pub(crate) secret: String,
+    pub(crate) signing_method: String,
+}
+
+/// Reads an application body: Casdoor's scope objects become names, a digest the caller sent is ignored
+/// (only the digest of `clientSecret` is stored), and the owner is always `admin`.
+pub(crate) fn application_body(body: &Value) -> Result<ApplicationBody, AdminReply> {
+    let mut body = body.clone();
+    let Some(m) = body.as_object_mut() else {
+        return Err(fail(400, "the body must be a JSON object"));
+    };
+    // Only the digest of a secret is stored; a client cannot set the digest itself.
+    m.remove("clientSecretDigest");
+    // Casdoor's scopes are objects (`{name, displayName, description}`, as the views show them); plain
+    // names are taken too.
+    if let Some(Value::Array(scopes)) = m.get_mut("scopes") {
+        for scope in scopes.iter_mut() {
+            if let Some(name) = scope.get("name").and_then(Value::as_str) {
+                *scope = json!(name);
+            }
+        }
+    }
+    let secret = m.remove("clientSecret").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let signing_method =
+        m.remove("tokenSigningMethod").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let mut app: Application = match serde_json::from_value(body) {
+        Ok(a) => a,
+        Err(e) => return Err(fail(400, format!("invalid application: {e}"))),
+    };
+    app.owner = "admin".into();
+    Ok(ApplicationBody { app, secret, signing_method })
+}
+
 /// A page of a list: 1-based number and size (at most 1000).
 #[derive(Clone, Copy)]
-struct Page {
+pub(crate) struct Page {
     number: usize,
     size: usize,
 }
 
 impl Page {
-    fn from_query(p: &str, size: &str) -> Result<Option<Page>, &'static str> {
+    pub(crate) fn from_query(p: &str, size: &str) -> Result<Option<Page>, &'static str> {
         if p.is_empty() && size.is_empty() {
             return Ok(None);
         }

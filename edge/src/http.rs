@@ -477,6 +477,52 @@ pub fn parse_form(input: &str) -> Result<Params, OAuthError> {
 /// §2.3.1, §4.3.2), where URLs end up in access logs, proxies and browser history.
 const SECRET_PARAMS: [&str; 2] = ["client_secret", "password"];
 
+/// The parameters of a query string. On the client endpoints (`client`), a secret there is refused.
+pub(crate) fn query_params(query: Option<&str>, client: bool) -> Result<Params, OAuthError> {
+    let mut params = Params::new();
+    if let Some(q) = query {
+        add_pairs(&mut params, form_pairs(q))?;
+    }
+    if let (true, Some(k)) = (client, SECRET_PARAMS.iter().find(|k| params.contains_key(k))) {
+        return Err(OAuthError::invalid_request(format!(
+            "{k} must not be sent in the query string; send it in the request body (or client credentials with HTTP Basic)"
+        )));
+    }
+    Ok(params)
+}
+
+/// Adds the parameters of a request body: a form (no content type, or `application/x-www-form-urlencoded`)
+/// or a JSON object, whose values fill parameters the query did not give (Casdoor accepts one). Other
+/// content types carry no parameters.
+pub(crate) fn add_body_params(params: &mut Params, content_type: &str, body: &[u8]) -> Result<(), OAuthError> {
+    if body.is_empty() {
+        return Ok(());
+    }
+    let content_type = content_type.to_ascii_lowercase();
+    if content_type.starts_with("application/json") {
+        if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(body) {
+            if m.len() > Params::MAX {
+                return Err(too_many_params());
+            }
+            for (k, v) in m {
+                let v = match v {
+                    Value::String(s) => s,
+                    Value::Null => continue,
+                    other => other.to_string(),
+                };
+                params.insert_if_absent(k, v);
+            }
+            if params.len() > Params::MAX {
+                return Err(too_many_params());
+            }
+        }
+    } else if content_type.is_empty() || content_type.starts_with("application/x-www-form-urlencoded") {
+        let form = std::str::from_utf8(body).map_err(|_| OAuthError::invalid_request("the form body is not UTF-8"))?;
+        add_pairs(params, form_pairs(form))?;
+    }
+    Ok(())
+}
+
 /// Who authenticates a request, and how.
 #[derive(Clone, Copy)]
 enum Credentials<'a> {
@@ -495,42 +541,10 @@ async fn decode(
     credentials: Credentials<'_>,
 ) -> Result<Decoded, OAuthError> {
     let (parts, body) = req.into_parts();
-    let mut params = Params::new();
-    if let Some(q) = parts.uri.query() {
-        add_pairs(&mut params, form_pairs(q))?;
-    }
-    if let (Credentials::Client(_), Some(k)) = (credentials, SECRET_PARAMS.iter().find(|k| params.contains_key(k))) {
-        return Err(OAuthError::invalid_request(format!(
-            "{k} must not be sent in the query string; send it in the request body (or client credentials with HTTP Basic)"
-        )));
-    }
+    let mut params = query_params(parts.uri.query(), matches!(credentials, Credentials::Client(_)))?;
     let body = read_body(&parts.headers, body, limit, timeout).await?;
-    let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
-    if !body.is_empty() {
-        if content_type.starts_with("application/json") {
-            // Casdoor accepts a JSON body; its values fill parameters the query did not give.
-            if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&body) {
-                if m.len() > Params::MAX {
-                    return Err(too_many_params());
-                }
-                for (k, v) in m {
-                    let v = match v {
-                        Value::String(s) => s,
-                        Value::Null => continue,
-                        other => other.to_string(),
-                    };
-                    params.insert_if_absent(k, v);
-                }
-                if params.len() > Params::MAX {
-                    return Err(too_many_params());
-                }
-            }
-        } else if content_type.is_empty() || content_type.starts_with("application/x-www-form-urlencoded") {
-            let form =
-                std::str::from_utf8(&body).map_err(|_| OAuthError::invalid_request("the form body is not UTF-8"))?;
-            add_pairs(&mut params, form_pairs(form))?;
-        }
-    }
+    let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    add_body_params(&mut params, content_type, &body)?;
     let known = match credentials {
         Credentials::Client(edge) => Some(edge),
         Credentials::Bearer => None,
@@ -547,16 +561,16 @@ async fn decode(
 
 /// The credentials of an `Authorization` header.
 #[derive(Default)]
-struct Authorization {
-    basic: Option<(String, String)>,
+pub(crate) struct Authorization {
+    pub(crate) basic: Option<(String, String)>,
     basic_header: Option<Bytes>,
     known_client: Option<Arc<crate::service::ClientApp>>,
-    bearer: Option<String>,
+    pub(crate) bearer: Option<String>,
 }
 
 /// Decodes the `Authorization` header. With `known` (the client endpoints), a Basic header that
 /// authenticated a client before is looked up instead of decoded.
-fn authorization(headers: &hyper::HeaderMap, known: Option<&Edge>) -> Result<Authorization, OAuthError> {
+pub(crate) fn authorization(headers: &hyper::HeaderMap, known: Option<&Edge>) -> Result<Authorization, OAuthError> {
     let mut auth = Authorization::default();
     if let Some(raw) = headers.get(AUTHORIZATION) {
         let h = raw.to_str().map_err(|_| OAuthError::invalid_request("malformed Authorization header"))?;
@@ -584,8 +598,10 @@ fn parse_basic(b64: &str) -> Result<(String, String), OAuthError> {
     let raw = STANDARD.decode(b64).map_err(|_| bad())?;
     let raw = String::from_utf8(raw).map_err(|_| bad())?;
     let (id, secret) = raw.split_once(':').ok_or_else(bad)?;
+    // Each part is one URL-encoded value: `+` is a space and `%XX` a byte; a literal `&` or `=` is itself
+    // (decoding the part as a form would cut it at the first `&`).
     let unescape = |s: &str| -> String {
-        form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+        percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned()
     };
     Ok((unescape(id), unescape(secret)))
 }
@@ -933,5 +949,15 @@ mod tests {
         assert_eq!(parse_basic(&b64).unwrap(), ("my client".to_string(), "s:cret x".to_string()));
         assert!(parse_basic("%%%").is_err());
         assert!(parse_basic(&STANDARD.encode("no-colon")).is_err());
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/authorization.rs): each part was decoded as a whole form, so a
+    /// literal `&` cut it short (`pass&word` became `pass`) and a `&`-separated tail was dropped.
+    #[test]
+    fn basic_credentials_keep_a_literal_ampersand_and_equals() {
+        let b64 = STANDARD.encode("id&x=1:pass&word=2%26+3");
+        assert_eq!(parse_basic(&b64).unwrap(), ("id&x=1".to_string(), "pass&word=2& 3".to_string()));
+        // Invalid escapes stay as they are, and bytes that are not UTF-8 become U+FFFD, as before.
+        assert_eq!(parse_basic(&STANDARD.encode("a%zz:%FF")).unwrap(), ("a%zz".to_string(), "\u{FFFD}".to_string()));
     }
 }

@@ -11,12 +11,15 @@
 //! - [`keys`]: signing keys, their encryption at rest, the keyring and JWKS;
 //! - [`passwords`]: password sign-in (lookup, lockout, limits, hashing slots, timing floor) and, in
 //!   [`passwords::schemes`], the Casdoor password schemes;
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics;
+//! - `fuzzing` (hidden): the private decoders, for the fuzz targets in `fuzz/`.
 
 pub mod admin;
 pub mod builtin;
 pub mod claims;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod introspection_cache;
 #[cfg(test)]

@@ -22,6 +22,33 @@ pub enum PutMode {
     Upsert,
 }
 
+/// Most levels of [`Command::Batch`] and [`Command::Each`] inside one another that decoding accepts. Jeton
+/// nests at most two (a write combined into an `Each` with others may be a `Batch`); a deeper command is
+/// refused as undecodable instead of recursing until the stack overflows (postcard has no depth limit).
+pub const MAX_NESTING: usize = 8;
+
+std::thread_local! {
+    /// How many `Batch`/`Each` levels the command being decoded on this thread is inside.
+    static NESTING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Decodes the commands of a `Batch` or `Each`, one level deeper, refusing more than [`MAX_NESTING`].
+fn nested_commands<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Command>, D::Error> {
+    struct Level(usize);
+    impl Drop for Level {
+        fn drop(&mut self) {
+            NESTING.with(|n| n.set(self.0));
+        }
+    }
+    let depth = NESTING.with(|n| n.get());
+    if depth >= MAX_NESTING {
+        return Err(serde::de::Error::custom(format!("commands nested more than {MAX_NESTING} levels deep")));
+    }
+    NESTING.with(|n| n.set(depth + 1));
+    let _restore = Level(depth);
+    Vec::<Command>::deserialize(d)
+}
+
 /// A change to the identity state.
 // Records travel by value: a command is built once, serialized into the log and applied; boxing buys nothing.
 #[allow(clippy::large_enum_variant)]
@@ -131,11 +158,13 @@ pub enum Command {
     },
     /// Several commands applied atomically, in order; the first that fails undoes the whole batch.
     Batch {
+        #[serde(deserialize_with = "nested_commands")]
         commands: Vec<Command>,
     },
     /// Several commands applied in order, each on its own: a refused one is left out and the others stay.
     /// The response has one outcome per command (an import's batch: one log entry, rows judged one by one).
     Each {
+        #[serde(deserialize_with = "nested_commands")]
         commands: Vec<Command>,
     },
     /// One more failed password check of `account` (see [`crate::model::SigninFailures`]) at `now`, with the

@@ -9,6 +9,7 @@
 //! - [`node`]: starting a node and writing through Raft; `commit`: group commit of concurrent writes;
 //!   `membership`: membership changes on the leader (one at a time; voters only once caught up).
 //!   [`removal`]: how a node finds out it was removed from the cluster.
+//! - `fuzzing` (hidden): the private decoders, for the fuzz targets in `fuzz/`.
 
 // openraft's StorageError is large and imposed by its traits; boxing it at every call would only add noise.
 #![allow(clippy::result_large_err)]
@@ -18,6 +19,8 @@ pub mod apply;
 pub mod cluster;
 pub mod command;
 mod commit;
+#[doc(hidden)]
+pub mod fuzzing;
 mod membership;
 pub mod model;
 pub mod network;

@@ -554,4 +554,41 @@ mod tests {
         assert_eq!(round_trip(&snapshot).data, vec![1, 2, 3]);
         assert_eq!(round_trip(&openraft::raft::VoteRequest::new(Vote::new(4, 2), Some(log_id))).vote, Vote::new(4, 2));
     }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/node_bodies.rs): `Batch` and `Each` hold commands, and postcard
+    /// has no depth limit, so a body of a few hundred kilobytes of commands nested in one another overflowed
+    /// the stack of the task decoding it (a forwarded write, a log entry from the leader, or the node's own
+    /// log on restart) and aborted the node. Decoding now refuses a command nested deeper than
+    /// `command::MAX_NESTING`, in both formats. Run on a thread with a tokio worker's stack (2 MiB).
+    #[test]
+    fn deeply_nested_commands_are_refused_not_a_stack_overflow() {
+        use crate::Command;
+        let (batch, each, prune) = (24u8, 25u8, 23u8);
+        assert_eq!(postcard::to_allocvec(&Command::Batch { commands: vec![] }).unwrap(), [batch, 0]);
+        assert_eq!(postcard::to_allocvec(&Command::Each { commands: vec![] }).unwrap(), [each, 0]);
+        assert_eq!(postcard::to_allocvec(&Command::Prune { now: 0 }).unwrap(), [prune, 0]);
+        let nested = move |levels: usize, outer: u8| -> Vec<u8> {
+            let mut body: Vec<u8> = (0..levels).flat_map(|i| [if i % 2 == 0 { outer } else { each }, 1]).collect();
+            body.extend([prune, 0]);
+            body
+        };
+        let decoded = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let deep = super::decode_body::<Command>(true, &nested(200_000, batch));
+                let ok = super::decode_body::<Command>(true, &nested(crate::command::MAX_NESTING, batch));
+                let too_deep = super::decode_body::<Command>(true, &nested(crate::command::MAX_NESTING + 1, batch));
+                let json = format!(
+                    "{}{{\"Prune\":{{\"now\":0}}}}{}",
+                    "{\"Batch\":{\"commands\":[".repeat(100),
+                    "]}}".repeat(100)
+                );
+                let deep_json = super::decode_body::<Command>(false, json.as_bytes());
+                (deep.is_err(), ok.is_ok(), too_deep.is_err(), deep_json.is_err())
+            })
+            .expect("thread")
+            .join()
+            .expect("decoding ended");
+        assert_eq!(decoded, (true, true, true, true));
+    }
 }

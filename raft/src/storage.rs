@@ -395,7 +395,7 @@ impl StateMachine {
 
 /// Reads length-prefixed key/value pairs from snapshot data, validating every record archive, and hands each
 /// to `each`. Reads at most one record at a time into memory.
-fn read_snapshot(
+pub(crate) fn read_snapshot(
     data: &mut impl Read,
     mut each: impl FnMut(&[u8], &[u8]) -> Result<(), RaftError>,
 ) -> Result<u64, RaftError> {

@@ -232,6 +232,11 @@ impl<'a> Argon2Hash<'a> {
         if self.memory_kib as u64 * self.passes as u64 > MAX_ARGON2_COST {
             return Err(TooCostly::Argon2 { memory_kib: self.memory_kib, passes: self.passes });
         }
+        // Parameters argon2 refuses (no pass, no lane, less than 8 KiB a lane) never run: such a value costs
+        // as little as any malformed one, whatever memory it names.
+        if argon2::Params::new(self.memory_kib, self.passes, self.lanes, None).is_err() {
+            return Ok(SMALL_CHECK_KIB);
+        }
         Ok(self.memory_kib.max(SMALL_CHECK_KIB))
     }
 }
@@ -656,6 +661,22 @@ pub(super) mod tests {
         let user = StoredPassword { password: &argon(19_456, 2, 1), password_type: "", password_salt: "" };
         assert_eq!(usable(&org, &user), Ok(65_536));
         assert_eq!(hash_work(Scheme::Argon2id), 65_536);
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/password_hashes.rs): `m=4000000,t=0` is 0 KiB·passes, under the
+    /// cap, and `work` said the check takes 4 GB, so one sign-in reserved the whole memory budget of the
+    /// checks (the cap promises at most 256 MiB), although argon2 refuses zero passes at once.
+    #[test]
+    fn argon2_parameters_argon2_refuses_reserve_little() {
+        for params in ["m=4000000,t=0,p=1", "m=4294967295,t=0,p=64", "m=200000,t=1,p=0"] {
+            let stored =
+                format!("$argon2id$v=19${params}$AAECAwQFBgcICQoLDA0ODw$Tn6Kri1FkXIcvNI846j3rVw0u9kaBVJAs9hHaQ38LzM");
+            assert_eq!(work(Scheme::Argon2id, &stored), Ok(SMALL_CHECK_KIB), "{params}");
+            assert!(!verify(Scheme::Argon2id, PW, &stored, ""), "{params}");
+        }
+        let over =
+            "$argon2id$v=19$m=4000000,t=1,p=0$AAECAwQFBgcICQoLDA0ODw$Tn6Kri1FkXIcvNI846j3rVw0u9kaBVJAs9hHaQ38LzM";
+        assert_eq!(work(Scheme::Argon2id, over), Err(TooCostly::Argon2 { memory_kib: 4_000_000, passes: 1 }));
     }
 
     /// Schemes whose salt is inside the stored value are checked once even when the user's salt differs
