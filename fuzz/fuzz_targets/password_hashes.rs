@@ -13,17 +13,6 @@
 use jeton_edge::password::{self as schemes, OrgPolicy, Scheme, StoredPassword, MAX_ARGON2_COST};
 use libfuzzer_sys::fuzz_target;
 
-const SCHEMES: [Scheme; 8] = [
-    Scheme::Plain,
-    Scheme::Salt,
-    Scheme::Sha512Salt,
-    Scheme::Md5Salt,
-    Scheme::Bcrypt,
-    Scheme::Argon2id,
-    Scheme::Pbkdf2Salt,
-    Scheme::Pbkdf2Django,
-];
-
 /// Whether checking `stored` is cheap enough to run on every input (the fuzzer's bound, far below the
 /// product's cap). Errs on the side of not running.
 fn affordable(scheme: Scheme, stored: &str, pbkdf2: bool) -> bool {
@@ -59,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    let scheme = SCHEMES[selector as usize % SCHEMES.len()];
+    let scheme = Scheme::ALL[selector as usize % Scheme::ALL.len()];
     // PBKDF2-salt always runs 27,500 iterations (~0.1 s here under ASan, up to three times in `check`): with
     // bit 7, and then only on one input in eight, so inputs that reach it keep the target fast.
     let pbkdf2 = selector & 0x80 != 0 && data.iter().map(|b| *b as u32).sum::<u32>() % 8 == 0;

@@ -30,6 +30,18 @@ pub enum Scheme {
 }
 
 impl Scheme {
+    /// Every scheme, in the order of the enum.
+    pub const ALL: [Scheme; 8] = [
+        Scheme::Plain,
+        Scheme::Salt,
+        Scheme::Sha512Salt,
+        Scheme::Md5Salt,
+        Scheme::Bcrypt,
+        Scheme::Argon2id,
+        Scheme::Pbkdf2Salt,
+        Scheme::Pbkdf2Django,
+    ];
+
     /// Exactly Casdoor's names; anything else (including empty) is unsupported.
     pub fn parse(s: &str) -> Option<Scheme> {
         Some(match s {
@@ -570,16 +582,7 @@ pub(super) mod tests {
 
     #[test]
     fn hash_round_trips_for_every_scheme() {
-        for scheme in [
-            Scheme::Plain,
-            Scheme::Salt,
-            Scheme::Sha512Salt,
-            Scheme::Md5Salt,
-            Scheme::Bcrypt,
-            Scheme::Argon2id,
-            Scheme::Pbkdf2Salt,
-            Scheme::Pbkdf2Django,
-        ] {
+        for scheme in Scheme::ALL {
             let salt = new_salt();
             let stored = hash(scheme, "Zoë-ünïcödé-🔑", &salt).unwrap();
             assert!(verify(scheme, "Zoë-ünïcödé-🔑", &stored, &salt), "{scheme:?}");
