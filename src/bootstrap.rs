@@ -4,9 +4,10 @@
 
 use anyhow::{bail, Context};
 use jeton_edge::builtin::{self, BuiltIn};
+use jeton_edge::clock::now;
 use jeton_edge::keys::Kek;
-use jeton_edge::service::{now, sha256};
-use jeton_edge::{admin::random_hex, password};
+use jeton_edge::secrets::sha256;
+use jeton_edge::{password, secrets::random_hex};
 use jeton_raft::{Command, Outcome, ReplicaNode};
 use subtle::ConstantTimeEq;
 

@@ -28,6 +28,68 @@ pub struct Config {
     pub raft: RaftConfig,
     pub cluster: ClusterConfig,
     pub security: SecurityConfig,
+    pub ldap: LdapConfig,
+}
+
+/// The LDAP directory: binds and searches over the replicated state (README "LDAP").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LdapConfig {
+    /// Plain LDAP listener (StartTLS offered). Empty: none.
+    pub addr: String,
+    /// LDAPS listener (TLS from the first byte). Empty: none.
+    pub ldaps_addr: String,
+    /// PEM certificate chain and key for LDAPS and StartTLS. Empty: the `[tls]` ones, else the self-signed
+    /// certificate for localhost the node keeps in its data dir.
+    pub cert: String,
+    pub key: String,
+    /// Offer StartTLS on the plain listener.
+    pub starttls: bool,
+    /// Refuse simple binds with a password on a connection without TLS (answered confidentialityRequired).
+    pub require_confidentiality: bool,
+    /// Written after `ou=<organization>` in naming contexts and DNs, e.g. `dc=example,dc=com`.
+    pub suffix: String,
+    /// Open connections at most (both listeners together); further clients wait.
+    pub max_connections: usize,
+    /// Open connections from one client address at most; further ones are closed at once.
+    pub max_connections_per_address: usize,
+    /// Largest message accepted, in bytes; a larger one ends the connection.
+    pub max_message_bytes: usize,
+    /// Seconds to receive each message, the idle time before it included.
+    pub read_timeout_secs: u64,
+    /// Seconds to write each answer.
+    pub write_timeout_secs: u64,
+    /// Seconds to finish a TLS handshake.
+    pub tls_handshake_timeout_secs: u64,
+    /// Most entries a search (or one page of a paged search) returns.
+    pub size_limit: usize,
+    /// Seconds a search may run.
+    pub time_limit_secs: u64,
+    /// Seconds operations in flight get to finish at shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for LdapConfig {
+    fn default() -> Self {
+        LdapConfig {
+            addr: "127.0.0.1:1389".into(),
+            ldaps_addr: String::new(),
+            cert: String::new(),
+            key: String::new(),
+            starttls: true,
+            require_confidentiality: false,
+            suffix: String::new(),
+            max_connections: 4096,
+            max_connections_per_address: 256,
+            max_message_bytes: 64 * 1024,
+            read_timeout_secs: 300,
+            write_timeout_secs: 30,
+            tls_handshake_timeout_secs: 10,
+            size_limit: 1000,
+            time_limit_secs: 30,
+            shutdown_grace_secs: 5,
+        }
+    }
 }
 
 /// Joining other nodes. A node without `ca`, `cert` and `key` runs as a cluster of one and opens no
@@ -159,6 +221,7 @@ impl Default for Config {
             raft: RaftConfig::default(),
             cluster: ClusterConfig::default(),
             security: SecurityConfig::default(),
+            ldap: LdapConfig::default(),
         }
     }
 }
@@ -217,6 +280,8 @@ impl Default for SecurityConfig {
 pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub http_addr: Option<String>,
+    pub ldap_addr: Option<String>,
+    pub ldaps_addr: Option<String>,
     pub node_id: Option<u64>,
     pub issuer: Option<String>,
     pub raft_addr: Option<String>,
@@ -246,6 +311,12 @@ impl Config {
         }
         if let Some(v) = o.http_addr {
             cfg.http.addr = v;
+        }
+        if let Some(v) = o.ldap_addr {
+            cfg.ldap.addr = v;
+        }
+        if let Some(v) = o.ldaps_addr {
+            cfg.ldap.ldaps_addr = v;
         }
         if let Some(v) = o.node_id {
             cfg.node_id = v;
@@ -322,6 +393,34 @@ impl Config {
         if self.raft.max_connections == 0 {
             bail!("raft.max_connections must be at least 1");
         }
+        for (name, addr) in [("ldap.addr", &self.ldap.addr), ("ldap.ldaps_addr", &self.ldap.ldaps_addr)] {
+            if !addr.is_empty() && addr.parse::<SocketAddr>().is_err() {
+                bail!("{name} {addr:?} is not an address like 127.0.0.1:1389 (empty: no listener)");
+            }
+        }
+        if self.ldap.cert.is_empty() != self.ldap.key.is_empty() {
+            bail!("ldap.cert and ldap.key go together");
+        }
+        if self.ldap.max_connections == 0 || self.ldap.max_connections_per_address == 0 {
+            bail!("ldap.max_connections and ldap.max_connections_per_address must be at least 1");
+        }
+        if self.ldap.size_limit == 0 || self.ldap.time_limit_secs == 0 {
+            bail!("ldap.size_limit and ldap.time_limit_secs must be at least 1 (they bound what one search holds)");
+        }
+        if self.ldap.max_message_bytes < 1024 {
+            bail!("ldap.max_message_bytes must be at least 1024");
+        }
+        if self.ldap.read_timeout_secs == 0
+            || self.ldap.write_timeout_secs == 0
+            || self.ldap.tls_handshake_timeout_secs == 0
+        {
+            bail!("ldap timeouts must be at least 1 second");
+        }
+        if !self.ldap.suffix.is_empty()
+            && jeton_edge::directory::parse_dn(&self.ldap.suffix).is_none_or(|d| d.iter().any(|r| r.key == "ou"))
+        {
+            bail!("ldap.suffix {:?} must be a DN without ou= (e.g. dc=example,dc=com)", self.ldap.suffix);
+        }
         if self.raft.idle_timeout_secs == 0 {
             bail!("raft.idle_timeout_secs must be at least 1");
         }
@@ -359,6 +458,8 @@ impl Config {
         for path in [
             &mut self.tls.cert,
             &mut self.tls.key,
+            &mut self.ldap.cert,
+            &mut self.ldap.key,
             &mut self.cluster.ca,
             &mut self.cluster.cert,
             &mut self.cluster.key,

@@ -123,7 +123,7 @@ pub async fn run(source: ImportSource) -> anyhow::Result<()> {
             (false, true) => ProgressMode::Bars,
             (false, false) => ProgressMode::Log { every: PROGRESS_EVERY },
         },
-        now: jeton_edge::service::now(),
+        now: jeton_edge::clock::now(),
     };
     let (report, result) = jeton_migrate::run(opts).await;
     if !a.quiet && !report.rows_read.is_empty() {

@@ -14,6 +14,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use jeton_edge::http::HttpSettings;
 use jeton_edge::keys::Kek;
+use jeton_edge::ldap::LdapSettings;
 use jeton_edge::metrics::Metrics;
 use jeton_edge::{Edge, EdgeConfig};
 use jeton_raft::node::{ClusterOptions, RaftSettings};
@@ -52,6 +53,12 @@ enum Commands {
         /// HTTP listen address.
         #[arg(long, env = "JETON_HTTP_ADDR")]
         http_addr: Option<String>,
+        /// LDAP listen address (StartTLS offered); "" for none. Default 127.0.0.1:1389.
+        #[arg(long, env = "JETON_LDAP_ADDR")]
+        ldap_addr: Option<String>,
+        /// LDAPS listen address; "" (the default) for none.
+        #[arg(long, env = "JETON_LDAPS_ADDR")]
+        ldaps_addr: Option<String>,
         /// This node's Raft id.
         #[arg(long, env = "JETON_NODE_ID")]
         node_id: Option<u64>,
@@ -194,9 +201,31 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Commands::Serve { config, data_dir, http_addr, node_id, issuer, raft_addr, join, learner, join_token } => {
-                let overrides =
-                    Overrides { data_dir, http_addr, node_id, issuer, raft_addr, join, learner, join_token };
+            Commands::Serve {
+                config,
+                data_dir,
+                http_addr,
+                ldap_addr,
+                ldaps_addr,
+                node_id,
+                issuer,
+                raft_addr,
+                join,
+                learner,
+                join_token,
+            } => {
+                let overrides = Overrides {
+                    data_dir,
+                    http_addr,
+                    ldap_addr,
+                    ldaps_addr,
+                    node_id,
+                    issuer,
+                    raft_addr,
+                    join,
+                    learner,
+                    join_token,
+                };
                 let cfg = Config::load(config.as_deref(), overrides)?;
                 serve(cfg).await
             }
@@ -217,13 +246,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let admin_env = bootstrap::AdminEnv::from_env()?;
     // Bind first: a taken port is reported before anything is written to the data dir.
-    let listener = tokio::net::TcpListener::bind(&cfg.http.addr).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
-            "cannot listen on {}: the address is already in use (is another jeton running?)",
-            cfg.http.addr
-        ),
-        _ => anyhow::anyhow!("cannot listen on {}: {e}", cfg.http.addr),
-    })?;
+    let listener = bind_listener(&cfg.http.addr, "").await?;
+    let ldap_listener = match cfg.ldap.addr.as_str() {
+        "" => None,
+        addr => Some(bind_listener(addr, " (LDAP)").await?),
+    };
+    let ldaps_listener = match cfg.ldap.ldaps_addr.as_str() {
+        "" => None,
+        addr => Some(bind_listener(addr, " (LDAPS)").await?),
+    };
     let tls = if cfg.tls.enabled {
         std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create {}", cfg.data_dir.display()))?;
         Some(tls::server_config(&cfg.tls, &cfg.data_dir)?)
@@ -322,6 +353,19 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             return Err(e);
         }
     };
+    // LDAPS and StartTLS: the [ldap] certificate, else the [tls] one, else the node's self-signed one (made
+    // here, once the start can no longer fail for a reason of its own).
+    let ldap_tls = if ldaps_listener.is_some() || (ldap_listener.is_some() && cfg.ldap.starttls) {
+        match tls::ldap_server_config(&cfg.ldap, &cfg.tls, &cfg.data_dir) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                node.shutdown().await;
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     let invalidation = edge.spawn_invalidation();
     let upkeep = {
         let metrics = edge.metrics.clone();
@@ -351,7 +395,50 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         data_dir = %cfg.data_dir.display(),
         "jeton serving"
     );
-    jeton_edge::http::serve(edge.clone(), listener, http, shutdown_signal()).await;
+    let ldap = LdapSettings {
+        tls: ldap_tls,
+        starttls: cfg.ldap.starttls,
+        require_confidentiality: cfg.ldap.require_confidentiality,
+        suffix: cfg.ldap.suffix.clone(),
+        max_connections: cfg.ldap.max_connections,
+        max_connections_per_address: cfg.ldap.max_connections_per_address,
+        max_message_bytes: cfg.ldap.max_message_bytes,
+        read_timeout: Duration::from_secs(cfg.ldap.read_timeout_secs),
+        write_timeout: Duration::from_secs(cfg.ldap.write_timeout_secs),
+        tls_handshake_timeout: Duration::from_secs(cfg.ldap.tls_handshake_timeout_secs),
+        size_limit: cfg.ldap.size_limit,
+        time_limit: Duration::from_secs(cfg.ldap.time_limit_secs),
+        shutdown_grace: Duration::from_secs(cfg.ldap.shutdown_grace_secs),
+    };
+    if let Some(l) = &ldap_listener {
+        tracing::info!(addr = %l.local_addr()?, starttls = ldap.tls.is_some() && ldap.starttls, "LDAP serving");
+    }
+    if let Some(l) = &ldaps_listener {
+        tracing::info!(addr = %l.local_addr()?, "LDAPS serving");
+    }
+    // One shutdown signal for every listener.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let signal = tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let when_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let ldap_serving = (ldap_listener.is_some() || ldaps_listener.is_some()).then(|| {
+        tokio::spawn(jeton_edge::ldap::serve(
+            edge.clone(),
+            ldap_listener,
+            ldaps_listener,
+            ldap,
+            when_stopped(stopped.clone()),
+        ))
+    });
+    jeton_edge::http::serve(edge.clone(), listener, http, when_stopped(stopped)).await;
+    if let Some(ldap) = ldap_serving {
+        let _ = ldap.await;
+    }
+    signal.abort();
     pruning.abort();
     upkeep.abort();
     invalidation.abort();
@@ -363,6 +450,16 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 /// Everything between a started Raft node and serving: the key-encryption key, the first-start
 /// administrators (or the warning that `JETON_ADMIN_*` are ignored), metrics and the edge service. On an
 /// error the caller stops the node.
+/// Binds a listener; a taken or impossible address is an error naming it (`what`: which listener).
+async fn bind_listener(addr: &str, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            anyhow::anyhow!("cannot listen on {addr}{what}: the address is already in use (is another jeton running?)")
+        }
+        _ => anyhow::anyhow!("cannot listen on {addr}{what}: {e}"),
+    })
+}
+
 async fn prepare_edge(
     cfg: &Config,
     node: &ReplicaNode,
@@ -466,7 +563,7 @@ fn spawn_pruning(edge: Arc<Edge>) -> tokio::task::JoinHandle<()> {
             if edge.node.leader() != Some(edge.node.id) || edge.node.is_removed() {
                 continue;
             }
-            if let Err(e) = edge.write(Command::Prune { now: jeton_edge::service::now() }).await {
+            if let Err(e) = edge.write(Command::Prune { now: jeton_edge::clock::now() }).await {
                 tracing::warn!("pruning expired records: {e}");
             }
         }

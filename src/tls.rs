@@ -1,4 +1,4 @@
-//! TLS for the HTTP listener (rustls with the aws-lc-rs provider).
+//! TLS for the HTTP and LDAP listeners (rustls with the aws-lc-rs provider).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,12 +7,31 @@ use anyhow::{bail, Context};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::TlsConfig;
+use crate::config::{LdapConfig, TlsConfig};
 
-/// Builds the server config from configured files, or from a self-signed certificate kept in the data dir.
+/// Builds the HTTP server config from configured files, or from a self-signed certificate kept in the data
+/// dir.
 pub fn server_config(tls: &TlsConfig, data_dir: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let (cert_path, key_path) = if !tls.cert.is_empty() {
-        (Path::new(&tls.cert).to_path_buf(), Path::new(&tls.key).to_path_buf())
+    let mut cfg = certified(&tls.cert, &tls.key, data_dir)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// The config of LDAPS and StartTLS: `[ldap]` cert and key, else `[tls]`'s, else the self-signed ones.
+pub fn ldap_server_config(
+    ldap: &LdapConfig,
+    tls: &TlsConfig,
+    data_dir: &Path,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let (cert, key) = if !ldap.cert.is_empty() { (&ldap.cert, &ldap.key) } else { (&tls.cert, &tls.key) };
+    Ok(Arc::new(certified(cert, key, data_dir)?))
+}
+
+/// A server config with the certificate in `cert`/`key`, or (both empty) the self-signed one kept in the
+/// data dir, made on first use.
+fn certified(cert: &str, key: &str, data_dir: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    let (cert_path, key_path) = if !cert.is_empty() {
+        (Path::new(cert).to_path_buf(), Path::new(key).to_path_buf())
     } else {
         let (c, k) = (data_dir.join("tls-cert.pem"), data_dir.join("tls-key.pem"));
         if !c.exists() || !k.exists() {
@@ -33,10 +52,8 @@ pub fn server_config(tls: &TlsConfig, data_dir: &Path) -> anyhow::Result<Arc<rus
     }
     let key = PrivateKeyDer::from_pem_file(&key_path)
         .with_context(|| format!("cannot read TLS key {}", key_path.display()))?;
-    let mut cfg = rustls::ServerConfig::builder()
+    rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .context("the TLS certificate and key do not match")?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+        .context("the TLS certificate and key do not match")
 }

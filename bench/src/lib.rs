@@ -6,11 +6,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use jeton_edge::builtin::{self, BuiltIn};
 use jeton_edge::claims::{self, Subject, TokenFrame};
+use jeton_edge::clock::now;
 use jeton_edge::keys::{self, Alg, Kek, LoadedKey};
 use jeton_edge::metrics::Metrics;
 use jeton_edge::oauth::{ClientAuth, Params};
-use jeton_edge::service::{now, sha256};
+use jeton_edge::secrets::sha256;
 use jeton_edge::{Edge, EdgeConfig};
 use jeton_raft::model::{Application, Organization, User};
 use jeton_raft::node::RaftSettings;
@@ -223,4 +225,70 @@ pub fn memory_kib(pid: Option<u32>) -> (u64, u64) {
             .unwrap_or(0)
     };
     (kib("VmRSS:"), kib("VmHWM:"))
+}
+
+/// `jeton serve`'s default names of the organization and application that hold the administrators
+/// (`security.admin_org`, `security.admin_app`): with that organization present, the binary's first-start
+/// bootstrap leaves a populated data dir alone.
+pub const ADMIN_ORG: &str = "built-in";
+pub const ADMIN_APP: &str = "app-built-in";
+
+/// What `jeton serve` creates on first start (the same builder), with fixed credentials for the admin
+/// application. The admin user's password is not a hash of anything known: nobody signs in as them.
+pub fn built_in_commands(kek: &Kek, client_id: &str, client_secret: &str) -> Result<Vec<Command>, String> {
+    builtin::commands(
+        kek,
+        BuiltIn {
+            admin_org: ADMIN_ORG,
+            admin_app: ADMIN_APP,
+            client_id,
+            client_secret,
+            password_hash: PASSWORD_HASH.into(),
+            password_salt: String::new(),
+            admin_user_id: "00000000-0000-4000-8000-00000000ad01".into(),
+            created: "2026-11-20T08:00:00Z".into(),
+            now: now(),
+            kid_suffix: "bench",
+        },
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Writes one command through Raft and waits until it is applied; a refusal is an error.
+pub async fn apply(node: &ReplicaNode, cmd: Command) -> Result<(), String> {
+    match node.write(cmd).await.map_err(|e| format!("write: {e}"))?.outcome {
+        Outcome::Applied => Ok(()),
+        other => Err(format!("the state machine refused a batch: {other:?}")),
+    }
+}
+
+/// Writes `count` users made by `user(i)` (`i` in `0..count`) in batches of `batch`, as an import does,
+/// reporting progress on stderr every 5 s. The first user `user` fails to make is the error.
+pub async fn write_users(
+    node: &ReplicaNode,
+    count: u64,
+    batch: u64,
+    user: impl Fn(u64) -> Result<User, String>,
+) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let mut last_report = started;
+    let mut written = 0u64;
+    while written < count {
+        let end = (written + batch.max(1)).min(count);
+        let commands = (written..end)
+            .map(|i| Ok(Command::PutUser { user: user(i)?, mode: PutMode::Create }))
+            .collect::<Result<_, String>>()?;
+        apply(node, Command::Batch { commands }).await?;
+        written = end;
+        if last_report.elapsed() >= std::time::Duration::from_secs(5) || written == count {
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "populate: {written}/{count} users ({:.0} %), {secs:.1} s, {:.0} users/s",
+                100.0 * written as f64 / count as f64,
+                written as f64 / secs
+            );
+            last_report = std::time::Instant::now();
+        }
+    }
+    Ok(())
 }

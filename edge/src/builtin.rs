@@ -6,7 +6,7 @@ use jeton_raft::model::{Application, Organization, User};
 use jeton_raft::{Command, PutMode};
 
 use crate::keys::{self, Alg, Kek};
-use crate::service::sha256;
+use crate::secrets::sha256;
 use crate::EdgeError;
 
 /// What varies between a real first start and a benchmark's.

@@ -428,7 +428,7 @@ impl LoadedKey {
         let claims: Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims_b64).map_err(|_| VerifyError::Malformed)?)
                 .map_err(|_| VerifyError::Malformed)?;
-        let now = crate::service::now();
+        let now = crate::clock::now();
         let exp = claims.get("exp").and_then(Value::as_i64).ok_or(VerifyError::Expired)?;
         if exp < now {
             return Err(VerifyError::Expired);
@@ -769,7 +769,7 @@ mod import_tests {
         ] {
             let sk = import(cert, alg).unwrap_or_else(|e| panic!("{cert} {alg}: {e}"));
             let key = LoadedKey::load(&sk, &kek()).expect("load");
-            let exp = crate::service::now() + 60;
+            let exp = crate::clock::now() + 60;
             let token = key.sign(&key.access_header, format!(r#"{{"exp":{exp}}}"#).as_bytes()).expect("sign");
             assert_eq!(key.verify(&token).expect("verify")["exp"], exp, "{alg}");
             assert_eq!(key.jwk["kid"], cert);
@@ -790,7 +790,7 @@ mod import_tests {
     fn a_key_accepts_exactly_its_algorithms() {
         let token = |alg: &str| {
             let signer = LoadedKey::load(&import("cert-acme-rs512", alg).expect("import"), &kek()).expect("load");
-            let exp = crate::service::now() + 60;
+            let exp = crate::clock::now() + 60;
             signer.sign(&signer.access_header, format!(r#"{{"exp":{exp}}}"#).as_bytes()).expect("sign")
         };
         let sk = import("cert-acme-rs512", "RS256").expect("import");

@@ -1,33 +1,58 @@
 #![recursion_limit = "256"]
 //! Jeton's protocol front ends and the services behind them.
 //!
-//! - [`http`]: the HTTP listener (hyper + rustls), routing and request decoding;
-//! - [`oauth`]: token issuance, introspection, revocation, userinfo;
-//! - [`admin`]: the Casdoor-compatible admin API;
-//! - [`builtin`]: the objects a new cluster starts with;
-//! - [`service`]: [`Edge`], the state and caches the services share;
-//! - [`introspection_cache`]: introspection answers and the index that drops them when their state changes;
-//! - [`claims`]: what goes into a token, per Casdoor token format;
-//! - [`keys`]: signing keys, their encryption at rest, the keyring and JWKS;
+//! # Layout
+//!
+//! Front ends (they decode a protocol, call the services, and encode the answers):
+//! - [`http`]: the HTTP listener (hyper + rustls), the one route table, request decoding; the OAuth,
+//!   discovery and health endpoints, and in [`http::admin`] the Casdoor-compatible admin API;
+//! - [`ldap`]: the LDAP listeners (ldap3_proto codec, LDAPS and StartTLS with rustls), binds and searches.
+//!
+//! Services (typed requests in, domain results out; no `hyper` or `ldap3_proto` type in a signature):
+//! - [`service`]: [`Edge`], the shared handle (store, node, keys, caches, invalidation) every front end gets;
+//! - [`oauth`]: token issuance, introspection (and its cache), revocation, userinfo;
 //! - [`passwords`]: password sign-in (lookup, lockout, limits, hashing slots, timing floor) and, in
 //!   [`passwords::schemes`], the Casdoor password schemes;
+//! - [`directory`]: organizations, users and groups as directory entries; filters, access, indexed searches;
+//! - [`import`]: the apply request and the batch pipeline behind `POST /api/jeton/apply` and `migrate/`;
+//! - [`builtin`]: the objects a new cluster starts with.
+//!
+//! Leaves (they import no other module of this crate but one another and [`error`]):
+//! - [`keys`]: signing keys, their encryption at rest, the keyring and JWKS;
+//! - [`claims`]: what goes into a token, per Casdoor token format;
+//! - [`clock`]: the one `now()`, and RFC 3339 text;
+//! - [`secrets`]: SHA-256, random hex, the keyed digests introspection answers are cached under;
+//! - `generation`: values worked out from the state and kept until it changes (organizations, lockout
+//!   rules, who an LDAP viewer is);
 //! - [`metrics`]: Prometheus metrics;
-//! - `fuzzing` (hidden): the private decoders, for the fuzz targets in `fuzz/`.
+//! - [`error`]: [`EdgeError`] for the node, [`OAuthError`] for what a client is told.
+//!
+//! Shared by the listeners: `listener` (connection limits, accept, drain, TLS handshake). Hidden:
+//! `fuzzing`, the private decoders, for the fuzz targets in `fuzz/`.
+//!
+//! Directions (each can be checked with grep): front ends never import one another (`crate::ldap` does not
+//! appear in `http/`, nor `crate::http` in `ldap/`); leaf services (`keys`, `claims`, `clock`, `secrets`,
+//! `passwords`, `import`) never import `service.rs`, so no cycle goes through [`Edge`].
 
-pub mod admin;
 pub mod builtin;
 pub mod claims;
+pub mod clock;
+pub mod directory;
+#[cfg(test)]
+mod directory_state_tests;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub(crate) mod generation;
 pub mod http;
-pub mod introspection_cache;
-#[cfg(test)]
-mod introspection_cache_state_tests;
+pub mod import;
 pub mod keys;
+pub mod ldap;
+pub(crate) mod listener;
 pub mod metrics;
 pub mod oauth;
 pub mod passwords;
+pub mod secrets;
 /// The password schemes under their former path.
 pub use passwords::schemes as password;
 pub mod service;

@@ -1,4 +1,5 @@
-//! Prometheus metrics: requests and latency by endpoint, cache hits, password checks, Raft state.
+//! Prometheus metrics: HTTP requests and latency by endpoint, LDAP operations, cache hits, password checks,
+//! Raft state.
 //!
 //! Handles are registered once at start-up: on the hot path a metric update is an atomic add, without
 //! building label sets or looking anything up.
@@ -16,6 +17,12 @@ const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
 const GRANTS: [&str; 3] = ["client_credentials", "password", "refresh_token"];
 /// Reasons of `jeton_password_refusals_total`: sign-ins answered without running a hash.
 const REFUSALS: [&str; 3] = ["locked", "rate_limited", "not_checkable"];
+/// Listeners, for `jeton_<listener>_connections_refused_total`.
+const LISTENERS: [&str; 2] = ["http", "ldap"];
+/// Results of `jeton_ldap_binds_total`.
+const BIND_RESULTS: [&str; 3] = ["ok", "failed", "anonymous"];
+/// Operation labels of `jeton_ldap_operation_seconds`.
+pub const LDAP_OPS: [&str; 6] = ["bind", "search", "compare", "whoami", "starttls", "other"];
 
 struct Handles {
     prometheus: PrometheusHandle,
@@ -27,7 +34,11 @@ struct Handles {
     password_failed: Counter,
     password_refused: [Counter; 3],
     tokens: [Counter; 3],
-    connections_refused: Counter,
+    connections_refused: [Counter; 2],
+    ldap_binds: [Counter; 3],
+    ldap_searches: Counter,
+    ldap_entries: Counter,
+    ldap_latency: [Histogram; 6],
 }
 
 /// The node's metrics. Without an installed recorder (benches, unit tests) every call is a no-op.
@@ -61,7 +72,12 @@ impl Metrics {
                 password_failed: counter!("jeton_password_checks_total", "result" => "failed"),
                 password_refused: REFUSALS.map(|r| counter!("jeton_password_refusals_total", "reason" => r)),
                 tokens: GRANTS.map(|g| counter!("jeton_tokens_issued_total", "grant" => g)),
-                connections_refused: counter!("jeton_http_connections_refused_total", "reason" => "per_address_limit"),
+                connections_refused: LISTENERS
+                    .map(|l| counter!(format!("jeton_{l}_connections_refused_total"), "reason" => "per_address_limit")),
+                ldap_binds: BIND_RESULTS.map(|r| counter!("jeton_ldap_binds_total", "result" => r)),
+                ldap_searches: counter!("jeton_ldap_searches_total"),
+                ldap_entries: counter!("jeton_ldap_entries_total"),
+                ldap_latency: LDAP_OPS.map(|op| histogram!("jeton_ldap_operation_seconds", "op" => op)),
             })),
         })
     }
@@ -100,10 +116,36 @@ impl Metrics {
         }
     }
 
-    /// A connection closed at once because its address had too many open.
-    pub fn connection_refused(&self) {
+    /// A connection to `listener` (`http` or `ldap`) closed at once because its address had too many open.
+    pub fn connection_refused(&self, listener: &'static str) {
         if let Some(h) = &self.handles {
-            h.connections_refused.increment(1);
+            let i = LISTENERS.iter().position(|l| *l == listener).unwrap_or(0);
+            h.connections_refused[i].increment(1);
+        }
+    }
+
+    /// An LDAP bind: `ok`, `failed` or `anonymous`.
+    pub fn ldap_bind(&self, result: &'static str) {
+        if let Some(h) = &self.handles {
+            if let Some(i) = BIND_RESULTS.iter().position(|r| *r == result) {
+                h.ldap_binds[i].increment(1);
+            }
+        }
+    }
+
+    /// An LDAP search and the entries it returned.
+    pub fn ldap_search(&self, entries: u64) {
+        if let Some(h) = &self.handles {
+            h.ldap_searches.increment(1);
+            h.ldap_entries.increment(entries);
+        }
+    }
+
+    /// Time to answer one LDAP operation (one of [`LDAP_OPS`]).
+    pub fn ldap_operation(&self, op: &'static str, elapsed: Duration) {
+        if let Some(h) = &self.handles {
+            let i = LDAP_OPS.iter().position(|o| *o == op).unwrap_or(LDAP_OPS.len() - 1);
+            h.ldap_latency[i].record(elapsed.as_secs_f64());
         }
     }
 

@@ -12,12 +12,12 @@ use bytes::Bytes;
 use jeton_raft::model::{Application, Role, User};
 use jeton_raft::{Change, Command, Outcome, ReplicaNode, Store};
 use moka::sync::Cache;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::{EdgeError, OAuthError};
-use crate::introspection_cache::{CachedToken, IntrospectionCache};
 use crate::keys::{Kek, Keyring};
+use crate::oauth::introspection_cache::{CachedToken, IntrospectionCache};
+use crate::secrets::{sha256, DigestKey, TokenDigest};
 
 /// Settings of the edge services.
 #[derive(Debug, Clone)]
@@ -70,7 +70,7 @@ pub struct Edge {
     /// Introspection answers, found again by `jti` and by user when a change concerns them.
     pub(crate) introspections: IntrospectionCache,
     pub(crate) digest_key: DigestKey,
-    pub(crate) apply_turns: crate::admin::ApplyTurns,
+    pub(crate) apply_turns: crate::import::ApplyTurns,
     /// Bumped before any invalidation; an answer computed across a bump is not cached.
     pub(crate) epoch: AtomicU64,
     /// Changes the invalidation task has handled (compared with `Store::changes_sent`), and a wake-up for
@@ -81,38 +81,6 @@ pub struct Edge {
     /// Password sign-in (also hashes the passwords the admin API sets).
     pub passwords: Arc<crate::passwords::Passwords>,
     pub metrics: crate::metrics::Metrics,
-}
-
-/// Seconds since the epoch.
-pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
-pub fn sha256(data: &[u8]) -> [u8; 32] {
-    Sha256::digest(data).into()
-}
-
-/// What cached introspection answers are keyed by: a keyed 128-bit SipHash-1-3 of the token. The key is
-/// random per process, so nobody can make two tokens collide (SipHash is a PRF); it is ~3× cheaper than
-/// SHA-256 on a 600-byte token, and the lookup runs on every introspection.
-pub type TokenDigest = u128;
-
-/// A random key for [`TokenDigest`]s.
-pub(crate) struct DigestKey(siphasher::sip128::SipHasher13);
-
-impl DigestKey {
-    fn random() -> Result<DigestKey, EdgeError> {
-        let mut k = [0u8; 16];
-        getrandom::fill(&mut k).map_err(|e| EdgeError::Crypto(format!("no randomness for the cache key: {e}")))?;
-        Ok(DigestKey(siphasher::sip128::SipHasher13::new_with_key(&k)))
-    }
-
-    pub(crate) fn digest(&self, token: &[u8]) -> TokenDigest {
-        use siphasher::sip128::Hasher128;
-        let mut h = self.0;
-        std::hash::Hasher::write(&mut h, token);
-        h.finish128().as_u128()
-    }
 }
 
 impl Edge {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use jeton_edge::admin::{ApplyItem, ApplyRequest};
+use jeton_edge::import::{ApplyItem, ApplyRequest};
 use jeton_edge::keys::KeyImport;
 use jeton_edge::oauth::{ClientAuth, Params};
 use jeton_edge::password::{self as schemes, Scheme};
@@ -42,7 +42,7 @@ fn corpus() -> PathBuf {
 
 fn main() {
     // Each run starts from nothing: a seed that is no longer made goes away.
-    for target in ["form", "authorization", "jwt", "admin", "node_bodies", "password_hashes", "pem_import", "snapshot"]
+    for target in ["form", "authorization", "jwt", "admin", "node_bodies", "password_hashes", "pem_import", "snapshot", "ldap"]
     {
         let _ = std::fs::remove_dir_all(corpus().join(target));
     }
@@ -56,6 +56,7 @@ fn main() {
     pem_import();
     let snapshot = snapshot(&f);
     node_bodies(&snapshot);
+    ldap();
     println!("seeds written to {}", corpus().display());
 }
 
@@ -166,7 +167,7 @@ fn jwt(f: &Fixture, tokens: &[(String, String)]) {
         let claims = token.split('.').nth(1).and_then(|c| URL_SAFE_NO_PAD.decode(c).ok()).expect("claims");
         seed("jwt", &format!("claims-{name}"), &[&[1u8, (i * 7) as u8], claims.as_slice()].concat());
     }
-    let exp = jeton_edge::service::now() + 3600;
+    let exp = jeton_edge::clock::now() + 3600;
     let claims = |extra: serde_json::Value| {
         let mut c = json!({"iss": jeton_fuzz::ISSUER, "exp": exp, "jti": "admin/x", "client_id": "client-gen-eddsa", "sub": "00000000-0000-4000-8000-000000000001"});
         c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
@@ -415,7 +416,7 @@ fn pem_import() {
 
 /// A snapshot file of the fixture's node with records of every kind, and each of its records alone.
 fn snapshot(f: &Fixture) -> Vec<u8> {
-    let now = jeton_edge::service::now();
+    let now = jeton_edge::clock::now();
     let extra = vec![
         Command::PutPermission {
             permission: Permission {
@@ -586,7 +587,7 @@ fn node_bodies(snapshot: &[u8]) {
     both(
         "membership-join",
         6,
-        &MembershipChange::Join { id: 4, addr: "127.0.0.1:7004".into(), token: Some(token.secret) },
+        &MembershipChange::Join { id: 4, addr: "127.0.0.1:7004".into(), token: Some(token.secret), learner: false },
     );
     both("membership-remove", 6, &MembershipChange::Remove { id: 2 });
     both("read-index", 7, &());
@@ -626,4 +627,79 @@ fn node_bodies(snapshot: &[u8]) {
             &[vec![17 << 1], serde_json::to_vec(e).expect("json")].concat(),
         );
     }
+}
+
+/// LDAP streams: the operations clients send, alone and pipelined on one connection.
+fn ldap() {
+    use ldap3_proto::control::LdapControl;
+    use ldap3_proto::proto::*;
+    use tokio_util::codec::Encoder;
+
+    let encode = |msgs: Vec<LdapMsg>| {
+        let mut buf = bytes::BytesMut::new();
+        for m in msgs {
+            ldap3_proto::LdapCodec::default().encode(m, &mut buf).expect("encode");
+        }
+        buf.to_vec()
+    };
+    let bind = |dn: &str, pw: &str| {
+        LdapMsg::new(1, LdapOp::BindRequest(LdapBindRequest { version: 3, dn: dn.into(), cred: LdapBindCred::Simple(pw.into()) }))
+    };
+    let search = |id: i32, base: &str, filter: &str, ctrl: Vec<LdapControl>| {
+        // ldap3_proto's filter-string parser is narrower than RFC 4515 (no spaces in values, for one).
+        let filter = ldap3_proto::parse_ldap_filter_str(filter)
+            .unwrap_or_else(|_| LdapFilter::Equality("uid".into(), filter.into()));
+        LdapMsg::new_with_ctrls(
+            id,
+            LdapOp::SearchRequest(LdapSearchRequest {
+                base: base.into(),
+                scope: LdapSearchScope::Subtree,
+                aliases: LdapDerefAliases::Never,
+                sizelimit: 10,
+                timelimit: 5,
+                typesonly: false,
+                filter,
+                attrs: vec!["uid".into(), "+".into()],
+            }),
+            ctrl,
+        )
+    };
+    seed("ldap", "bind-casdoor", &encode(vec![bind("cn=alice,ou=acme,dc=example,dc=com", "secret")]));
+    seed("ldap", "bind-uid-escaped", &encode(vec![bind("uid=a\\,b\\2Cc,ou=acme", "x")]));
+    seed("ldap", "bind-anonymous", &encode(vec![bind("", "")]));
+    let filters = [
+        "(uid=alice)",
+        "(&(objectClass=posixAccount)(mail=alice@acme.example))",
+        "(|(cn=al*ce)(sn=*x*)(givenName=*e))",
+        "(!(uidNumber>=1000))",
+        "(uidNumber<=99999999999)",
+        "(displayName~=alice example)",
+        "(memberOf=cn=sales,ou=acme,dc=example,dc=com)",
+        "(entryUUID=*)",
+        "(cn:caseExactMatch:=alice)",
+    ];
+    for (i, f) in filters.iter().enumerate() {
+        seed("ldap", &format!("search-{i}"), &encode(vec![search(2, "ou=acme,dc=example,dc=com", f, vec![])]));
+    }
+    let paged = LdapControl::SimplePagedResults { size: 2, cookie: b"cookie".to_vec() };
+    seed("ldap", "search-paged", &encode(vec![search(3, "ou=*", "(objectClass=*)", vec![paged])]));
+    let compare = LdapMsg::new(
+        4,
+        LdapOp::CompareRequest(LdapCompareRequest { dn: "uid=alice,ou=acme".into(), atype: "mail".into(), val: b"alice@acme.example".to_vec() }),
+    );
+    let whoami = LdapMsg::new(5, LdapOp::ExtendedRequest(LdapExtendedRequest { name: "1.3.6.1.4.1.4203.1.11.3".into(), value: None }));
+    let starttls = LdapMsg::new(6, LdapOp::ExtendedRequest(LdapExtendedRequest { name: "1.3.6.1.4.1.1466.20037".into(), value: None }));
+    seed(
+        "ldap",
+        "session",
+        &encode(vec![
+            bind("cn=admin,ou=built-in", "pw"),
+            search(2, "", "(objectClass=*)", vec![]),
+            compare,
+            whoami,
+            LdapMsg::new(7, LdapOp::AbandonRequest(2)),
+            starttls,
+            LdapMsg::new(8, LdapOp::UnbindRequest),
+        ]),
+    );
 }

@@ -10,7 +10,9 @@ use std::sync::{Arc, OnceLock};
 
 use jeton_edge::keys::{self, Alg, Kek, KeyImport, LoadedKey};
 use jeton_edge::metrics::Metrics;
-use jeton_edge::service::{now, sha256, ClientApp};
+use jeton_edge::clock::now;
+use jeton_edge::secrets::sha256;
+use jeton_edge::service::ClientApp;
 use jeton_edge::{Edge, EdgeConfig};
 use jeton_raft::model::{
     AcceptedAlgorithms, AcceptedIssuer, Application, Group, Organization, Revocation, Role, SigningKey, User,

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::StreamExt;
-use jeton_edge::admin::ApplyItem;
+use jeton_edge::import::ApplyItem;
 use jeton_raft::model::{AcceptedIssuer, Application};
 use jeton_raft::{Command, PutMode};
 
@@ -95,7 +95,7 @@ struct Origin {
 
 /// A batch being written while the next one is read: its outcome, and what its items were.
 struct InFlight {
-    write: tokio::task::JoinHandle<Result<jeton_edge::admin::ApplyResult, MigrateError>>,
+    write: tokio::task::JoinHandle<Result<jeton_edge::import::ApplyResult, MigrateError>>,
     origins: Vec<Origin>,
     kinds: Vec<&'static str>,
 }

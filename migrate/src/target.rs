@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jeton_edge::admin::{apply_items, propose_items, Administrators, ApplyItem, ApplyRequest, ApplyResult};
+use jeton_edge::import::{apply_items, propose_items, Administrators, ApplyItem, ApplyRequest, ApplyResult};
 use jeton_edge::keys::Kek;
 use jeton_raft::node::RaftSettings;
 use jeton_raft::ReplicaNode;

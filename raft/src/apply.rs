@@ -384,6 +384,9 @@ impl<'a> Pending<'a> {
             }
         }
         self.put(k.clone(), user)?;
+        for (ik, primary) in crate::store::directory_index_entries(user) {
+            self.put_raw(ik, primary);
+        }
         self.put_raw(key::user_by_id(&user.id), k.clone());
         if !user.email.is_empty() {
             let ek = key::user_by_email(&user.owner, &user.email);
@@ -398,6 +401,9 @@ impl<'a> Pending<'a> {
 
     fn remove_user_indexes(&mut self, u: &User) {
         let k = key::user(&u.owner, &u.name);
+        for (ik, _) in crate::store::directory_index_entries(u) {
+            self.delete(ik);
+        }
         self.delete(key::user_by_id(&u.id));
         if !u.email.is_empty() {
             let ek = key::user_by_email(&u.owner, &u.email);

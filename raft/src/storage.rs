@@ -25,7 +25,8 @@ use openraft::{
 
 use crate::apply::Pending;
 use crate::command::CommandResponse;
-use crate::store::{key, validate_value, Change, Store};
+use crate::model::User;
+use crate::store::{key, validate_value, Change, Store, Stored};
 use crate::{Entry, Node, NodeId, RaftError, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
@@ -357,7 +358,8 @@ impl StateMachine {
     fn dump_state(state: &sled::Tree, out: &mut impl Write) -> std::io::Result<()> {
         for item in state.iter() {
             let (k, v) = item.map_err(std::io::Error::other)?;
-            if k.starts_with(key::META) {
+            // Raft bookkeeping goes in the snapshot's meta; the directory indexes are rebuilt from the users.
+            if k.starts_with(key::META) || key::DIRECTORY_INDEXES.iter().any(|p| k.starts_with(p)) {
                 continue;
             }
             out.write_all(&(k.len() as u32).to_be_bytes())?;
@@ -600,6 +602,18 @@ impl StateMachine {
             let mut reader = std::io::BufReader::with_capacity(1 << 20, &mut *file);
             let (mut batch, mut records, mut bytes) = (sled::Batch::default(), 0, 0);
             read_snapshot(&mut reader, |k, v| {
+                // Directory indexes are derived from the users (a snapshot from an older node may lack them,
+                // and none may carry entries its users do not justify).
+                if key::DIRECTORY_INDEXES.iter().any(|p| k.starts_with(p)) {
+                    return Ok(());
+                }
+                if k.starts_with(key::USER) {
+                    for (ik, primary) in crate::store::directory_index_entries(&User::decode(v)?) {
+                        records += 1;
+                        bytes += ik.len() + primary.len();
+                        batch.insert(ik, primary);
+                    }
+                }
                 batch.insert(k, v);
                 records += 1;
                 bytes += k.len() + v.len();
@@ -613,6 +627,7 @@ impl StateMachine {
             let corrupt = |e: serde_json::Error| RaftError::Corrupt(e.to_string());
             batch.insert(key::META_APPLIED, serde_json::to_vec(&meta.last_log_id).map_err(corrupt)?);
             batch.insert(key::META_MEMBERSHIP, serde_json::to_vec(&meta.last_membership).map_err(corrupt)?);
+            batch.insert(key::META_DIRECTORY_INDEX, b"1".to_vec());
             next.apply_batch(batch)?;
             batches += 1;
             Ok(())
@@ -857,6 +872,33 @@ pub(crate) mod tests {
         assert_eq!(store.organization("o").unwrap().unwrap().get().name.as_str(), "o");
     }
 
+    /// A data dir written before the directory indexes existed gets them when it is opened.
+    #[tokio::test]
+    async fn directory_indexes_are_built_for_older_data_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut sm, store) = machine(dir.path());
+            let mut alice = user("acme", "alice", "u-1");
+            if let Command::PutUser { user, .. } = &mut alice {
+                user.groups = vec!["acme/sales".into()];
+            }
+            sm.apply(vec![entry(1, org("acme")), entry(2, alice)]).await.unwrap();
+            // What an older version left: no index entries, no marker.
+            let state = store.state();
+            for prefix in key::DIRECTORY_INDEXES {
+                for k in state.scan_prefix(prefix).keys() {
+                    state.remove(k.unwrap()).unwrap();
+                }
+            }
+            state.remove(key::META_DIRECTORY_INDEX).unwrap();
+            assert!(store.users_with_email("acme", "alice@x.example").unwrap().is_empty());
+            store.db.flush().unwrap();
+        }
+        let (_sm, store) = machine(dir.path());
+        assert_eq!(store.users_with_email("acme", "alice@x.example").unwrap().len(), 1);
+        assert_eq!(store.group_members("acme", "sales").unwrap().len(), 1);
+    }
+
     #[tokio::test]
     async fn snapshots_build_and_install_into_another_node() {
         let a = tempfile::tempdir().unwrap();
@@ -895,6 +937,16 @@ pub(crate) mod tests {
         assert_eq!(store.user_by_id("u-1").unwrap().unwrap().get().name.as_str(), "alice");
         assert_eq!(store.application_by_client_id("cid").unwrap().unwrap().get().name.as_str(), "app");
         assert_eq!(store.applied_index().unwrap(), Some(3));
+        // The directory indexes are not in the snapshot; they are rebuilt from its users.
+        let mut index_entries = 0;
+        read_snapshot(&mut &data[..], |k, _| {
+            index_entries += key::DIRECTORY_INDEXES.iter().filter(|p| k.starts_with(p)).count();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(index_entries, 0, "no index entry travels");
+        assert_eq!(store.users_with_email("acme", "ALICE@x.example").unwrap().len(), 1);
+        assert_eq!(store.users_named_ci("acme", "Alice").unwrap().len(), 1);
         let current = other.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(current.meta.snapshot_id, snap.meta.snapshot_id);
         assert_eq!(std::fs::read(other.snapshots.data_path(&snap.meta.snapshot_id).unwrap()).unwrap(), data);

@@ -43,10 +43,24 @@ pub mod key {
     pub const SIGNIN_FAILURES: &[u8] = b"l\0";
     pub const ACCEPTED_ALGORITHMS: &[u8] = b"y\0";
     pub const ADMISSION: &[u8] = b"n\0";
+    /// Directory indexes (LDAP equality lookups), derived from the users: rebuilt from them when a snapshot
+    /// is installed or a data dir from before them is opened (see [`super::directory_index_entries`]).
+    /// Users by lower-cased name: `w\0owner\0lower(name)\0name`.
+    pub const USER_BY_NAME_CI: &[u8] = b"w\0";
+    /// Users by lower-cased email, every user with that email: `j\0owner\0lower(email)\0name`.
+    pub const USER_BY_MAIL: &[u8] = b"j\0";
+    /// Group members: `h\0group owner\0group name\0user owner\0user name`.
+    pub const MEMBER: &[u8] = b"h\0";
+    /// Users by phone, every user with that phone: `z\0owner\0phone\0name`.
+    pub const USER_BY_PHONE: &[u8] = b"z\0";
+    /// The prefixes of the directory indexes.
+    pub const DIRECTORY_INDEXES: [&[u8]; 4] = [USER_BY_NAME_CI, USER_BY_MAIL, MEMBER, USER_BY_PHONE];
     /// Raft bookkeeping kept in the same batch as the state: applied log id, membership.
     pub const META: &[u8] = b"m\0";
     pub const META_APPLIED: &[u8] = b"m\0applied";
     pub const META_MEMBERSHIP: &[u8] = b"m\0membership";
+    /// Present once the directory indexes of the tree are complete.
+    pub const META_DIRECTORY_INDEX: &[u8] = b"m\0directory_index.2";
 
     pub fn join(prefix: &[u8], parts: &[&str]) -> Vec<u8> {
         let mut k = Vec::with_capacity(prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
@@ -60,6 +74,13 @@ pub mod key {
         k
     }
 
+    /// [`join`] followed by the separator: the prefix of every key under these parts.
+    pub fn prefix(prefix: &[u8], parts: &[&str]) -> Vec<u8> {
+        let mut k = join(prefix, parts);
+        k.push(0);
+        k
+    }
+
     pub fn org(name: &str) -> Vec<u8> {
         join(ORG, &[name])
     }
@@ -68,15 +89,29 @@ pub mod key {
     }
     /// Prefix of all users of an organization.
     pub fn users_of(owner: &str) -> Vec<u8> {
-        let mut k = join(USER, &[owner]);
-        k.push(0);
-        k
+        prefix(USER, &[owner])
     }
     pub fn user_by_id(id: &str) -> Vec<u8> {
         join(USER_BY_ID, &[id])
     }
     pub fn user_by_email(owner: &str, email: &str) -> Vec<u8> {
         join(USER_BY_EMAIL, &[owner, &email.to_lowercase()])
+    }
+    /// Prefix of the users of `owner` whose lower-cased name is `lower_name`.
+    pub fn users_by_name_ci(owner: &str, lower_name: &str) -> Vec<u8> {
+        prefix(USER_BY_NAME_CI, &[owner, lower_name])
+    }
+    /// Prefix of the users of `owner` whose lower-cased email is `lower_email`.
+    pub fn users_by_mail(owner: &str, lower_email: &str) -> Vec<u8> {
+        prefix(USER_BY_MAIL, &[owner, lower_email])
+    }
+    /// Prefix of the users of `owner` with this phone.
+    pub fn users_by_phone(owner: &str, phone: &str) -> Vec<u8> {
+        prefix(USER_BY_PHONE, &[owner, phone])
+    }
+    /// Prefix of the members of a group.
+    pub fn members_of(group_owner: &str, group: &str) -> Vec<u8> {
+        prefix(MEMBER, &[group_owner, group])
     }
     pub fn app(name: &str) -> Vec<u8> {
         join(APP, &[name])
@@ -91,17 +126,13 @@ pub mod key {
         join(ROLE, &[owner, name])
     }
     pub fn roles_of(owner: &str) -> Vec<u8> {
-        let mut k = join(ROLE, &[owner]);
-        k.push(0);
-        k
+        prefix(ROLE, &[owner])
     }
     pub fn group(owner: &str, name: &str) -> Vec<u8> {
         join(GROUP, &[owner, name])
     }
     pub fn groups_of(owner: &str) -> Vec<u8> {
-        let mut k = join(GROUP, &[owner]);
-        k.push(0);
-        k
+        prefix(GROUP, &[owner])
     }
     pub fn refresh(id: &str) -> Vec<u8> {
         join(REFRESH, &[id])
@@ -110,9 +141,7 @@ pub mod key {
         join(FAMILY, &[family, id])
     }
     pub fn family(family: &str) -> Vec<u8> {
-        let mut k = join(FAMILY, &[family]);
-        k.push(0);
-        k
+        prefix(FAMILY, &[family])
     }
     pub fn revocation(jti: &str) -> Vec<u8> {
         join(REVOCATION, &[jti])
@@ -121,9 +150,7 @@ pub mod key {
         join(PERMISSION, &[owner, name])
     }
     pub fn permissions_of(owner: &str) -> Vec<u8> {
-        let mut k = join(PERMISSION, &[owner]);
-        k.push(0);
-        k
+        prefix(PERMISSION, &[owner])
     }
     pub fn model(owner: &str, name: &str) -> Vec<u8> {
         join(MODEL, &[owner, name])
@@ -141,9 +168,7 @@ pub mod key {
         join(ADMISSION, &[&node_id.to_string()])
     }
     pub fn accepted_issuers_of(application: &str) -> Vec<u8> {
-        let mut k = join(ACCEPTED_ISSUER, &[application]);
-        k.push(0);
-        k
+        prefix(ACCEPTED_ISSUER, &[application])
     }
 }
 
@@ -222,6 +247,54 @@ pub fn validate_value(key: &[u8], value: &[u8]) -> Result<(), RaftError> {
         p if p == key::ADMISSION => Admission::validate(value),
         _ => Ok(()),
     }
+}
+
+/// The directory index entries (key, primary key) of a user: by lower-cased name, by lower-cased email,
+/// and one per group it belongs to (`owner/name`, or a bare name in the user's organization).
+pub fn directory_index_entries(u: &User) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let primary = key::user(&u.owner, &u.name);
+    let mut out = Vec::with_capacity(2 + u.groups.len());
+    out.push((key::join(key::USER_BY_NAME_CI, &[&u.owner, &u.name.to_lowercase(), &u.name]), primary.clone()));
+    if !u.email.is_empty() {
+        out.push((key::join(key::USER_BY_MAIL, &[&u.owner, &u.email.to_lowercase(), &u.name]), primary.clone()));
+    }
+    if !u.phone.is_empty() && !u.phone.contains('\0') {
+        out.push((key::join(key::USER_BY_PHONE, &[&u.owner, &u.phone, &u.name]), primary.clone()));
+    }
+    for g in &u.groups {
+        let (owner, name) = g.split_once('/').unwrap_or((&u.owner, g));
+        if owner.contains('\0') || name.contains('\0') || name.is_empty() {
+            continue;
+        }
+        out.push((key::join(key::MEMBER, &[owner, name, &u.owner, &u.name]), primary.clone()));
+    }
+    out
+}
+
+/// Makes the directory indexes of a state tree complete, unless it says they are: writes every user's
+/// entries and the marker. For a data dir written before the indexes existed (they are derived data, like
+/// a cache: nothing but the users decides them).
+pub(crate) fn complete_directory_indexes(tree: &sled::Tree) -> Result<usize, RaftError> {
+    if tree.get(key::META_DIRECTORY_INDEX)?.is_some() {
+        return Ok(0);
+    }
+    let mut batch = sled::Batch::default();
+    let (mut users, mut pending) = (0, 0);
+    for v in tree.scan_prefix(key::USER).values() {
+        let user = User::decode(&v?)?;
+        for (k, primary) in directory_index_entries(&user) {
+            batch.insert(k, primary);
+            pending += 1;
+        }
+        users += 1;
+        if pending >= 10_000 {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+            pending = 0;
+        }
+    }
+    batch.insert(key::META_DIRECTORY_INDEX, b"1".to_vec());
+    tree.apply_batch(batch)?;
+    Ok(users)
 }
 
 /// A stored record, read in place.
@@ -353,6 +426,10 @@ impl Store {
                 db.drop_tree(&other)?;
             }
         }
+        let indexed = complete_directory_indexes(&tree)?;
+        if indexed > 0 {
+            tracing::info!(users = indexed, "built the directory indexes of a data dir written before them");
+        }
         let (changes, _) = broadcast::channel(4096);
         let live = Arc::new(RwLock::new(StateTree(Arc::new((name, tree)))));
         Ok(Store { db: db.clone(), live, changes, sent: Default::default() })
@@ -477,6 +554,63 @@ impl Store {
     pub fn users(&self, owner: &str) -> impl Iterator<Item = Result<Record<User>, RaftError>> {
         self.records(&key::users_of(owner))
     }
+    /// Users of an organization in name order, starting after the user named `after` (from the first
+    /// without it).
+    pub fn users_after(
+        &self,
+        owner: &str,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<Record<User>, RaftError>> + use<> {
+        let prefix = key::users_of(owner);
+        let tree = self.state();
+        let iter = tree.range::<Vec<u8>, _>((
+            match after {
+                Some(name) => std::ops::Bound::Excluded(key::user(owner, name)),
+                None => std::ops::Bound::Included(prefix.clone()),
+            },
+            std::ops::Bound::Unbounded,
+        ));
+        iter.map(move |kv| {
+            let _reading = &tree;
+            kv.map_err(RaftError::from)
+        })
+        .take_while(move |kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+        .map(|kv| kv.map(|(_, v)| Record::from_state(v)))
+    }
+
+    /// Users of an organization whose name equals `name` ignoring case.
+    pub fn users_named_ci(&self, owner: &str, name: &str) -> Result<Vec<Record<User>>, RaftError> {
+        self.index_scan(&key::users_by_name_ci(owner, &name.to_lowercase()))
+    }
+    /// Users of an organization whose email equals `email` ignoring case (all of them, unlike
+    /// [`Store::user_by_email`]).
+    pub fn users_with_email(&self, owner: &str, email: &str) -> Result<Vec<Record<User>>, RaftError> {
+        self.index_scan(&key::users_by_mail(owner, &email.to_lowercase()))
+    }
+    /// Users of an organization with this phone number.
+    pub fn users_with_phone(&self, owner: &str, phone: &str) -> Result<Vec<Record<User>>, RaftError> {
+        self.index_scan(&key::users_by_phone(owner, phone))
+    }
+    /// Members of the group `owner/name` (users whose `groups` name it), in user order.
+    pub fn group_members(&self, owner: &str, name: &str) -> Result<Vec<Record<User>>, RaftError> {
+        self.index_scan(&key::members_of(owner, name))
+    }
+
+    /// Follows every index entry under a prefix to its record.
+    fn index_scan<T: Stored>(&self, prefix: &[u8]) -> Result<Vec<Record<T>>, RaftError>
+    where
+        T::Archived: Portable,
+    {
+        let state = self.state();
+        let mut out = Vec::new();
+        for primary in state.scan_prefix(prefix).values() {
+            if let Some(v) = state.get(primary?)? {
+                out.push(Record::from_state(v));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn application(&self, name: &str) -> Result<Option<Record<Application>>, RaftError> {
         self.record(&key::app(name))
     }

@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,9 @@ use crate::harness::{free_port, response, Node, ADMIN_CLIENT_ID, ADMIN_CLIENT_SE
 
 /// Joins and learners (a child module: it uses this one's cluster harness).
 mod joins;
+/// The LDAP directory on every node: binds and searches after a write through another (a child module, as
+/// joins).
+mod ldap;
 /// Restarts, quorum loss, removal, health and the cluster tools over TLS (a child module, as joins).
 mod operations;
 
@@ -102,7 +104,7 @@ struct Cluster {
 }
 
 fn jeton(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_jeton"))
+    crate::harness::jeton_command()
         .args(args)
         .env("JETON_ADMIN_CLIENT_ID", ADMIN_CLIENT_ID)
         .env("JETON_ADMIN_CLIENT_SECRET", ADMIN_CLIENT_SECRET)
@@ -316,7 +318,7 @@ join_token_file = "{ca}/node-{{node_id}}.join"
     fn serve_fails(&self, id: u8, join: Option<u8>, config: Option<&std::path::Path>) -> String {
         let default_config = self.config(id, 10_000);
         let config = config.unwrap_or(&default_config);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jeton"));
+        let mut cmd = crate::harness::jeton_command();
         cmd.args(["serve", "--config", config.to_str().unwrap(), "--data-dir", self.data_dir(id).to_str().unwrap()])
             .args(["--http-addr", &format!("127.0.0.1:{}", self.ports[id as usize - 1].0)])
             .stdout(std::process::Stdio::null())
@@ -640,7 +642,7 @@ async fn joining_needs_a_certificate_and_a_data_dir_of_another_cluster_is_refuse
     alone.stop();
     // …so it cannot join cluster 1 with it.
     let config = c.config(2, 10_000);
-    let out = Command::new(env!("CARGO_BIN_EXE_jeton"))
+    let out = crate::harness::jeton_command()
         .args(["serve", "--config", config.to_str().unwrap(), "--data-dir", dir.to_str().unwrap()])
         .args(["--http-addr", &format!("127.0.0.1:{port}"), "--join", &c.raft_addr(1)])
         .output()

@@ -119,6 +119,7 @@ fn spawn_pod(pod: &str, config: &Path, dir: &Path, http: u16, pattern: &str) -> 
         .arg(config)
         .args(["--http-addr", &format!("127.0.0.1:{http}")])
         .env("JETON_BIN", env!("CARGO_BIN_EXE_jeton"))
+        .env("JETON_LDAP_ADDR", "127.0.0.1:0")
         .env("JETON_PEER_SERVICE", "jeton-peers")
         .env("JETON_PEER_ADDR_PATTERN", pattern)
         .env("JETON_POD_NAME", pod)
@@ -144,7 +145,7 @@ async fn entrypoint_brings_up_three_nodes_on_loopback() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let ca = tmp.path().join("ca");
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_jeton")).args(args).output().expect("run jeton");
+        let out = crate::harness::jeton_command().args(args).output().expect("run jeton");
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     let ca_s = ca.to_str().expect("path");
@@ -243,7 +244,7 @@ async fn a_relative_data_dir_resolves_against_the_config_file() {
         .expect("config");
     let log_path = tmp.path().join("jeton.log");
     let log = std::fs::File::create(&log_path).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_jeton"))
+    let child = crate::harness::jeton_command()
         .args(["serve", "--config"])
         .arg(etc.join("jeton.toml"))
         .current_dir(&elsewhere)

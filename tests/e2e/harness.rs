@@ -286,6 +286,14 @@ impl Drop for Node {
 }
 
 /// Spawns `jeton serve` with the test admin credentials; output goes to a file next to the data dir.
+/// A `jeton` command. Its LDAP listener takes a free port (`JETON_LDAP_ADDR=127.0.0.1:0`) unless the test
+/// names one: many nodes run side by side here, and the default port would be taken by the first.
+pub fn jeton_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jeton"));
+    cmd.env("JETON_LDAP_ADDR", "127.0.0.1:0");
+    cmd
+}
+
 pub fn spawn(dir: &Path, port: u16, extra: &[&str]) -> (Child, PathBuf) {
     spawn_with_env(dir, port, extra, &[])
 }
@@ -295,7 +303,7 @@ pub fn spawn_with_env(dir: &Path, port: u16, extra: &[&str], env: &[(&str, &str)
     std::fs::create_dir_all(dir.parent().unwrap_or(dir)).expect("parent dir");
     let out = dir.with_extension(format!("{port}.log"));
     let log = std::fs::File::create(&out).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_jeton"))
+    let child = crate::harness::jeton_command()
         .arg("serve")
         .arg("--data-dir")
         .arg(dir)

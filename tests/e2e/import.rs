@@ -221,7 +221,7 @@ impl ImportRun {
 
 fn import(db: &CasdoorDb, args: &[&str], work: &Path) -> ImportRun {
     let report_path = work.join(format!("report-{}.json", uuid_like()));
-    let out = Command::new(env!("CARGO_BIN_EXE_jeton"))
+    let out = crate::harness::jeton_command()
         .args(["import", "casdoor", "--from", &db.url(), "--report"])
         .arg(&report_path)
         .args(args)
@@ -246,7 +246,7 @@ fn uuid_like() -> String {
     )
 }
 
-fn seed_passwords() -> Value {
+pub(crate) fn seed_passwords() -> Value {
     serde_json::from_slice(&std::fs::read(Path::new(FIXTURES).join("seed-passwords.json")).expect("seed-passwords"))
         .expect("json")
 }
@@ -475,6 +475,19 @@ fn into_args(node: &Node) -> Vec<String> {
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
+}
+
+/// Loads the Casdoor fixtures into a fresh PostgreSQL database and imports them into `node`, which keeps
+/// its own administrators (built-in/admin signs in with [`harness::ADMIN_PASSWORD`]): for the other areas'
+/// tests that need a node holding Casdoor's data (tests/e2e/ldap.rs). The database is dropped afterwards.
+pub(crate) fn import_fixtures_into(node: &Node, tag: &str) {
+    let db = CasdoorDb::create(Kind::Postgres, tag);
+    let work = tempfile::tempdir().expect("tempdir");
+    let args = into_args(node);
+    let r = import(&db, &strs(&args), work.path());
+    assert!(r.ok, "import failed: {}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.written("put_user"), 29, "{}", r.stdout);
+    assert_eq!(r.written("put_group"), 5, "{}", r.stdout);
 }
 
 #[tokio::test]
@@ -723,7 +736,7 @@ async fn broken_rows_are_reported_and_strict_aborts() {
 
     // Credentials in the database URL never show.
     let db_url_with_password = db.url().replace("@127.0.0.1", ":s3cr3t-pw@127.0.0.1:1").replace(":5432", "");
-    let out = Command::new(env!("CARGO_BIN_EXE_jeton"))
+    let out = crate::harness::jeton_command()
         .args(["import", "casdoor", "--dry-run", "--from", &db_url_with_password])
         .output()
         .expect("run");
@@ -756,7 +769,7 @@ async fn an_interrupted_import_continues() {
     let dir = work.path().join("data");
 
     // Killed (SIGKILL) once part of the users is written.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jeton"))
+    let mut child = crate::harness::jeton_command()
         .args(["import", "casdoor", "--quiet", "--from", &db.url(), "--data-dir"])
         .arg(&dir)
         .env("JETON_LOG", "warn")
@@ -810,7 +823,7 @@ async fn apply_requests_of_one_import_go_in_their_order() {
 
 /// `jeton import casdoor` with its default logging, output captured: (success, stdout, stderr).
 fn run_import(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_jeton"))
+    let out = crate::harness::jeton_command()
         .args(["import", "casdoor"])
         .args(args)
         .env_remove("JETON_LOG")

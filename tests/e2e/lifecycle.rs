@@ -1,6 +1,5 @@
 //! The node's life: restart persistence, clear start-up errors, HTTPS, graceful stop.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
@@ -61,7 +60,7 @@ fn serve_once(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> (i
 
 /// `jeton ARGS` with more (or other) environment variables: (exit code, stdout and stderr).
 fn run_jeton_with(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_jeton"))
+    let out = crate::harness::jeton_command()
         .args(args)
         .env("JETON_LOG", "warn")
         .envs(env.iter().copied())

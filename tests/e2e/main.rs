@@ -1,5 +1,6 @@
-//! End-to-end tests: real `jeton` processes on loopback, driven with real clients — reqwest for HTTP and
-//! jwt-simple (a JWT library Jeton does not use) to verify tokens against the published JWKS.
+//! End-to-end tests: real `jeton` processes on loopback, driven with real clients — reqwest for HTTP,
+//! jwt-simple (a JWT library Jeton does not use) to verify tokens against the published JWKS, OpenLDAP's
+//! ldap-utils and the ldap3 crate for LDAP.
 //!
 //! One test binary with a module per area, so the build stays fast.
 
@@ -9,6 +10,7 @@ mod deploy;
 mod harness;
 mod http;
 mod import;
+mod ldap;
 mod lifecycle;
 mod oauth;
 mod passwords;

@@ -199,6 +199,8 @@ async fn start_jeton(bin: &Path, dir: &Path, pin: bool) -> Result<(Procs, Vec<St
         let log = std::fs::File::create(dir.join(format!("n{i}.log"))).map_err(|e| e.to_string())?;
         let child = member_command(bin, i as usize, pin)
             .args(["serve", "--config", config.to_str().ok_or("path")?])
+            // Three nodes on one machine: each LDAP listener on a free port.
+            .env("JETON_LDAP_ADDR", "127.0.0.1:0")
             .env("JETON_ADMIN_PASSWORD", "bench-admin-password")
             .env("JETON_ADMIN_CLIENT_ID", CLIENT_ID)
             .env("JETON_ADMIN_CLIENT_SECRET", CLIENT_SECRET)

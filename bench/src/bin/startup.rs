@@ -24,20 +24,14 @@ use std::process::{Child, Command as Process, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use jeton_bench::sample_user;
-use jeton_edge::builtin::{self, BuiltIn};
 use jeton_edge::keys::Kek;
-use jeton_edge::service::now;
 use jeton_raft::model::Organization;
 use jeton_raft::node::RaftSettings;
-use jeton_raft::{Command, Outcome, PutMode, ReplicaNode};
+use jeton_raft::{Command, PutMode, ReplicaNode};
 
 /// The admin application's credentials, written by `populate` and used by `measure`.
 const CLIENT_ID: &str = "startup-admin";
 const CLIENT_SECRET: &str = "startup-admin-secret-0123456789";
-/// `jeton serve`'s defaults (`security.admin_org`, `security.admin_app`): with this organization present,
-/// the binary's first-start bootstrap leaves the state alone.
-const ADMIN_ORG: &str = "built-in";
-const ADMIN_APP: &str = "app-built-in";
 
 const USAGE: &str = "usage:
   startup populate --data-dir DIR [--users 1000000] [--batch 2000] [--snapshot]
@@ -97,26 +91,9 @@ fn populate(args: &Args, dir: &Path) -> Result<(), String> {
         // The same file `jeton serve` reads the key-encryption key from, so the binary can open the keys.
         let kek = Kek::load_or_create(&dir.join("kek")).map_err(|e| e.to_string())?;
         let base = built_in_objects(&kek)?;
-        write(&node, Command::Batch { commands: base }).await?;
+        jeton_bench::apply(&node, Command::Batch { commands: base }).await?;
 
-        let mut written = 0u64;
-        let mut last_report = Instant::now();
-        while written < users {
-            let end = (written + batch).min(users);
-            let commands =
-                (written..end).map(|i| Command::PutUser { user: sample_user(i), mode: PutMode::Create }).collect();
-            write(&node, Command::Batch { commands }).await?;
-            written = end;
-            if last_report.elapsed() >= Duration::from_secs(5) || written == users {
-                let secs = started.elapsed().as_secs_f64();
-                eprintln!(
-                    "populate: {written}/{users} users ({:.0} %), {secs:.1} s, {:.0} users/s",
-                    100.0 * written as f64 / users as f64,
-                    written as f64 / secs
-                );
-                last_report = Instant::now();
-            }
-        }
+        jeton_bench::write_users(&node, users, batch, |i| Ok(sample_user(i))).await?;
         let write_secs = started.elapsed().as_secs_f64();
         println!("populate_users={users}");
         println!("populate_batch={batch}");
@@ -146,39 +123,14 @@ fn populate(args: &Args, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-async fn write(node: &ReplicaNode, cmd: Command) -> Result<(), String> {
-    match node.write(cmd).await.map_err(|e| format!("write: {e}"))?.outcome {
-        Outcome::Applied => Ok(()),
-        other => Err(format!("the state machine refused a batch: {other:?}")),
-    }
-}
-
-/// What `jeton serve` creates on first start (the same builder), with fixed credentials, plus the
-/// organization the users go to.
+/// What `jeton serve` creates on first start, plus the organization the users go to.
 fn built_in_objects(kek: &Kek) -> Result<Vec<Command>, String> {
-    let created = "2026-11-20T08:00:00Z";
-    let mut commands = builtin::commands(
-        kek,
-        BuiltIn {
-            admin_org: ADMIN_ORG,
-            admin_app: ADMIN_APP,
-            client_id: CLIENT_ID,
-            client_secret: CLIENT_SECRET,
-            // Not a hash of anything known: nobody signs in as admin here.
-            password_hash: jeton_bench::PASSWORD_HASH.into(),
-            password_salt: String::new(),
-            admin_user_id: "00000000-0000-4000-8000-00000000ad01".into(),
-            created: created.into(),
-            now: now(),
-            kid_suffix: "startup",
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let mut commands = jeton_bench::built_in_commands(kek, CLIENT_ID, CLIENT_SECRET)?;
     commands.push(Command::PutOrganization {
         org: Organization {
             name: jeton_bench::ORG.into(),
             display_name: "Bench Inc.".into(),
-            created_time: created.into(),
+            created_time: "2026-11-20T08:00:00Z".into(),
             password_type: "argon2id".into(),
             ..Default::default()
         },

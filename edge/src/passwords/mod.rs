@@ -12,7 +12,8 @@
 //!    An attempt is counted when it starts: N parallel guesses cannot all be tried;
 //! 4. **hashing slots**: at most `check_concurrency` checks at once, and at most `memory_budget_kib` of
 //!    memory among them (an argon2 check reserves its `m`, others [`schemes::SMALL_CHECK_KIB`]); a hash
-//!    over the cost cap of one check is never run;
+//!    over the cost cap of one check is never run. Checks that are one or two plain digests (plain, salt,
+//!    sha512-salt, md5-salt) take microseconds and run in place instead;
 //! 5. **timing floor**: a failure — unknown login, wrong password, a user who cannot sign in by password
 //!    here — is answered no earlier than `failure_floor` after the sign-in began. Nothing is hashed for
 //!    a login that cannot match: the request sleeps (no CPU, no slot) instead of burning a dummy hash.
@@ -33,6 +34,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::EdgeError;
+use crate::generation::GenerationCache;
 use crate::metrics::Metrics;
 use schemes::{Accepted, OrgPolicy, PasswordError, Scheme, StoredPassword};
 
@@ -85,10 +87,26 @@ pub struct Lockout {
 impl Lockout {
     /// `failedSigninLimit` (0 → 5) and `failedSigninFrozenTime` in minutes (0 → 15).
     pub fn of(app: &Application) -> Lockout {
-        let limit = if app.failed_signin_limit > 0 { app.failed_signin_limit as u32 } else { 5 };
-        let minutes = if app.failed_signin_frozen_time > 0 { app.failed_signin_frozen_time as u64 } else { 15 };
+        Lockout::from_settings(app.failed_signin_limit, app.failed_signin_frozen_time)
+    }
+
+    /// From an application's `failedSigninLimit` and `failedSigninFrozenTime` (minutes).
+    fn from_settings(failed_signin_limit: i32, failed_signin_frozen_time: i32) -> Lockout {
+        let limit = if failed_signin_limit > 0 { failed_signin_limit as u32 } else { 5 };
+        let minutes = if failed_signin_frozen_time > 0 { failed_signin_frozen_time as u64 } else { 15 };
         Lockout { limit, frozen_for: Duration::from_secs(60 * minutes) }
     }
+}
+
+/// Whose lockout rule a sign-in counts against.
+#[derive(Debug, Clone, Copy)]
+pub enum LockoutRule {
+    /// The application signed in to (OAuth).
+    Of(Lockout),
+    /// Outside any application (LDAP, RADIUS): the user's home application — the one they signed up with,
+    /// else the first of their organization (COMPAT §3.1) — or Casdoor's defaults. Worked out from the user
+    /// the sign-in looks up anyway.
+    HomeApplication,
 }
 
 /// A sign-in to check.
@@ -100,13 +118,15 @@ pub struct SignIn<'a> {
     pub password: &'a str,
     /// The client's address, for the per-address limit.
     pub client_ip: Option<IpAddr>,
-    pub lockout: Lockout,
+    pub lockout: LockoutRule,
+    /// The login may name the user ignoring case (LDAP compares DN values that way), when that names one.
+    pub ignore_case: bool,
 }
 
 /// A sign-in that checked out.
 #[derive(Debug)]
 pub struct Verified {
-    pub user: User,
+    pub user: Arc<User>,
     pub how: Accepted,
 }
 
@@ -160,6 +180,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Attempt {
     account: Arc<Mutex<Account>>,
     address: Option<Arc<Mutex<Address>>>,
+    /// The cluster had failures recorded for the account when the attempt was admitted.
+    replicated_failures: bool,
     /// Set once `failed` or `succeeded` has accounted for it.
     ended: bool,
 }
@@ -187,7 +209,8 @@ impl Attempt {
         self.ended = true;
     }
 
-    /// Ends the attempt as a success: this node forgets the account's failures. Returns whether it had any.
+    /// Ends the attempt as a success: this node forgets the account's failures. Returns whether it or the
+    /// cluster had any (then they are to be reset everywhere).
     fn succeeded(mut self) -> bool {
         let had = {
             let mut a = lock(&self.account);
@@ -199,7 +222,7 @@ impl Attempt {
             a.in_flight = a.in_flight.saturating_sub(1);
         }
         self.ended = true;
-        had
+        had || self.replicated_failures
     }
 }
 
@@ -218,11 +241,6 @@ impl Drop for Attempt {
     }
 }
 
-/// Seconds since the epoch (the clock failed counts as 0: nothing then looks locked for long).
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
 /// The account failures are counted for: the user (by id, whatever login found them), or the login
 /// itself when nobody matched — an unknown name locks exactly like a real one. The login is digested so
 /// the key stays short.
@@ -233,8 +251,26 @@ fn account_key(organization: &str, login: &str, user: Option<&User>) -> String {
     }
 }
 
-/// Finds a user of an organization by login string: name, then email, then id (COMPAT §4.1).
-pub fn find_user(store: &Store, org: &str, login: &str) -> Result<Option<User>, jeton_raft::RaftError> {
+/// Whether a user whose password checked out may sign in: not disabled, not deleted (unlike Casdoor's
+/// OAuth grants, COMPAT §11.5, every entry point refuses both). The reason, for the log, when not.
+pub fn may_sign_in(user: &User) -> Result<(), &'static str> {
+    if user.is_forbidden {
+        return Err("the account is disabled");
+    }
+    if user.is_deleted {
+        return Err("the account is deleted");
+    }
+    Ok(())
+}
+
+/// Finds a user of an organization by login string: name, then email, then phone, then id (COMPAT §4.1).
+/// With `ignore_case`, a name that matches one user ignoring case names them.
+pub fn find_user(
+    store: &Store,
+    org: &str,
+    login: &str,
+    ignore_case: bool,
+) -> Result<Option<User>, jeton_raft::RaftError> {
     let login = login.trim();
     if login.is_empty() {
         return Ok(None);
@@ -242,8 +278,19 @@ pub fn find_user(store: &Store, org: &str, login: &str) -> Result<Option<User>, 
     if let Some(u) = store.user(org, login)? {
         return Ok(Some(u.to_owned()?));
     }
+    if ignore_case {
+        if let [one] = store.users_named_ci(org, login)?.as_slice() {
+            return Ok(Some(one.to_owned()?));
+        }
+    }
     if login.contains('@') {
         if let Some(u) = store.user_by_email(org, login)? {
+            return Ok(Some(u.to_owned()?));
+        }
+    }
+    // A phone number, as stored (a `+` number is not split into country and national number here).
+    if login.chars().all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | ' ' | '(' | ')')) {
+        if let Some(u) = store.users_with_phone(org, login)?.into_iter().next() {
             return Ok(Some(u.to_owned()?));
         }
     }
@@ -336,6 +383,12 @@ pub struct Passwords {
     addresses: Cache<IpAddr, Arc<Mutex<Address>>>,
     /// When a failure last took longer than the floor was logged (unix seconds).
     floor_warned: std::sync::atomic::AtomicI64,
+    /// Organizations as every sign-in reads them (see [`GenerationCache`]).
+    orgs: GenerationCache<String, Option<Arc<Organization>>>,
+    /// Users by the organization, login and case rule a sign-in looked them up with.
+    users: GenerationCache<(String, String, bool), Option<Arc<User>>>,
+    /// [`LockoutRule::HomeApplication`] by organization and signup application.
+    home_lockouts: GenerationCache<(String, String), Lockout>,
 }
 
 impl Passwords {
@@ -350,7 +403,47 @@ impl Passwords {
             addresses: Cache::builder().max_capacity(1_000_000).time_to_live(config.ip_failure_window).build(),
             config: PasswordConfig { memory_budget_kib: budget, ..config },
             floor_warned: Default::default(),
+            orgs: GenerationCache::new(10_000),
+            home_lockouts: GenerationCache::new(10_000),
+            users: GenerationCache::new(50_000),
         }
+    }
+
+    /// The lockout rule of [`LockoutRule::HomeApplication`], for `user` (if the login found one).
+    fn home_lockout(&self, organization: &str, user: Option<&User>) -> Lockout {
+        let signup = user.map_or("", |u| u.signup_application.as_str());
+        let key = (organization.to_string(), signup.to_string());
+        let found = self.home_lockouts.get(&self.store, &key, || {
+            // Read in place: applications are large records.
+            let of = |a: &jeton_raft::store::Record<Application>| {
+                let a = a.get();
+                Lockout::from_settings(a.failed_signin_limit.to_native(), a.failed_signin_frozen_time.to_native())
+            };
+            if !signup.is_empty() {
+                if let Some(app) = self.store.application(signup)? {
+                    return Ok(of(&app));
+                }
+            }
+            for app in self.store.applications() {
+                let app = app?;
+                if app.get().organization == organization {
+                    return Ok(of(&app));
+                }
+            }
+            Ok::<_, jeton_raft::RaftError>(Lockout::from_settings(0, 0))
+        });
+        found.unwrap_or_else(|e| {
+            tracing::error!("reading the lockout rule of {organization}: {e}");
+            Lockout::from_settings(0, 0)
+        })
+    }
+
+    /// An organization, decoded once per state generation.
+    fn organization(&self, name: &str) -> Result<Option<Arc<Organization>>, jeton_raft::RaftError> {
+        self.orgs.get(&self.store, name, || match self.store.organization(name)? {
+            Some(o) => Ok(Some(Arc::new(o.to_owned()?))),
+            None => Ok(None),
+        })
     }
 
     /// Checks a sign-in (see the module documentation for the steps).
@@ -359,16 +452,36 @@ impl Passwords {
         if req.password.is_empty() {
             return Err(Refused::EmptyPassword);
         }
-        let user = find_user(&self.store, req.organization, req.login)?;
-        let key = account_key(req.organization, req.login, user.as_ref());
-        let attempt = self.admit(&key, req.client_ip, req.lockout)?;
-        let this = self.clone();
-        let password = req.password.to_string();
-        let lockout = req.lockout;
-        let task = tokio::spawn(async move { this.check(attempt, key, user, password, lockout).await });
-        let (result, recording) = match task.await {
-            Ok(r) => r,
-            Err(e) => return Err(EdgeError::Unexpected(format!("password check task: {e}")).into()),
+        let lookup = (req.organization.to_string(), req.login.to_string(), req.ignore_case);
+        let user = self.users.get(&self.store, &lookup, || {
+            find_user(&self.store, req.organization, req.login, req.ignore_case).map(|u| u.map(Arc::new))
+        })?;
+        let key = account_key(req.organization, req.login, user.as_deref());
+        let lockout = match req.lockout {
+            LockoutRule::Of(lockout) => lockout,
+            LockoutRule::HomeApplication => self.home_lockout(req.organization, user.as_deref()),
+        };
+        let attempt = self.admit(&key, req.client_ip, lockout)?;
+        let org = match &user {
+            Some(u) => self.organization(&u.owner).map(Option::unwrap_or_default),
+            None => Ok(Arc::default()),
+        };
+        let fast = match (&user, &org) {
+            (Some(u), Ok(o)) => schemes::is_fast(&policy(o), &stored(u)),
+            _ => true,
+        };
+        let check = self.clone().check(attempt, key, user, org, req.password.to_string(), lockout);
+        let (result, recording) = if fast {
+            // A check without hashing slots never waits: it runs to its end in this poll, so a caller that
+            // goes away cannot cut it short (and the hop to a task of its own would cost more than it).
+            check.await
+        } else {
+            // A check that waits for a slot runs on its own, so that its outcome is recorded even if the
+            // caller goes away.
+            match tokio::spawn(check).await {
+                Ok(r) => r,
+                Err(e) => return Err(EdgeError::Unexpected(format!("password check task: {e}")).into()),
+            }
         };
         // The failure (or the reset after a success) is on its way to the other nodes; a write that takes
         // longer than usual (no quorum) is waited for a little, then left to finish on its own.
@@ -397,7 +510,7 @@ impl Passwords {
     /// A failure took longer than the floor (a slow hash, a queue for the slots, a slow write): its time
     /// shows through. Said at most once a minute.
     fn floor_exceeded(&self, took: Duration) {
-        let now = unix_now();
+        let now = crate::clock::now();
         let last = self.floor_warned.load(std::sync::atomic::Ordering::Relaxed);
         if now - last >= 60
             && self
@@ -415,11 +528,13 @@ impl Passwords {
 
     /// Admits an attempt on `key` from `ip`, or refuses it before anything is hashed.
     fn admit(&self, key: &str, ip: Option<IpAddr>, lockout: Lockout) -> Result<Attempt, Refused> {
+        // Read every time: failure records are written without a broadcast change, so no generation
+        // cache could tell when they change.
         let replicated = match self.store.signin_failures(key)? {
             Some(r) => Some(r.to_owned()?),
             None => None,
         };
-        let now = unix_now();
+        let now = crate::clock::now();
         let account = self.accounts.get_with(key.to_string(), Default::default);
         {
             let mut a = lock(&account);
@@ -435,7 +550,8 @@ impl Passwords {
             }
             a.in_flight += 1;
         }
-        let mut attempt = Attempt { account, address: None, ended: false };
+        let replicated_failures = replicated.is_some();
+        let mut attempt = Attempt { account, address: None, replicated_failures, ended: false };
         if let Some(ip) = ip {
             let entry = self.addresses.get_with(ip, Default::default);
             let mut a = lock(&entry);
@@ -456,28 +572,30 @@ impl Passwords {
         self: Arc<Self>,
         attempt: Attempt,
         key: String,
-        user: Option<User>,
+        user: Option<Arc<User>>,
+        org: Result<Arc<Organization>, jeton_raft::RaftError>,
         password: String,
         lockout: Lockout,
     ) -> (Result<Verified, ()>, Option<tokio::task::JoinHandle<()>>) {
-        let org = match &user {
-            Some(u) => match self.store.organization(&u.owner).and_then(|o| o.map(|o| o.to_owned()).transpose()) {
-                Ok(o) => o.unwrap_or_default(),
-                Err(e) => {
-                    tracing::error!("password check: reading the organization: {e}");
-                    return (Err(()), None);
-                }
-            },
-            None => Organization::default(),
+        let org = match org {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!("password check: reading the organization: {e}");
+                return (Err(()), None);
+            }
         };
         let result = match &user {
             Some(u) => match checkable(&org, u) {
                 Ok(memory) => {
-                    let (org_c, user_c) = (org.clone(), u.clone());
-                    let ran = self
-                        .slots
-                        .run(memory, move || schemes::check(&policy(&org_c), &stored(&user_c), &password))
-                        .await;
+                    let ran = if schemes::is_fast(&policy(&org), &stored(u)) {
+                        // Microseconds of digest: cheaper here than the hop to a blocking thread.
+                        Ok(schemes::check(&policy(&org), &stored(u), &password))
+                    } else {
+                        let (org_c, user_c) = (org.clone(), u.clone());
+                        self.slots
+                            .run(memory, move || schemes::check(&policy(&org_c), &stored(&user_c), &password))
+                            .await
+                    };
                     match ran {
                         Ok(r) => {
                             self.metrics.password_check(r.is_ok());
@@ -505,16 +623,14 @@ impl Passwords {
         };
         match (result, user) {
             (Ok(how), Some(user)) => {
-                let had_failures = attempt.succeeded();
-                let replicated = matches!(self.store.signin_failures(&key), Ok(Some(_)));
-                let reset = (had_failures || replicated).then(|| {
+                let reset = attempt.succeeded().then(|| {
                     let this = self.clone();
                     tokio::spawn(async move { this.replicate(Command::ResetSigninFailures { account: key }).await })
                 });
                 (Ok(Verified { user, how }), reset)
             }
             _ => {
-                let now = unix_now();
+                let now = crate::clock::now();
                 attempt.failed(&key, now, lockout);
                 let cmd = Command::RecordSigninFailure {
                     account: key,

@@ -63,6 +63,12 @@ impl Scheme {
         matches!(self, Scheme::Plain | Scheme::Bcrypt | Scheme::Argon2id | Scheme::Pbkdf2Django)
     }
 
+    /// Whether checking a password takes a few microseconds (one or two plain digests): such a check runs
+    /// where it is asked for, without a hop to a blocking thread that would cost more than the check.
+    pub fn is_fast(self) -> bool {
+        matches!(self, Scheme::Plain | Scheme::Salt | Scheme::Sha512Salt | Scheme::Md5Salt)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::Plain => "plain",
@@ -132,22 +138,51 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// `hex(H(hex(H(pw)) + salt))`, or `hex(H(pw))` when the salt is empty.
 fn salted_hex<D: Digest>(password: &str, salt: &str) -> String {
-    let inner = hex::encode(D::digest(password.as_bytes()));
-    if salt.is_empty() {
-        inner
-    } else {
-        hex::encode(D::digest(format!("{inner}{salt}").as_bytes()))
+    salted_hex_digest::<D>(password, salt).as_str().to_string()
+}
+
+/// Lower-case hex of a digest (SHA-512's at most), kept on the stack: checks run on every bind.
+struct HexDigest {
+    buf: [u8; 128],
+    len: usize,
+}
+
+impl HexDigest {
+    fn of(digest: &[u8]) -> HexDigest {
+        let digest = &digest[..digest.len().min(64)];
+        let mut out = HexDigest { buf: [0; 128], len: 2 * digest.len() };
+        // Fails only when the lengths disagree, which they cannot here.
+        let _ = hex::encode_to_slice(digest, &mut out.buf[..out.len]);
+        out
     }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    fn as_str(&self) -> &str {
+        // Only hex digits were written.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+/// [`salted_hex`] without allocating: `hex(D(hex(D(password)) + salt))`, or `hex(D(password))` unsalted.
+fn salted_hex_digest<D: Digest>(password: &str, salt: &str) -> HexDigest {
+    let inner = HexDigest::of(&D::digest(password.as_bytes()));
+    if salt.is_empty() {
+        return inner;
+    }
+    HexDigest::of(&D::new().chain_update(inner.as_bytes()).chain_update(salt.as_bytes()).finalize())
 }
 
 /// VERIFY of the salted hex schemes: with an empty salt the legacy double hash is accepted too.
 fn verify_salted_hex<D: Digest>(password: &str, stored: &str, salt: &str) -> bool {
-    let expected = salted_hex::<D>(password, salt);
+    let expected = salted_hex_digest::<D>(password, salt);
     if ct_eq(expected.as_bytes(), stored.as_bytes()) {
         return true;
     }
     if salt.is_empty() {
-        let legacy = hex::encode(D::digest(expected.as_bytes()));
+        let legacy = HexDigest::of(&D::digest(expected.as_bytes()));
         return ct_eq(legacy.as_bytes(), stored.as_bytes());
     }
     false
@@ -466,6 +501,12 @@ fn master<'a>(org: &OrgPolicy<'a>) -> Option<(Scheme, &'a str, u32)> {
     }
     let memory = work(scheme, org.master_password).ok()?;
     Some((scheme, org.master_password, memory))
+}
+
+/// Whether the whole check of [`check`] is fast ([`Scheme::is_fast`]): the user's scheme and the master
+/// password's, if the organization has one.
+pub fn is_fast(org: &OrgPolicy, user: &StoredPassword) -> bool {
+    effective_scheme(org, user).is_ok_and(Scheme::is_fast) && master(org).is_none_or(|(s, _, _)| s.is_fast())
 }
 
 /// Whether the user has a password that can be checked at all: a known scheme, a stored value, within the

@@ -150,7 +150,7 @@ async fn add_learner_waits_until_caught_up_and_promote_refuses_a_learner_behind(
     // --learner and its token (as the README shows) while add-learner waits.
     let token = c.admit(1, 3);
     let url = c.node(1).base.clone();
-    let add = Command::new(env!("CARGO_BIN_EXE_jeton"))
+    let add = crate::harness::jeton_command()
         .args(["cluster", "add-learner", "--url", &url, "--id", "3", "--addr", &c.raft_addr(3)])
         .env("JETON_ADMIN_CLIENT_ID", ADMIN_CLIENT_ID)
         .env("JETON_ADMIN_CLIENT_SECRET", ADMIN_CLIENT_SECRET)

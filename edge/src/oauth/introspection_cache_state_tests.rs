@@ -7,9 +7,11 @@
 use std::sync::Arc;
 
 use crate::claims::{self, Subject, TokenFrame};
+use crate::clock::now;
 use crate::keys::{self, Alg, Kek, LoadedKey};
 use crate::metrics::Metrics;
-use crate::service::{now, sha256, ClientApp};
+use crate::secrets::sha256;
+use crate::service::ClientApp;
 use crate::{Edge, EdgeConfig};
 use jeton_raft::model::{Application, Organization, Revocation, User};
 use jeton_raft::node::RaftSettings;

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use moka::notification::RemovalCause;
 use moka::sync::Cache;
 
-use crate::service::{now, TokenDigest};
+use crate::clock::now;
+use crate::secrets::TokenDigest;
 
 /// A cached introspection answer.
 pub struct CachedToken {

@@ -1,7 +1,12 @@
 //! OAuth 2 / OIDC: token issuance (RFC 6749), introspection (RFC 7662), revocation (RFC 7009), userinfo.
 //!
 //! Nothing here knows about sockets: the HTTP front end parses the request into [`Params`] and the client
-//! credentials it carried, and turns the results into responses.
+//! credentials it carried, and turns the results into responses. [`introspection_cache`] keeps the
+//! introspection answers and drops them when the state they were computed from changes.
+
+pub mod introspection_cache;
+#[cfg(test)]
+mod introspection_cache_state_tests;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,11 +17,13 @@ use jeton_raft::{Command, Outcome};
 use serde_json::{json, Map, Value};
 
 use crate::claims::{self, Subject, TokenFrame};
+use crate::clock::now;
 use crate::error::OAuthError;
-use crate::introspection_cache::CachedToken;
 use crate::keys::LoadedKey;
-use crate::passwords::{Lockout, Refused, SignIn};
-use crate::service::{now, sha256, ClientApp, Edge};
+use crate::oauth::introspection_cache::CachedToken;
+use crate::passwords::{Lockout, LockoutRule, Refused, SignIn};
+use crate::secrets::sha256;
+use crate::service::{ClientApp, Edge};
 use subtle::ConstantTimeEq;
 
 /// Request parameters, from the query string, a form body or a JSON body. A request carries a handful,
@@ -350,14 +357,15 @@ impl Edge {
             login: username,
             password,
             client_ip,
-            lockout: Lockout::of(&client.app),
+            lockout: LockoutRule::Of(Lockout::of(&client.app)),
+            ignore_case: false,
         };
         let user = match self.passwords.verify(sign_in).await {
             Ok(verified) => verified.user,
             Err(refused) => return Err(refused_to_oauth(refused)),
         };
         // Unlike Casdoor (COMPAT §11.5), a deleted or disabled account gets no token.
-        if user.is_forbidden || user.is_deleted {
+        if crate::passwords::may_sign_in(&user).is_err() {
             return Err(OAuthError::invalid_grant("the account is disabled"));
         }
         let (mut response, refresh) = self.mint_for_user(client, &user, &scope, param(p, "nonce"), None)?;
@@ -458,13 +466,7 @@ impl Edge {
     /// Whether a token of another issuer is one this node took over: its application has that issuer
     /// recorded (by an import), so tokens Casdoor signed before the move stay valid until they expire.
     fn accepts_foreign_issuer(&self, claims: &Map<String, Value>, iss: &str) -> bool {
-        let aud = match claims.get("aud") {
-            Some(Value::String(a)) => Some(a.as_str()),
-            Some(Value::Array(a)) => a.first().and_then(Value::as_str),
-            _ => None,
-        };
-        let client_id = claims.get("client_id").or_else(|| claims.get("azp")).and_then(Value::as_str).or(aud);
-        let Some(Ok(Some(client))) = client_id.map(|c| self.client(c)) else {
+        let Some(Ok(Some(client))) = client_id_of(claims).map(|c| self.client(c)) else {
             return false;
         };
         self.store.accepts_issuer(&client.app.name, iss).unwrap_or(false)
@@ -477,13 +479,7 @@ impl Edge {
             return Ok(None);
         };
         let jti = claims.get("jti").and_then(Value::as_str).unwrap_or_default();
-        let aud = match claims.get("aud") {
-            Some(Value::Array(a)) => a.first().and_then(Value::as_str),
-            Some(Value::String(a)) => Some(a.as_str()),
-            _ => None,
-        };
-        let client_id =
-            claims.get("client_id").or_else(|| claims.get("azp")).and_then(Value::as_str).or(aud).unwrap_or_default();
+        let client_id = client_id_of(&claims).unwrap_or_default();
         let Some(client) = self.client(client_id)? else {
             return Ok(None);
         };
@@ -568,8 +564,7 @@ impl Edge {
         let Some((claims, _)) = self.verify_signature(token) else {
             return Ok(());
         };
-        let client_id =
-            claims.get("client_id").or_else(|| claims.get("azp")).and_then(Value::as_str).unwrap_or_default();
+        let client_id = client_id_of(&claims).unwrap_or_default();
         if client_id != caller.app.client_id && !caller.is_admin_app {
             return Err(OAuthError::unauthorized_client("the token was not issued to this client"));
         }
@@ -648,4 +643,39 @@ impl Edge {
 fn is_refresh(claims: &Map<String, Value>) -> bool {
     let t = |k: &str| claims.get(k).and_then(Value::as_str);
     t("tokenType") == Some(claims::REFRESH) || t("TokenType") == Some(claims::REFRESH)
+}
+
+/// The client a token names: its `client_id`, else its `azp`, else its (first) audience. Every check of
+/// whose token it is (introspection, revocation, a foreign issuer's tokens) asks this one.
+fn client_id_of(claims: &Map<String, Value>) -> Option<&str> {
+    let aud = match claims.get("aud") {
+        Some(Value::String(a)) => Some(a.as_str()),
+        Some(Value::Array(a)) => a.first().and_then(Value::as_str),
+        _ => None,
+    };
+    claims.get("client_id").or_else(|| claims.get("azp")).and_then(Value::as_str).or(aud)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Map, Value};
+
+    use super::client_id_of;
+
+    fn claims(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn the_client_of_a_token_is_client_id_then_azp_then_audience() {
+        let all = claims(json!({"client_id": "a", "azp": "b", "aud": ["c"]}));
+        assert_eq!(client_id_of(&all), Some("a"));
+        assert_eq!(client_id_of(&claims(json!({"azp": "b", "aud": "c"}))), Some("b"));
+        assert_eq!(client_id_of(&claims(json!({"aud": ["c", "d"]}))), Some("c"));
+        assert_eq!(client_id_of(&claims(json!({"aud": "c"}))), Some("c"));
+        assert_eq!(client_id_of(&claims(json!({"sub": "x"}))), None);
+    }
 }
