@@ -52,10 +52,12 @@ pub(crate) mod listener;
 pub mod metrics;
 pub mod oauth;
 pub mod passwords;
+pub mod radius;
 pub mod secrets;
 /// The password schemes under their former path.
 pub use passwords::schemes as password;
 pub mod service;
+pub mod totp;
 
 pub use error::{EdgeError, OAuthError};
 pub use service::{Edge, EdgeConfig};

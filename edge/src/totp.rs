@@ -1,0 +1,1 @@
+//! TOTP (RFC 6238) codes, as Casdoor stores their secrets.
