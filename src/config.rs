@@ -29,6 +29,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub security: SecurityConfig,
     pub ldap: LdapConfig,
+    pub radius: RadiusConfig,
 }
 
 /// The LDAP directory: binds and searches over the replicated state (README "LDAP").
@@ -89,6 +90,169 @@ impl Default for LdapConfig {
             time_limit_secs: 30,
             shutdown_grace_secs: 5,
         }
+    }
+}
+
+/// The RADIUS server (README "RADIUS"): authentication and accounting over UDP for NAS clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RadiusConfig {
+    /// Authentication listener (UDP). Empty: none.
+    pub addr: String,
+    /// Accounting listener (UDP). Empty: none.
+    pub acct_addr: String,
+    /// Quick start: a client 127.0.0.1 (and ::1) with this shared secret. Prefer `[[radius.clients]]`.
+    pub secret: String,
+    /// Organization of requests without a Class attribute when their client names none.
+    pub default_organization: String,
+    /// Seconds a TOTP challenge can be answered.
+    pub challenge_ttl_secs: u64,
+    /// Seconds a reply is kept to answer a retransmitted request with (RFC 5080 §2.2.2).
+    pub duplicate_window_secs: u64,
+    /// Requests worked on at once; more are dropped (the NAS retransmits).
+    pub max_in_flight: usize,
+    pub clients: Vec<RadiusClientConfig>,
+    pub replies: Vec<RadiusReplyConfig>,
+}
+
+impl Default for RadiusConfig {
+    fn default() -> Self {
+        RadiusConfig {
+            addr: "127.0.0.1:1812".into(),
+            acct_addr: "127.0.0.1:1813".into(),
+            secret: String::new(),
+            default_organization: "built-in".into(),
+            challenge_ttl_secs: 120,
+            duplicate_window_secs: 10,
+            max_in_flight: 4096,
+            clients: Vec::new(),
+            replies: Vec::new(),
+        }
+    }
+}
+
+/// One NAS client (`[[radius.clients]]`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RadiusClientConfig {
+    /// Its name in logs and metrics. Default: its address.
+    #[serde(default)]
+    pub name: String,
+    /// An address (`10.0.0.5`) or a network (`10.0.0.0/24`, `2001:db8::/48`) it sends from.
+    pub address: String,
+    /// Its shared secret, or `secret_file`: a file holding it (trailing newline ignored).
+    #[serde(default)]
+    pub secret: String,
+    #[serde(default)]
+    pub secret_file: String,
+    /// Drop its Access-Requests that carry no Message-Authenticator (BlastRADIUS). Turn off only for
+    /// legacy gear that cannot send one; a warning is logged.
+    #[serde(default = "yes")]
+    pub require_message_authenticator: bool,
+    /// Organization of its requests without a Class attribute.
+    #[serde(default)]
+    pub organization: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl std::fmt::Debug for RadiusClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RadiusClientConfig")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .field("secret_file", &self.secret_file)
+            .field("require_message_authenticator", &self.require_message_authenticator)
+            .field("organization", &self.organization)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Access-Accept attributes for an organization's users (`[[radius.replies]]`): for everyone in it, or
+/// for the members of `group`, or the holders of `role`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RadiusReplyConfig {
+    pub organization: String,
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub role: String,
+    /// Attribute name → value: `Class`, `Filter-Id`, `Session-Timeout`, `Idle-Timeout`, `Reply-Message`,
+    /// `Vendor-<vendor id>-<type>`.
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+impl RadiusConfig {
+    /// The listener settings: clients with their secrets read, reply attributes parsed.
+    pub fn settings(&self) -> anyhow::Result<jeton_edge::radius::RadiusSettings> {
+        use jeton_edge::radius::{NasClient, RadiusSettings, ReplyAttribute, ReplyRule, RuleMatch};
+        let mut clients = Vec::new();
+        if !self.secret.is_empty() {
+            for network in ["127.0.0.1/32", "::1/128"] {
+                clients.push(NasClient {
+                    name: "localhost".into(),
+                    network: network.parse().expect("a network"),
+                    secret: self.secret.as_bytes().to_vec(),
+                    require_message_authenticator: true,
+                    organization: String::new(),
+                });
+            }
+        }
+        for c in &self.clients {
+            let network: ipnet::IpNet = match c.address.parse() {
+                Ok(n) => n,
+                Err(_) => match c.address.parse::<std::net::IpAddr>() {
+                    Ok(ip) => ip.into(),
+                    Err(_) => bail!("radius.clients: {:?} is neither an address nor a network", c.address),
+                },
+            };
+            let secret = match (c.secret.is_empty(), c.secret_file.is_empty()) {
+                (false, true) => c.secret.clone(),
+                (true, false) => std::fs::read_to_string(&c.secret_file)
+                    .with_context(|| format!("cannot read radius secret_file {}", c.secret_file))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+                _ => bail!("radius.clients {:?}: give exactly one of secret and secret_file", c.address),
+            };
+            if secret.is_empty() {
+                bail!("radius.clients {:?}: the secret is empty", c.address);
+            }
+            let name = if c.name.is_empty() { c.address.clone() } else { c.name.clone() };
+            clients.push(NasClient {
+                name,
+                network,
+                secret: secret.into_bytes(),
+                require_message_authenticator: c.require_message_authenticator,
+                organization: c.organization.clone(),
+            });
+        }
+        let mut replies = Vec::new();
+        for r in &self.replies {
+            let when = match (r.group.is_empty(), r.role.is_empty()) {
+                (true, true) => RuleMatch::Everyone,
+                (false, true) => RuleMatch::Group(r.group.clone()),
+                (true, false) => RuleMatch::Role(r.role.clone()),
+                (false, false) => bail!("radius.replies for {:?}: give group or role, not both", r.organization),
+            };
+            let attributes = r
+                .attributes
+                .iter()
+                .map(|(k, v)| ReplyAttribute::parse(k, v))
+                .collect::<Result<Vec<_>, String>>()
+                .map_err(|e| anyhow::anyhow!("radius.replies for {:?}: {e}", r.organization))?;
+            replies.push(ReplyRule { organization: r.organization.clone(), when, attributes });
+        }
+        Ok(RadiusSettings {
+            clients,
+            default_organization: self.default_organization.clone(),
+            replies,
+            challenge_ttl: std::time::Duration::from_secs(self.challenge_ttl_secs),
+            duplicate_window: std::time::Duration::from_secs(self.duplicate_window_secs),
+            max_in_flight: self.max_in_flight,
+        })
     }
 }
 
@@ -222,6 +386,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             security: SecurityConfig::default(),
             ldap: LdapConfig::default(),
+            radius: RadiusConfig::default(),
         }
     }
 }
@@ -282,6 +447,9 @@ pub struct Overrides {
     pub http_addr: Option<String>,
     pub ldap_addr: Option<String>,
     pub ldaps_addr: Option<String>,
+    pub radius_addr: Option<String>,
+    pub radius_acct_addr: Option<String>,
+    pub radius_secret: Option<String>,
     pub node_id: Option<u64>,
     pub issuer: Option<String>,
     pub raft_addr: Option<String>,
@@ -317,6 +485,15 @@ impl Config {
         }
         if let Some(v) = o.ldaps_addr {
             cfg.ldap.ldaps_addr = v;
+        }
+        if let Some(v) = o.radius_addr {
+            cfg.radius.addr = v;
+        }
+        if let Some(v) = o.radius_acct_addr {
+            cfg.radius.acct_addr = v;
+        }
+        if let Some(v) = o.radius_secret {
+            cfg.radius.secret = v;
         }
         if let Some(v) = o.node_id {
             cfg.node_id = v;
@@ -398,6 +575,10 @@ impl Config {
                 bail!("{name} {addr:?} is not an address like 127.0.0.1:1389 (empty: no listener)");
             }
         }
+        if self.radius.challenge_ttl_secs == 0 || self.radius.duplicate_window_secs == 0 || self.radius.max_in_flight == 0 {
+            bail!("radius.challenge_ttl_secs, radius.duplicate_window_secs and radius.max_in_flight must be at least 1");
+        }
+        self.radius.settings()?;
         if self.ldap.cert.is_empty() != self.ldap.key.is_empty() {
             bail!("ldap.cert and ldap.key go together");
         }

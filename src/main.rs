@@ -59,6 +59,17 @@ enum Commands {
         /// LDAPS listen address; "" (the default) for none.
         #[arg(long, env = "JETON_LDAPS_ADDR")]
         ldaps_addr: Option<String>,
+        /// RADIUS authentication listen address (UDP); "" for none. Default 127.0.0.1:1812. Listens only
+        /// when a client is configured ([[radius.clients]] or --radius-secret).
+        #[arg(long, env = "JETON_RADIUS_ADDR")]
+        radius_addr: Option<String>,
+        /// RADIUS accounting listen address (UDP); "" for none. Default 127.0.0.1:1813.
+        #[arg(long, env = "JETON_RADIUS_ACCT_ADDR")]
+        radius_acct_addr: Option<String>,
+        /// Quick start: accept RADIUS from 127.0.0.1 with this shared secret (prefer the environment
+        /// variable: command lines are visible to other local users).
+        #[arg(long, env = "JETON_RADIUS_SECRET", hide_env_values = true)]
+        radius_secret: Option<String>,
         /// This node's Raft id.
         #[arg(long, env = "JETON_NODE_ID")]
         node_id: Option<u64>,
@@ -207,6 +218,9 @@ fn main() -> std::process::ExitCode {
                 http_addr,
                 ldap_addr,
                 ldaps_addr,
+                radius_addr,
+                radius_acct_addr,
+                radius_secret,
                 node_id,
                 issuer,
                 raft_addr,
@@ -219,6 +233,9 @@ fn main() -> std::process::ExitCode {
                     http_addr,
                     ldap_addr,
                     ldaps_addr,
+                    radius_addr,
+                    radius_acct_addr,
+                    radius_secret,
                     node_id,
                     issuer,
                     raft_addr,
@@ -254,6 +271,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let ldaps_listener = match cfg.ldap.ldaps_addr.as_str() {
         "" => None,
         addr => Some(bind_listener(addr, " (LDAPS)").await?),
+    };
+    let radius = cfg.radius.settings()?;
+    let (radius_socket, radius_acct_socket) = if radius.clients.is_empty() {
+        if !cfg.radius.addr.is_empty() || !cfg.radius.acct_addr.is_empty() {
+            tracing::info!("RADIUS off: no client configured ([[radius.clients]] or --radius-secret)");
+        }
+        (None, None)
+    } else {
+        (bind_udp(&cfg.radius.addr, " (RADIUS)").await?, bind_udp(&cfg.radius.acct_addr, " (RADIUS accounting)").await?)
     };
     let tls = if cfg.tls.enabled {
         std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create {}", cfg.data_dir.display()))?;
@@ -434,9 +460,26 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             when_stopped(stopped.clone()),
         ))
     });
+    for (socket, what) in [(&radius_socket, "RADIUS"), (&radius_acct_socket, "RADIUS accounting")] {
+        if let Some(s) = socket {
+            tracing::info!(addr = %s.local_addr()?, clients = radius.clients.len(), "{what} serving");
+        }
+    }
+    let radius_serving = (radius_socket.is_some() || radius_acct_socket.is_some()).then(|| {
+        tokio::spawn(jeton_edge::radius::serve(
+            edge.clone(),
+            radius_socket,
+            radius_acct_socket,
+            radius,
+            when_stopped(stopped.clone()),
+        ))
+    });
     jeton_edge::http::serve(edge.clone(), listener, http, when_stopped(stopped)).await;
     if let Some(ldap) = ldap_serving {
         let _ = ldap.await;
+    }
+    if let Some(radius) = radius_serving {
+        let _ = radius.await;
     }
     signal.abort();
     pruning.abort();
@@ -452,12 +495,24 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 /// error the caller stops the node.
 /// Binds a listener; a taken or impossible address is an error naming it (`what`: which listener).
 async fn bind_listener(addr: &str, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| bind_error(addr, what, e))
+}
+
+fn bind_error(addr: &str, what: &str, e: std::io::Error) -> anyhow::Error {
+    match e.kind() {
         std::io::ErrorKind::AddrInUse => {
             anyhow::anyhow!("cannot listen on {addr}{what}: the address is already in use (is another jeton running?)")
         }
         _ => anyhow::anyhow!("cannot listen on {addr}{what}: {e}"),
-    })
+    }
+}
+
+/// Binds a UDP socket, or none for an empty address; errors as [`bind_listener`]'s.
+async fn bind_udp(addr: &str, what: &str) -> anyhow::Result<Option<tokio::net::UdpSocket>> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    tokio::net::UdpSocket::bind(addr).await.map(Some).map_err(|e| bind_error(addr, what, e))
 }
 
 async fn prepare_edge(

@@ -16,7 +16,7 @@ pub const ENDPOINTS: [&str; 10] =
 const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
 const GRANTS: [&str; 3] = ["client_credentials", "password", "refresh_token"];
 /// Reasons of `jeton_password_refusals_total`: sign-ins answered without running a hash.
-const REFUSALS: [&str; 3] = ["locked", "rate_limited", "not_checkable"];
+const REFUSALS: [&str; 4] = ["locked", "rate_limited", "not_checkable", "no_cleartext"];
 /// Listeners, for `jeton_<listener>_connections_refused_total`.
 const LISTENERS: [&str; 2] = ["http", "ldap"];
 /// Results of `jeton_ldap_binds_total`.
@@ -32,7 +32,7 @@ struct Handles {
     cache_miss: Counter,
     password_ok: Counter,
     password_failed: Counter,
-    password_refused: [Counter; 3],
+    password_refused: [Counter; 4],
     tokens: [Counter; 3],
     connections_refused: [Counter; 2],
     ldap_binds: [Counter; 3],

@@ -286,11 +286,14 @@ impl Drop for Node {
 }
 
 /// Spawns `jeton serve` with the test admin credentials; output goes to a file next to the data dir.
-/// A `jeton` command. Its LDAP listener takes a free port (`JETON_LDAP_ADDR=127.0.0.1:0`) unless the test
-/// names one: many nodes run side by side here, and the default port would be taken by the first.
+/// A `jeton` command. Its LDAP and RADIUS listeners take free ports (`JETON_LDAP_ADDR=127.0.0.1:0`, ...)
+/// unless the test names them: many nodes run side by side here, and the default ports would be taken by
+/// the first.
 pub fn jeton_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_jeton"));
     cmd.env("JETON_LDAP_ADDR", "127.0.0.1:0");
+    cmd.env("JETON_RADIUS_ADDR", "127.0.0.1:0");
+    cmd.env("JETON_RADIUS_ACCT_ADDR", "127.0.0.1:0");
     cmd
 }
 

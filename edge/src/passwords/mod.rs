@@ -123,6 +123,21 @@ pub struct SignIn<'a> {
     pub ignore_case: bool,
 }
 
+/// Checks a challenge-response proof against a password in clear (see [`Passwords::verify_proof`]).
+pub type Proof = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// What a sign-in presents.
+enum Secret {
+    Password(String),
+    Proof(Proof),
+}
+
+/// Why a check failed: a wrong (or uncheckable) password, or a proof with nothing in clear to check.
+enum Failure {
+    Invalid,
+    NoCleartext,
+}
+
 /// A sign-in that checked out.
 #[derive(Debug)]
 pub struct Verified {
@@ -145,6 +160,11 @@ pub enum Refused {
     RateLimited,
     #[error("password is required")]
     EmptyPassword,
+    /// A challenge-response proof (CHAP, MS-CHAPv2) for a login without a password stored in clear: an
+    /// unknown login, or a user whose password is hashed (see [`Passwords::verify_proof`]). Answered after
+    /// the timing floor, like [`Refused::Invalid`].
+    #[error("no password stored in clear to check a challenge response against")]
+    NoCleartext,
     #[error(transparent)]
     Internal(#[from] EdgeError),
 }
@@ -448,10 +468,23 @@ impl Passwords {
 
     /// Checks a sign-in (see the module documentation for the steps).
     pub async fn verify(self: &Arc<Self>, req: SignIn<'_>) -> Result<Verified, Refused> {
-        let started = Instant::now();
         if req.password.is_empty() {
             return Err(Refused::EmptyPassword);
         }
+        let secret = Secret::Password(req.password.to_string());
+        self.sign_in(req, secret).await
+    }
+
+    /// Checks a challenge-response sign-in (CHAP, MS-CHAPv2): `proof` is run on the user's password in
+    /// clear, which only users whose password is stored in clear (scheme `plain`) have; anyone else is
+    /// [`Refused::NoCleartext`]. Lockout, limits and the timing floor apply as for [`Passwords::verify`];
+    /// `req.password` is not used. The master password does not answer challenges.
+    pub async fn verify_proof(self: &Arc<Self>, req: SignIn<'_>, proof: Proof) -> Result<Verified, Refused> {
+        self.sign_in(req, Secret::Proof(proof)).await
+    }
+
+    async fn sign_in(self: &Arc<Self>, req: SignIn<'_>, secret: Secret) -> Result<Verified, Refused> {
+        let started = Instant::now();
         let lookup = (req.organization.to_string(), req.login.to_string(), req.ignore_case);
         let user = self.users.get(&self.store, &lookup, || {
             find_user(&self.store, req.organization, req.login, req.ignore_case).map(|u| u.map(Arc::new))
@@ -466,11 +499,12 @@ impl Passwords {
             Some(u) => self.organization(&u.owner).map(Option::unwrap_or_default),
             None => Ok(Arc::default()),
         };
-        let fast = match (&user, &org) {
-            (Some(u), Ok(o)) => schemes::is_fast(&policy(o), &stored(u)),
+        let fast = match (&user, &org, &secret) {
+            (_, _, Secret::Proof(_)) => true,
+            (Some(u), Ok(o), _) => schemes::is_fast(&policy(o), &stored(u)),
             _ => true,
         };
-        let check = self.clone().check(attempt, key, user, org, req.password.to_string(), lockout);
+        let check = self.clone().check(attempt, key, user, org, secret, lockout);
         let (result, recording) = if fast {
             // A check without hashing slots never waits: it runs to its end in this poll, so a caller that
             // goes away cannot cut it short (and the hop to a task of its own would cost more than it).
@@ -496,13 +530,16 @@ impl Passwords {
                 wait_for(recording, Instant::now() + RECORDING_WAIT).await;
                 Ok(verified)
             }
-            Err(()) => {
+            Err(failure) => {
                 wait_for(recording, floor + RECORDING_WAIT).await;
                 if Instant::now() > floor {
                     self.floor_exceeded(started.elapsed());
                 }
                 tokio::time::sleep_until(floor.into()).await;
-                Err(Refused::Invalid)
+                Err(match failure {
+                    Failure::Invalid => Refused::Invalid,
+                    Failure::NoCleartext => Refused::NoCleartext,
+                })
             }
         }
     }
@@ -574,14 +611,42 @@ impl Passwords {
         key: String,
         user: Option<Arc<User>>,
         org: Result<Arc<Organization>, jeton_raft::RaftError>,
-        password: String,
+        secret: Secret,
         lockout: Lockout,
-    ) -> (Result<Verified, ()>, Option<tokio::task::JoinHandle<()>>) {
+    ) -> (Result<Verified, Failure>, Option<tokio::task::JoinHandle<()>>) {
         let org = match org {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!("password check: reading the organization: {e}");
-                return (Err(()), None);
+                return (Err(Failure::Invalid), None);
+            }
+        };
+        let password = match secret {
+            Secret::Password(p) => p,
+            Secret::Proof(proof) => {
+                let result = match user.as_deref().map(|u| (u, checkable(&org, u))) {
+                    Some((u, Ok(_))) => match schemes::cleartext(&policy(&org), &stored(u)) {
+                        Some(clear) => {
+                            let ok = proof(clear);
+                            self.metrics.password_check(ok);
+                            if ok {
+                                Ok(Accepted::Password)
+                            } else {
+                                tracing::info!(user = %u.full_name(), "challenge response check failed");
+                                Err(Failure::Invalid)
+                            }
+                        }
+                        None => {
+                            self.metrics.password_refused("no_cleartext");
+                            Err(Failure::NoCleartext)
+                        }
+                    },
+                    _ => {
+                        self.metrics.password_refused("not_checkable");
+                        Err(Failure::NoCleartext)
+                    }
+                };
+                return self.record(attempt, key, user, result, lockout);
             }
         };
         let result = match &user {
@@ -602,25 +667,38 @@ impl Passwords {
                             if let Err(why) = &r {
                                 tracing::info!(user = %u.full_name(), reason = %why, "password check failed");
                             }
-                            r.map_err(|_| ())
+                            r.map_err(|_| Failure::Invalid)
                         }
                         Err(e) => {
                             tracing::error!("password check: {e}");
-                            Err(())
+                            Err(Failure::Invalid)
                         }
                     }
                 }
                 Err(why) => {
                     self.metrics.password_refused("not_checkable");
                     tracing::info!(user = %u.full_name(), reason = why, "password sign-in refused");
-                    Err(())
+                    Err(Failure::Invalid)
                 }
             },
             None => {
                 self.metrics.password_refused("not_checkable");
-                Err(())
+                Err(Failure::Invalid)
             }
         };
+        self.record(attempt, key, user, result, lockout)
+    }
+
+    /// Ends an attempt with the outcome of its check: a success resets the account's failures (if it had
+    /// any), a failure counts; either change is replicated by the task returned.
+    fn record(
+        self: Arc<Self>,
+        attempt: Attempt,
+        key: String,
+        user: Option<Arc<User>>,
+        result: Result<Accepted, Failure>,
+        lockout: Lockout,
+    ) -> (Result<Verified, Failure>, Option<tokio::task::JoinHandle<()>>) {
         match (result, user) {
             (Ok(how), Some(user)) => {
                 let reset = attempt.succeeded().then(|| {
@@ -629,7 +707,8 @@ impl Passwords {
                 });
                 (Ok(Verified { user, how }), reset)
             }
-            _ => {
+            (result, _) => {
+                let failure = result.err().unwrap_or(Failure::Invalid);
                 let now = crate::clock::now();
                 attempt.failed(&key, now, lockout);
                 let cmd = Command::RecordSigninFailure {
@@ -639,7 +718,7 @@ impl Passwords {
                     frozen_secs: lockout.frozen_for.as_secs() as i64,
                 };
                 let this = self.clone();
-                (Err(()), Some(tokio::spawn(async move { this.replicate(cmd).await })))
+                (Err(failure), Some(tokio::spawn(async move { this.replicate(cmd).await })))
             }
         }
     }

@@ -509,6 +509,15 @@ pub fn is_fast(org: &OrgPolicy, user: &StoredPassword) -> bool {
     effective_scheme(org, user).is_ok_and(Scheme::is_fast) && master(org).is_none_or(|(s, _, _)| s.is_fast())
 }
 
+/// The user's password in clear, when it is stored that way (scheme `plain`): what a challenge-response
+/// proof (CHAP, MS-CHAPv2) is checked against. Salted and slow hashes cannot answer such a challenge.
+pub fn cleartext<'a>(org: &OrgPolicy, user: &StoredPassword<'a>) -> Option<&'a str> {
+    match effective_scheme(org, user) {
+        Ok(Scheme::Plain) if !user.password.is_empty() => Some(user.password),
+        _ => None,
+    }
+}
+
 /// Whether the user has a password that can be checked at all: a known scheme, a stored value, within the
 /// cost cap. Returns the memory (KiB) the check takes (the larger of the master password's and the
 /// user's: they run one after the other).

@@ -1,0 +1,375 @@
+//! Access-Request: the checks before decoding, the credential it carries (PAP, CHAP, MS-CHAPv2, or the
+//! answer to a TOTP challenge), and the Access-Accept, -Reject or -Challenge it gets.
+//!
+//! A TOTP challenge's State is random (16 bytes), kept by the node that issued it — node-local, not
+//! replicated — for `challenge_ttl`, and bound to the NAS client, the User-Name and the user it was issued
+//! for after their password checked out. It can be answered once: the answer takes it, right or wrong. A
+//! code's time step is remembered per user, so the same code (or an older one) is not accepted twice. An
+//! answer that reaches another node (the second server of an anycast pair) finds no State there and is
+//! rejected: the user signs in again from the password. Replicating States would put a Raft write on
+//! every challenge and still not make the answer's single use cluster-wide without a second write.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jeton_raft::model::User;
+use moka::sync::Cache;
+use radius::core::packet::Packet;
+use radius::core::rfc2865;
+
+use super::crypto::{self, MessageAuth};
+use super::reply::{attr, vendor_value, Reply};
+use super::{code, Answer, Client, Drop, Shared};
+use crate::passwords::{LockoutRule, Proof, Refused, SignIn};
+
+/// Microsoft's vendor id and its attributes (RFC 2548).
+mod ms {
+    pub const VENDOR: u32 = 311;
+    pub const MPPE_ENCRYPTION_POLICY: u8 = 7;
+    pub const MPPE_ENCRYPTION_TYPES: u8 = 8;
+    pub const CHAP_CHALLENGE: u8 = 11;
+    pub const MPPE_SEND_KEY: u8 = 16;
+    pub const MPPE_RECV_KEY: u8 = 17;
+    pub const CHAP2_RESPONSE: u8 = 25;
+    pub const CHAP2_SUCCESS: u8 = 26;
+}
+
+/// Attribute types read from requests.
+const CHAP_PASSWORD: u8 = 3;
+const CHAP_CHALLENGE: u8 = 60;
+
+/// What the Reply-Message of a challenge says.
+const ENTER_CODE: &str = "Enter the 6-digit code of your authenticator app";
+
+/// A challenge waiting for its answer.
+struct Pending {
+    nas: String,
+    user_name: String,
+    organization: String,
+    user_id: String,
+}
+
+/// The TOTP challenges this node issued, and the last code step each user used.
+pub(crate) struct Challenges {
+    pending: Cache<[u8; 16], Arc<Pending>>,
+    used_steps: Cache<String, u64>,
+}
+
+impl Challenges {
+    pub(crate) fn new(ttl: Duration) -> Challenges {
+        Challenges {
+            pending: Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
+            // A step is 30 s and codes are accepted one step either side: 5 minutes covers them.
+            used_steps: Cache::builder().max_capacity(1_000_000).time_to_live(Duration::from_secs(300)).build(),
+        }
+    }
+}
+
+/// The credential an Access-Request carries.
+enum Credential {
+    Pap(String),
+    Chap { response: Vec<u8>, challenge: Vec<u8> },
+    MsChapV2 { challenge: Vec<u8>, response: Vec<u8> },
+}
+
+/// Sub-attributes of a vendor's Vendor-Specific attributes in a request: (type, value).
+fn vendor_attributes(packet: &Packet, vendor: u32) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    for avp in packet.lookup_all(attr::VENDOR_SPECIFIC) {
+        let v = avp.encode_bytes();
+        if v.len() < 4 || u32::from_be_bytes([v[0], v[1], v[2], v[3]]) != vendor {
+            continue;
+        }
+        let mut rest = &v[4..];
+        while rest.len() >= 2 {
+            let len = usize::from(rest[1]);
+            if len < 2 || len > rest.len() {
+                break;
+            }
+            out.push((rest[0], rest[2..len].to_vec()));
+            rest = &rest[len..];
+        }
+    }
+    out
+}
+
+fn request_authenticator(packet: &[u8]) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&packet[4..20]);
+    a
+}
+
+/// Checks the Message-Authenticator of an Access-Request or Status-Server against the client's rule.
+fn authenticated(client: &Client, packet: &[u8]) -> Result<(), Drop> {
+    match crypto::check_request(packet, &client.nas.secret) {
+        Ok(MessageAuth::Valid) => Ok(()),
+        Ok(MessageAuth::Absent) if !client.nas.require_message_authenticator && packet[0] == code::ACCESS_REQUEST => {
+            Ok(())
+        }
+        Ok(MessageAuth::Absent) => Err(Drop::NoMessageAuthenticator),
+        Ok(MessageAuth::Invalid) => Err(Drop::BadMessageAuthenticator),
+        Err(_) => Err(Drop::Malformed),
+    }
+}
+
+/// Answers one packet on the authentication port.
+pub(crate) async fn handle(shared: &Shared, client: &Client, packet: &[u8], from: SocketAddr) -> Answer {
+    let kind = packet[0];
+    if kind != code::ACCESS_REQUEST && kind != code::STATUS_SERVER {
+        return Answer::Drop(Drop::UnexpectedCode);
+    }
+    if let Err(why) = authenticated(client, packet) {
+        return Answer::Drop(why);
+    }
+    let secret = &client.nas.secret;
+    let authenticator = request_authenticator(packet);
+    if kind == code::STATUS_SERVER {
+        // RFC 5997 §3: answered with an Access-Accept (it says the server is up, nothing about anyone).
+        return Answer::Reply(Reply::new(code::ACCESS_ACCEPT, packet[1]).finish(&authenticator, secret), "status");
+    }
+    let request = match Packet::decode(packet, secret) {
+        Ok(p) => p,
+        Err(_) => return Answer::Drop(Drop::Malformed),
+    };
+    let outcome = access(shared, client, &request, from).await;
+    let mut reply = Reply::new(outcome.code, packet[1]);
+    for (typ, value) in &outcome.attributes {
+        reply.attr(*typ, value);
+    }
+    let label = match outcome.code {
+        code::ACCESS_ACCEPT => "accept",
+        code::ACCESS_CHALLENGE => "challenge",
+        _ => "reject",
+    };
+    Answer::Reply(reply.finish(&authenticator, secret), label)
+}
+
+/// An Access-Accept, -Reject or -Challenge and its attributes.
+struct Outcome {
+    code: u8,
+    attributes: Vec<(u8, Vec<u8>)>,
+}
+
+impl Outcome {
+    fn reject(message: Option<&str>) -> Outcome {
+        let attributes = message.map(|m| vec![(attr::REPLY_MESSAGE, m.as_bytes().to_vec())]).unwrap_or_default();
+        Outcome { code: code::ACCESS_REJECT, attributes }
+    }
+}
+
+/// Decides an Access-Request.
+async fn access(shared: &Shared, client: &Client, request: &Packet, from: SocketAddr) -> Outcome {
+    let user_name = match rfc2865::lookup_user_name(request) {
+        Some(Ok(n)) if !n.is_empty() => n,
+        _ => return Outcome::reject(None),
+    };
+    // The organization: the Class attribute (Casdoor's convention), else the client's, else the default.
+    let organization = match rfc2865::lookup_class(request) {
+        Some(class) if !class.is_empty() => String::from_utf8_lossy(&class).into_owned(),
+        _ if !client.nas.organization.is_empty() => client.nas.organization.clone(),
+        _ => shared.settings.default_organization.clone(),
+    };
+    let password = match rfc2865::lookup_user_password(request) {
+        Some(Ok(p)) => Some(String::from_utf8_lossy(&p).into_owned()),
+        Some(Err(_)) => return Outcome::reject(None),
+        None => None,
+    };
+    if let Some(state) = rfc2865::lookup_state(request) {
+        return answer_challenge(shared, client, &state, &user_name, &organization, password.as_deref()).await;
+    }
+    let ms = vendor_attributes(request, ms::VENDOR);
+    let ms_value = |typ: u8| ms.iter().find(|(t, _)| *t == typ).map(|(_, v)| v.clone());
+    let credential = if let Some(p) = password {
+        Credential::Pap(p)
+    } else if let Some(response) = request.lookup(CHAP_PASSWORD).map(|a| a.encode_bytes()) {
+        let challenge = request
+            .lookup(CHAP_CHALLENGE)
+            .map(|a| a.encode_bytes())
+            .unwrap_or_else(|| request.get_authenticator().clone());
+        Credential::Chap { response, challenge }
+    } else if let (Some(challenge), Some(response)) = (ms_value(ms::CHAP_CHALLENGE), ms_value(ms::CHAP2_RESPONSE)) {
+        Credential::MsChapV2 { challenge, response }
+    } else {
+        // EAP and MS-CHAPv1 are not spoken here.
+        return Outcome::reject(Some("unsupported authentication method: use PAP, CHAP or MS-CHAPv2"));
+    };
+    let sign_in = SignIn {
+        organization: &organization,
+        login: &user_name,
+        password: match &credential {
+            Credential::Pap(p) => p,
+            _ => "",
+        },
+        // The address is the NAS's, shared by its users: the per-address limit would lock them all out.
+        client_ip: None,
+        lockout: LockoutRule::HomeApplication,
+        ignore_case: false,
+    };
+    let passwords = &shared.edge.passwords;
+    let verified = match &credential {
+        Credential::Pap(_) => passwords.verify(sign_in).await,
+        Credential::Chap { response, challenge } => {
+            let (response, challenge) = (response.clone(), challenge.clone());
+            let proof: Proof = Arc::new(move |clear: &str| crypto::chap_ok(&response, &challenge, clear.as_bytes()));
+            passwords.verify_proof(sign_in, proof).await
+        }
+        Credential::MsChapV2 { challenge, response } => {
+            let (challenge, response, name) = (challenge.clone(), response.clone(), user_name.clone());
+            let proof: Proof = Arc::new(move |clear: &str| {
+                crypto::mschapv2_check(&crypto::nt_hash(clear), &challenge, &response, name.as_bytes()).is_some()
+            });
+            passwords.verify_proof(sign_in, proof).await
+        }
+    };
+    let user = match verified {
+        Ok(v) => v.user,
+        Err(Refused::NoCleartext) => {
+            return Outcome::reject(Some(
+                "CHAP and MS-CHAPv2 need a password stored in clear, which this account does not have: use PAP",
+            ))
+        }
+        Err(Refused::Locked { minutes }) => {
+            return Outcome::reject(Some(&format!("account locked: too many failed sign-ins, try again in {minutes} minutes")))
+        }
+        Err(Refused::Internal(e)) => {
+            tracing::error!(nas = %client.nas.name, "RADIUS password check: {e}");
+            return Outcome::reject(None);
+        }
+        Err(other) => {
+            tracing::debug!(nas = %client.nas.name, %from, %organization, "RADIUS Access-Request refused: {other}");
+            return Outcome::reject(None);
+        }
+    };
+    if let Err(why) = crate::passwords::may_sign_in(&user) {
+        tracing::info!(user = %user.full_name(), reason = why, "RADIUS Access-Request refused");
+        return Outcome::reject(None);
+    }
+    if !user.preferred_mfa_type.is_empty() {
+        // A second factor is required; only TOTP can be asked for over RADIUS, and only after PAP (the
+        // code comes back as the next request's User-Password).
+        if user.totp_secret.is_empty() || crate::totp::decode_secret(&user.totp_secret).is_none() {
+            tracing::info!(user = %user.full_name(), mfa = %user.preferred_mfa_type, "RADIUS refused: MFA without a TOTP secret");
+            return Outcome::reject(Some("a second factor is required and only an authenticator app (TOTP) works here"));
+        }
+        if !matches!(credential, Credential::Pap(_)) {
+            return Outcome::reject(Some("a one-time code is required: sign in with PAP"));
+        }
+        let mut state = [0u8; 16];
+        if getrandom::fill(&mut state).is_err() {
+            return Outcome::reject(None);
+        }
+        shared.challenges.pending.insert(
+            state,
+            Arc::new(Pending {
+                nas: client.nas.name.clone(),
+                user_name: user_name.clone(),
+                organization: organization.clone(),
+                user_id: user.id.clone(),
+            }),
+        );
+        return Outcome {
+            code: code::ACCESS_CHALLENGE,
+            attributes: vec![(attr::STATE, state.to_vec()), (attr::REPLY_MESSAGE, ENTER_CODE.as_bytes().to_vec())],
+        };
+    }
+    let mut outcome = accept(shared, &user);
+    if let Credential::MsChapV2 { challenge, response } = &credential {
+        // The check ran on the password in clear; the keys come from it again.
+        let Some(success) = crypto::mschapv2_check(&crypto::nt_hash(&user.password), challenge, response, user_name.as_bytes())
+        else {
+            return Outcome::reject(None);
+        };
+        let request_auth: [u8; 16] = match request.get_authenticator().as_slice().try_into() {
+            Ok(a) => a,
+            Err(_) => return Outcome::reject(None),
+        };
+        let secret = &client.nas.secret;
+        let mut vsa = |typ: u8, value: Vec<u8>| {
+            outcome.attributes.push((attr::VENDOR_SPECIFIC, vendor_value(ms::VENDOR, typ, &value)));
+        };
+        vsa(ms::CHAP2_SUCCESS, success.success.to_vec());
+        let salt = |n: u16| 0x8000 | (n & 0x7fff);
+        let mut nonce = [0u8; 2];
+        let _ = getrandom::fill(&mut nonce);
+        let base = u16::from_be_bytes(nonce);
+        vsa(ms::MPPE_RECV_KEY, crypto::mppe_key_attribute(&success.recv_key, secret, &request_auth, salt(base)));
+        vsa(ms::MPPE_SEND_KEY, crypto::mppe_key_attribute(&success.send_key, secret, &request_auth, salt(base.wrapping_add(1))));
+        // Encryption allowed (1), RC4 40 and 128 bit keys (0x06).
+        vsa(ms::MPPE_ENCRYPTION_POLICY, 1u32.to_be_bytes().to_vec());
+        vsa(ms::MPPE_ENCRYPTION_TYPES, 6u32.to_be_bytes().to_vec());
+    }
+    outcome
+}
+
+/// The Access-Accept of `user`, with the attributes their organization maps from their groups and roles.
+fn accept(shared: &Shared, user: &User) -> Outcome {
+    let mut attributes = Vec::new();
+    let rules: Vec<_> = shared.settings.replies.iter().filter(|r| r.organization == user.owner).collect();
+    if !rules.is_empty() {
+        let roles: Vec<String> = match shared.edge.roles_of(user) {
+            Ok(roles) => roles.into_iter().map(|r| r.name).collect(),
+            Err(e) => {
+                tracing::error!(user = %user.full_name(), "RADIUS reply attributes: reading roles: {e}");
+                Vec::new()
+            }
+        };
+        for rule in rules {
+            if rule.applies(&user.owner, &user.groups, &roles) {
+                attributes.extend(rule.attributes.iter().map(|a| a.encode()));
+            }
+        }
+    }
+    Outcome { code: code::ACCESS_ACCEPT, attributes }
+}
+
+/// The answer to a TOTP challenge: the State must be one this node issued, unexpired and unused, for this
+/// NAS, User-Name and organization; it is used up whatever the code. The code must be right and newer than
+/// the last one the user used.
+async fn answer_challenge(
+    shared: &Shared,
+    client: &Client,
+    state: &[u8],
+    user_name: &str,
+    organization: &str,
+    code: Option<&str>,
+) -> Outcome {
+    let Ok(state) = <[u8; 16]>::try_from(state) else { return Outcome::reject(None) };
+    let Some(pending) = shared.challenges.pending.remove(&state) else {
+        tracing::info!(nas = %client.nas.name, "RADIUS challenge answer with an unknown, used or expired State");
+        return Outcome::reject(None);
+    };
+    if pending.nas != client.nas.name || pending.user_name != user_name || pending.organization != organization {
+        tracing::warn!(nas = %client.nas.name, "RADIUS challenge answered for another NAS or user: refused");
+        return Outcome::reject(None);
+    }
+    let user = match shared.edge.store.user_by_id(&pending.user_id).and_then(|u| u.map(|u| u.to_owned()).transpose()) {
+        Ok(Some(u)) => u,
+        _ => return Outcome::reject(None),
+    };
+    if crate::passwords::may_sign_in(&user).is_err() {
+        return Outcome::reject(None);
+    }
+    let Some(code) = code else { return Outcome::reject(None) };
+    let Some(step) = crate::totp::verify(&user.totp_secret, code.trim(), crate::clock::now()) else {
+        tracing::info!(user = %user.full_name(), "RADIUS one-time code wrong");
+        return Outcome::reject(None);
+    };
+    // One code, one sign-in: a step at or before the last one used is a replay.
+    let mut fresh = false;
+    shared.challenges.used_steps.entry(user.id.clone()).and_compute_with(|last| {
+        use moka::ops::compute::Op;
+        match last.map(|e| e.into_value()) {
+            Some(last) if last >= step => Op::Nop,
+            _ => {
+                fresh = true;
+                Op::Put(step)
+            }
+        }
+    });
+    if !fresh {
+        tracing::warn!(user = %user.full_name(), "RADIUS one-time code used again: refused");
+        return Outcome::reject(None);
+    }
+    accept(shared, &user)
+}
