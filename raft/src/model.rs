@@ -424,6 +424,315 @@ pub struct AcceptedAlgorithms {
     pub algorithms: Vec<String>,
 }
 
+/// `Acct-Status-Type` (RFC 2866 §5.1) of an accounting event: the values a session record is built from.
+/// Other values (RFC 2867 tunnel events, `Failed`) are not recorded; the listener drops them.
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default,
+)]
+pub enum AccountingStatus {
+    /// 1: the session started.
+    #[default]
+    Start,
+    /// 3: the session goes on; the counters so far.
+    InterimUpdate,
+    /// 2: the session ended; the final counters.
+    Stop,
+    /// 7: the NAS (re)started. Every session of that NAS still open is over.
+    AccountingOn,
+    /// 8: the NAS is going down. Every session of that NAS still open is over.
+    AccountingOff,
+}
+
+impl AccountingStatus {
+    /// The status of an `Acct-Status-Type` value, if it is one of those recorded.
+    pub fn from_code(code: u32) -> Option<Self> {
+        Some(match code {
+            1 => AccountingStatus::Start,
+            2 => AccountingStatus::Stop,
+            3 => AccountingStatus::InterimUpdate,
+            7 => AccountingStatus::AccountingOn,
+            8 => AccountingStatus::AccountingOff,
+            _ => return None,
+        })
+    }
+
+    /// The `Acct-Status-Type` value.
+    pub fn code(self) -> u32 {
+        match self {
+            AccountingStatus::Start => 1,
+            AccountingStatus::Stop => 2,
+            AccountingStatus::InterimUpdate => 3,
+            AccountingStatus::AccountingOn => 7,
+            AccountingStatus::AccountingOff => 8,
+        }
+    }
+
+    /// The RFC's name of the value (`Interim-Update`, `Accounting-On`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountingStatus::Start => "Start",
+            AccountingStatus::Stop => "Stop",
+            AccountingStatus::InterimUpdate => "Interim-Update",
+            AccountingStatus::AccountingOn => "Accounting-On",
+            AccountingStatus::AccountingOff => "Accounting-Off",
+        }
+    }
+
+    /// Which of two events at the same second is the later one in a session's life: a start comes before
+    /// updates, updates before the stop, and the stop before the NAS restart that would close it anyway.
+    fn rank(self) -> u8 {
+        match self {
+            AccountingStatus::Start => 0,
+            AccountingStatus::InterimUpdate => 1,
+            AccountingStatus::Stop => 2,
+            AccountingStatus::AccountingOn | AccountingStatus::AccountingOff => 3,
+        }
+    }
+
+    /// Whether the status belongs to one session (not a whole NAS).
+    pub fn is_session_event(self) -> bool {
+        matches!(self, AccountingStatus::Start | AccountingStatus::InterimUpdate | AccountingStatus::Stop)
+    }
+}
+
+/// `Acct-Terminate-Cause` NAS-Reboot (RFC 2866 §5.10).
+pub const TERMINATE_CAUSE_NAS_REBOOT: u32 = 11;
+
+/// One Accounting-Request (RFC 2866) as the RADIUS listener decoded it, recorded by
+/// [`crate::Command::RecordAccounting`]. Text attributes are empty and optional numbers `None` when the
+/// packet did not carry them.
+///
+/// Everything that depends on time is in the event (`event_time`), so every node applies it the same way.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AccountingEvent {
+    /// `Acct-Status-Type`.
+    pub status: AccountingStatus,
+    /// Unix seconds when the NAS produced the event: the time the node received the packet minus its
+    /// `Acct-Delay-Time` (so a retransmission carries the same time as the original).
+    pub event_time: i64,
+    /// The RADIUS client the packet came from, as the listener knows it: its configured name, or its source
+    /// address when clients are not named. Sessions are keyed by it and `acct_session_id`: a NAS cannot
+    /// touch another's sessions by sending their ids. A name: non-empty, without `/` or NUL.
+    pub nas_client: String,
+    /// `Acct-Session-Id` (44). Required (non-empty) for Start, Interim-Update and Stop; Accounting-On/Off
+    /// may leave it empty.
+    pub acct_session_id: String,
+    /// `Acct-Multi-Session-Id` (50).
+    pub acct_multi_session_id: String,
+    /// The organization the session belongs to, as the listener worked it out (Casdoor: the `org/` part of
+    /// `User-Name`, else `Class`, else the default organization). Must exist. Ignored for Accounting-On/Off.
+    pub organization: String,
+    /// The login as sent in `User-Name` (1), without an `org/` prefix that named the organization.
+    pub user_name: String,
+    /// `Acct-Session-Time` (46), seconds.
+    pub session_time: u64,
+    /// `Acct-Input-Octets` (42) with `Acct-Input-Gigawords` (52, RFC 2869) as the high 32 bits: see
+    /// [`AccountingEvent::octets`].
+    pub input_octets: u64,
+    /// `Acct-Output-Octets` (43) with `Acct-Output-Gigawords` (53).
+    pub output_octets: u64,
+    /// `Acct-Input-Packets` (47).
+    pub input_packets: u64,
+    /// `Acct-Output-Packets` (48).
+    pub output_packets: u64,
+    /// `Acct-Terminate-Cause` (49); taken from Stop events only.
+    pub terminate_cause: Option<u32>,
+    /// `NAS-Identifier` (32).
+    pub nas_identifier: String,
+    /// `NAS-IP-Address` (4) or `NAS-IPv6-Address` (95), as text.
+    pub nas_ip_address: String,
+    /// `NAS-Port` (5).
+    pub nas_port: Option<u32>,
+    /// `NAS-Port-Id` (87).
+    pub nas_port_id: String,
+    /// `NAS-Port-Type` (61).
+    pub nas_port_type: Option<u32>,
+    /// `Service-Type` (6).
+    pub service_type: Option<u32>,
+    /// `Framed-IP-Address` (8), as text.
+    pub framed_ip_address: String,
+    /// `Framed-IP-Netmask` (9), as text.
+    pub framed_ip_netmask: String,
+    /// `Calling-Station-Id` (31).
+    pub calling_station_id: String,
+    /// `Called-Station-Id` (30).
+    pub called_station_id: String,
+}
+
+impl AccountingEvent {
+    /// An octet counter from its low 32 bits (`Acct-*-Octets`) and the times it wrapped around
+    /// (`Acct-*-Gigawords`, RFC 2869 §5.1-5.2).
+    pub fn octets(octets: u32, gigawords: u32) -> u64 {
+        (u64::from(gigawords) << 32) | u64::from(octets)
+    }
+}
+
+/// One RADIUS accounting session (Casdoor's `radius_accounting` row), built from the events of one
+/// (`nas_client`, `acct_session_id`).
+///
+/// How events combine ([`AccountingSession::after_event`]), whatever order they arrive in:
+/// - counters (session time, octets, packets) only grow: each is the largest value any event reported
+///   (they are totals since the session started, so the largest is the latest);
+/// - descriptive attributes (NAS, port, addresses, stations) are those of the latest event that carried
+///   them; an older event only fills what is still empty;
+/// - the status is that of the latest event (same second: Start < Interim-Update < Stop < Accounting-On/Off);
+/// - a Start sets the start time; a session first seen through an Interim-Update or Stop (its Start lost
+///   or late) starts at that event's time minus its session time;
+/// - the organization and user are those of the event that created the record;
+/// - an event newer than the session's Stop, or a Start newer than everything recorded, begins a new
+///   session under the same key (a NAS reusing session ids): the record is replaced.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AccountingSession {
+    pub nas_client: String,
+    pub acct_session_id: String,
+    pub acct_multi_session_id: String,
+    pub organization: String,
+    pub user_name: String,
+    /// The status of the latest event; Accounting-On/Off when a NAS restart closed the session.
+    pub status: AccountingStatus,
+    /// Unix seconds.
+    pub start_time: i64,
+    /// Unix seconds of the latest event.
+    pub last_update: i64,
+    /// Unix seconds; 0 while the session is open.
+    pub stop_time: i64,
+    pub session_time: u64,
+    pub input_octets: u64,
+    pub output_octets: u64,
+    pub input_packets: u64,
+    pub output_packets: u64,
+    pub terminate_cause: Option<u32>,
+    pub nas_identifier: String,
+    pub nas_ip_address: String,
+    pub nas_port: Option<u32>,
+    pub nas_port_id: String,
+    pub nas_port_type: Option<u32>,
+    pub service_type: Option<u32>,
+    pub framed_ip_address: String,
+    pub framed_ip_netmask: String,
+    pub calling_station_id: String,
+    pub called_station_id: String,
+    /// Events applied to this session (duplicates included).
+    pub event_count: u64,
+}
+
+impl AccountingSession {
+    /// The session after one more session event (Start, Interim-Update or Stop) of its key: `previous` is
+    /// the stored record, if any. See the type's documentation for the rules.
+    pub fn after_event(previous: Option<&AccountingSession>, e: &AccountingEvent) -> AccountingSession {
+        let Some(p) = previous else { return Self::from_event(e) };
+        let stopped_before = p.stop_time != 0 && e.event_time > p.stop_time;
+        let restarted = e.status == AccountingStatus::Start && e.event_time > p.last_update;
+        if stopped_before || restarted {
+            return Self::from_event(e);
+        }
+        let mut s = p.clone();
+        let newer = (e.event_time, e.status.rank()) >= (p.last_update, p.status.rank());
+        s.session_time = s.session_time.max(e.session_time);
+        s.input_octets = s.input_octets.max(e.input_octets);
+        s.output_octets = s.output_octets.max(e.output_octets);
+        s.input_packets = s.input_packets.max(e.input_packets);
+        s.output_packets = s.output_packets.max(e.output_packets);
+        match e.status {
+            AccountingStatus::Start => s.start_time = e.event_time,
+            AccountingStatus::Stop => {
+                // A Stop the NAS sent wins over a stop inferred from a NAS restart.
+                let inferred = matches!(p.status, AccountingStatus::AccountingOn | AccountingStatus::AccountingOff);
+                if newer || inferred || p.stop_time == 0 {
+                    s.stop_time = e.event_time;
+                    s.terminate_cause = e.terminate_cause.or(p.terminate_cause);
+                    s.status = AccountingStatus::Stop;
+                }
+            }
+            _ => {}
+        }
+        if newer {
+            s.status = e.status;
+        }
+        s.last_update = p.last_update.max(e.event_time);
+        merge_text(&mut s.acct_multi_session_id, &e.acct_multi_session_id, newer);
+        merge_text(&mut s.nas_identifier, &e.nas_identifier, newer);
+        merge_text(&mut s.nas_ip_address, &e.nas_ip_address, newer);
+        merge_number(&mut s.nas_port, e.nas_port, newer);
+        merge_text(&mut s.nas_port_id, &e.nas_port_id, newer);
+        merge_number(&mut s.nas_port_type, e.nas_port_type, newer);
+        merge_number(&mut s.service_type, e.service_type, newer);
+        merge_text(&mut s.framed_ip_address, &e.framed_ip_address, newer);
+        merge_text(&mut s.framed_ip_netmask, &e.framed_ip_netmask, newer);
+        merge_text(&mut s.calling_station_id, &e.calling_station_id, newer);
+        merge_text(&mut s.called_station_id, &e.called_station_id, newer);
+        s.event_count = p.event_count.saturating_add(1);
+        s
+    }
+
+    /// A new session from its first event.
+    fn from_event(e: &AccountingEvent) -> AccountingSession {
+        let start_time = match e.status {
+            AccountingStatus::Start => e.event_time,
+            _ => e.event_time.saturating_sub(i64::try_from(e.session_time).unwrap_or(i64::MAX)).max(0),
+        };
+        let stopped = e.status == AccountingStatus::Stop;
+        AccountingSession {
+            nas_client: e.nas_client.clone(),
+            acct_session_id: e.acct_session_id.clone(),
+            acct_multi_session_id: e.acct_multi_session_id.clone(),
+            organization: e.organization.clone(),
+            user_name: e.user_name.clone(),
+            status: e.status,
+            start_time,
+            last_update: e.event_time,
+            stop_time: if stopped { e.event_time } else { 0 },
+            session_time: e.session_time,
+            input_octets: e.input_octets,
+            output_octets: e.output_octets,
+            input_packets: e.input_packets,
+            output_packets: e.output_packets,
+            terminate_cause: if stopped { e.terminate_cause } else { None },
+            nas_identifier: e.nas_identifier.clone(),
+            nas_ip_address: e.nas_ip_address.clone(),
+            nas_port: e.nas_port,
+            nas_port_id: e.nas_port_id.clone(),
+            nas_port_type: e.nas_port_type,
+            service_type: e.service_type,
+            framed_ip_address: e.framed_ip_address.clone(),
+            framed_ip_netmask: e.framed_ip_netmask.clone(),
+            calling_station_id: e.calling_station_id.clone(),
+            called_station_id: e.called_station_id.clone(),
+            event_count: 1,
+        }
+    }
+
+    /// The session after its NAS reported a (re)start or shutdown (`e`, Accounting-On/Off) at
+    /// `e.event_time`: if it was open and nothing newer was heard of it, it is over then (status
+    /// Accounting-On/Off, no terminate cause: the NAS sent none). Otherwise `None`: unchanged.
+    pub fn after_nas_restart(&self, e: &AccountingEvent) -> Option<AccountingSession> {
+        if self.stop_time != 0 || self.last_update > e.event_time {
+            return None;
+        }
+        let mut s = self.clone();
+        s.stop_time = e.event_time;
+        s.last_update = e.event_time;
+        s.status = e.status;
+        s.event_count = s.event_count.saturating_add(1);
+        Some(s)
+    }
+}
+
+/// An attribute of the latest event that carried it; an older event only fills it when empty.
+fn merge_text(stored: &mut String, sent: &str, newer: bool) {
+    if !sent.is_empty() && (newer || stored.is_empty()) {
+        *stored = sent.to_string();
+    }
+}
+
+fn merge_number(stored: &mut Option<u32>, sent: Option<u32>, newer: bool) {
+    if sent.is_some() && (newer || stored.is_none()) {
+        *stored = sent;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::SigninFailures;
