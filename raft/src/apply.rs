@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use crate::command::{Command, Outcome, PutMode};
 use crate::model::SIGNING_ALGORITHMS;
 use crate::model::{
-    AcceptedAlgorithms, AcceptedIssuer, AccountingEvent, AccountingSession, Admission, Application, CasbinModel,
-    Group, Organization, Permission, RefreshState, RefreshToken, Revocation, Role, SigninFailures, SigningKey, User,
+    AcceptedAlgorithms, AcceptedIssuer, AccountingEvent, AccountingSession, Admission, Application, CasbinModel, Group,
+    Organization, Permission, RefreshState, RefreshToken, Revocation, Role, SigninFailures, SigningKey, User,
 };
 use crate::store::{key, Change, Stored};
 use crate::RaftError;
@@ -1000,6 +1000,9 @@ mod tests {
         assert_eq!(index(&Command::Each { commands: vec![] }), 25);
         assert_eq!(index(&Command::ResetSigninFailures { account: "a".into() }), 27);
         assert_eq!(index(&accept("k", &[])), 28);
+        let event = crate::model::AccountingEvent::default();
+        assert_eq!(index(&Command::RecordAccounting { event }), 30);
+        assert_eq!(index(&Command::PruneAccounting { before: 1, limit: 1 }), 31);
         assert_eq!(postcard::to_stdvec(&Command::Prune { now: 1 }).expect("postcard"), [23, 2]);
     }
 

@@ -735,7 +735,171 @@ fn merge_number(stored: &mut Option<u32>, sent: Option<u32>, newer: bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::SigninFailures;
+    use super::{AccountingEvent, AccountingSession, AccountingStatus, SigninFailures};
+    use AccountingStatus::*;
+
+    fn event(status: AccountingStatus, at: i64, session_time: u64, input: u64, output: u64) -> AccountingEvent {
+        AccountingEvent {
+            status,
+            event_time: at,
+            nas_client: "nas-1".into(),
+            acct_session_id: "S1".into(),
+            organization: "acme".into(),
+            user_name: "alice".into(),
+            session_time,
+            input_octets: input,
+            output_octets: output,
+            input_packets: input / 100,
+            output_packets: output / 100,
+            ..Default::default()
+        }
+    }
+
+    /// Applies events in order, from no record.
+    fn run(events: &[AccountingEvent]) -> AccountingSession {
+        let mut s: Option<AccountingSession> = None;
+        for e in events {
+            s = Some(AccountingSession::after_event(s.as_ref(), e));
+        }
+        s.expect("at least one event")
+    }
+
+    #[test]
+    fn gigawords_are_the_high_32_bits_of_the_octet_counters() {
+        assert_eq!(AccountingEvent::octets(0, 0), 0);
+        assert_eq!(AccountingEvent::octets(5, 0), 5);
+        assert_eq!(AccountingEvent::octets(5, 2), 2 * 4_294_967_296 + 5);
+        assert_eq!(AccountingEvent::octets(u32::MAX, u32::MAX), u64::MAX);
+        // A counter whose low word wrapped around is still larger than before: 4e9 octets, then 4 GiB + 100.
+        let before = AccountingEvent::octets(4_000_000_000, 0);
+        let after = AccountingEvent::octets(100, 1);
+        assert!(after > before);
+        let wrapped = [event(InterimUpdate, 160, 60, before, 10), event(InterimUpdate, 220, 120, after, 20)];
+        assert_eq!(run(&wrapped).input_octets, 4_294_967_396);
+        // Out of order: the older reading (larger low word, no gigaword) does not win.
+        let reversed = [wrapped[1].clone(), wrapped[0].clone()];
+        assert_eq!(run(&reversed).input_octets, 4_294_967_396);
+    }
+
+    #[test]
+    fn start_interim_stop_make_one_session() {
+        let mut stop = event(Stop, 400, 300, 9_000, 90_000);
+        stop.terminate_cause = Some(1);
+        let mut start = event(Start, 100, 0, 0, 0);
+        start.framed_ip_address = "10.0.0.7".into();
+        let s = run(&[start.clone()]);
+        assert_eq!((s.status, s.start_time, s.last_update, s.stop_time, s.event_count), (Start, 100, 100, 0, 1));
+        let s = run(&[start.clone(), event(InterimUpdate, 160, 60, 1_000, 20_000)]);
+        assert_eq!((s.status, s.start_time, s.last_update, s.stop_time), (InterimUpdate, 100, 160, 0));
+        assert_eq!((s.session_time, s.input_octets, s.output_octets, s.input_packets), (60, 1_000, 20_000, 10));
+        assert_eq!(s.framed_ip_address, "10.0.0.7", "an attribute the update did not carry stays");
+        let s = run(&[start, event(InterimUpdate, 160, 60, 1_000, 20_000), stop]);
+        assert_eq!((s.status, s.start_time, s.last_update, s.stop_time), (Stop, 100, 400, 400));
+        assert_eq!((s.session_time, s.input_octets, s.output_octets), (300, 9_000, 90_000));
+        assert_eq!((s.terminate_cause, s.event_count), (Some(1), 3));
+        assert_eq!((s.organization.as_str(), s.user_name.as_str()), ("acme", "alice"));
+    }
+
+    /// Whatever order the events of a session arrive in, the record comes out the same (but for the
+    /// attributes only some events carry): counters are the largest, times and status the latest.
+    #[test]
+    fn events_out_of_order_give_the_same_session() {
+        let mut stop = event(Stop, 400, 300, 9_000, 90_000);
+        stop.terminate_cause = Some(2);
+        let events = [
+            event(Start, 100, 0, 0, 0),
+            event(InterimUpdate, 160, 60, 1_000, 20_000),
+            event(InterimUpdate, 220, 120, 3_000, 40_000),
+            stop,
+        ];
+        let in_order = run(&events);
+        for order in [[3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1], [0, 3, 1, 2], [3, 0, 2, 1]] {
+            let shuffled: Vec<AccountingEvent> = order.iter().map(|&i| events[i].clone()).collect();
+            let s = run(&shuffled);
+            assert_eq!(s, in_order, "order {order:?}");
+        }
+        assert_eq!((in_order.status, in_order.stop_time, in_order.terminate_cause), (Stop, 400, Some(2)));
+        // A late update after the Stop neither reopens the session nor lowers a counter.
+        let late = AccountingSession::after_event(Some(&in_order), &event(InterimUpdate, 220, 120, 3_000, 40_000));
+        assert_eq!((late.status, late.stop_time, late.input_octets, late.last_update), (Stop, 400, 9_000, 400));
+    }
+
+    #[test]
+    fn a_session_whose_start_was_lost_starts_at_its_first_event_minus_its_session_time() {
+        let s = run(&[event(InterimUpdate, 1_000, 240, 5, 6)]);
+        assert_eq!((s.status, s.start_time, s.last_update, s.event_count), (InterimUpdate, 760, 1_000, 1));
+        let s = run(&[event(Stop, 1_000, 300, 5, 6)]);
+        assert_eq!((s.status, s.start_time, s.stop_time), (Stop, 700, 1_000));
+        // The Start arriving late sets the start time and changes nothing else.
+        let s = run(&[event(InterimUpdate, 1_000, 240, 5, 6), event(Start, 758, 0, 0, 0)]);
+        assert_eq!((s.status, s.start_time, s.last_update, s.input_octets), (InterimUpdate, 758, 1_000, 5));
+        // A session time longer than the clock's past starts at 0, not before.
+        assert_eq!(run(&[event(InterimUpdate, 10, u64::MAX, 0, 0)]).start_time, 0);
+    }
+
+    #[test]
+    fn a_newer_start_or_an_event_after_the_stop_begins_a_new_session() {
+        let first = [event(Start, 100, 0, 0, 0), event(InterimUpdate, 160, 60, 1_000, 2_000)];
+        // The same Start again (a retransmission: the same time) changes nothing but the event count.
+        let again = run(&[first[0].clone(), first[1].clone(), first[0].clone()]);
+        assert_eq!((again.start_time, again.input_octets, again.event_count), (100, 1_000, 3));
+        // A Start newer than everything recorded: the NAS reused the id for a new session.
+        let s = run(&[first[0].clone(), first[1].clone(), event(Start, 500, 0, 0, 0)]);
+        assert_eq!((s.status, s.start_time, s.input_octets, s.event_count), (Start, 500, 0, 1));
+        // After a Stop, a newer update is another session (its Start lost), an older one is the old session's.
+        let stopped = [first[0].clone(), event(Stop, 300, 200, 4_000, 8_000)];
+        let s = run(&[stopped[0].clone(), stopped[1].clone(), event(InterimUpdate, 900, 60, 10, 20)]);
+        assert_eq!((s.status, s.start_time, s.stop_time, s.input_octets), (InterimUpdate, 840, 0, 10));
+    }
+
+    #[test]
+    fn attributes_are_those_of_the_latest_event_that_carried_them() {
+        let mut newer = event(InterimUpdate, 200, 100, 1, 1);
+        newer.framed_ip_address = "10.0.0.2".into();
+        newer.nas_port = Some(7);
+        let mut older = event(InterimUpdate, 150, 50, 1, 1);
+        older.framed_ip_address = "10.0.0.1".into();
+        older.calling_station_id = "00-11-22-33-44-55".into();
+        older.nas_port = Some(3);
+        older.nas_port_type = Some(15);
+        for order in [[&newer, &older], [&older, &newer]] {
+            let s = run(&[order[0].clone(), order[1].clone()]);
+            assert_eq!(s.framed_ip_address, "10.0.0.2");
+            assert_eq!(s.nas_port, Some(7));
+            assert_eq!(s.calling_station_id, "00-11-22-33-44-55", "only the older event carried it");
+            assert_eq!(s.nas_port_type, Some(15));
+        }
+    }
+
+    #[test]
+    fn a_nas_restart_closes_its_open_sessions_and_a_real_stop_still_wins() {
+        let open = run(&[event(Start, 100, 0, 0, 0), event(InterimUpdate, 160, 60, 1_000, 2_000)]);
+        let on =
+            AccountingEvent { status: AccountingOn, event_time: 500, nas_client: "nas-1".into(), ..Default::default() };
+        let closed = open.after_nas_restart(&on).expect("closed");
+        assert_eq!((closed.status, closed.stop_time, closed.last_update), (AccountingOn, 500, 500));
+        assert_eq!((closed.terminate_cause, closed.input_octets), (None, 1_000));
+        assert!(closed.after_nas_restart(&on).is_none(), "already closed");
+        let earlier = AccountingEvent { event_time: 150, ..on.clone() };
+        assert!(open.after_nas_restart(&earlier).is_none(), "heard of after the restart: not the restart's");
+        // The Stop the NAS sent before going down arrives late: it is the real end.
+        let mut stop = event(Stop, 450, 350, 3_000, 4_000);
+        stop.terminate_cause = Some(1);
+        let s = AccountingSession::after_event(Some(&closed), &stop);
+        assert_eq!((s.status, s.stop_time, s.terminate_cause, s.input_octets), (Stop, 450, Some(1), 3_000));
+    }
+
+    #[test]
+    fn status_codes_are_those_of_rfc_2866() {
+        for (code, status) in [(1, Start), (2, Stop), (3, InterimUpdate), (7, AccountingOn), (8, AccountingOff)] {
+            assert_eq!(AccountingStatus::from_code(code), Some(status));
+            assert_eq!(status.code(), code);
+        }
+        for code in [0, 4, 5, 6, 9, 15] {
+            assert_eq!(AccountingStatus::from_code(code), None, "{code}");
+        }
+        assert_eq!(InterimUpdate.as_str(), "Interim-Update");
+    }
 
     #[test]
     fn failures_lock_at_the_limit_for_the_frozen_time_then_are_forgotten() {

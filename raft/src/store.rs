@@ -221,7 +221,10 @@ where
 }
 
 macro_rules! stored {
-    ($($t:ty => $prefix:expr),* $(,)?) => {$(
+    ($($t:ty => $prefix:expr),* $(,)?) => {
+    /// The key prefixes of the record types: every table of the state (a snapshot carries them all).
+    pub const RECORD_PREFIXES: &[&[u8]] = &[$($prefix),*];
+    $(
         impl Stored for $t {
             const PREFIX: &'static [u8] = $prefix;
             fn encode(&self) -> Result<Vec<u8>, RaftError> {
