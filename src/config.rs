@@ -113,6 +113,20 @@ pub struct RadiusConfig {
     pub max_in_flight: usize,
     pub clients: Vec<RadiusClientConfig>,
     pub replies: Vec<RadiusReplyConfig>,
+    /// RadSec (RADIUS over TLS, RFC 6614) listener, e.g. `0.0.0.0:2083`. Empty (the default): none.
+    pub radsec_addr: String,
+    /// PEM CA certificate(s) that RadSec client certificates must chain to (required with `radsec_addr`).
+    pub radsec_ca: String,
+    /// PEM certificate chain and key of the RadSec server. Empty: the `[tls]` ones, else the node's
+    /// self-signed one.
+    pub radsec_cert: String,
+    pub radsec_key: String,
+    /// Organization of RadSec requests without a Class attribute; empty: `default_organization`.
+    pub radsec_organization: String,
+    /// Open RadSec connections at most.
+    pub radsec_max_connections: usize,
+    /// Seconds a RadSec connection may stay idle.
+    pub radsec_idle_timeout_secs: u64,
 }
 
 impl Default for RadiusConfig {
@@ -127,6 +141,13 @@ impl Default for RadiusConfig {
             max_in_flight: 4096,
             clients: Vec::new(),
             replies: Vec::new(),
+            radsec_addr: String::new(),
+            radsec_ca: String::new(),
+            radsec_cert: String::new(),
+            radsec_key: String::new(),
+            radsec_organization: String::new(),
+            radsec_max_connections: 256,
+            radsec_idle_timeout_secs: 600,
         }
     }
 }
@@ -579,6 +600,15 @@ impl Config {
             bail!("radius.challenge_ttl_secs, radius.duplicate_window_secs and radius.max_in_flight must be at least 1");
         }
         self.radius.settings()?;
+        if !self.radius.radsec_addr.is_empty() && self.radius.radsec_ca.is_empty() {
+            bail!("radius.radsec_addr needs radius.radsec_ca: the CA that RadSec client certificates must chain to");
+        }
+        if self.radius.radsec_cert.is_empty() != self.radius.radsec_key.is_empty() {
+            bail!("radius.radsec_cert and radius.radsec_key go together");
+        }
+        if self.radius.radsec_max_connections == 0 || self.radius.radsec_idle_timeout_secs == 0 {
+            bail!("radius.radsec_max_connections and radius.radsec_idle_timeout_secs must be at least 1");
+        }
         if self.ldap.cert.is_empty() != self.ldap.key.is_empty() {
             bail!("ldap.cert and ldap.key go together");
         }
@@ -647,7 +677,13 @@ impl Config {
             &mut self.cluster.bootstrap,
             &mut self.cluster.join_token_file,
             &mut self.security.kek_file,
-        ] {
+            &mut self.radius.radsec_ca,
+            &mut self.radius.radsec_cert,
+            &mut self.radius.radsec_key,
+        ]
+        .into_iter()
+        .chain(self.radius.clients.iter_mut().map(|c| &mut c.secret_file))
+        {
             if !path.is_empty() && Path::new(path.as_str()).is_relative() {
                 *path = folder.join(path.as_str()).to_string_lossy().into_owned();
             }

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use jeton_raft::model::User;
 use moka::sync::Cache;
-use radius::core::packet::Packet;
-use radius::core::rfc2865;
+use ::radius::core::packet::Packet;
+use ::radius::core::rfc2865;
 
 use super::crypto::{self, MessageAuth};
 use super::reply::{attr, vendor_value, Reply};
@@ -217,7 +217,7 @@ async fn access(shared: &Shared, client: &Client, request: &Packet, from: Socket
         Credential::MsChapV2 { challenge, response } => {
             let (challenge, response, name) = (challenge.clone(), response.clone(), user_name.clone());
             let proof: Proof = Arc::new(move |clear: &str| {
-                crypto::mschapv2_check(&crypto::nt_hash(clear), &challenge, &response, name.as_bytes()).is_some()
+                matches!(crypto::mschapv2_verify(&crypto::nt_hash(clear), &challenge, &response, name.as_bytes()), Ok(Some(_)))
             });
             passwords.verify_proof(sign_in, proof).await
         }
@@ -276,7 +276,8 @@ async fn access(shared: &Shared, client: &Client, request: &Packet, from: Socket
     let mut outcome = accept(shared, &user);
     if let Credential::MsChapV2 { challenge, response } = &credential {
         // The check ran on the password in clear; the keys come from it again.
-        let Some(success) = crypto::mschapv2_check(&crypto::nt_hash(&user.password), challenge, response, user_name.as_bytes())
+        let Ok(Some(success)) =
+            crypto::mschapv2_verify(&crypto::nt_hash(&user.password), challenge, response, user_name.as_bytes())
         else {
             return Outcome::reject(None);
         };
@@ -293,8 +294,15 @@ async fn access(shared: &Shared, client: &Client, request: &Packet, from: Socket
         let mut nonce = [0u8; 2];
         let _ = getrandom::fill(&mut nonce);
         let base = u16::from_be_bytes(nonce);
-        vsa(ms::MPPE_RECV_KEY, crypto::mppe_key_attribute(&success.recv_key, secret, &request_auth, salt(base)));
-        vsa(ms::MPPE_SEND_KEY, crypto::mppe_key_attribute(&success.send_key, secret, &request_auth, salt(base.wrapping_add(1))));
+        for (typ, key, salt) in [
+            (ms::MPPE_RECV_KEY, &success.recv_key, salt(base)),
+            (ms::MPPE_SEND_KEY, &success.send_key, salt(base.wrapping_add(1))),
+        ] {
+            match crypto::mppe_key_attribute(key, secret, &request_auth, salt) {
+                Ok(value) => vsa(typ, value),
+                Err(_) => return Outcome::reject(None),
+            }
+        }
         // Encryption allowed (1), RC4 40 and 128 bit keys (0x06).
         vsa(ms::MPPE_ENCRYPTION_POLICY, 1u32.to_be_bytes().to_vec());
         vsa(ms::MPPE_ENCRYPTION_TYPES, 6u32.to_be_bytes().to_vec());

@@ -20,7 +20,9 @@
 //! NAS's, shared by all its users.
 
 pub mod access;
+pub mod accounting;
 pub mod crypto;
+pub mod radsec;
 mod reply;
 
 use std::net::{IpAddr, SocketAddr};
@@ -206,10 +208,12 @@ pub(crate) struct Shared {
     seen: Cache<RequestKey, Seen>,
     in_flight: Arc<Semaphore>,
     pub(crate) challenges: access::Challenges,
+    /// The client every RadSec connection is (its certificate was checked during the handshake).
+    radsec: Option<Client>,
 }
 
 impl Shared {
-    fn new(edge: Arc<Edge>, settings: RadiusSettings) -> Shared {
+    fn new(edge: Arc<Edge>, settings: RadiusSettings, radsec: Option<&radsec::RadSecSettings>) -> Shared {
         let clients = settings
             .clients
             .iter()
@@ -231,6 +235,17 @@ impl Shared {
             unknown: NasMetrics::new("unknown"),
             unknown_logged: AtomicI64::new(0),
             unknown_since_log: AtomicU64::new(0),
+            radsec: radsec.map(|r| {
+                let nas = NasClient {
+                    name: "radsec".into(),
+                    network: ipnet::IpNet::default(),
+                    secret: radsec::SECRET.to_vec(),
+                    // TLS protects the packets; the Message-Authenticator is checked when present.
+                    require_message_authenticator: false,
+                    organization: r.organization.clone(),
+                };
+                Client { metrics: NasMetrics::new(&nas.name), nas }
+            }),
             clients,
             edge,
             settings,
@@ -305,18 +320,22 @@ pub(crate) fn framed(datagram: &[u8]) -> Option<&[u8]> {
     Some(&datagram[..length])
 }
 
-/// Serves RADIUS authentication on `auth` and accounting on `acct` until `shutdown` resolves, then stops
-/// receiving and lets the requests being worked on finish (up to 5 s).
+/// Serves RADIUS authentication on `auth`, accounting on `acct` and RadSec on `radsec` until `shutdown`
+/// resolves, then stops receiving and lets the requests being worked on finish (up to 5 s).
 pub async fn serve(
     edge: Arc<Edge>,
     auth: Option<UdpSocket>,
     acct: Option<UdpSocket>,
+    radsec: Option<(tokio::net::TcpListener, radsec::RadSecSettings)>,
     settings: RadiusSettings,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let shared = Arc::new(Shared::new(edge, settings));
+    let shared = Arc::new(Shared::new(edge, settings, radsec.as_ref().map(|(_, s)| s)));
     let (stopping, stop) = watch::channel(false);
     let mut loops = Vec::new();
+    if let Some((listener, settings)) = radsec {
+        loops.push(tokio::spawn(radsec::accept(shared.clone(), listener, settings, stop.clone())));
+    }
     for (socket, port) in [(auth, Port::Auth), (acct, Port::Accounting)] {
         if let Some(socket) = socket {
             loops.push(tokio::spawn(receive(shared.clone(), Arc::new(socket), port, stop.clone())));
@@ -386,7 +405,7 @@ async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: Port, mut st
             let Some(client) = shared.client(from.ip()) else { return };
             let answer = match port {
                 Port::Auth => access::handle(&shared, client, &packet, from).await,
-                Port::Accounting => access::accounting(&shared, client, &packet, from).await,
+                Port::Accounting => accounting::handle(&shared, client, &packet, from).await,
             };
             match answer {
                 Answer::Reply(reply, outcome) => {

@@ -6,7 +6,6 @@ use super::crypto;
 
 /// Attribute types (RFC 2865 §5, RFC 2869 §5).
 pub(crate) mod attr {
-    pub const USER_NAME: u8 = 1;
     pub const FILTER_ID: u8 = 11;
     pub const REPLY_MESSAGE: u8 = 18;
     pub const STATE: u8 = 24;
