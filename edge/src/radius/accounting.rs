@@ -47,8 +47,7 @@ mod attr {
 /// Answers one packet on the accounting port.
 pub(crate) async fn handle(shared: &Shared, client: &Client, packet: &[u8], from: SocketAddr) -> Answer {
     let secret = &client.nas.secret;
-    let mut authenticator = [0u8; 16];
-    authenticator.copy_from_slice(&packet[4..20]);
+    let Ok(authenticator) = crypto::authenticator(packet) else { return Answer::Drop(Drop::Malformed) };
     match packet[0] {
         code::STATUS_SERVER => {
             // RFC 5997 §3: a Status-Server must carry a valid Message-Authenticator, whatever the client.
@@ -88,7 +87,8 @@ pub(crate) async fn handle(shared: &Shared, client: &Client, packet: &[u8], from
             return Answer::Drop(Drop::NotRecorded);
         }
     }
-    Answer::Reply(Reply::new(code::ACCOUNTING_RESPONSE, packet[1]).finish(&authenticator, secret), "accounting")
+    let reply = Reply::new(code::ACCOUNTING_RESPONSE, packet[1]).finish_accounting(&authenticator, secret);
+    Answer::Reply(reply, "accounting")
 }
 
 fn text(p: &Packet, typ: u8) -> String {

@@ -66,7 +66,13 @@ pub mod attr {
     pub const USER_NAME: u8 = 1;
     pub const USER_PASSWORD: u8 = 2;
     pub const CHAP_PASSWORD: u8 = 3;
+    pub const FILTER_ID: u8 = 11;
+    pub const REPLY_MESSAGE: u8 = 18;
+    pub const STATE: u8 = 24;
+    pub const CLASS: u8 = 25;
     pub const VENDOR_SPECIFIC: u8 = 26;
+    pub const SESSION_TIMEOUT: u8 = 27;
+    pub const IDLE_TIMEOUT: u8 = 28;
     pub const CHAP_CHALLENGE: u8 = 60;
     pub const MESSAGE_AUTHENTICATOR: u8 = 80;
 }
@@ -356,12 +362,33 @@ pub fn accounting_request_ok(packet: &[u8], secret: &[u8]) -> bool {
 /// every answer: Access-Accept/Reject/Challenge, Accounting-Response, CoA/Disconnect ACK/NAK, and the
 /// answers to Status-Server (RFC 5997 §3). Nothing is written when the packet is malformed.
 pub fn sign_reply(reply: &mut [u8], request_authenticator: &[u8; 16], secret: &[u8]) -> Result<(), Malformed> {
+    sign_with(reply, request_authenticator, request_authenticator, secret)
+}
+
+/// Signs an Accounting-Response to an Accounting-Request as [`sign_reply`] does, except that its
+/// Message-Authenticator is computed over 16 zero octets in the authenticator field, as the request's
+/// own is (no RFC says which; FreeRADIUS's clients check it this way). The answer to a Status-Server on
+/// the accounting port is signed by [`sign_reply`].
+pub fn sign_accounting_response(
+    reply: &mut [u8],
+    request_authenticator: &[u8; 16],
+    secret: &[u8],
+) -> Result<(), Malformed> {
+    sign_with(reply, request_authenticator, &[0u8; 16], secret)
+}
+
+fn sign_with(
+    reply: &mut [u8],
+    request_authenticator: &[u8; 16],
+    message_authenticator_field: &[u8; 16],
+    secret: &[u8],
+) -> Result<(), Malformed> {
     let len = packet_len(reply)?;
     let packet = &mut reply[..len];
     let at = message_authenticator_at(packet)?;
     packet[4..HEADER_LEN].copy_from_slice(request_authenticator);
     if let Some(at) = at {
-        let value = message_authenticator_value(packet, request_authenticator, at, secret);
+        let value = message_authenticator_value(packet, message_authenticator_field, at, secret);
         packet[at..at + 16].copy_from_slice(&value);
     }
     let response = md5(&[packet, secret]);

@@ -36,23 +36,11 @@ use tokio::net::UdpSocket;
 use tokio::sync::{watch, Semaphore};
 
 use crate::service::Edge;
+pub(crate) use crypto::code;
 pub use reply::{ReplyAttribute, ReplyRule, RuleMatch};
 
 /// Largest RADIUS packet (RFC 2865 §3).
 pub const MAX_PACKET: usize = 4096;
-/// Smallest: the header.
-const HEADER: usize = 20;
-
-/// Packet codes (RFC 2865 §3, RFC 2866 §3, RFC 5997).
-pub(crate) mod code {
-    pub const ACCESS_REQUEST: u8 = 1;
-    pub const ACCESS_ACCEPT: u8 = 2;
-    pub const ACCESS_REJECT: u8 = 3;
-    pub const ACCOUNTING_REQUEST: u8 = 4;
-    pub const ACCOUNTING_RESPONSE: u8 = 5;
-    pub const ACCESS_CHALLENGE: u8 = 11;
-    pub const STATUS_SERVER: u8 = 12;
-}
 
 /// One NAS allowed to talk to this node.
 #[derive(Clone)]
@@ -310,14 +298,10 @@ pub(crate) enum Answer {
 
 /// The packet within a datagram, by its Length field; `None` when the datagram is no packet.
 pub(crate) fn framed(datagram: &[u8]) -> Option<&[u8]> {
-    if datagram.len() < HEADER || datagram.len() > MAX_PACKET {
+    if datagram.len() > MAX_PACKET {
         return None;
     }
-    let length = usize::from(u16::from_be_bytes([datagram[2], datagram[3]]));
-    if !(HEADER..=datagram.len()).contains(&length) {
-        return None;
-    }
-    Some(&datagram[..length])
+    crypto::packet_len(datagram).ok().map(|length| &datagram[..length])
 }
 
 /// Serves RADIUS authentication on `auth`, accounting on `acct` and RadSec on `radsec` until `shutdown`
@@ -376,8 +360,10 @@ async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: Port, mut st
             client.dropped(Drop::Malformed, from);
             continue;
         };
-        let mut authenticator = [0u8; 16];
-        authenticator.copy_from_slice(&packet[4..HEADER]);
+        let Ok(authenticator) = crypto::authenticator(packet) else {
+            client.dropped(Drop::Malformed, from);
+            continue;
+        };
         let key = RequestKey { from, port: port as u8, identifier: packet[1], authenticator };
         match shared.seen.get(&key) {
             Some(Seen::Answered(reply)) => {
