@@ -206,6 +206,9 @@ pub fn radius_packet(bytes: &[u8]) -> RadiusDecoded {
             }
         }
 
+        // What the listener decodes of a request: the `radius` crate's packet, then the attributes read.
+        crate::radius::decode_for_fuzzing(bytes, SECRET);
+
         // Signed as an answer, the packet checks; its Message-Authenticator, if any, is valid.
         let mut reply = bytes.to_vec();
         if crypto::sign_reply(&mut reply, &auth, SECRET).is_ok() {

@@ -78,6 +78,16 @@ fn vendor_attributes(packet: &Packet, vendor: u32) -> Vec<(u8, Vec<u8>)> {
     out
 }
 
+/// The attributes [`access`] reads, without deciding anything (for the fuzz target).
+pub(crate) fn read_for_fuzzing(request: &Packet) {
+    let _ = rfc2865::lookup_user_name(request);
+    let _ = rfc2865::lookup_class(request);
+    let _ = rfc2865::lookup_user_password(request);
+    let _ = rfc2865::lookup_state(request);
+    let _ = request.lookup(attr::CHAP_PASSWORD).map(|a| a.encode_bytes());
+    let _ = vendor_attributes(request, ms::VENDOR);
+}
+
 /// Checks the Message-Authenticator of an Access-Request or Status-Server against the client's rule.
 fn authenticated(client: &Client, packet: &[u8]) -> Result<(), Drop> {
     match crypto::check_request(packet, &client.nas.secret) {

@@ -91,6 +91,18 @@ pub(crate) async fn handle(shared: &Shared, client: &Client, packet: &[u8], from
     Answer::Reply(reply, "accounting")
 }
 
+/// The attributes [`event`] reads (for the fuzz target).
+pub(crate) fn read_for_fuzzing(p: &Packet) {
+    for typ in [attr::USER_NAME, attr::CLASS, attr::ACCT_SESSION_ID, attr::NAS_IDENTIFIER, attr::NAS_PORT_ID] {
+        let _ = text(p, typ);
+    }
+    for typ in [attr::ACCT_STATUS_TYPE, attr::ACCT_INPUT_OCTETS, attr::ACCT_INPUT_GIGAWORDS, attr::NAS_PORT] {
+        let _ = number(p, typ);
+    }
+    let _ = (ipv4(p, attr::NAS_IP_ADDRESS), ipv4(p, attr::FRAMED_IP_ADDRESS));
+    let _ = p.lookup(attr::NAS_IPV6_ADDRESS).and_then(|a| a.encode_ipv6().ok());
+}
+
 fn text(p: &Packet, typ: u8) -> String {
     p.lookup(typ).map(|a| String::from_utf8_lossy(&a.encode_bytes()).into_owned()).unwrap_or_default()
 }

@@ -304,6 +304,15 @@ pub(crate) fn framed(datagram: &[u8]) -> Option<&[u8]> {
     crypto::packet_len(datagram).ok().map(|length| &datagram[..length])
 }
 
+/// What the listener reads of a request, on arbitrary bytes (the fuzz target `radius`).
+#[doc(hidden)]
+pub fn decode_for_fuzzing(datagram: &[u8], secret: &[u8]) {
+    let Some(packet) = framed(datagram) else { return };
+    let Ok(request) = ::radius::core::packet::Packet::decode(packet, secret) else { return };
+    access::read_for_fuzzing(&request);
+    accounting::read_for_fuzzing(&request);
+}
+
 /// Serves RADIUS authentication on `auth`, accounting on `acct` and RadSec on `radsec` until `shutdown`
 /// resolves, then stops receiving and lets the requests being worked on finish (up to 5 s).
 pub async fn serve(
