@@ -627,7 +627,15 @@ async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Periodically drops expired revocations, refresh tokens and retired keys (on the leader only).
+/// How long a RADIUS accounting session is kept after its latest event (its Stop, or the last update of a
+/// session whose Stop never came).
+const ACCOUNTING_RETENTION_SECS: i64 = 90 * 24 * 3600;
+/// Most accounting sessions one pruning round removes, so that one log entry stays small; rounds run every
+/// five minutes, which removes up to about 2.9 million sessions a day.
+const ACCOUNTING_PRUNE_LIMIT: u32 = 10_000;
+
+/// Periodically drops expired revocations, refresh tokens and retired keys, and accounting sessions past
+/// their retention (on the leader only).
 fn spawn_pruning(edge: Arc<Edge>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(300));
@@ -637,8 +645,13 @@ fn spawn_pruning(edge: Arc<Edge>) -> tokio::task::JoinHandle<()> {
             if edge.node.leader() != Some(edge.node.id) || edge.node.is_removed() {
                 continue;
             }
-            if let Err(e) = edge.write(Command::Prune { now: jeton_edge::clock::now() }).await {
+            let now = jeton_edge::clock::now();
+            if let Err(e) = edge.write(Command::Prune { now }).await {
                 tracing::warn!("pruning expired records: {e}");
+            }
+            let before = now.saturating_sub(ACCOUNTING_RETENTION_SECS);
+            if let Err(e) = edge.write(Command::PruneAccounting { before, limit: ACCOUNTING_PRUNE_LIMIT }).await {
+                tracing::warn!("pruning accounting sessions: {e}");
             }
         }
     })

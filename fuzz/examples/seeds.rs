@@ -18,7 +18,8 @@ use jeton_edge::password::{self as schemes, Scheme};
 use jeton_fuzz::{client_of, fuzz_dir, join, test_fixture, Fixture, USERS};
 use jeton_raft::cluster::{ClusterInfo, InfoRequest, JoinRequest, MembershipChange, WireError};
 use jeton_raft::model::{
-    Admission, CasbinModel, Organization, Permission, RefreshState, RefreshToken, Revocation, User,
+    AccountingEvent, AccountingStatus, Admission, CasbinModel, Organization, Permission, RefreshState, RefreshToken,
+    Revocation, User,
 };
 use jeton_raft::{Command, CommandResponse, Entry, Outcome, PutMode, TypeConfig};
 use openraft::raft::{
@@ -458,6 +459,25 @@ fn snapshot(f: &Fixture) -> Vec<u8> {
         Command::RecordSigninFailure { account: "acme/alice".into(), now, limit: 5, frozen_secs: 900 },
         Command::AdmitNode {
             admission: Admission { node_id: 2, token_digest: "ab".repeat(32), expires_at: now + 3600, created_at: now },
+        },
+        Command::RecordAccounting {
+            event: AccountingEvent {
+                status: AccountingStatus::InterimUpdate,
+                event_time: now,
+                nas_client: "nas-1".into(),
+                acct_session_id: "80000001".into(),
+                organization: "acme".into(),
+                user_name: "alice".into(),
+                session_time: 600,
+                input_octets: AccountingEvent::octets(1_000, 1),
+                output_octets: AccountingEvent::octets(2_000, 0),
+                input_packets: 10,
+                output_packets: 20,
+                nas_ip_address: "192.0.2.1".into(),
+                nas_port: Some(1),
+                framed_ip_address: "10.0.0.7".into(),
+                ..Default::default()
+            },
         },
     ];
     f.runtime.block_on(async {
