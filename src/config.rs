@@ -711,6 +711,49 @@ mod tests {
     }
 
     #[test]
+    fn radius_clients_and_replies_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("wlc.secret"), "wlc-secret\n").expect("secret file");
+        let text = r#"
+            [radius]
+            secret = "quick"
+            [[radius.clients]]
+            name = "core"
+            address = "10.0.10.0/24"
+            secret = "core-secret"
+            organization = "acme"
+            [[radius.clients]]
+            address = "10.0.20.7"
+            secret_file = "wlc.secret"
+            require_message_authenticator = false
+            [[radius.replies]]
+            organization = "acme"
+            group = "engineering"
+            attributes = { "Filter-Id" = "eng", "Session-Timeout" = "60", "Vendor-9-1" = "shell:priv-lvl=15" }
+        "#;
+        let path = dir.path().join("jeton.toml");
+        std::fs::write(&path, text).expect("config");
+        let cfg = Config::load(Some(&path), Overrides::default()).expect("loads");
+        let s = cfg.radius.settings().expect("settings");
+        let names: Vec<&str> = s.clients.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["localhost", "localhost", "core", "10.0.20.7"]);
+        assert!(s.clients[2].network.contains(&"10.0.10.99".parse::<std::net::IpAddr>().unwrap()));
+        assert_eq!(s.clients[3].secret, b"wlc-secret", "secret_file read, relative to the config, newline cut");
+        assert!(s.clients[2].require_message_authenticator && !s.clients[3].require_message_authenticator);
+        assert_eq!(s.replies[0].attributes.len(), 3);
+
+        let refused = |extra: &str| {
+            let cfg: Config = toml::from_str(&format!("[radius]\n{extra}")).expect("parses");
+            cfg.radius.settings().is_err()
+        };
+        assert!(refused("[[radius.clients]]\naddress = \"nonsense\"\nsecret = \"x\""));
+        assert!(refused("[[radius.clients]]\naddress = \"10.0.0.1\""), "no secret");
+        assert!(refused("[[radius.clients]]\naddress = \"10.0.0.1\"\nsecret = \"x\"\nsecret_file = \"f\""));
+        assert!(refused("[[radius.replies]]\norganization = \"a\"\ngroup = \"g\"\nrole = \"r\"\nattributes = {}"));
+        assert!(refused("[[radius.replies]]\norganization = \"a\"\nattributes = { \"Framed-Pool\" = \"p\" }"));
+    }
+
+    #[test]
     fn three_node_examples_parse_and_check() {
         for (id, text) in [
             (1, include_str!("../conf/cluster/node-1.toml")),
