@@ -329,9 +329,15 @@ pub async fn serve(
     if let Some((listener, settings)) = radsec {
         loops.push(tokio::spawn(radsec::accept(shared.clone(), listener, settings, stop.clone())));
     }
+    // One receiving task per core on each socket: a datagram costs a system call to receive and one to
+    // answer, which one task alone would serialise.
+    let receivers = std::thread::available_parallelism().map_or(1, |n| n.get());
     for (socket, port) in [(auth, Port::Auth), (acct, Port::Accounting)] {
         if let Some(socket) = socket {
-            loops.push(tokio::spawn(receive(shared.clone(), Arc::new(socket), port, stop.clone())));
+            let socket = Arc::new(socket);
+            for _ in 0..receivers {
+                loops.push(tokio::spawn(receive(shared.clone(), socket.clone(), port, stop.clone())));
+            }
         }
     }
     shutdown.await;
