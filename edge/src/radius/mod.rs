@@ -380,26 +380,26 @@ async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: Port, mut st
             continue;
         };
         let key = RequestKey { from, port: port as u8, identifier: packet[1], authenticator };
-        match shared.seen.get(&key) {
-            Some(Seen::Answered(reply)) => {
-                // The same bytes again: a retransmission (whose reply was lost), answered the same way.
-                if let Err(e) = socket.send_to(&reply, from).await {
-                    tracing::debug!(%from, "RADIUS send: {e}");
+        // Claimed in one step: of two receivers holding the same request, one works on it.
+        let seen = shared.seen.entry(key.clone()).or_insert_with(|| Seen::Working);
+        if !seen.is_fresh() {
+            match seen.into_value() {
+                Seen::Answered(reply) => {
+                    // The same bytes again: a retransmission (whose reply was lost), answered the same way.
+                    if let Err(e) = socket.send_to(&reply, from).await {
+                        tracing::debug!(%from, "RADIUS send: {e}");
+                    }
+                    client.answered("duplicate", started.elapsed());
                 }
-                client.answered("duplicate", started.elapsed());
-                continue;
+                Seen::Working => client.dropped(Drop::InProgress, from),
             }
-            Some(Seen::Working) => {
-                client.dropped(Drop::InProgress, from);
-                continue;
-            }
-            None => {}
+            continue;
         }
         let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else {
+            shared.seen.invalidate(&key);
             client.dropped(Drop::Overload, from);
             continue;
         };
-        shared.seen.insert(key.clone(), Seen::Working);
         let (shared, socket, packet) = (shared.clone(), socket.clone(), packet.to_vec());
         tokio::spawn(async move {
             let _permit = permit;
