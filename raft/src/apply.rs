@@ -9,7 +9,8 @@ use crate::command::{Command, Outcome, PutMode};
 use crate::model::SIGNING_ALGORITHMS;
 use crate::model::{
     AcceptedAlgorithms, AcceptedIssuer, AccountingEvent, AccountingSession, Admission, Application, CasbinModel, Group,
-    Organization, Permission, RefreshState, RefreshToken, Revocation, Role, SigninFailures, SigningKey, User,
+    NtCredential, Organization, Permission, RefreshState, RefreshToken, Revocation, Role, SigninFailures, SigningKey,
+    User,
 };
 use crate::store::{key, Change, Stored};
 use crate::RaftError;
@@ -257,6 +258,7 @@ impl<'a> Pending<'a> {
             Command::AdmitNode { admission } => self.admit_node(admission),
             Command::RecordAccounting { event } => self.record_accounting(event),
             Command::PruneAccounting { before, limit } => self.prune_accounting(*before, *limit),
+            Command::PutNtCredential { credential } => self.put_nt_credential(credential),
         }
     }
 
@@ -466,6 +468,10 @@ impl<'a> Pending<'a> {
         if mode != PutMode::Create {
             if let Some(old) = self.read::<User>(&k)? {
                 self.remove_user_indexes(&old);
+                // An NT-hash credential belongs to one id and one stored password.
+                if old.id != user.id || NtCredential::binding(&old) != NtCredential::binding(user) || user.is_deleted {
+                    self.delete(key::nt_credential(&old.id));
+                }
                 // Tokens name their user by id: those of the old id are now no one's.
                 if old.id != user.id {
                     self.changes.push(Change::User { owner: old.owner, name: old.name, id: old.id });
@@ -504,6 +510,7 @@ impl<'a> Pending<'a> {
 
     fn remove_user(&mut self, u: &User) {
         self.remove_user_indexes(u);
+        self.delete(key::nt_credential(&u.id));
         self.delete(key::user(&u.owner, &u.name));
         self.changes.push(Change::User { owner: u.owner.clone(), name: u.name.clone(), id: u.id.clone() });
     }
@@ -516,6 +523,36 @@ impl<'a> Pending<'a> {
             }
             None => Ok(Outcome::NotFound(format!("user {owner}/{name}"))),
         }
+    }
+
+    fn put_nt_credential(&mut self, c: &NtCredential) -> Result<Outcome, RaftError> {
+        if c.user_id.is_empty() || c.user_id.contains('\0') {
+            return Ok(Outcome::Invalid("an NT-hash credential needs its user id".into()));
+        }
+        if c.sealed.is_empty() || c.sealed.len() > crate::model::MAX_SEALED_NT_CREDENTIAL {
+            return Ok(Outcome::Invalid(format!(
+                "a sealed NT-hash credential takes 1 to {} bytes",
+                crate::model::MAX_SEALED_NT_CREDENTIAL
+            )));
+        }
+        let user = match self.get(&key::user_by_id(&c.user_id))? {
+            Some(primary) if primary.starts_with(key::USER) => self.read::<User>(&primary)?,
+            _ => None,
+        };
+        let Some(user) = user else {
+            return Ok(Outcome::NotFound(format!("user {}", c.user_id)));
+        };
+        if user.is_deleted {
+            return Ok(Outcome::Invalid(format!("user {}/{} is deleted", user.owner, user.name)));
+        }
+        if !c.is_current_for(&user) {
+            return Ok(Outcome::Conflict(format!(
+                "the password of {}/{} changed since the NT-hash credential was derived",
+                user.owner, user.name
+            )));
+        }
+        self.put(key::nt_credential(&c.user_id), c)?;
+        Ok(Outcome::Applied)
     }
 
     fn put_application(&mut self, app: &Application, mode: PutMode) -> Result<Outcome, RaftError> {
@@ -1003,6 +1040,8 @@ mod tests {
         let event = crate::model::AccountingEvent::default();
         assert_eq!(index(&Command::RecordAccounting { event }), 30);
         assert_eq!(index(&Command::PruneAccounting { before: 1, limit: 1 }), 31);
+        let credential = NtCredential::default();
+        assert_eq!(index(&Command::PutNtCredential { credential }), 32);
         assert_eq!(postcard::to_stdvec(&Command::Prune { now: 1 }).expect("postcard"), [23, 2]);
     }
 

@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    AcceptedAlgorithms, AcceptedIssuer, AccountingEvent, Admission, Application, CasbinModel, Group, Organization,
-    Permission, RefreshToken, Revocation, Role, SigningKey, User,
+    AcceptedAlgorithms, AcceptedIssuer, AccountingEvent, Admission, Application, CasbinModel, Group, NtCredential,
+    Organization, Permission, RefreshToken, Revocation, Role, SigningKey, User,
 };
 
 /// How a `Put*` command treats an existing record.
@@ -204,6 +204,13 @@ pub enum Command {
         before: i64,
         limit: u32,
     },
+    /// Stores the NT-hash credential of user `credential.user_id`, replacing theirs if they had one.
+    /// Refused (`NotFound`) when no user has that id, and (`Conflict`) when `credential.for_password` is not
+    /// the binding of the user's current password: it changed after the sign-in the credential was derived
+    /// at. See [`NtCredential`].
+    PutNtCredential {
+        credential: NtCredential,
+    },
 }
 
 impl Command {
@@ -242,6 +249,7 @@ impl Command {
             Command::AdmitNode { .. } => "admit_node",
             Command::RecordAccounting { .. } => "record_accounting",
             Command::PruneAccounting { .. } => "prune_accounting",
+            Command::PutNtCredential { .. } => "put_nt_credential",
         }
     }
 }

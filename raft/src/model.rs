@@ -733,6 +733,60 @@ fn merge_number(stored: &mut Option<u32>, sent: Option<u32>, newer: bool) {
     }
 }
 
+/// A user's NT-hash credential: the NT hash of their password (RFC 2759 §8.3, MD4 of the password in
+/// UTF-16LE), which is what MS-CHAPv2 is checked against, for users whose stored password is a hash no
+/// challenge can be answered from (bcrypt, argon2, salted digests). The edge derives it at a successful
+/// password sign-in of a user of an organization that opted in, and seals it with the cluster's
+/// key-encryption key before it is proposed: the state, the log and snapshots only ever hold it sealed.
+///
+/// Kept apart from the user record (key: the user's id), so that nothing that shows a user — the admin API,
+/// LDAP entries, token claims — can carry it. `for_password` is [`NtCredential::binding`] of the stored
+/// password it was derived under: the state machine refuses a credential whose binding is not the user's
+/// current one (the password changed while it was on its way), and drops the credential when the user's
+/// password changes or the user is deleted.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Clone, PartialEq, Eq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct NtCredential {
+    pub user_id: String,
+    /// The NT hash sealed with the key-encryption key (opaque to this crate).
+    pub sealed: Vec<u8>,
+    /// [`NtCredential::binding`] of the user when it was derived.
+    pub for_password: [u8; 32],
+}
+
+/// Most bytes a sealed NT hash may take (16 bytes sealed with AES-256-GCM take 44).
+pub const MAX_SEALED_NT_CREDENTIAL: usize = 256;
+
+impl std::fmt::Debug for NtCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NtCredential")
+            .field("user_id", &self.user_id)
+            .field("sealed", &format_args!("<{} bytes>", self.sealed.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl NtCredential {
+    /// What a credential is bound to: SHA-256 over the user's id and stored password, scheme and salt (each
+    /// length-prefixed). Any change of the stored password (a new password, a re-hash, another salt or
+    /// scheme) changes it. It is a digest of what the user record holds anyway, so it tells nothing more.
+    pub fn binding(user: &User) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"jeton nt-credential binding 1");
+        for part in [&user.id, &user.password, &user.password_type, &user.password_salt] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        h.finalize().into()
+    }
+
+    /// Whether the credential was derived under `user`'s current password.
+    pub fn is_current_for(&self, user: &User) -> bool {
+        self.user_id == user.id && self.for_password == Self::binding(user)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{AccountingEvent, AccountingSession, AccountingStatus, SigninFailures};
@@ -925,5 +979,41 @@ mod tests {
         // A limit of 0 behaves as 1; a negative frozen time as 0.
         let l0 = SigninFailures::after_failure(None, "x", 5, 0, -3);
         assert_eq!((l0.count, l0.locked_until), (1, 5));
+    }
+
+    /// The binding changes with every part of the stored password and with the user, and with nothing else.
+    #[test]
+    fn nt_credential_binding_follows_the_stored_password() {
+        use super::{NtCredential, User};
+        let alice = User {
+            owner: "acme".into(),
+            name: "alice".into(),
+            id: "u-1".into(),
+            password: "$2a$10$abcdefghijklmnopqrstuv".into(),
+            password_type: "bcrypt".into(),
+            ..Default::default()
+        };
+        let b = NtCredential::binding(&alice);
+        let renamed = User { display_name: "Alice A.".into(), email: "a@acme.example".into(), ..alice.clone() };
+        assert_eq!(NtCredential::binding(&renamed), b, "other fields do not count");
+        for other in [
+            User { password: "$2a$10$abcdefghijklmnopqrstuw".into(), ..alice.clone() },
+            User { password_type: "argon2id".into(), ..alice.clone() },
+            User { password_salt: "s".into(), ..alice.clone() },
+            User { id: "u-2".into(), ..alice.clone() },
+            // Parts are length-prefixed: moving bytes from one part to the next is another binding.
+            User { password: "$2a$10$abcdefghijklmnopqrstuvb".into(), password_type: "crypt".into(), ..alice.clone() },
+        ] {
+            assert_ne!(NtCredential::binding(&other), b, "{other:?}");
+        }
+        let credential = NtCredential { user_id: "u-1".into(), sealed: vec![1; 44], for_password: b };
+        assert!(credential.is_current_for(&alice));
+        assert!(credential.is_current_for(&renamed));
+        assert!(!credential.is_current_for(&User { password: "x".into(), ..alice.clone() }));
+        let bob = User { id: "u-2".into(), ..alice.clone() };
+        let for_bob = NtCredential { for_password: NtCredential::binding(&bob), ..credential.clone() };
+        assert!(!for_bob.is_current_for(&bob), "another user's id");
+        // Debug never shows the sealed bytes.
+        assert!(!format!("{credential:?}").contains("[1, 1"), "{credential:?}");
     }
 }

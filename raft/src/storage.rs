@@ -664,8 +664,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::command::{Command, Outcome, PutMode};
     use crate::model::{
-        AccountingEvent, AccountingStatus, Application, Group, Organization, RefreshState, RefreshToken, Revocation,
-        User,
+        AccountingEvent, AccountingStatus, Application, Group, NtCredential, Organization, RefreshState, RefreshToken,
+        Revocation, User,
     };
 
     fn entry(index: u64, cmd: Command) -> Entry {
@@ -873,6 +873,114 @@ pub(crate) mod tests {
         assert_eq!(rev.get().expires_at.to_native(), 9);
         assert_eq!(store.group("o", "g").unwrap().unwrap().get().name.as_str(), "g");
         assert_eq!(store.organization("o").unwrap().unwrap().get().name.as_str(), "o");
+    }
+
+    /// A PutNtCredential for the user a PutUser command writes, bound to that user's password.
+    pub(crate) fn nt_credential_of(put_user: &Command, sealed: &[u8]) -> Command {
+        let Command::PutUser { user, .. } = put_user else { panic!("not a PutUser: {put_user:?}") };
+        Command::PutNtCredential {
+            credential: NtCredential {
+                user_id: user.id.clone(),
+                sealed: sealed.to_vec(),
+                for_password: NtCredential::binding(user),
+            },
+        }
+    }
+
+    fn with_password(cmd: Command, password: &str, mode: PutMode) -> Command {
+        let Command::PutUser { mut user, .. } = cmd else { panic!("not a PutUser") };
+        (user.password, user.password_type) = (password.into(), "bcrypt".into());
+        Command::PutUser { user, mode }
+    }
+
+    /// NT-hash credentials are stored only for an existing user and their current password, replaced by a
+    /// newer one, kept while the password stays, and dropped when it changes, when the user changes id, is
+    /// soft-deleted or deleted, or when their organization is deleted.
+    #[tokio::test]
+    async fn nt_credentials_follow_their_user_and_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, store) = machine(dir.path());
+        let alice = with_password(user("acme", "alice", "u-1"), "$2a$10$first", PutMode::Create);
+        let bob = with_password(user("acme", "bob", "u-2"), "$2a$10$bob", PutMode::Create);
+        let mut n = 0;
+        macro_rules! apply {
+            ($cmd:expr) => {{
+                n += 1;
+                let e = entry(n, $cmd);
+                // Every command here also travels through the log.
+                assert_eq!(decode_entry(&encode_entry(&e).unwrap()).unwrap(), e);
+                sm.apply(vec![e]).await.unwrap().remove(0).outcome
+            }};
+        }
+        for cmd in [org("acme"), org("other"), alice.clone(), bob.clone()] {
+            assert_eq!(apply!(cmd), Outcome::Applied);
+        }
+        let stored = |id: &str| store.nt_credential(id).unwrap().map(|r| r.to_owned().unwrap());
+        assert_eq!(apply!(nt_credential_of(&alice, &[1; 44])), Outcome::Applied);
+        let c = stored("u-1").expect("stored");
+        assert_eq!((c.user_id.as_str(), c.sealed.as_slice()), ("u-1", &[1u8; 44][..]));
+
+        // Refused: no such user, a binding of another password, malformed.
+        let ghost = with_password(user("acme", "ghost", "u-9"), "$2a$10$x", PutMode::Create);
+        assert!(matches!(apply!(nt_credential_of(&ghost, &[1; 44])), Outcome::NotFound(_)));
+        let stale = with_password(alice.clone(), "$2a$10$other", PutMode::Update);
+        assert!(matches!(apply!(nt_credential_of(&stale, &[2; 44])), Outcome::Conflict(_)));
+        let bad = |f: &dyn Fn(&mut NtCredential)| {
+            let mut cmd = nt_credential_of(&bob, &[3; 44]);
+            if let Command::PutNtCredential { credential } = &mut cmd {
+                f(credential);
+            }
+            cmd
+        };
+        for cmd in [
+            bad(&|c| c.user_id.clear()),
+            bad(&|c| c.user_id = "u-2\0x".into()),
+            bad(&|c| c.sealed.clear()),
+            bad(&|c| c.sealed = vec![0; crate::model::MAX_SEALED_NT_CREDENTIAL + 1]),
+        ] {
+            assert!(matches!(apply!(cmd), Outcome::Invalid(_)));
+        }
+        assert!(stored("u-2").is_none() && stored("u-9").is_none());
+        assert_eq!(stored("u-1").expect("kept").sealed, vec![1; 44], "refusals change nothing");
+
+        // A newer credential replaces the older; a change to anything but the password keeps it.
+        assert_eq!(apply!(nt_credential_of(&alice, &[4; 44])), Outcome::Applied);
+        let Command::PutUser { user: mut renamed, .. } = alice.clone() else { unreachable!() };
+        renamed.display_name = "Alice A.".into();
+        let renamed = Command::PutUser { user: renamed, mode: PutMode::Update };
+        assert_eq!(apply!(renamed), Outcome::Applied);
+        assert_eq!(stored("u-1").expect("kept").sealed, vec![4; 44]);
+        // A new password drops it, and the stale one cannot come back.
+        assert_eq!(apply!(stale.clone()), Outcome::Applied);
+        assert!(stored("u-1").is_none(), "dropped with the password it was derived under");
+        assert!(matches!(apply!(nt_credential_of(&alice, &[5; 44])), Outcome::Conflict(_)));
+        assert_eq!(apply!(nt_credential_of(&stale, &[6; 44])), Outcome::Applied);
+        // A soft deletion drops it too, and a deleted user gets none.
+        let Command::PutUser { user: mut gone, .. } = stale.clone() else { unreachable!() };
+        gone.is_deleted = true;
+        let gone = Command::PutUser { user: gone, mode: PutMode::Update };
+        assert_eq!(apply!(gone.clone()), Outcome::Applied);
+        assert!(stored("u-1").is_none());
+        assert!(matches!(apply!(nt_credential_of(&gone, &[7; 44])), Outcome::Invalid(_)));
+        // Back again, then deleted for good.
+        assert_eq!(apply!(stale.clone()), Outcome::Applied);
+        assert_eq!(apply!(nt_credential_of(&stale, &[8; 44])), Outcome::Applied);
+        let delete = Command::DeleteUser { owner: "acme".into(), name: "alice".into() };
+        assert_eq!(apply!(delete), Outcome::Applied);
+        assert!(stored("u-1").is_none(), "deleted with the user");
+
+        // bob under a new id (an upsert by name): the old id's credential goes.
+        assert_eq!(apply!(nt_credential_of(&bob, &[9; 44])), Outcome::Applied);
+        let Command::PutUser { user: mut new_id, .. } = bob.clone() else { unreachable!() };
+        new_id.id = "u-3".into();
+        let new_id = Command::PutUser { user: new_id, mode: PutMode::Upsert };
+        assert_eq!(apply!(new_id.clone()), Outcome::Applied);
+        assert!(stored("u-2").is_none());
+        // Deleting the organization removes its users' credentials.
+        assert_eq!(apply!(nt_credential_of(&new_id, &[10; 44])), Outcome::Applied);
+        assert_eq!(store.count(crate::store::key::NT_CREDENTIAL), 1);
+        assert_eq!(apply!(Command::DeleteOrganization { name: "acme".into() }), Outcome::Applied);
+        assert_eq!(store.count(crate::store::key::NT_CREDENTIAL), 0);
     }
 
     pub(crate) fn accounting(status: AccountingStatus, nas: &str, id: &str, user: &str, at: i64) -> Command {
@@ -1198,6 +1306,7 @@ pub(crate) mod tests {
             },
             accounting(AccountingStatus::Start, "nas-1", "s-1", "alice", 100),
             accounting(AccountingStatus::InterimUpdate, "nas-1", "s-1", "alice", 160),
+            nt_credential_of(&user("acme", "alice", "u-1"), &[7; 44]),
         ];
         let entries: Vec<Entry> = commands.into_iter().enumerate().map(|(i, c)| entry(i as u64 + 1, c)).collect();
         let replies = sm.apply(entries).await.unwrap();
@@ -1234,6 +1343,9 @@ pub(crate) mod tests {
         );
         assert_eq!(installed.accounting_sessions("acme", 0, 10).unwrap().total, 1);
         assert_eq!(installed.accounting_sessions_of_user("acme", "alice", 0, 10).unwrap().total, 1);
+        let credential = installed.nt_credential("u-1").unwrap().unwrap().to_owned().unwrap();
+        assert_eq!(credential, source.nt_credential("u-1").unwrap().unwrap().to_owned().unwrap());
+        assert_eq!(credential.sealed, vec![7; 44]);
         // The installed node goes on with the session from where the source was.
         other.apply(vec![entry(20, accounting(AccountingStatus::Stop, "nas-1", "s-1", "alice", 400))]).await.unwrap();
         let s = installed.accounting_session("nas-1", "s-1").unwrap().unwrap().to_owned().unwrap();

@@ -17,8 +17,8 @@ use sled::IVec;
 use tokio::sync::broadcast;
 
 use crate::model::{
-    AcceptedAlgorithms, AcceptedIssuer, AccountingSession, Admission, Application, CasbinModel, Group, Organization,
-    Permission, RefreshToken, Revocation, Role, SigninFailures, SigningKey, User,
+    AcceptedAlgorithms, AcceptedIssuer, AccountingSession, Admission, Application, CasbinModel, Group, NtCredential,
+    Organization, Permission, RefreshToken, Revocation, Role, SigninFailures, SigningKey, User,
 };
 use crate::Command;
 use crate::RaftError;
@@ -53,6 +53,8 @@ pub mod key {
     pub const ACCOUNTING_BY_USER: &[u8] = b"U\0";
     /// By the time of the latest event (what retention prunes by): `T\0last update\0nas client\0session id`.
     pub const ACCOUNTING_BY_AGE: &[u8] = b"T\0";
+    /// NT-hash credentials (sealed), by user id: `N\0user id`.
+    pub const NT_CREDENTIAL: &[u8] = b"N\0";
     /// Directory indexes (LDAP equality lookups), derived from the users: rebuilt from them when a snapshot
     /// is installed or a data dir from before them is opened (see [`super::directory_index_entries`]).
     /// Users by lower-cased name: `w\0owner\0lower(name)\0name`.
@@ -180,6 +182,9 @@ pub mod key {
     pub fn accepted_issuers_of(application: &str) -> Vec<u8> {
         prefix(ACCEPTED_ISSUER, &[application])
     }
+    pub fn nt_credential(user_id: &str) -> Vec<u8> {
+        join(NT_CREDENTIAL, &[user_id])
+    }
     pub fn accounting(nas_client: &str, acct_session_id: &str) -> Vec<u8> {
         join(ACCOUNTING, &[nas_client, acct_session_id])
     }
@@ -261,6 +266,7 @@ stored! {
     AcceptedAlgorithms => key::ACCEPTED_ALGORITHMS,
     Admission => key::ADMISSION,
     AccountingSession => key::ACCOUNTING,
+    NtCredential => key::NT_CREDENTIAL,
 }
 
 /// Validates a value by the record type its key prefix names. Index and meta values are not archives
@@ -283,6 +289,7 @@ pub fn validate_value(key: &[u8], value: &[u8]) -> Result<(), RaftError> {
         p if p == key::ACCEPTED_ALGORITHMS => AcceptedAlgorithms::validate(value),
         p if p == key::ADMISSION => Admission::validate(value),
         p if p == key::ACCOUNTING => AccountingSession::validate(value),
+        p if p == key::NT_CREDENTIAL => NtCredential::validate(value),
         _ => Ok(()),
     }
 }
@@ -726,6 +733,10 @@ impl Store {
     /// The pending admission of a node id (see [`Admission`]).
     pub fn admission(&self, node_id: u64) -> Result<Option<Record<Admission>>, RaftError> {
         self.record(&key::admission(node_id))
+    }
+    /// The NT-hash credential of a user (by id), sealed; current or not (see [`NtCredential::is_current_for`]).
+    pub fn nt_credential(&self, user_id: &str) -> Result<Option<Record<NtCredential>>, RaftError> {
+        self.record(&key::nt_credential(user_id))
     }
     /// The accounting session of a NAS client and `Acct-Session-Id`.
     pub fn accounting_session(
