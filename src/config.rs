@@ -127,6 +127,9 @@ pub struct RadiusConfig {
     pub radsec_max_connections: usize,
     /// Seconds a RadSec connection may stay idle.
     pub radsec_idle_timeout_secs: u64,
+    /// Organizations whose users get an NT-hash credential (sealed) at their next password sign-in, so that
+    /// MS-CHAPv2 works for them although their passwords are stored hashed. Empty (the default): none.
+    pub nt_hash_organizations: Vec<String>,
 }
 
 impl Default for RadiusConfig {
@@ -148,6 +151,7 @@ impl Default for RadiusConfig {
             radsec_organization: String::new(),
             radsec_max_connections: 256,
             radsec_idle_timeout_secs: 600,
+            nt_hash_organizations: Vec::new(),
         }
     }
 }
@@ -713,6 +717,7 @@ mod tests {
         let text = include_str!("../conf/jeton.toml");
         let cfg: Config = toml::from_str(text).expect("conf/jeton.toml must parse");
         assert_eq!(cfg.http.addr, "127.0.0.1:8000");
+        assert!(cfg.radius.nt_hash_organizations.is_empty(), "no organization opted in by default");
     }
 
     #[test]
@@ -722,6 +727,7 @@ mod tests {
         let text = r#"
             [radius]
             secret = "quick"
+            nt_hash_organizations = ["acme", "globex"]
             [[radius.clients]]
             name = "core"
             address = "10.0.10.0/24"
@@ -746,6 +752,7 @@ mod tests {
         assert_eq!(s.clients[3].secret, b"wlc-secret", "secret_file read, relative to the config, newline cut");
         assert!(s.clients[2].require_message_authenticator && !s.clients[3].require_message_authenticator);
         assert_eq!(s.replies[0].attributes.len(), 3);
+        assert_eq!(cfg.radius.nt_hash_organizations, ["acme", "globex"]);
 
         let refused = |extra: &str| {
             let cfg: Config = toml::from_str(&format!("[radius]\n{extra}")).expect("parses");

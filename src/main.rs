@@ -592,6 +592,7 @@ async fn prepare_edge(
             failure_floor: Duration::from_millis(cfg.security.password_failure_floor_ms),
             ip_failure_limit: cfg.security.ip_failure_limit,
             ip_failure_window: Duration::from_secs(cfg.security.ip_failure_window_secs),
+            nt_hash_organizations: cfg.radius.nt_hash_organizations.clone(),
         },
     };
     Ok(Edge::new(node.clone(), kek, edge_cfg, metrics)?)

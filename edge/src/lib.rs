@@ -11,8 +11,9 @@
 //! Services (typed requests in, domain results out; no `hyper` or `ldap3_proto` type in a signature):
 //! - [`service`]: [`Edge`], the shared handle (store, node, keys, caches, invalidation) every front end gets;
 //! - [`oauth`]: token issuance, introspection (and its cache), revocation, userinfo;
-//! - [`passwords`]: password sign-in (lookup, lockout, limits, hashing slots, timing floor) and, in
-//!   [`passwords::schemes`], the Casdoor password schemes;
+//! - [`passwords`]: password sign-in (lookup, lockout, limits, hashing slots, timing floor), challenge-response
+//!   proofs, in [`passwords::schemes`] the Casdoor password schemes, and in [`passwords::nt_credential`] the
+//!   NT-hash credentials MS-CHAPv2 checks hashed passwords with;
 //! - [`directory`]: organizations, users and groups as directory entries; filters, access, indexed searches;
 //! - [`import`]: the apply request and the batch pipeline behind `POST /api/jeton/apply` and `migrate/`;
 //! - [`builtin`]: the objects a new cluster starts with.

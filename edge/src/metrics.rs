@@ -16,7 +16,7 @@ pub const ENDPOINTS: [&str; 10] =
 const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
 const GRANTS: [&str; 3] = ["client_credentials", "password", "refresh_token"];
 /// Reasons of `jeton_password_refusals_total`: sign-ins answered without running a hash.
-const REFUSALS: [&str; 4] = ["locked", "rate_limited", "not_checkable", "no_cleartext"];
+const REFUSALS: [&str; 4] = ["locked", "rate_limited", "not_checkable", "no_challenge_credential"];
 /// Listeners, for `jeton_<listener>_connections_refused_total`.
 const LISTENERS: [&str; 2] = ["http", "ldap"];
 /// Results of `jeton_ldap_binds_total`.
@@ -149,8 +149,9 @@ impl Metrics {
         }
     }
 
-    /// A sign-in refused without hashing: `locked`, `rate_limited` or `not_checkable` (unknown login, no
-    /// usable password, LDAP-backed user).
+    /// A sign-in refused without hashing: `locked`, `rate_limited`, `not_checkable` (unknown login, no
+    /// usable password, LDAP-backed user) or `no_challenge_credential` (a CHAP or MS-CHAPv2 proof for a user
+    /// with neither a password in clear nor an NT-hash credential it can use).
     pub fn password_refused(&self, reason: &'static str) {
         if let Some(h) = &self.handles {
             if let Some(i) = REFUSALS.iter().position(|r| *r == reason) {

@@ -59,7 +59,8 @@ pub struct ClientApp {
 pub struct Edge {
     pub node: ReplicaNode,
     pub store: Store,
-    pub kek: Kek,
+    /// Shared with the password service, which seals NT-hash credentials with it.
+    pub kek: Arc<Kek>,
     pub keyring: Keyring,
     pub config: EdgeConfig,
     apps: Cache<String, Arc<ClientApp>>,
@@ -92,6 +93,7 @@ impl Edge {
     ) -> Result<Arc<Edge>, EdgeError> {
         let store = node.store.clone();
         let keyring = Keyring::load(&store, &kek)?;
+        let kek = Arc::new(kek);
         let edge = Arc::new(Edge {
             apps: Cache::builder().max_capacity(100_000).build(),
             basic_auths: Cache::builder().max_capacity(10_000).time_to_idle(Duration::from_secs(600)).build(),
@@ -106,6 +108,7 @@ impl Edge {
                 config.passwords.clone(),
                 node.clone(),
                 metrics.clone(),
+                kek.clone(),
             )),
             node,
             store,

@@ -150,7 +150,7 @@ pub struct ActiveToken {
 /// account or the address must wait.
 fn refused_to_oauth(refused: Refused) -> OAuthError {
     match refused {
-        Refused::Invalid | Refused::NoCleartext => OAuthError::invalid_grant(refused.to_string()),
+        Refused::Invalid | Refused::NoChallengeCredential => OAuthError::invalid_grant(refused.to_string()),
         Refused::Locked { .. } | Refused::RateLimited => OAuthError::slow_down(refused.to_string()),
         Refused::EmptyPassword => OAuthError::invalid_request(refused.to_string()),
         Refused::Internal(e) => e.into(),

@@ -1,6 +1,7 @@
 //! Password sign-in: the one service every front end asks whether a login and a password are good (the
-//! OAuth password grant today; LDAP binds and RADIUS later). It takes a typed [`SignIn`] and answers
-//! [`Verified`] or [`Refused`]; each front end maps that to its protocol.
+//! OAuth password grant, LDAP binds, RADIUS). It takes a typed [`SignIn`] and answers [`Verified`] or
+//! [`Refused`]; each front end maps that to its protocol. Challenge-response proofs (CHAP, MS-CHAPv2) go
+//! through [`Passwords::verify_proof`], with the NT-hash credentials of [`nt_credential`].
 //!
 //! [`Passwords::verify`] is, in order:
 //! 1. **lookup** of the login in the organization (COMPAT §4.1);
@@ -21,6 +22,7 @@
 //! The check itself runs in a task of its own, so a client that hangs up cannot cancel a hash halfway (its
 //! slot stays taken until the hash ends) nor the recording of its failure.
 
+pub mod nt_credential;
 pub mod schemes;
 
 use std::net::IpAddr;
@@ -35,6 +37,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::EdgeError;
 use crate::generation::GenerationCache;
+use crate::keys::Kek;
 use crate::metrics::Metrics;
 use schemes::{Accepted, OrgPolicy, PasswordError, Scheme, StoredPassword};
 
@@ -51,6 +54,9 @@ pub struct PasswordConfig {
     /// Failed sign-ins from one client address within `ip_failure_window` before it is refused.
     pub ip_failure_limit: u32,
     pub ip_failure_window: Duration,
+    /// Organizations whose users get an NT-hash credential at their next password sign-in, for MS-CHAPv2
+    /// (`[radius] nt_hash_organizations`, see [`nt_credential`]).
+    pub nt_hash_organizations: Vec<String>,
 }
 
 impl Default for PasswordConfig {
@@ -61,6 +67,7 @@ impl Default for PasswordConfig {
             failure_floor: Duration::from_millis(DEFAULT_FAILURE_FLOOR_MS),
             ip_failure_limit: 50,
             ip_failure_window: Duration::from_secs(300),
+            nt_hash_organizations: Vec::new(),
         }
     }
 }
@@ -123,8 +130,14 @@ pub struct SignIn<'a> {
     pub ignore_case: bool,
 }
 
-/// Checks a challenge-response proof against a password in clear (see [`Passwords::verify_proof`]).
-pub type Proof = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+/// A challenge-response proof (see [`Passwords::verify_proof`]), by what it can be checked against.
+pub enum Proof {
+    /// Only the password in clear checks it (CHAP): users whose password is stored in clear.
+    Cleartext(Box<dyn Fn(&str) -> bool + Send + Sync>),
+    /// The password's NT hash checks it (MS-CHAPv2): hashed from a password stored in clear, or the user's
+    /// NT-hash credential (see [`nt_credential`]).
+    NtHash(Box<dyn Fn(&[u8; 16]) -> bool + Send + Sync>),
+}
 
 /// What a sign-in presents.
 enum Secret {
@@ -132,10 +145,10 @@ enum Secret {
     Proof(Proof),
 }
 
-/// Why a check failed: a wrong (or uncheckable) password, or a proof with nothing in clear to check.
+/// Why a check failed: a wrong (or uncheckable) password, or a proof with nothing to check it against.
 enum Failure {
     Invalid,
-    NoCleartext,
+    NoChallengeCredential,
 }
 
 /// A sign-in that checked out.
@@ -160,11 +173,11 @@ pub enum Refused {
     RateLimited,
     #[error("password is required")]
     EmptyPassword,
-    /// A challenge-response proof (CHAP, MS-CHAPv2) for a login without a password stored in clear: an
-    /// unknown login, or a user whose password is hashed (see [`Passwords::verify_proof`]). Answered after
-    /// the timing floor, like [`Refused::Invalid`].
-    #[error("no password stored in clear to check a challenge response against")]
-    NoCleartext,
+    /// A challenge-response proof (CHAP, MS-CHAPv2) for a login with nothing to check it against: an unknown
+    /// login, or a user whose password is hashed and who has no NT-hash credential the proof can use (see
+    /// [`Passwords::verify_proof`]). Answered after the timing floor, like [`Refused::Invalid`].
+    #[error("no password stored in clear or NT-hash credential to check a challenge response against")]
+    NoChallengeCredential,
     #[error(transparent)]
     Internal(#[from] EdgeError),
 }
@@ -338,7 +351,7 @@ fn checkable(org: &Organization, user: &User) -> Result<u32, &'static str> {
     })
 }
 
-fn policy(org: &Organization) -> OrgPolicy<'_> {
+pub(crate) fn policy(org: &Organization) -> OrgPolicy<'_> {
     OrgPolicy {
         password_type: &org.password_type,
         password_salt: &org.password_salt,
@@ -346,7 +359,7 @@ fn policy(org: &Organization) -> OrgPolicy<'_> {
     }
 }
 
-fn stored(user: &User) -> StoredPassword<'_> {
+pub(crate) fn stored(user: &User) -> StoredPassword<'_> {
     StoredPassword { password: &user.password, password_type: &user.password_type, password_salt: &user.password_salt }
 }
 
@@ -397,6 +410,10 @@ pub struct Passwords {
     store: Store,
     metrics: Metrics,
     slots: Slots,
+    /// The cluster's key-encryption key: seals and opens NT-hash credentials.
+    kek: Arc<Kek>,
+    /// Users whose NT-hash credential this node wrote (or tried to) lately: not derived again meanwhile.
+    deriving: Cache<String, ()>,
     /// Per account (see [`account_key`]): this node's failures and attempts running.
     accounts: Cache<String, Arc<Mutex<Account>>>,
     /// Per client address, for one window.
@@ -412,12 +429,14 @@ pub struct Passwords {
 }
 
 impl Passwords {
-    pub fn new(config: PasswordConfig, node: ReplicaNode, metrics: Metrics) -> Passwords {
+    pub fn new(config: PasswordConfig, node: ReplicaNode, metrics: Metrics, kek: Arc<Kek>) -> Passwords {
         let budget = config.memory_budget_kib.max(schemes::SMALL_CHECK_KIB);
         Passwords {
             store: node.store.clone(),
             node,
             metrics,
+            kek,
+            deriving: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build(),
             slots: Slots::new(config.check_concurrency, budget),
             accounts: Cache::builder().max_capacity(1_000_000).time_to_idle(Duration::from_secs(3600)).build(),
             addresses: Cache::builder().max_capacity(1_000_000).time_to_live(config.ip_failure_window).build(),
@@ -476,9 +495,11 @@ impl Passwords {
     }
 
     /// Checks a challenge-response sign-in (CHAP, MS-CHAPv2): `proof` is run on the user's password in
-    /// clear, which only users whose password is stored in clear (scheme `plain`) have; anyone else is
-    /// [`Refused::NoCleartext`]. Lockout, limits and the timing floor apply as for [`Passwords::verify`];
-    /// `req.password` is not used. The master password does not answer challenges.
+    /// clear, which only users whose password is stored in clear (scheme `plain`) have, or — a
+    /// [`Proof::NtHash`] only — on their NT-hash credential, which users of organizations that opted in
+    /// get at a password sign-in (see [`nt_credential`]). Anyone else is [`Refused::NoChallengeCredential`].
+    /// Lockout, limits and the timing floor apply as for [`Passwords::verify`]; `req.password` is not used.
+    /// The master password does not answer challenges.
     pub async fn verify_proof(self: &Arc<Self>, req: SignIn<'_>, proof: Proof) -> Result<Verified, Refused> {
         self.sign_in(req, Secret::Proof(proof)).await
     }
@@ -538,7 +559,7 @@ impl Passwords {
                 tokio::time::sleep_until(floor.into()).await;
                 Err(match failure {
                     Failure::Invalid => Refused::Invalid,
-                    Failure::NoCleartext => Refused::NoCleartext,
+                    Failure::NoChallengeCredential => Refused::NoChallengeCredential,
                 })
             }
         }
@@ -625,30 +646,17 @@ impl Passwords {
             Secret::Password(p) => p,
             Secret::Proof(proof) => {
                 let result = match user.as_deref().map(|u| (u, checkable(&org, u))) {
-                    Some((u, Ok(_))) => match schemes::cleartext(&policy(&org), &stored(u)) {
-                        Some(clear) => {
-                            let ok = proof(clear);
-                            self.metrics.password_check(ok);
-                            if ok {
-                                Ok(Accepted::Password)
-                            } else {
-                                tracing::info!(user = %u.full_name(), "challenge response check failed");
-                                Err(Failure::Invalid)
-                            }
-                        }
-                        None => {
-                            self.metrics.password_refused("no_cleartext");
-                            Err(Failure::NoCleartext)
-                        }
-                    },
+                    Some((u, Ok(_))) => self.check_proof(&org, u, &proof),
                     _ => {
                         self.metrics.password_refused("not_checkable");
-                        Err(Failure::NoCleartext)
+                        Err(Failure::NoChallengeCredential)
                     }
                 };
                 return self.record(attempt, key, user, result, lockout);
             }
         };
+        // Kept for an NT-hash credential, if the password turns out right (see `nt_credential`).
+        let nt_password = user.as_ref().filter(|u| self.nt_hash_organization(&u.owner)).map(|_| password.clone());
         let result = match &user {
             Some(u) => match checkable(&org, u) {
                 Ok(memory) => {
@@ -686,7 +694,39 @@ impl Passwords {
                 Err(Failure::Invalid)
             }
         };
+        if let (Ok(Accepted::Password), Some(u), Some(password)) = (&result, &user, nt_password) {
+            if self.wants_nt_credential(&org, u) {
+                self.derive_nt_credential(u.clone(), password);
+            }
+        }
         self.record(attempt, key, user, result, lockout)
+    }
+
+    /// Runs a challenge-response proof for a user whose password can be checked here: on the password in
+    /// clear if it is stored so, else (an NT-hash proof) on their NT-hash credential if they have one.
+    fn check_proof(&self, org: &Organization, u: &User, proof: &Proof) -> Result<Accepted, Failure> {
+        let ok = match (schemes::cleartext(&policy(org), &stored(u)), proof) {
+            (Some(clear), Proof::Cleartext(check)) => check(clear),
+            (Some(clear), Proof::NtHash(check)) => check(&nt_credential::nt_hash(clear)),
+            (None, Proof::NtHash(check)) => match self.nt_credential(u) {
+                Some(hash) => check(&hash),
+                None => {
+                    self.metrics.password_refused("no_challenge_credential");
+                    return Err(Failure::NoChallengeCredential);
+                }
+            },
+            (None, Proof::Cleartext(_)) => {
+                self.metrics.password_refused("no_challenge_credential");
+                return Err(Failure::NoChallengeCredential);
+            }
+        };
+        self.metrics.password_check(ok);
+        if ok {
+            Ok(Accepted::Password)
+        } else {
+            tracing::info!(user = %u.full_name(), "challenge response check failed");
+            Err(Failure::Invalid)
+        }
     }
 
     /// Ends an attempt with the outcome of its check: a success resets the account's failures (if it had

@@ -10,7 +10,7 @@
 //! every challenge and still not make the answer's single use cluster-wide without a second write.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ::radius::core::packet::Packet;
@@ -25,6 +25,14 @@ use crate::passwords::{LockoutRule, Proof, Refused, SignIn};
 
 /// What the Reply-Message of a challenge says.
 const ENTER_CODE: &str = "Enter the 6-digit code of your authenticator app";
+
+/// The Reply-Message of a CHAP request for a user whose password is not stored in clear (or an unknown one).
+const NO_CHAP_CREDENTIAL: &str = "CHAP needs a password stored in clear, which this account does not have: use PAP";
+
+/// The Reply-Message of an MS-CHAPv2 request for a user with neither a password stored in clear nor an
+/// NT-hash credential (or an unknown one).
+const NO_MSCHAPV2_CREDENTIAL: &str = "MS-CHAPv2 needs a password stored in clear or an NT-hash credential, and \
+    this account has neither: use PAP (where the organization opted in, a PAP sign-in derives the credential)";
 
 /// A challenge waiting for its answer.
 struct Pending {
@@ -195,30 +203,37 @@ async fn access(shared: &Shared, client: &Client, request: &Packet, from: Socket
         ignore_case: false,
     };
     let passwords = &shared.edge.passwords;
+    // What the MS-CHAPv2 check accepted (authenticator response, MPPE keys), from whichever NT hash answered
+    // the challenge: of the password stored in clear, or the user's NT-hash credential.
+    let mschapv2: Arc<OnceLock<crypto::MsChapV2Accept>> = Arc::default();
     let verified = match &credential {
         Credential::Pap(_) => passwords.verify(sign_in).await,
         Credential::Chap { response, challenge } => {
             let (response, challenge) = (response.clone(), challenge.clone());
-            let proof: Proof = Arc::new(move |clear: &str| crypto::chap_ok(&response, &challenge, clear.as_bytes()));
-            passwords.verify_proof(sign_in, proof).await
+            let check = move |clear: &str| crypto::chap_ok(&response, &challenge, clear.as_bytes());
+            passwords.verify_proof(sign_in, Proof::Cleartext(Box::new(check))).await
         }
         Credential::MsChapV2 { challenge, response } => {
             let (challenge, response, name) = (challenge.clone(), response.clone(), user_name.clone());
-            let proof: Proof = Arc::new(move |clear: &str| {
-                matches!(
-                    crypto::mschapv2_verify(&crypto::nt_hash(clear), &challenge, &response, name.as_bytes()),
-                    Ok(Some(_))
-                )
-            });
-            passwords.verify_proof(sign_in, proof).await
+            let accepted = mschapv2.clone();
+            let check =
+                move |hash: &[u8; 16]| match crypto::mschapv2_verify(hash, &challenge, &response, name.as_bytes()) {
+                    Ok(Some(a)) => {
+                        let _ = accepted.set(a);
+                        true
+                    }
+                    _ => false,
+                };
+            passwords.verify_proof(sign_in, Proof::NtHash(Box::new(check))).await
         }
     };
     let user = match verified {
         Ok(v) => v.user,
-        Err(Refused::NoCleartext) => {
-            return Outcome::reject(Some(
-                "CHAP and MS-CHAPv2 need a password stored in clear, which this account does not have: use PAP",
-            ))
+        Err(Refused::NoChallengeCredential) => {
+            return Outcome::reject(Some(match credential {
+                Credential::MsChapV2 { .. } => NO_MSCHAPV2_CREDENTIAL,
+                _ => NO_CHAP_CREDENTIAL,
+            }))
         }
         Err(Refused::Locked { minutes }) => {
             return Outcome::reject(Some(&format!(
@@ -269,11 +284,9 @@ async fn access(shared: &Shared, client: &Client, request: &Packet, from: Socket
         };
     }
     let mut outcome = accept(shared, &user);
-    if let Credential::MsChapV2 { challenge, response } = &credential {
-        // The check ran on the password in clear; the keys come from it again.
-        let Ok(Some(success)) =
-            crypto::mschapv2_verify(&crypto::nt_hash(&user.password), challenge, response, user_name.as_bytes())
-        else {
+    if let Credential::MsChapV2 { .. } = &credential {
+        // The keys of the NT hash that answered the challenge.
+        let Some(success) = mschapv2.get() else {
             return Outcome::reject(None);
         };
         let request_auth: [u8; 16] = match request.get_authenticator().as_slice().try_into() {

@@ -490,14 +490,9 @@ pub fn chap_ok(chap_password: &[u8], challenge: &[u8], password: &[u8]) -> bool 
     ct_eq(&md5(&[&[*ident], password, challenge]), response)
 }
 
-/// NtPasswordHash (RFC 2759 §8.3): MD4 of the password in UTF-16LE, without a terminating NUL.
-pub fn nt_hash(password: &str) -> [u8; 16] {
-    let mut h = Md4::new();
-    for unit in password.encode_utf16() {
-        h.update(unit.to_le_bytes());
-    }
-    h.finalize().into()
-}
+/// NtPasswordHash (RFC 2759 §8.3), from the password service, which also derives NT-hash credentials
+/// with it.
+pub use crate::passwords::nt_credential::nt_hash;
 
 fn md4(data: &[u8]) -> [u8; 16] {
     Md4::digest(data).into()
