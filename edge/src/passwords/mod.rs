@@ -730,7 +730,8 @@ impl Passwords {
     }
 
     /// Ends an attempt with the outcome of its check: a success resets the account's failures (if it had
-    /// any), a failure counts; either change is replicated by the task returned.
+    /// any), a failure counts (but a proof with nothing to check it against does not); either change is
+    /// replicated by the task returned.
     fn record(
         self: Arc<Self>,
         attempt: Attempt,
@@ -746,6 +747,12 @@ impl Passwords {
                     tokio::spawn(async move { this.replicate(Command::ResetSigninFailures { account: key }).await })
                 });
                 (Ok(Verified { user, how }), reset)
+            }
+            // Nothing was checked, so no guess to count: a NAS that keeps trying MS-CHAPv2 for a user who
+            // has no NT-hash credential yet does not lock them out of the PAP sign-in that derives it.
+            (Err(Failure::NoChallengeCredential), _) => {
+                drop(attempt);
+                (Err(Failure::NoChallengeCredential), None)
             }
             (result, _) => {
                 let failure = result.err().unwrap_or(Failure::Invalid);

@@ -365,6 +365,25 @@ mod tests {
         p.verify_proof(sign_in("acme", "heidi", ""), chap).await.expect("CHAP");
     }
 
+    /// Proofs with nothing to check them against are refused without counting as failures: a NAS trying
+    /// MS-CHAPv2 again and again before the user's first password sign-in does not lock them out of it.
+    /// Wrong proofs count as usual.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn proofs_without_a_credential_do_not_lock_the_account() {
+        let (p, node, _dir) = start(&["acme"]).await;
+        for _ in 0..8 {
+            assert!(is_no_credential(challenge(&p, "acme", "alice", "Alice-Password-1").await));
+        }
+        assert!(node.store.signin_failures("user:id-acme-alice").unwrap().is_none());
+        sign_in_with(&p, "acme", "alice", "Alice-Password-1").await;
+        credential_of(&node, "id-acme-alice").await.expect("derived");
+        for _ in 0..5 {
+            assert!(matches!(challenge(&p, "acme", "alice", "Wrong-Password-1").await, Err(Refused::Invalid)));
+        }
+        let locked = challenge(&p, "acme", "alice", "Alice-Password-1").await;
+        assert!(matches!(locked, Err(Refused::Locked { .. })), "{locked:?}");
+    }
+
     /// A credential is used only while its organization is listed, and only for the stored password it was
     /// derived under.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
