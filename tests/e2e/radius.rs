@@ -771,3 +771,100 @@ async fn malformed_datagrams_are_dropped_and_a_valid_request_after_them_is_answe
     assert!(r.is("Accounting-Response"), "{}", r.output);
     assert!(s.node.output().lines().all(|l| !l.contains("panicked")), "{}", s.node.output());
 }
+
+/// An Accounting-Request of session `id` for acme's heidi, with these further attribute lines.
+fn accounting(status: &str, id: &str, more: &[&str]) -> Vec<String> {
+    let mut lines = vec![
+        format!("Acct-Status-Type = {status}"),
+        text("Acct-Session-Id", id),
+        text("User-Name", "heidi"),
+        text("Class", "acme"),
+        "NAS-IP-Address = 127.0.0.1".to_string(),
+        text("NAS-Identifier", "switch-1"),
+        "NAS-Port = 7".to_string(),
+        "Framed-IP-Address = 10.1.2.3".to_string(),
+        text("Calling-Station-Id", "00-11-22-33-44-55"),
+    ];
+    lines.extend(more.iter().map(|l| l.to_string()));
+    lines
+}
+
+#[tokio::test]
+async fn accounting_start_update_and_stop_are_acknowledged_and_read_back_through_the_admin_api() {
+    let s = Server::start("accounting", CONFIG).await;
+    let acct = |lines: &[String]| radclient(&s.acct, "acct", SECRET, lines, ANSWERED);
+    let r = acct(&accounting("Start", "e2e-session-1", &[]));
+    assert!(r.is("Accounting-Response"), "{}", r.output);
+    let r = acct(&accounting(
+        "Interim-Update",
+        "e2e-session-1",
+        &["Acct-Session-Time = 30", "Acct-Input-Octets = 1000", "Acct-Input-Gigawords = 1", "Acct-Output-Octets = 99"],
+    ));
+    assert!(r.is("Accounting-Response"), "{}", r.output);
+    // Counters past 4 GiB: Acct-Input-Gigawords (RFC 2869 §5.1) holds the high 32 bits.
+    let r = acct(&accounting(
+        "Stop",
+        "e2e-session-1",
+        &[
+            "Acct-Session-Time = 60",
+            "Acct-Input-Octets = 5",
+            "Acct-Input-Gigawords = 2",
+            "Acct-Output-Octets = 123456",
+            "Acct-Input-Packets = 10",
+            "Acct-Output-Packets = 20",
+            "Acct-Terminate-Cause = User-Request",
+        ],
+    ));
+    assert!(r.is("Accounting-Response"), "{}", r.output);
+    assert_eq!(s.requests("local", "accounting").await, 3.0);
+
+    // A forged one (wrong secret: its Request Authenticator does not check out) is dropped, not recorded.
+    let r = radclient(&s.acct, "acct", "not-the-secret", &accounting("Start", "e2e-forged", &[]), DROPPED);
+    assert_eq!(r.code, None, "{}", r.output);
+    assert_eq!(s.drops("local", "bad_authenticator").await, 1.0);
+    // An Access-Request on the accounting port is no accounting.
+    let r = radclient(&s.acct, "auth", SECRET, &pap("acme", "heidi", "heidi-plain-text"), DROPPED);
+    assert_eq!(r.code, None, "{}", r.output);
+
+    // Acknowledged means recorded (RFC 2866 §2): the admin API has the session at once.
+    let (status, v) = s.node.admin_get("get-radius-accountings?owner=acme").await;
+    assert_eq!(status, 200, "{v}");
+    let sessions = v["data"].as_array().unwrap_or_else(|| panic!("no data: {v}"));
+    assert_eq!(sessions.len(), 1, "{v}");
+    assert_eq!(v["data2"], 1, "{v}");
+    let session = &sessions[0];
+    let expect = [
+        ("owner", serde_json::json!("acme")),
+        ("name", serde_json::json!("local/e2e-session-1")),
+        ("username", serde_json::json!("heidi")),
+        ("acctSessionId", serde_json::json!("e2e-session-1")),
+        ("acctStatusType", serde_json::json!("Stop")),
+        ("acctSessionTime", serde_json::json!(60)),
+        ("acctInputTotal", serde_json::json!((2u64 << 32) + 5)),
+        ("acctOutputTotal", serde_json::json!(123456)),
+        ("acctInputPackets", serde_json::json!(10)),
+        ("acctOutputPackets", serde_json::json!(20)),
+        ("acctTerminateCause", serde_json::json!(1)),
+        ("nasClient", serde_json::json!("local")),
+        ("nasId", serde_json::json!("switch-1")),
+        ("nasIpAddr", serde_json::json!("127.0.0.1")),
+        ("nasPort", serde_json::json!(7)),
+        ("framedIpAddr", serde_json::json!("10.1.2.3")),
+        ("callingStationId", serde_json::json!("00-11-22-33-44-55")),
+        ("eventCount", serde_json::json!(3)),
+    ];
+    for (field, want) in expect {
+        assert_eq!(session[field], want, "{field} in {session}");
+    }
+    assert_ne!(session["acctStopTime"], "0001-01-01T00:00:00Z", "{session}");
+    assert_ne!(session["acctStartTime"], "0001-01-01T00:00:00Z", "{session}");
+
+    // One session by its id, and per user.
+    let (status, one) = s.node.admin_get("get-radius-accounting?id=acme/local/e2e-session-1").await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["data"], *session, "{one}");
+    let (_, heidi) = s.node.admin_get("get-radius-accountings?owner=acme&user=heidi").await;
+    assert_eq!(heidi["data"].as_array().map(Vec::len), Some(1), "{heidi}");
+    let (_, bob) = s.node.admin_get("get-radius-accountings?owner=acme&user=bob").await;
+    assert_eq!(bob["data"], serde_json::json!([]), "{bob}");
+}
