@@ -473,6 +473,9 @@ async fn requests_without_a_valid_message_authenticator_or_from_an_unknown_nas_a
         assert_eq!(r.code, None, "{}", r.output);
     }
     assert_eq!(s.drops("unknown", "unknown_client").await, 3.0);
+    // Logged, but not once per packet (a flood would flood the log).
+    let logged = s.node.output().lines().filter(|l| l.contains("127.0.0.2")).count();
+    assert_eq!(logged, 1, "{}", s.node.output());
 
     // The legacy client may leave the Message-Authenticator out; its reply carries one all the same...
     let mut lines = no_ma.clone();
@@ -635,6 +638,7 @@ async fn totp_users_get_a_challenge_whose_state_is_bound_and_single_use() {
     assert!(r.is("Access-Accept"), "{}", r.output);
     assert_eq!(r.get("Filter-Id"), Some("sales"), "{}", r.output);
     assert_eq!(r.get("Cisco-AVPair"), Some("shell:priv-lvl=15"), "{}", r.output);
+    assert_eq!(r.get("Reply-Message"), Some("welcome, administrator"), "{}", r.output);
     assert_eq!(r.get("Session-Timeout"), None, "{}", r.output);
     // The same State again, with the same code or the next one: refused.
     for offset in [0, 1] {
