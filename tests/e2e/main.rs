@@ -14,5 +14,6 @@ mod ldap;
 mod lifecycle;
 mod oauth;
 mod passwords;
+mod radsec;
 mod sdk;
 mod tokens;
