@@ -16,5 +16,6 @@ mod lifecycle;
 mod oauth;
 mod passwords;
 mod radius;
+mod radsec;
 mod sdk;
 mod tokens;
