@@ -93,10 +93,22 @@ def parse_attributes(data):
     return out
 
 
+def vendor_specific_ok(value):
+    """Whether a Vendor-Specific value is framed as RFC 2865 section 5.26 says: a vendor id (its high octet
+    0), then sub-attributes (type, length, value) that fill the rest exactly."""
+    if len(value) < 7 or value[0] != 0:
+        return False
+    try:
+        parse_attributes(value[4:])
+    except ValueError:
+        return False
+    return True
+
+
 def vendor_attributes(attributes, vendor):
     out = []
     for typ, value in attributes:
-        if typ != VENDOR_SPECIFIC or len(value) < 4 or struct.unpack("!I", value[:4])[0] != vendor:
+        if typ != VENDOR_SPECIFIC or not vendor_specific_ok(value) or struct.unpack("!I", value[:4])[0] != vendor:
             continue
         out.extend(parse_attributes(value[4:]))
     return out
@@ -131,6 +143,7 @@ def check_reply(reply, sent, secret):
         "message_authenticator": ma,
         "message_authenticator_first": bool(attributes) and attributes[0][0] == MESSAGE_AUTHENTICATOR,
         "attributes": [[t, v.hex()] for t, v in attributes],
+        "vendor_specific_ok": all(vendor_specific_ok(v) for t, v in attributes if t == VENDOR_SPECIFIC),
         "vendor": [[MICROSOFT, t, v.hex()] for t, v in vendor_attributes(attributes, MICROSOFT)],
     }
 
