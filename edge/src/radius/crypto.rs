@@ -265,12 +265,24 @@ pub fn find_vendor_attribute(packet: &[u8], vendor: u32, typ: u8) -> Result<Opti
 /// A Vendor-Specific attribute (type 26) holding one sub-attribute `typ` of `vendor` (RFC 2865 §5.26):
 /// the bytes to append to a packet. At most 247 octets of value fit.
 pub fn vendor_attribute(vendor: u32, typ: u8, value: &[u8]) -> Result<Vec<u8>, Malformed> {
-    let sub_len = u8::try_from(value.len() + 2).map_err(|_| Malformed::TooLong)?;
-    let len = u8::try_from(value.len() + 8).map_err(|_| Malformed::TooLong)?;
+    let inner = vendor_specific(vendor, typ, value)?;
+    let len = u8::try_from(inner.len() + 2).map_err(|_| Malformed::TooLong)?;
     let mut out = Vec::with_capacity(usize::from(len));
     out.extend_from_slice(&[attr::VENDOR_SPECIFIC, len]);
+    out.extend_from_slice(&inner);
+    Ok(out)
+}
+
+/// The value of a Vendor-Specific attribute holding one sub-attribute `typ` of `vendor` (RFC 2865 §5.26):
+/// the vendor id, then the sub-attribute's type, length and value; what a reply writer given the type
+/// (26) and a value takes. At most 247 octets of value fit.
+pub fn vendor_specific(vendor: u32, typ: u8, value: &[u8]) -> Result<Vec<u8>, Malformed> {
+    if value.len() > 247 {
+        return Err(Malformed::TooLong);
+    }
+    let mut out = Vec::with_capacity(value.len() + 6);
     out.extend_from_slice(&vendor.to_be_bytes());
-    out.extend_from_slice(&[typ, sub_len]);
+    out.extend_from_slice(&[typ, value.len() as u8 + 2]);
     out.extend_from_slice(value);
     Ok(out)
 }
@@ -1035,6 +1047,13 @@ mod tests {
         assert_eq!(find_vendor_attribute(&p, ms::VENDOR, 11), Err(Malformed::Attribute(20)));
         assert_eq!(vendor_attribute(ms::VENDOR, 1, &[0; 247]).map(|v| v.len()), Ok(255));
         assert_eq!(vendor_attribute(ms::VENDOR, 1, &[0; 248]), Err(Malformed::TooLong));
+        // The value alone: what follows the attribute's type and length.
+        let whole = vendor_attribute(ms::VENDOR, ms::CHAP2_SUCCESS, b"\x07S=00").unwrap();
+        let value = vendor_specific(ms::VENDOR, ms::CHAP2_SUCCESS, b"\x07S=00").unwrap();
+        assert_eq!(value, [0, 0, 1, 0x37, ms::CHAP2_SUCCESS, 7, 7, b'S', b'=', b'0', b'0']);
+        assert_eq!(&whole[2..], &value[..]);
+        assert_eq!(vendor_specific(ms::VENDOR, 1, &[0; 247]).map(|v| v.len()), Ok(253));
+        assert_eq!(vendor_specific(ms::VENDOR, 1, &[0; 248]), Err(Malformed::TooLong));
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl ReplyAttribute {
             ReplyAttribute::ReplyMessage(v) => (attr::REPLY_MESSAGE, v.as_bytes().to_vec()),
             // [`ReplyAttribute::parse`] keeps values within what an attribute holds.
             ReplyAttribute::Vendor { vendor, typ, value } => {
-                (attr::VENDOR_SPECIFIC, crypto::vendor_attribute(*vendor, *typ, value).unwrap_or_default())
+                (attr::VENDOR_SPECIFIC, crypto::vendor_specific(*vendor, *typ, value).unwrap_or_default())
             }
         }
     }
@@ -184,6 +184,22 @@ mod tests {
         assert!(ReplyAttribute::parse("Framed-Pool", "x").is_err());
         assert!(ReplyAttribute::parse("Vendor-x-1", "x").is_err());
         assert!(ReplyAttribute::parse("Class", &"x".repeat(254)).is_err());
+    }
+
+    /// A vendor attribute is written once: type 26, its length, then the vendor id and the sub-attribute
+    /// (RFC 2865 §5.26), not a whole attribute inside another.
+    #[test]
+    fn vendor_attributes_are_wrapped_once() {
+        let a = ReplyAttribute::parse("Vendor-9-1", "shell:priv-lvl=15").unwrap();
+        let (typ, value) = a.encode();
+        assert_eq!(typ, attr::VENDOR_SPECIFIC);
+        assert_eq!(&value[..6], &[0, 0, 0, 9, 1, 2 + 17]);
+        assert_eq!(&value[6..], b"shell:priv-lvl=15");
+        let mut r = Reply::new(2, 7);
+        r.attr(typ, &value);
+        let bytes = r.finish(&[1; 16], b"secret");
+        let range = crypto::find_vendor_attribute(&bytes, 9, 1).unwrap().expect("found in the reply");
+        assert_eq!(&bytes[range], b"shell:priv-lvl=15");
     }
 
     #[test]
