@@ -16,6 +16,7 @@ mod lifecycle;
 mod oauth;
 mod passwords;
 mod radius;
+mod radius_nthash;
 mod radsec;
 mod sdk;
 mod tokens;

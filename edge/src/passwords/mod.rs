@@ -412,8 +412,9 @@ pub struct Passwords {
     slots: Slots,
     /// The cluster's key-encryption key: seals and opens NT-hash credentials.
     kek: Arc<Kek>,
-    /// Users whose NT-hash credential this node wrote (or tried to) lately: not derived again meanwhile.
-    deriving: Cache<String, ()>,
+    /// Users (id, binding of their stored password) whose NT-hash credential this node wrote (or tried to)
+    /// lately: not derived again meanwhile.
+    deriving: Cache<(String, [u8; 32]), ()>,
     /// Per account (see [`account_key`]): this node's failures and attempts running.
     accounts: Cache<String, Arc<Mutex<Account>>>,
     /// Per client address, for one window.

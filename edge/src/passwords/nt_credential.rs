@@ -124,10 +124,12 @@ impl Passwords {
     }
 
     /// Derives, seals and writes `user`'s NT-hash credential from `password`, in the background. At most
-    /// one at a time per user from this node, and not again for a while after one was written (or failed:
-    /// a node without a quorum does not try at every sign-in).
+    /// one at a time per user and stored password from this node, and not again for a while after one was
+    /// written (or failed: a node without a quorum does not try at every sign-in); a new password is
+    /// derived at once.
     pub(super) fn derive_nt_credential(self: &Arc<Self>, user: Arc<User>, password: String) {
-        if !self.deriving.entry(user.id.clone()).or_insert(()).is_fresh() {
+        let key = (user.id.clone(), NtCredential::binding(&user));
+        if !self.deriving.entry(key).or_insert(()).is_fresh() {
             return;
         }
         let credential = match seal(&self.kek, &user, &nt_hash(&password)) {
@@ -335,8 +337,7 @@ mod tests {
         assert!(node.store.nt_credential(&changed.id).unwrap().is_none());
         assert!(is_no_credential(challenge(&p, "acme", "alice", "Alice-Password-1").await));
         assert!(is_no_credential(challenge(&p, "acme", "alice", "Alice-Password-2").await));
-        // The next sign-in derives it again (once this node's pause after the last write is over).
-        p.deriving.invalidate_all();
+        // The next sign-in derives it again, at once (the pause after a write is per password).
         sign_in_with(&p, "acme", "alice", "Alice-Password-2").await;
         let c = credential_of(&node, &changed.id).await.expect("derived again");
         assert!(c.is_current_for(&changed));
