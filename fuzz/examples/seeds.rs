@@ -419,7 +419,7 @@ fn pem_import() {
 /// A snapshot file of the fixture's node with records of every kind, and each of its records alone.
 fn snapshot(f: &Fixture) -> Vec<u8> {
     let now = jeton_edge::clock::now();
-    let extra = vec![
+    let mut extra = vec![
         Command::PutPermission {
             permission: Permission {
                 owner: "acme".into(),
@@ -480,6 +480,12 @@ fn snapshot(f: &Fixture) -> Vec<u8> {
             },
         },
     ];
+    // An NT-hash credential of alice, sealed as a sign-in in an organization that opted in seals it.
+    let (_, alice, password) = USERS[1];
+    let alice = f.edge.store.user("acme", alice).expect("read").expect("alice").to_owned().expect("decode");
+    let hash = jeton_edge::passwords::nt_credential::nt_hash(password);
+    let credential = jeton_edge::passwords::nt_credential::seal(&f.edge.kek, &alice, &hash).expect("seal");
+    extra.push(Command::PutNtCredential { credential });
     f.runtime.block_on(async {
         let outcome = f.edge.node.write(Command::Batch { commands: extra }).await.expect("write").outcome;
         assert_eq!(outcome, Outcome::Applied);

@@ -52,7 +52,7 @@ fn associated_data(user_id: &str, for_password: &[u8; 32]) -> String {
 }
 
 /// The credential of `user`'s current password whose NT hash is `hash`, sealed with `kek`.
-pub(crate) fn seal(kek: &Kek, user: &User, hash: &[u8; 16]) -> Result<NtCredential, EdgeError> {
+pub fn seal(kek: &Kek, user: &User, hash: &[u8; 16]) -> Result<NtCredential, EdgeError> {
     let for_password = NtCredential::binding(user);
     let sealed = kek
         .seal(&associated_data(&user.id, &for_password), hash)
@@ -61,7 +61,7 @@ pub(crate) fn seal(kek: &Kek, user: &User, hash: &[u8; 16]) -> Result<NtCredenti
 }
 
 /// The NT hash sealed in `credential`.
-pub(crate) fn open(kek: &Kek, credential: &NtCredential) -> Result<[u8; 16], EdgeError> {
+pub fn open(kek: &Kek, credential: &NtCredential) -> Result<[u8; 16], EdgeError> {
     let cannot =
         || EdgeError::Crypto("an NT-hash credential does not open: another key-encryption key, or altered".into());
     let plain = kek.open(&associated_data(&credential.user_id, &credential.for_password), &credential.sealed);
