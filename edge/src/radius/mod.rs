@@ -413,10 +413,12 @@ async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: Port, mut st
             };
             match answer {
                 Answer::Reply(reply, outcome) => {
+                    // Kept before it is sent: a retransmission that crosses the reply gets it too.
+                    let reply: Arc<[u8]> = reply.into();
+                    shared.seen.insert(key, Seen::Answered(reply.clone()));
                     if let Err(e) = socket.send_to(&reply, from).await {
                         tracing::debug!(%from, "RADIUS send: {e}");
                     }
-                    shared.seen.insert(key, Seen::Answered(reply.into()));
                     client.answered(outcome, started.elapsed());
                 }
                 Answer::Drop(why) => {
