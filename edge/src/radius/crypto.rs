@@ -265,12 +265,22 @@ pub fn find_vendor_attribute(packet: &[u8], vendor: u32, typ: u8) -> Result<Opti
 /// A Vendor-Specific attribute (type 26) holding one sub-attribute `typ` of `vendor` (RFC 2865 §5.26):
 /// the bytes to append to a packet. At most 247 octets of value fit.
 pub fn vendor_attribute(vendor: u32, typ: u8, value: &[u8]) -> Result<Vec<u8>, Malformed> {
-    let sub_len = u8::try_from(value.len() + 2).map_err(|_| Malformed::TooLong)?;
-    let len = u8::try_from(value.len() + 8).map_err(|_| Malformed::TooLong)?;
-    let mut out = Vec::with_capacity(usize::from(len));
-    out.extend_from_slice(&[attr::VENDOR_SPECIFIC, len]);
+    let inner = vendor_value(vendor, typ, value)?;
+    let mut out = Vec::with_capacity(inner.len() + 2);
+    out.extend_from_slice(&[attr::VENDOR_SPECIFIC, inner.len() as u8 + 2]);
+    out.extend_from_slice(&inner);
+    Ok(out)
+}
+
+/// The value of such a Vendor-Specific attribute, without its type and length octets: vendor id, then
+/// the sub-attribute.
+pub fn vendor_value(vendor: u32, typ: u8, value: &[u8]) -> Result<Vec<u8>, Malformed> {
+    if value.len() > 247 {
+        return Err(Malformed::TooLong);
+    }
+    let mut out = Vec::with_capacity(value.len() + 6);
     out.extend_from_slice(&vendor.to_be_bytes());
-    out.extend_from_slice(&[typ, sub_len]);
+    out.extend_from_slice(&[typ, value.len() as u8 + 2]);
     out.extend_from_slice(value);
     Ok(out)
 }
