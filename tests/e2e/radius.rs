@@ -540,22 +540,38 @@ async fn requests_without_a_valid_message_authenticator_or_from_an_unknown_nas_a
     assert!(s.node.output().contains("BlastRADIUS"), "no warning about the legacy client: {}", s.node.output());
 }
 
+/// SERVER BUG (found by this test on main b1612e9, not fixed here): the listener sends a reply before it
+/// records it for duplicate detection (`radius/mod.rs`: `socket.send_to(&reply, from)`, then
+/// `shared.seen.insert(key, Seen::Answered(..))`). A retransmission that arrives in between, which a NAS
+/// sending again at once after a lost reply does, finds the request still `Working` and is dropped
+/// (`duplicate_in_progress`) instead of getting the reply. The reply should be recorded first. This test
+/// retransmits the moment the reply is in, several times, so it fails on that most runs.
 #[tokio::test]
 async fn a_retransmission_gets_the_byte_identical_reply_without_a_second_check() {
     let s = Server::start("retransmit", CONFIG).await;
-    // The same datagram twice from the same socket: an Accept (bcrypt: a second check would take time and
-    // count again), then a Reject.
-    for (user, pw, code) in [("victor", "Victor$PHP12", 2), ("ivan", "wrong password", 3)] {
+    // The same datagram twice from the same socket, the second sent as soon as the reply to the first is in:
+    // Accepts (plain, bcrypt, argon2id: a second check would take time and count again), then a Reject.
+    let mut cases = vec![("heidi", "heidi-plain-text", 2); 4];
+    cases.extend([("victor", "Victor$PHP12", 2); 4]);
+    cases.extend([("bob", "hunter2-Bob", 2); 2]);
+    cases.push(("ivan", "wrong password", 3));
+    for (user, pw, code) in &cases {
         let v = s.python(SECRET, &["pap", user, pw, "--class", "acme", "--twice"]);
         let r = replies(&v);
-        assert_eq!(r.len(), 2, "{v}");
-        assert_eq!(r[0]["code"], code, "{v}");
+        assert_eq!(r.first().map(|r| r["code"].clone()), Some((*code).into()), "{v}");
         assert_signed(&r[0]);
+        if r.len() != 2 {
+            let in_progress = s.drops("local", "duplicate_in_progress").await;
+            panic!(
+                "the retransmission of {user}'s request, sent after its reply came, got no reply \
+                 ({in_progress} dropped as duplicate_in_progress: the reply is recorded after it is sent): {v}"
+            );
+        }
         assert_eq!(r[0]["hex"], r[1]["hex"], "the retransmission got another reply: {v}");
     }
-    assert_eq!(s.requests("local", "accept").await, 1.0);
+    assert_eq!(s.requests("local", "accept").await, 10.0);
     assert_eq!(s.requests("local", "reject").await, 1.0);
-    assert_eq!(s.requests("local", "duplicate").await, 2.0);
+    assert_eq!(s.requests("local", "duplicate").await, cases.len() as f64);
 
     // A new request (another Request Authenticator) for the same user is checked anew, with its own reply.
     let a = s.python(SECRET, &["pap", "victor", "Victor$PHP12", "--class", "acme"]);
@@ -563,8 +579,8 @@ async fn a_retransmission_gets_the_byte_identical_reply_without_a_second_check()
     assert_eq!(replies(&a)[0]["code"], 2, "{a}");
     assert_eq!(replies(&b)[0]["code"], 2, "{b}");
     assert_ne!(replies(&a)[0]["hex"], replies(&b)[0]["hex"]);
-    assert_eq!(s.requests("local", "accept").await, 3.0);
-    assert_eq!(s.requests("local", "duplicate").await, 2.0);
+    assert_eq!(s.requests("local", "accept").await, 12.0);
+    assert_eq!(s.requests("local", "duplicate").await, cases.len() as f64);
 }
 
 #[tokio::test]
