@@ -66,7 +66,8 @@ async fn radsec_requires_a_client_certificate_of_the_configured_ca() {
     let path = |f: &str| tmp.path().join(f).to_string_lossy().into_owned();
 
     let good = format!("admin:{ADMIN_PASSWORD}:");
-    let replies = client(port, &server_ca, &path("nas.pem"), &path("nas-key.pem"), &[&good, "admin:wrong:", "nobody:x:"]);
+    let replies =
+        client(port, &server_ca, &path("nas.pem"), &path("nas-key.pem"), &[&good, "admin:wrong:", "nobody:x:"]);
     let code_for = |what: &str| {
         let r = replies.iter().find(|r| r["for"] == what).unwrap_or_else(|| panic!("no reply for {what}: {replies:?}"));
         assert_eq!(r["response_ok"], true, "{r}");
@@ -76,7 +77,10 @@ async fn radsec_requires_a_client_certificate_of_the_configured_ca() {
     assert_eq!(code_for("status"), 2, "Status-Server: Access-Accept");
     assert_eq!(replies.len(), 4, "{replies:?}");
     let codes: Vec<u64> = replies.iter().filter(|r| r["for"] == "admin").map(|r| r["code"].as_u64().unwrap()).collect();
-    assert!(codes.contains(&2) && codes.contains(&3), "the right password accepted, the wrong one rejected: {replies:?}");
+    assert!(
+        codes.contains(&2) && codes.contains(&3),
+        "the right password accepted, the wrong one rejected: {replies:?}"
+    );
     assert_eq!(code_for("nobody"), 3);
 
     for (cert, key) in [("other.pem", "other-key.pem"), ("-", "-")] {
@@ -90,8 +94,10 @@ async fn radsec_requires_a_client_certificate_of_the_configured_ca() {
 
     let metrics = node.http.get(node.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(
-        metrics.lines().any(|l| l.starts_with("jeton_radius_requests_total{nas=\"radsec\",outcome=\"accept\"}")
-            && !l.ends_with(" 0")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("jeton_radius_requests_total{nas=\"radsec\",outcome=\"accept\"}")
+                && !l.ends_with(" 0")),
         "RadSec requests counted under nas=radsec"
     );
 }

@@ -154,7 +154,8 @@ struct NasMetrics {
 impl NasMetrics {
     fn new(nas: &str) -> NasMetrics {
         NasMetrics {
-            outcomes: OUTCOMES.map(|o| counter!("jeton_radius_requests_total", "nas" => nas.to_string(), "outcome" => o)),
+            outcomes: OUTCOMES
+                .map(|o| counter!("jeton_radius_requests_total", "nas" => nas.to_string(), "outcome" => o)),
             drops: Drop::ALL
                 .map(|d| counter!("jeton_radius_drops_total", "nas" => nas.to_string(), "reason" => d.label())),
             latency: histogram!("jeton_radius_request_seconds", "nas" => nas.to_string()),
@@ -269,7 +270,9 @@ impl Client {
         let i = Drop::ALL.iter().position(|d| *d == why).unwrap_or(0);
         self.metrics.drops[i].increment(1);
         match why {
-            Drop::Overload | Drop::InProgress => tracing::debug!(nas = %self.nas.name, %from, reason = why.label(), "RADIUS packet dropped"),
+            Drop::Overload | Drop::InProgress => {
+                tracing::debug!(nas = %self.nas.name, %from, reason = why.label(), "RADIUS packet dropped")
+            }
             _ => tracing::info!(nas = %self.nas.name, %from, reason = why.label(), "RADIUS packet dropped"),
         }
     }
