@@ -460,6 +460,15 @@ async fn a_wrong_password_and_an_unknown_user_get_the_same_reject() {
     }
     assert_eq!(s.requests("local", "reject").await, 9.0);
     assert_eq!(s.requests("local", "accept").await, 1.0);
+
+    // The password service's lockout applies: after five failures the right password is refused too, and
+    // the Reject says why.
+    for _ in 0..5 {
+        assert!(s.auth(&pap("acme", "sybil", "not-sybil")).is("Access-Reject"));
+    }
+    let r = s.auth(&pap("acme", "sybil", "sybil-Sha256"));
+    assert!(r.is("Access-Reject"), "{}", r.output);
+    assert!(r.get("Reply-Message").is_some_and(|m| m.contains("locked")), "{}", r.output);
 }
 
 #[tokio::test]
@@ -774,7 +783,18 @@ async fn reply_attributes_come_from_the_users_groups_and_roles() {
 
 #[tokio::test]
 async fn status_server_is_answered_on_both_ports() {
-    let s = Server::start("status", CONFIG).await;
+    // One more client, whose secret is read from a file.
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let file = secrets.path().join("nas5.secret");
+    std::fs::write(&file, "secret-from-a-file\n").expect("secret file");
+    let config = format!(
+        "{CONFIG}\n[[radius.clients]]\nname = \"filed\"\naddress = \"127.0.0.5\"\nsecret_file = \"{}\"\n",
+        file.display()
+    );
+    let s = Server::start("status", &config).await;
+    let r = radclient(&s.auth, "status", "secret-from-a-file", &[with_ma(), from("127.0.0.5")], ANSWERED);
+    assert!(r.is("Access-Accept"), "{}", r.output);
+    assert_eq!(s.requests("filed", "status").await, 1.0);
     let r = radclient(&s.auth, "status", SECRET, &[with_ma()], ANSWERED);
     assert!(r.is("Access-Accept"), "{}", r.output);
     assert_eq!(r.all("Message-Authenticator").len(), 1, "{}", r.output);
