@@ -460,6 +460,15 @@ async fn a_wrong_password_and_an_unknown_user_get_the_same_reject() {
     }
     assert_eq!(s.requests("local", "reject").await, 9.0);
     assert_eq!(s.requests("local", "accept").await, 1.0);
+
+    // The password service's lockout applies: after five failures the right password is refused too, and
+    // the Reject says why.
+    for _ in 0..5 {
+        assert!(s.auth(&pap("acme", "sybil", "not-sybil")).is("Access-Reject"));
+    }
+    let r = s.auth(&pap("acme", "sybil", "sybil-Sha256"));
+    assert!(r.is("Access-Reject"), "{}", r.output);
+    assert!(r.get("Reply-Message").is_some_and(|m| m.contains("locked")), "{}", r.output);
 }
 
 #[tokio::test]
@@ -540,22 +549,38 @@ async fn requests_without_a_valid_message_authenticator_or_from_an_unknown_nas_a
     assert!(s.node.output().contains("BlastRADIUS"), "no warning about the legacy client: {}", s.node.output());
 }
 
+/// SERVER BUG (found by this test on main b1612e9, not fixed here): the listener sends a reply before it
+/// records it for duplicate detection (`radius/mod.rs`: `socket.send_to(&reply, from)`, then
+/// `shared.seen.insert(key, Seen::Answered(..))`). A retransmission that arrives in between, which a NAS
+/// sending again at once after a lost reply does, finds the request still `Working` and is dropped
+/// (`duplicate_in_progress`) instead of getting the reply. The reply should be recorded first. This test
+/// retransmits the moment the reply is in, several times, so it fails on that most runs.
 #[tokio::test]
 async fn a_retransmission_gets_the_byte_identical_reply_without_a_second_check() {
     let s = Server::start("retransmit", CONFIG).await;
-    // The same datagram twice from the same socket: an Accept (bcrypt: a second check would take time and
-    // count again), then a Reject.
-    for (user, pw, code) in [("victor", "Victor$PHP12", 2), ("ivan", "wrong password", 3)] {
+    // The same datagram twice from the same socket, the second sent as soon as the reply to the first is in:
+    // Accepts (plain, bcrypt, argon2id: a second check would take time and count again), then a Reject.
+    let mut cases = vec![("heidi", "heidi-plain-text", 2); 4];
+    cases.extend([("victor", "Victor$PHP12", 2); 4]);
+    cases.extend([("bob", "hunter2-Bob", 2); 2]);
+    cases.push(("ivan", "wrong password", 3));
+    for (user, pw, code) in &cases {
         let v = s.python(SECRET, &["pap", user, pw, "--class", "acme", "--twice"]);
         let r = replies(&v);
-        assert_eq!(r.len(), 2, "{v}");
-        assert_eq!(r[0]["code"], code, "{v}");
+        assert_eq!(r.first().map(|r| r["code"].clone()), Some((*code).into()), "{v}");
         assert_signed(&r[0]);
+        if r.len() != 2 {
+            let in_progress = s.drops("local", "duplicate_in_progress").await;
+            panic!(
+                "the retransmission of {user}'s request, sent after its reply came, got no reply \
+                 ({in_progress} dropped as duplicate_in_progress: the reply is recorded after it is sent): {v}"
+            );
+        }
         assert_eq!(r[0]["hex"], r[1]["hex"], "the retransmission got another reply: {v}");
     }
-    assert_eq!(s.requests("local", "accept").await, 1.0);
+    assert_eq!(s.requests("local", "accept").await, 10.0);
     assert_eq!(s.requests("local", "reject").await, 1.0);
-    assert_eq!(s.requests("local", "duplicate").await, 2.0);
+    assert_eq!(s.requests("local", "duplicate").await, cases.len() as f64);
 
     // A new request (another Request Authenticator) for the same user is checked anew, with its own reply.
     let a = s.python(SECRET, &["pap", "victor", "Victor$PHP12", "--class", "acme"]);
@@ -563,8 +588,8 @@ async fn a_retransmission_gets_the_byte_identical_reply_without_a_second_check()
     assert_eq!(replies(&a)[0]["code"], 2, "{a}");
     assert_eq!(replies(&b)[0]["code"], 2, "{b}");
     assert_ne!(replies(&a)[0]["hex"], replies(&b)[0]["hex"]);
-    assert_eq!(s.requests("local", "accept").await, 3.0);
-    assert_eq!(s.requests("local", "duplicate").await, 2.0);
+    assert_eq!(s.requests("local", "accept").await, 12.0);
+    assert_eq!(s.requests("local", "duplicate").await, cases.len() as f64);
 }
 
 #[tokio::test]
@@ -758,7 +783,18 @@ async fn reply_attributes_come_from_the_users_groups_and_roles() {
 
 #[tokio::test]
 async fn status_server_is_answered_on_both_ports() {
-    let s = Server::start("status", CONFIG).await;
+    // One more client, whose secret is read from a file.
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let file = secrets.path().join("nas5.secret");
+    std::fs::write(&file, "secret-from-a-file\n").expect("secret file");
+    let config = format!(
+        "{CONFIG}\n[[radius.clients]]\nname = \"filed\"\naddress = \"127.0.0.5\"\nsecret_file = \"{}\"\n",
+        file.display()
+    );
+    let s = Server::start("status", &config).await;
+    let r = radclient(&s.auth, "status", "secret-from-a-file", &[with_ma(), from("127.0.0.5")], ANSWERED);
+    assert!(r.is("Access-Accept"), "{}", r.output);
+    assert_eq!(s.requests("filed", "status").await, 1.0);
     let r = radclient(&s.auth, "status", SECRET, &[with_ma()], ANSWERED);
     assert!(r.is("Access-Accept"), "{}", r.output);
     assert_eq!(r.all("Message-Authenticator").len(), 1, "{}", r.output);
