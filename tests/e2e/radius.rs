@@ -549,12 +549,9 @@ async fn requests_without_a_valid_message_authenticator_or_from_an_unknown_nas_a
     assert!(s.node.output().contains("BlastRADIUS"), "no warning about the legacy client: {}", s.node.output());
 }
 
-/// SERVER BUG (found by this test on main b1612e9, not fixed here): the listener sends a reply before it
-/// records it for duplicate detection (`radius/mod.rs`: `socket.send_to(&reply, from)`, then
-/// `shared.seen.insert(key, Seen::Answered(..))`). A retransmission that arrives in between, which a NAS
-/// sending again at once after a lost reply does, finds the request still `Working` and is dropped
-/// (`duplicate_in_progress`) instead of getting the reply. The reply should be recorded first. This test
-/// retransmits the moment the reply is in, several times, so it fails on that most runs.
+/// A NAS sends again the moment it misses a reply: the retransmission, even one crossing the reply, gets
+/// the same bytes (the reply is kept before it is sent). Retransmitted the moment the reply is in, several
+/// times, for fast and slow hashes.
 #[tokio::test]
 async fn a_retransmission_gets_the_byte_identical_reply_without_a_second_check() {
     let s = Server::start("retransmit", CONFIG).await;
@@ -618,12 +615,8 @@ async fn chap_works_for_passwords_stored_in_clear_and_says_why_not_for_hashed_on
     assert_eq!(s.requests("local", "reject").await, 2.0);
 }
 
-/// SERVER BUG (found by this test on main 28ad8ef and b1612e9, not fixed here): every Vendor-Specific attribute of a
-/// reply is wrapped twice. `crypto::vendor_attribute` returns a whole attribute (type 26, length, vendor id,
-/// sub-attribute), and `access.rs` (the MS-CHAP2-Success and MS-MPPE attributes) and `reply.rs`
-/// (`ReplyAttribute::Vendor`, e.g. `Vendor-9-1`) hand it to `Reply::attr(26, ...)`, which puts another
-/// type and length before it: the value starts `1a ..` instead of the vendor id, so no NAS can decode it
-/// (radclient prints `Attr-26 = 0x1a...`). Until fixed, this test fails on that.
+/// Vendor-Specific attributes carry the vendor id and one sub-attribute each (RFC 2865 §5.26), checked
+/// on every reply.
 #[tokio::test]
 async fn mschapv2_accept_carries_the_authenticator_response_and_mppe_keys() {
     let s = Server::start("mschapv2", CONFIG).await;
@@ -674,12 +667,8 @@ fn answer(user: &str, state: &str, code: &str) -> Vec<String> {
     lines
 }
 
-/// SERVER BUG (found by this test on main 28ad8ef and b1612e9, not fixed here): every Vendor-Specific attribute of a
-/// reply is wrapped twice. `crypto::vendor_attribute` returns a whole attribute (type 26, length, vendor id,
-/// sub-attribute), and `access.rs` (the MS-CHAP2-Success and MS-MPPE attributes) and `reply.rs`
-/// (`ReplyAttribute::Vendor`, e.g. `Vendor-9-1`) hand it to `Reply::attr(26, ...)`, which puts another
-/// type and length before it: the value starts `1a ..` instead of the vendor id, so no NAS can decode it
-/// (radclient prints `Attr-26 = 0x1a...`). Until fixed, this test fails on that.
+/// Vendor-Specific attributes carry the vendor id and one sub-attribute each (RFC 2865 §5.26), checked
+/// on every reply.
 #[tokio::test]
 async fn totp_users_get_a_challenge_whose_state_is_bound_and_single_use() {
     let s = Server::start("totp", CONFIG).await;
@@ -752,12 +741,8 @@ async fn totp_users_get_a_challenge_whose_state_is_bound_and_single_use() {
     }
 }
 
-/// SERVER BUG (found by this test on main 28ad8ef and b1612e9, not fixed here): every Vendor-Specific attribute of a
-/// reply is wrapped twice. `crypto::vendor_attribute` returns a whole attribute (type 26, length, vendor id,
-/// sub-attribute), and `access.rs` (the MS-CHAP2-Success and MS-MPPE attributes) and `reply.rs`
-/// (`ReplyAttribute::Vendor`, e.g. `Vendor-9-1`) hand it to `Reply::attr(26, ...)`, which puts another
-/// type and length before it: the value starts `1a ..` instead of the vendor id, so no NAS can decode it
-/// (radclient prints `Attr-26 = 0x1a...`). Until fixed, this test fails on that.
+/// Vendor-Specific attributes carry the vendor id and one sub-attribute each (RFC 2865 §5.26), checked
+/// on every reply.
 #[tokio::test]
 async fn reply_attributes_come_from_the_users_groups_and_roles() {
     let s = Server::start("replies", CONFIG).await;
