@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use crate::command::{Command, Outcome, PutMode};
 use crate::model::SIGNING_ALGORITHMS;
 use crate::model::{
-    AcceptedAlgorithms, AcceptedIssuer, Admission, Application, CasbinModel, Group, Organization, Permission,
-    RefreshState, RefreshToken, Revocation, Role, SigninFailures, SigningKey, User,
+    AcceptedAlgorithms, AcceptedIssuer, AccountingEvent, AccountingSession, Admission, Application, CasbinModel, Group,
+    Organization, Permission, RefreshState, RefreshToken, Revocation, Role, SigninFailures, SigningKey, User,
 };
 use crate::store::{key, Change, Stored};
 use crate::RaftError;
@@ -106,6 +106,25 @@ impl<'a> Pending<'a> {
             }
         }
         Ok(keys.into_iter().collect())
+    }
+
+    /// Keys from `prefix` up to `end` (excluded), in order, as they will be after the pending writes; at
+    /// most `max`.
+    fn keys_before(&self, prefix: &[u8], end: &[u8], max: usize) -> Result<Vec<Vec<u8>>, RaftError> {
+        let mut keys: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
+        // Pending deletions can hide tree keys: read as many more as there are pending writes in the range.
+        let pending: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = self.writes.range(prefix.to_vec()..end.to_vec()).collect();
+        for k in self.tree.range(prefix..end).keys().take(max.saturating_add(pending.len())) {
+            keys.insert(k?.to_vec());
+        }
+        for (k, v) in pending {
+            if v.is_some() {
+                keys.insert(k.clone());
+            } else {
+                keys.remove(k);
+            }
+        }
+        Ok(keys.into_iter().take(max).collect())
     }
 
     /// Everything pending, to be written as one batch.
@@ -236,7 +255,72 @@ impl<'a> Pending<'a> {
                 Ok(Outcome::Applied)
             }
             Command::AdmitNode { admission } => self.admit_node(admission),
+            Command::RecordAccounting { event } => self.record_accounting(event),
+            Command::PruneAccounting { before, limit } => self.prune_accounting(*before, *limit),
         }
+    }
+
+    fn record_accounting(&mut self, e: &AccountingEvent) -> Result<Outcome, RaftError> {
+        if let Some(problem) = accounting_event_problem(e) {
+            return Ok(Outcome::Invalid(problem));
+        }
+        if !e.status.is_session_event() {
+            // Accounting-On/Off: the NAS restarted; its sessions still open are over.
+            for k in self.keys_with_prefix(&key::accounting_of_nas(&e.nas_client))? {
+                let Some(session) = self.read::<AccountingSession>(&k)? else { continue };
+                if let Some(closed) = session.after_nas_restart(e) {
+                    self.replace_session(k, Some(&session), &closed)?;
+                }
+            }
+            return Ok(Outcome::Applied);
+        }
+        if !self.org_exists(&e.organization)? {
+            return Ok(Outcome::Invalid(format!("organization {} does not exist", e.organization)));
+        }
+        let k = key::accounting(&e.nas_client, &e.acct_session_id);
+        let previous = self.read::<AccountingSession>(&k)?;
+        let next = AccountingSession::after_event(previous.as_ref(), e);
+        self.replace_session(k, previous.as_ref(), &next)?;
+        Ok(Outcome::Applied)
+    }
+
+    /// Writes a session under `k` with its index entries, replacing those of `previous`.
+    fn replace_session(
+        &mut self,
+        k: Vec<u8>,
+        previous: Option<&AccountingSession>,
+        next: &AccountingSession,
+    ) -> Result<(), RaftError> {
+        if let Some(p) = previous {
+            for ik in crate::store::accounting_index_entries(p) {
+                self.delete(ik);
+            }
+        }
+        for ik in crate::store::accounting_index_entries(next) {
+            self.put_raw(ik, k.clone());
+        }
+        self.put(k, next)
+    }
+
+    fn remove_session(&mut self, k: Vec<u8>) -> Result<(), RaftError> {
+        if let Some(s) = self.read::<AccountingSession>(&k)? {
+            for ik in crate::store::accounting_index_entries(&s) {
+                self.delete(ik);
+            }
+        }
+        self.delete(k);
+        Ok(())
+    }
+
+    fn prune_accounting(&mut self, before: i64, limit: u32) -> Result<Outcome, RaftError> {
+        let end = key::accounting_age_bound(before);
+        for ak in self.keys_before(key::ACCOUNTING_BY_AGE, &end, limit as usize)? {
+            match self.get(&ak)? {
+                Some(primary) if primary.starts_with(key::ACCOUNTING) => self.remove_session(primary)?,
+                _ => self.delete(ak),
+            }
+        }
+        Ok(Outcome::Applied)
     }
 
     fn admit_node(&mut self, admission: &Admission) -> Result<Outcome, RaftError> {
@@ -347,6 +431,11 @@ impl<'a> Pending<'a> {
         }
         for pk in self.keys_with_prefix(&key::permissions_of(name))? {
             self.delete(pk);
+        }
+        for ik in self.keys_with_prefix(&key::accounting_by_org(name))? {
+            if let Some(primary) = self.get(&ik)? {
+                self.remove_session(primary)?;
+            }
         }
         self.delete(k);
         self.changes.push(Change::Organization(name.to_string()));
@@ -784,6 +873,50 @@ fn check_ids(ids: &[&str]) -> Option<Outcome> {
     None
 }
 
+/// Longest text attribute value RADIUS can carry (RFC 2865 §5: 253 octets).
+pub const MAX_ATTRIBUTE_BYTES: usize = 253;
+
+/// What is wrong with an accounting event, if anything: a session event needs a session id and an
+/// organization; the NAS client is a name; texts fit in a RADIUS attribute and the key parts have no NUL;
+/// the time is set.
+pub fn accounting_event_problem(e: &AccountingEvent) -> Option<String> {
+    if e.event_time <= 0 {
+        return Some("an accounting event needs its time".into());
+    }
+    if let Some(p) = name_problem(&e.nas_client) {
+        return Some(format!("NAS client: {p}"));
+    }
+    if e.status.is_session_event() {
+        if e.acct_session_id.is_empty() {
+            return Some(format!("an accounting {} without Acct-Session-Id", e.status.as_str()));
+        }
+        if let Some(p) = name_problem(&e.organization) {
+            return Some(format!("organization: {p}"));
+        }
+    }
+    for (what, text) in [("Acct-Session-Id", &e.acct_session_id), ("User-Name", &e.user_name)] {
+        if text.contains('\0') {
+            return Some(format!("{what} contains NUL"));
+        }
+    }
+    let texts = [
+        ("Acct-Session-Id", &e.acct_session_id),
+        ("Acct-Multi-Session-Id", &e.acct_multi_session_id),
+        ("User-Name", &e.user_name),
+        ("NAS-Identifier", &e.nas_identifier),
+        ("NAS-IP-Address", &e.nas_ip_address),
+        ("NAS-Port-Id", &e.nas_port_id),
+        ("Framed-IP-Address", &e.framed_ip_address),
+        ("Framed-IP-Netmask", &e.framed_ip_netmask),
+        ("Calling-Station-Id", &e.calling_station_id),
+        ("Called-Station-Id", &e.called_station_id),
+    ];
+    texts
+        .iter()
+        .find(|(_, t)| t.len() > MAX_ATTRIBUTE_BYTES)
+        .map(|(what, _)| format!("{what} is longer than {MAX_ATTRIBUTE_BYTES} bytes"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -867,6 +1000,9 @@ mod tests {
         assert_eq!(index(&Command::Each { commands: vec![] }), 25);
         assert_eq!(index(&Command::ResetSigninFailures { account: "a".into() }), 27);
         assert_eq!(index(&accept("k", &[])), 28);
+        let event = crate::model::AccountingEvent::default();
+        assert_eq!(index(&Command::RecordAccounting { event }), 30);
+        assert_eq!(index(&Command::PruneAccounting { before: 1, limit: 1 }), 31);
         assert_eq!(postcard::to_stdvec(&Command::Prune { now: 1 }).expect("postcard"), [23, 2]);
     }
 

@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    AcceptedAlgorithms, AcceptedIssuer, Admission, Application, CasbinModel, Group, Organization, Permission,
-    RefreshToken, Revocation, Role, SigningKey, User,
+    AcceptedAlgorithms, AcceptedIssuer, AccountingEvent, Admission, Application, CasbinModel, Group, Organization,
+    Permission, RefreshToken, Revocation, Role, SigningKey, User,
 };
 
 /// How a `Put*` command treats an existing record.
@@ -191,6 +191,19 @@ pub enum Command {
     AdmitNode {
         admission: Admission,
     },
+    /// One RADIUS Accounting-Request: Start, Interim-Update and Stop create or update the session
+    /// (`event.nas_client`, `event.acct_session_id`) as [`crate::model::AccountingSession::after_event`]
+    /// says; Accounting-On/Off close every session of the NAS still open. Refused (`Invalid`) when the
+    /// event is malformed: a session event without a session id, an unknown organization, a missing time.
+    RecordAccounting {
+        event: AccountingEvent,
+    },
+    /// Drops at most `limit` accounting sessions whose latest event is older than `before` (unix seconds):
+    /// the retention window, issued by the leader.
+    PruneAccounting {
+        before: i64,
+        limit: u32,
+    },
 }
 
 impl Command {
@@ -227,6 +240,8 @@ impl Command {
             Command::ResetSigninFailures { .. } => "reset_signin_failures",
             Command::PutAcceptedAlgorithms { .. } => "put_accepted_algorithms",
             Command::AdmitNode { .. } => "admit_node",
+            Command::RecordAccounting { .. } => "record_accounting",
+            Command::PruneAccounting { .. } => "prune_accounting",
         }
     }
 }

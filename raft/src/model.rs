@@ -424,9 +424,482 @@ pub struct AcceptedAlgorithms {
     pub algorithms: Vec<String>,
 }
 
+/// `Acct-Status-Type` (RFC 2866 §5.1) of an accounting event: the values a session record is built from.
+/// Other values (RFC 2867 tunnel events, `Failed`) are not recorded; the listener drops them.
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default,
+)]
+pub enum AccountingStatus {
+    /// 1: the session started.
+    #[default]
+    Start,
+    /// 3: the session goes on; the counters so far.
+    InterimUpdate,
+    /// 2: the session ended; the final counters.
+    Stop,
+    /// 7: the NAS (re)started. Every session of that NAS still open is over.
+    AccountingOn,
+    /// 8: the NAS is going down. Every session of that NAS still open is over.
+    AccountingOff,
+}
+
+impl AccountingStatus {
+    /// The status of an `Acct-Status-Type` value, if it is one of those recorded.
+    pub fn from_code(code: u32) -> Option<Self> {
+        Some(match code {
+            1 => AccountingStatus::Start,
+            2 => AccountingStatus::Stop,
+            3 => AccountingStatus::InterimUpdate,
+            7 => AccountingStatus::AccountingOn,
+            8 => AccountingStatus::AccountingOff,
+            _ => return None,
+        })
+    }
+
+    /// The `Acct-Status-Type` value.
+    pub fn code(self) -> u32 {
+        match self {
+            AccountingStatus::Start => 1,
+            AccountingStatus::Stop => 2,
+            AccountingStatus::InterimUpdate => 3,
+            AccountingStatus::AccountingOn => 7,
+            AccountingStatus::AccountingOff => 8,
+        }
+    }
+
+    /// The RFC's name of the value (`Interim-Update`, `Accounting-On`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountingStatus::Start => "Start",
+            AccountingStatus::Stop => "Stop",
+            AccountingStatus::InterimUpdate => "Interim-Update",
+            AccountingStatus::AccountingOn => "Accounting-On",
+            AccountingStatus::AccountingOff => "Accounting-Off",
+        }
+    }
+
+    /// Which of two events at the same second is the later one in a session's life: a start comes before
+    /// updates, updates before the stop, and the stop before the NAS restart that would close it anyway.
+    fn rank(self) -> u8 {
+        match self {
+            AccountingStatus::Start => 0,
+            AccountingStatus::InterimUpdate => 1,
+            AccountingStatus::Stop => 2,
+            AccountingStatus::AccountingOn | AccountingStatus::AccountingOff => 3,
+        }
+    }
+
+    /// Whether the status belongs to one session (not a whole NAS).
+    pub fn is_session_event(self) -> bool {
+        matches!(self, AccountingStatus::Start | AccountingStatus::InterimUpdate | AccountingStatus::Stop)
+    }
+}
+
+/// `Acct-Terminate-Cause` NAS-Reboot (RFC 2866 §5.10).
+pub const TERMINATE_CAUSE_NAS_REBOOT: u32 = 11;
+
+/// One Accounting-Request (RFC 2866) as the RADIUS listener decoded it, recorded by
+/// [`crate::Command::RecordAccounting`]. Text attributes are empty and optional numbers `None` when the
+/// packet did not carry them.
+///
+/// Everything that depends on time is in the event (`event_time`), so every node applies it the same way.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AccountingEvent {
+    /// `Acct-Status-Type`.
+    pub status: AccountingStatus,
+    /// Unix seconds when the NAS produced the event: the time the node received the packet minus its
+    /// `Acct-Delay-Time` (so a retransmission carries the same time as the original).
+    pub event_time: i64,
+    /// The RADIUS client the packet came from, as the listener knows it: its configured name, or its source
+    /// address when clients are not named. Sessions are keyed by it and `acct_session_id`: a NAS cannot
+    /// touch another's sessions by sending their ids. A name: non-empty, without `/` or NUL.
+    pub nas_client: String,
+    /// `Acct-Session-Id` (44). Required (non-empty) for Start, Interim-Update and Stop; Accounting-On/Off
+    /// may leave it empty.
+    pub acct_session_id: String,
+    /// `Acct-Multi-Session-Id` (50).
+    pub acct_multi_session_id: String,
+    /// The organization the session belongs to, as the listener worked it out (Casdoor: the `org/` part of
+    /// `User-Name`, else `Class`, else the default organization). Must exist. Ignored for Accounting-On/Off.
+    pub organization: String,
+    /// The login as sent in `User-Name` (1), without an `org/` prefix that named the organization.
+    pub user_name: String,
+    /// `Acct-Session-Time` (46), seconds.
+    pub session_time: u64,
+    /// `Acct-Input-Octets` (42) with `Acct-Input-Gigawords` (52, RFC 2869) as the high 32 bits: see
+    /// [`AccountingEvent::octets`].
+    pub input_octets: u64,
+    /// `Acct-Output-Octets` (43) with `Acct-Output-Gigawords` (53).
+    pub output_octets: u64,
+    /// `Acct-Input-Packets` (47).
+    pub input_packets: u64,
+    /// `Acct-Output-Packets` (48).
+    pub output_packets: u64,
+    /// `Acct-Terminate-Cause` (49); taken from Stop events only.
+    pub terminate_cause: Option<u32>,
+    /// `NAS-Identifier` (32).
+    pub nas_identifier: String,
+    /// `NAS-IP-Address` (4) or `NAS-IPv6-Address` (95), as text.
+    pub nas_ip_address: String,
+    /// `NAS-Port` (5).
+    pub nas_port: Option<u32>,
+    /// `NAS-Port-Id` (87).
+    pub nas_port_id: String,
+    /// `NAS-Port-Type` (61).
+    pub nas_port_type: Option<u32>,
+    /// `Service-Type` (6).
+    pub service_type: Option<u32>,
+    /// `Framed-IP-Address` (8), as text.
+    pub framed_ip_address: String,
+    /// `Framed-IP-Netmask` (9), as text.
+    pub framed_ip_netmask: String,
+    /// `Calling-Station-Id` (31).
+    pub calling_station_id: String,
+    /// `Called-Station-Id` (30).
+    pub called_station_id: String,
+}
+
+impl AccountingEvent {
+    /// An octet counter from its low 32 bits (`Acct-*-Octets`) and the times it wrapped around
+    /// (`Acct-*-Gigawords`, RFC 2869 §5.1-5.2).
+    pub fn octets(octets: u32, gigawords: u32) -> u64 {
+        (u64::from(gigawords) << 32) | u64::from(octets)
+    }
+}
+
+/// One RADIUS accounting session (Casdoor's `radius_accounting` row), built from the events of one
+/// (`nas_client`, `acct_session_id`).
+///
+/// How events combine ([`AccountingSession::after_event`]), whatever order they arrive in:
+/// - counters (session time, octets, packets) only grow: each is the largest value any event reported
+///   (they are totals since the session started, so the largest is the latest);
+/// - descriptive attributes (NAS, port, addresses, stations) are those of the latest event that carried
+///   them; an older event only fills what is still empty;
+/// - the status is that of the latest event (same second: Start < Interim-Update < Stop < Accounting-On/Off);
+/// - a Start sets the start time; a session first seen through an Interim-Update or Stop (its Start lost
+///   or late) starts at that event's time minus its session time;
+/// - the organization and user are those of the event that created the record;
+/// - an event newer than the session's Stop, or a Start newer than everything recorded, begins a new
+///   session under the same key (a NAS reusing session ids): the record is replaced.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AccountingSession {
+    pub nas_client: String,
+    pub acct_session_id: String,
+    pub acct_multi_session_id: String,
+    pub organization: String,
+    pub user_name: String,
+    /// The status of the latest event; Accounting-On/Off when a NAS restart closed the session.
+    pub status: AccountingStatus,
+    /// Unix seconds.
+    pub start_time: i64,
+    /// Unix seconds of the latest event.
+    pub last_update: i64,
+    /// Unix seconds; 0 while the session is open.
+    pub stop_time: i64,
+    pub session_time: u64,
+    pub input_octets: u64,
+    pub output_octets: u64,
+    pub input_packets: u64,
+    pub output_packets: u64,
+    pub terminate_cause: Option<u32>,
+    pub nas_identifier: String,
+    pub nas_ip_address: String,
+    pub nas_port: Option<u32>,
+    pub nas_port_id: String,
+    pub nas_port_type: Option<u32>,
+    pub service_type: Option<u32>,
+    pub framed_ip_address: String,
+    pub framed_ip_netmask: String,
+    pub calling_station_id: String,
+    pub called_station_id: String,
+    /// Events applied to this session (duplicates included).
+    pub event_count: u64,
+}
+
+impl AccountingSession {
+    /// The session after one more session event (Start, Interim-Update or Stop) of its key: `previous` is
+    /// the stored record, if any. See the type's documentation for the rules.
+    pub fn after_event(previous: Option<&AccountingSession>, e: &AccountingEvent) -> AccountingSession {
+        let Some(p) = previous else { return Self::from_event(e) };
+        let stopped_before = p.stop_time != 0 && e.event_time > p.stop_time;
+        let restarted = e.status == AccountingStatus::Start && e.event_time > p.last_update;
+        if stopped_before || restarted {
+            return Self::from_event(e);
+        }
+        let mut s = p.clone();
+        let newer = (e.event_time, e.status.rank()) >= (p.last_update, p.status.rank());
+        s.session_time = s.session_time.max(e.session_time);
+        s.input_octets = s.input_octets.max(e.input_octets);
+        s.output_octets = s.output_octets.max(e.output_octets);
+        s.input_packets = s.input_packets.max(e.input_packets);
+        s.output_packets = s.output_packets.max(e.output_packets);
+        match e.status {
+            AccountingStatus::Start => s.start_time = e.event_time,
+            AccountingStatus::Stop => {
+                // A Stop the NAS sent wins over a stop inferred from a NAS restart.
+                let inferred = matches!(p.status, AccountingStatus::AccountingOn | AccountingStatus::AccountingOff);
+                if newer || inferred || p.stop_time == 0 {
+                    s.stop_time = e.event_time;
+                    s.terminate_cause = e.terminate_cause.or(p.terminate_cause);
+                    s.status = AccountingStatus::Stop;
+                }
+            }
+            _ => {}
+        }
+        if newer {
+            s.status = e.status;
+        }
+        s.last_update = p.last_update.max(e.event_time);
+        merge_text(&mut s.acct_multi_session_id, &e.acct_multi_session_id, newer);
+        merge_text(&mut s.nas_identifier, &e.nas_identifier, newer);
+        merge_text(&mut s.nas_ip_address, &e.nas_ip_address, newer);
+        merge_number(&mut s.nas_port, e.nas_port, newer);
+        merge_text(&mut s.nas_port_id, &e.nas_port_id, newer);
+        merge_number(&mut s.nas_port_type, e.nas_port_type, newer);
+        merge_number(&mut s.service_type, e.service_type, newer);
+        merge_text(&mut s.framed_ip_address, &e.framed_ip_address, newer);
+        merge_text(&mut s.framed_ip_netmask, &e.framed_ip_netmask, newer);
+        merge_text(&mut s.calling_station_id, &e.calling_station_id, newer);
+        merge_text(&mut s.called_station_id, &e.called_station_id, newer);
+        s.event_count = p.event_count.saturating_add(1);
+        s
+    }
+
+    /// A new session from its first event.
+    fn from_event(e: &AccountingEvent) -> AccountingSession {
+        let start_time = match e.status {
+            AccountingStatus::Start => e.event_time,
+            _ => e.event_time.saturating_sub(i64::try_from(e.session_time).unwrap_or(i64::MAX)).max(0),
+        };
+        let stopped = e.status == AccountingStatus::Stop;
+        AccountingSession {
+            nas_client: e.nas_client.clone(),
+            acct_session_id: e.acct_session_id.clone(),
+            acct_multi_session_id: e.acct_multi_session_id.clone(),
+            organization: e.organization.clone(),
+            user_name: e.user_name.clone(),
+            status: e.status,
+            start_time,
+            last_update: e.event_time,
+            stop_time: if stopped { e.event_time } else { 0 },
+            session_time: e.session_time,
+            input_octets: e.input_octets,
+            output_octets: e.output_octets,
+            input_packets: e.input_packets,
+            output_packets: e.output_packets,
+            terminate_cause: if stopped { e.terminate_cause } else { None },
+            nas_identifier: e.nas_identifier.clone(),
+            nas_ip_address: e.nas_ip_address.clone(),
+            nas_port: e.nas_port,
+            nas_port_id: e.nas_port_id.clone(),
+            nas_port_type: e.nas_port_type,
+            service_type: e.service_type,
+            framed_ip_address: e.framed_ip_address.clone(),
+            framed_ip_netmask: e.framed_ip_netmask.clone(),
+            calling_station_id: e.calling_station_id.clone(),
+            called_station_id: e.called_station_id.clone(),
+            event_count: 1,
+        }
+    }
+
+    /// The session after its NAS reported a (re)start or shutdown (`e`, Accounting-On/Off) at
+    /// `e.event_time`: if it was open and nothing newer was heard of it, it is over then (status
+    /// Accounting-On/Off, no terminate cause: the NAS sent none). Otherwise `None`: unchanged.
+    pub fn after_nas_restart(&self, e: &AccountingEvent) -> Option<AccountingSession> {
+        if self.stop_time != 0 || self.last_update > e.event_time {
+            return None;
+        }
+        let mut s = self.clone();
+        s.stop_time = e.event_time;
+        s.last_update = e.event_time;
+        s.status = e.status;
+        s.event_count = s.event_count.saturating_add(1);
+        Some(s)
+    }
+}
+
+/// An attribute of the latest event that carried it; an older event only fills it when empty.
+fn merge_text(stored: &mut String, sent: &str, newer: bool) {
+    if !sent.is_empty() && (newer || stored.is_empty()) {
+        *stored = sent.to_string();
+    }
+}
+
+fn merge_number(stored: &mut Option<u32>, sent: Option<u32>, newer: bool) {
+    if sent.is_some() && (newer || stored.is_none()) {
+        *stored = sent;
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::SigninFailures;
+    use super::{AccountingEvent, AccountingSession, AccountingStatus, SigninFailures};
+    use AccountingStatus::*;
+
+    fn event(status: AccountingStatus, at: i64, session_time: u64, input: u64, output: u64) -> AccountingEvent {
+        AccountingEvent {
+            status,
+            event_time: at,
+            nas_client: "nas-1".into(),
+            acct_session_id: "S1".into(),
+            organization: "acme".into(),
+            user_name: "alice".into(),
+            session_time,
+            input_octets: input,
+            output_octets: output,
+            input_packets: input / 100,
+            output_packets: output / 100,
+            ..Default::default()
+        }
+    }
+
+    /// Applies events in order, from no record.
+    fn run(events: &[AccountingEvent]) -> AccountingSession {
+        let mut s: Option<AccountingSession> = None;
+        for e in events {
+            s = Some(AccountingSession::after_event(s.as_ref(), e));
+        }
+        s.expect("at least one event")
+    }
+
+    #[test]
+    fn gigawords_are_the_high_32_bits_of_the_octet_counters() {
+        assert_eq!(AccountingEvent::octets(0, 0), 0);
+        assert_eq!(AccountingEvent::octets(5, 0), 5);
+        assert_eq!(AccountingEvent::octets(5, 2), 2 * 4_294_967_296 + 5);
+        assert_eq!(AccountingEvent::octets(u32::MAX, u32::MAX), u64::MAX);
+        // A counter whose low word wrapped around is still larger than before: 4e9 octets, then 4 GiB + 100.
+        let before = AccountingEvent::octets(4_000_000_000, 0);
+        let after = AccountingEvent::octets(100, 1);
+        assert!(after > before);
+        let wrapped = [event(InterimUpdate, 160, 60, before, 10), event(InterimUpdate, 220, 120, after, 20)];
+        assert_eq!(run(&wrapped).input_octets, 4_294_967_396);
+        // Out of order: the older reading (larger low word, no gigaword) does not win.
+        let reversed = [wrapped[1].clone(), wrapped[0].clone()];
+        assert_eq!(run(&reversed).input_octets, 4_294_967_396);
+    }
+
+    #[test]
+    fn start_interim_stop_make_one_session() {
+        let mut stop = event(Stop, 400, 300, 9_000, 90_000);
+        stop.terminate_cause = Some(1);
+        let mut start = event(Start, 100, 0, 0, 0);
+        start.framed_ip_address = "10.0.0.7".into();
+        let s = run(&[start.clone()]);
+        assert_eq!((s.status, s.start_time, s.last_update, s.stop_time, s.event_count), (Start, 100, 100, 0, 1));
+        let s = run(&[start.clone(), event(InterimUpdate, 160, 60, 1_000, 20_000)]);
+        assert_eq!((s.status, s.start_time, s.last_update, s.stop_time), (InterimUpdate, 100, 160, 0));
+        assert_eq!((s.session_time, s.input_octets, s.output_octets, s.input_packets), (60, 1_000, 20_000, 10));
+        assert_eq!(s.framed_ip_address, "10.0.0.7", "an attribute the update did not carry stays");
+        let s = run(&[start, event(InterimUpdate, 160, 60, 1_000, 20_000), stop]);
+        assert_eq!((s.status, s.start_time, s.last_update, s.stop_time), (Stop, 100, 400, 400));
+        assert_eq!((s.session_time, s.input_octets, s.output_octets), (300, 9_000, 90_000));
+        assert_eq!((s.terminate_cause, s.event_count), (Some(1), 3));
+        assert_eq!((s.organization.as_str(), s.user_name.as_str()), ("acme", "alice"));
+    }
+
+    /// Whatever order the events of a session arrive in, the record comes out the same (but for the
+    /// attributes only some events carry): counters are the largest, times and status the latest.
+    #[test]
+    fn events_out_of_order_give_the_same_session() {
+        let mut stop = event(Stop, 400, 300, 9_000, 90_000);
+        stop.terminate_cause = Some(2);
+        let events = [
+            event(Start, 100, 0, 0, 0),
+            event(InterimUpdate, 160, 60, 1_000, 20_000),
+            event(InterimUpdate, 220, 120, 3_000, 40_000),
+            stop,
+        ];
+        let in_order = run(&events);
+        for order in [[3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1], [0, 3, 1, 2], [3, 0, 2, 1]] {
+            let shuffled: Vec<AccountingEvent> = order.iter().map(|&i| events[i].clone()).collect();
+            let s = run(&shuffled);
+            assert_eq!(s, in_order, "order {order:?}");
+        }
+        assert_eq!((in_order.status, in_order.stop_time, in_order.terminate_cause), (Stop, 400, Some(2)));
+        // A late update after the Stop neither reopens the session nor lowers a counter.
+        let late = AccountingSession::after_event(Some(&in_order), &event(InterimUpdate, 220, 120, 3_000, 40_000));
+        assert_eq!((late.status, late.stop_time, late.input_octets, late.last_update), (Stop, 400, 9_000, 400));
+    }
+
+    #[test]
+    fn a_session_whose_start_was_lost_starts_at_its_first_event_minus_its_session_time() {
+        let s = run(&[event(InterimUpdate, 1_000, 240, 5, 6)]);
+        assert_eq!((s.status, s.start_time, s.last_update, s.event_count), (InterimUpdate, 760, 1_000, 1));
+        let s = run(&[event(Stop, 1_000, 300, 5, 6)]);
+        assert_eq!((s.status, s.start_time, s.stop_time), (Stop, 700, 1_000));
+        // The Start arriving late sets the start time and changes nothing else.
+        let s = run(&[event(InterimUpdate, 1_000, 240, 5, 6), event(Start, 758, 0, 0, 0)]);
+        assert_eq!((s.status, s.start_time, s.last_update, s.input_octets), (InterimUpdate, 758, 1_000, 5));
+        // A session time longer than the clock's past starts at 0, not before.
+        assert_eq!(run(&[event(InterimUpdate, 10, u64::MAX, 0, 0)]).start_time, 0);
+    }
+
+    #[test]
+    fn a_newer_start_or_an_event_after_the_stop_begins_a_new_session() {
+        let first = [event(Start, 100, 0, 0, 0), event(InterimUpdate, 160, 60, 1_000, 2_000)];
+        // The same Start again (a retransmission: the same time) changes nothing but the event count.
+        let again = run(&[first[0].clone(), first[1].clone(), first[0].clone()]);
+        assert_eq!((again.start_time, again.input_octets, again.event_count), (100, 1_000, 3));
+        // A Start newer than everything recorded: the NAS reused the id for a new session.
+        let s = run(&[first[0].clone(), first[1].clone(), event(Start, 500, 0, 0, 0)]);
+        assert_eq!((s.status, s.start_time, s.input_octets, s.event_count), (Start, 500, 0, 1));
+        // After a Stop, a newer update is another session (its Start lost), an older one is the old session's.
+        let stopped = [first[0].clone(), event(Stop, 300, 200, 4_000, 8_000)];
+        let s = run(&[stopped[0].clone(), stopped[1].clone(), event(InterimUpdate, 900, 60, 10, 20)]);
+        assert_eq!((s.status, s.start_time, s.stop_time, s.input_octets), (InterimUpdate, 840, 0, 10));
+    }
+
+    #[test]
+    fn attributes_are_those_of_the_latest_event_that_carried_them() {
+        let mut newer = event(InterimUpdate, 200, 100, 1, 1);
+        newer.framed_ip_address = "10.0.0.2".into();
+        newer.nas_port = Some(7);
+        let mut older = event(InterimUpdate, 150, 50, 1, 1);
+        older.framed_ip_address = "10.0.0.1".into();
+        older.calling_station_id = "00-11-22-33-44-55".into();
+        older.nas_port = Some(3);
+        older.nas_port_type = Some(15);
+        for order in [[&newer, &older], [&older, &newer]] {
+            let s = run(&[order[0].clone(), order[1].clone()]);
+            assert_eq!(s.framed_ip_address, "10.0.0.2");
+            assert_eq!(s.nas_port, Some(7));
+            assert_eq!(s.calling_station_id, "00-11-22-33-44-55", "only the older event carried it");
+            assert_eq!(s.nas_port_type, Some(15));
+        }
+    }
+
+    #[test]
+    fn a_nas_restart_closes_its_open_sessions_and_a_real_stop_still_wins() {
+        let open = run(&[event(Start, 100, 0, 0, 0), event(InterimUpdate, 160, 60, 1_000, 2_000)]);
+        let on =
+            AccountingEvent { status: AccountingOn, event_time: 500, nas_client: "nas-1".into(), ..Default::default() };
+        let closed = open.after_nas_restart(&on).expect("closed");
+        assert_eq!((closed.status, closed.stop_time, closed.last_update), (AccountingOn, 500, 500));
+        assert_eq!((closed.terminate_cause, closed.input_octets), (None, 1_000));
+        assert!(closed.after_nas_restart(&on).is_none(), "already closed");
+        let earlier = AccountingEvent { event_time: 150, ..on.clone() };
+        assert!(open.after_nas_restart(&earlier).is_none(), "heard of after the restart: not the restart's");
+        // The Stop the NAS sent before going down arrives late: it is the real end.
+        let mut stop = event(Stop, 450, 350, 3_000, 4_000);
+        stop.terminate_cause = Some(1);
+        let s = AccountingSession::after_event(Some(&closed), &stop);
+        assert_eq!((s.status, s.stop_time, s.terminate_cause, s.input_octets), (Stop, 450, Some(1), 3_000));
+    }
+
+    #[test]
+    fn status_codes_are_those_of_rfc_2866() {
+        for (code, status) in [(1, Start), (2, Stop), (3, InterimUpdate), (7, AccountingOn), (8, AccountingOff)] {
+            assert_eq!(AccountingStatus::from_code(code), Some(status));
+            assert_eq!(status.code(), code);
+        }
+        for code in [0, 4, 5, 6, 9, 15] {
+            assert_eq!(AccountingStatus::from_code(code), None, "{code}");
+        }
+        assert_eq!(InterimUpdate.as_str(), "Interim-Update");
+    }
 
     #[test]
     fn failures_lock_at_the_limit_for_the_frozen_time_then_are_forgotten() {

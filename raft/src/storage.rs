@@ -663,7 +663,10 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::command::{Command, Outcome, PutMode};
-    use crate::model::{Application, Group, Organization, RefreshState, RefreshToken, Revocation, User};
+    use crate::model::{
+        AccountingEvent, AccountingStatus, Application, Group, Organization, RefreshState, RefreshToken, Revocation,
+        User,
+    };
 
     fn entry(index: u64, cmd: Command) -> Entry {
         RaftEntry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(cmd) }
@@ -872,6 +875,176 @@ pub(crate) mod tests {
         assert_eq!(store.organization("o").unwrap().unwrap().get().name.as_str(), "o");
     }
 
+    pub(crate) fn accounting(status: AccountingStatus, nas: &str, id: &str, user: &str, at: i64) -> Command {
+        Command::RecordAccounting {
+            event: AccountingEvent {
+                status,
+                event_time: at,
+                nas_client: nas.into(),
+                acct_session_id: id.into(),
+                organization: "acme".into(),
+                user_name: user.into(),
+                session_time: 10,
+                input_octets: AccountingEvent::octets(7, 1),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn ids(page: &crate::store::AccountingPage) -> Vec<String> {
+        page.sessions.iter().map(|r| r.get().acct_session_id.as_str().to_string()).collect()
+    }
+
+    /// Sessions are keyed by NAS client and session id, listed per organization and per user newest first
+    /// with paging, closed by their NAS's restart, pruned by age with their index entries, and removed with
+    /// their organization.
+    #[tokio::test]
+    async fn accounting_sessions_are_recorded_listed_closed_and_pruned() {
+        use AccountingStatus::*;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, store) = machine(dir.path());
+        let mut commands = vec![org("acme"), org("other")];
+        commands.push(accounting(Start, "nas-1", "a", "alice", 100));
+        commands.push(accounting(Start, "nas-1", "b", "bob", 200));
+        commands.push(accounting(Start, "nas-2", "a", "alice", 300));
+        commands.push(accounting(InterimUpdate, "nas-1", "a", "alice", 400));
+        commands.push(accounting(Stop, "nas-1", "b", "bob", 500));
+        let entries: Vec<Entry> = commands.into_iter().enumerate().map(|(i, c)| entry(i as u64 + 1, c)).collect();
+        let r = sm.apply(entries).await.unwrap();
+        assert!(r.iter().all(|r| r.outcome == Outcome::Applied), "{r:?}");
+
+        let a1 = store.accounting_session("nas-1", "a").unwrap().unwrap().to_owned().unwrap();
+        assert_eq!((a1.status, a1.event_count, a1.start_time, a1.last_update), (InterimUpdate, 2, 100, 400));
+        assert_eq!(a1.input_octets, 4_294_967_303);
+        assert!(store.accounting_session("nas-3", "a").unwrap().is_none());
+        // The same session id from another NAS is another session.
+        assert_eq!(store.accounting_session("nas-2", "a").unwrap().unwrap().get().start_time.to_native(), 300);
+
+        let all = store.accounting_sessions("acme", 0, 100).unwrap();
+        assert_eq!(all.total, 3);
+        let nas: Vec<String> = all.sessions.iter().map(|r| r.get().nas_client.as_str().to_string()).collect();
+        assert_eq!(
+            (ids(&all), nas),
+            (vec!["a".into(), "b".into(), "a".into()], vec!["nas-2".into(), "nas-1".into(), "nas-1".into()])
+        );
+        let page = store.accounting_sessions("acme", 1, 1).unwrap();
+        assert_eq!((page.total, ids(&page)), (3, vec!["b".to_string()]));
+        let past_the_end = store.accounting_sessions("acme", 3, 10).unwrap();
+        assert_eq!((past_the_end.total, past_the_end.sessions.len()), (3, 0));
+        assert_eq!(store.accounting_sessions("other", 0, 10).unwrap().total, 0);
+        let alice = store.accounting_sessions_of_user("acme", "alice", 0, 10).unwrap();
+        assert_eq!((alice.total, alice.sessions.len()), (2, 2));
+        assert_eq!(store.accounting_sessions_of_user("acme", "bob", 0, 10).unwrap().total, 1);
+        assert_eq!(store.accounting_sessions_of_user("acme", "al", 0, 10).unwrap().total, 0, "no prefix match");
+
+        // A late Start moves the session in the start-time order; the old index entries go.
+        sm.apply(vec![entry(10, accounting(Start, "nas-1", "b", "bob", 50))]).await.unwrap();
+        let all = store.accounting_sessions("acme", 0, 100).unwrap();
+        assert_eq!(ids(&all), ["a", "a", "b"]);
+        assert_eq!(store.count(crate::store::key::ACCOUNTING_BY_ORG), 3);
+
+        // nas-1 restarts at 450: its open session (a, last heard of at 400) ends; b had already stopped.
+        let on = Command::RecordAccounting {
+            event: AccountingEvent {
+                status: AccountingOn,
+                event_time: 450,
+                nas_client: "nas-1".into(),
+                ..Default::default()
+            },
+        };
+        assert_eq!(sm.apply(vec![entry(11, on)]).await.unwrap()[0].outcome, Outcome::Applied);
+        let a1 = store.accounting_session("nas-1", "a").unwrap().unwrap().to_owned().unwrap();
+        assert_eq!((a1.status, a1.stop_time), (AccountingOn, 450));
+        let b1 = store.accounting_session("nas-1", "b").unwrap().unwrap().to_owned().unwrap();
+        assert_eq!((b1.status, b1.stop_time), (Stop, 500));
+        let a2 = store.accounting_session("nas-2", "a").unwrap().unwrap().to_owned().unwrap();
+        assert_eq!(a2.stop_time, 0, "another NAS's session stays open");
+
+        // Retention: sessions whose latest event is older than 460 go (nas-1/a at 450, nas-2/a at 300), at
+        // most `limit` a command, oldest first; their index entries go with them.
+        sm.apply(vec![entry(12, Command::PruneAccounting { before: 460, limit: 1 })]).await.unwrap();
+        assert!(store.accounting_session("nas-2", "a").unwrap().is_none(), "the oldest first");
+        assert!(store.accounting_session("nas-1", "a").unwrap().is_some());
+        sm.apply(vec![entry(13, Command::PruneAccounting { before: 460, limit: 100 })]).await.unwrap();
+        assert!(store.accounting_session("nas-1", "a").unwrap().is_none());
+        assert!(store.accounting_session("nas-1", "b").unwrap().is_some(), "its Stop at 500 is within");
+        assert_eq!(store.accounting_sessions("acme", 0, 10).unwrap().total, 1);
+        assert_eq!(store.accounting_sessions_of_user("acme", "alice", 0, 10).unwrap().total, 0);
+        assert_eq!(store.count(crate::store::key::ACCOUNTING_BY_AGE), 1);
+
+        // Deleting the organization removes its sessions and every index entry.
+        sm.apply(vec![entry(14, Command::DeleteOrganization { name: "acme".into() })]).await.unwrap();
+        for prefix in [
+            crate::store::key::ACCOUNTING,
+            crate::store::key::ACCOUNTING_BY_ORG,
+            crate::store::key::ACCOUNTING_BY_USER,
+            crate::store::key::ACCOUNTING_BY_AGE,
+        ] {
+            assert_eq!(store.count(prefix), 0, "{:?}", String::from_utf8_lossy(prefix));
+        }
+    }
+
+    /// Malformed events are refused like any other invalid command, and leave nothing behind.
+    #[tokio::test]
+    async fn malformed_accounting_events_are_refused() {
+        use AccountingStatus::*;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, store) = machine(dir.path());
+        sm.apply(vec![entry(1, org("acme"))]).await.unwrap();
+        let with = |f: &dyn Fn(&mut AccountingEvent)| {
+            let mut cmd = accounting(InterimUpdate, "nas-1", "s", "alice", 100);
+            if let Command::RecordAccounting { event } = &mut cmd {
+                f(event);
+            }
+            cmd
+        };
+        let bad = [
+            with(&|e| e.acct_session_id.clear()),
+            with(&|e| {
+                e.status = Start;
+                e.acct_session_id.clear();
+            }),
+            with(&|e| {
+                e.status = Stop;
+                e.acct_session_id.clear();
+            }),
+            with(&|e| e.organization = "nowhere".into()),
+            with(&|e| e.organization.clear()),
+            with(&|e| e.nas_client.clear()),
+            with(&|e| e.nas_client = "a/b".into()),
+            with(&|e| e.acct_session_id = "a\0b".into()),
+            with(&|e| e.user_name = "al\0ice".into()),
+            with(&|e| e.calling_station_id = "x".repeat(254)),
+            with(&|e| e.event_time = 0),
+            with(&|e| e.event_time = -5),
+        ];
+        let n = bad.len() as u64;
+        let entries: Vec<Entry> = bad.into_iter().enumerate().map(|(i, c)| entry(i as u64 + 2, c)).collect();
+        for r in sm.apply(entries).await.unwrap() {
+            assert!(matches!(r.outcome, Outcome::Invalid(_)), "{r:?}");
+        }
+        assert_eq!(store.count(crate::store::key::ACCOUNTING), 0);
+        assert_eq!(store.count(crate::store::key::ACCOUNTING_BY_AGE), 0);
+        // At the limits: 253 bytes, and Accounting-On without a session id or organization.
+        let on = Command::RecordAccounting {
+            event: AccountingEvent {
+                status: AccountingOn,
+                event_time: 5,
+                nas_client: "nas-1".into(),
+                ..Default::default()
+            },
+        };
+        let good = [with(&|e| e.calling_station_id = "x".repeat(253)), on];
+        let entries: Vec<Entry> = good.into_iter().enumerate().map(|(i, c)| entry(n + 2 + i as u64, c)).collect();
+        for r in sm.apply(entries).await.unwrap() {
+            assert_eq!(r.outcome, Outcome::Applied);
+        }
+        assert_eq!(store.count(crate::store::key::ACCOUNTING), 1);
+        // A log entry of the command reads back the same.
+        let e = entry(1, accounting(Stop, "nas-1", "s", "alice", 100));
+        assert_eq!(decode_entry(&encode_entry(&e).unwrap()).unwrap(), e);
+    }
+
     /// A data dir written before the directory indexes existed gets them when it is opened.
     #[tokio::test]
     async fn directory_indexes_are_built_for_older_data_dirs() {
@@ -960,6 +1133,111 @@ pub(crate) mod tests {
         bad.truncate(n - 1);
         assert!(other.install_snapshot(&snap.meta, file_of(&bad)).await.is_err());
         assert_eq!(store.user_by_id("u-1").unwrap().unwrap().get().name.as_str(), "alice");
+    }
+
+    /// A snapshot carries a record of every table (and the indexes kept with them): the installed state is
+    /// the source state, key for key, and reads on it answer the same. A table added to the store without a
+    /// record here fails this test.
+    #[tokio::test]
+    async fn a_snapshot_carries_every_table() {
+        use crate::model::{AcceptedAlgorithms, AcceptedIssuer, Admission, CasbinModel, Permission, Role, SigningKey};
+        let a = tempfile::tempdir().unwrap();
+        let (mut sm, source) = machine(a.path());
+        let commands = vec![
+            org("acme"),
+            user("acme", "alice", "u-1"),
+            Command::PutSigningKey {
+                key: SigningKey { kid: "k1".into(), algorithm: "RS256".into(), ..Default::default() },
+                mode: PutMode::Create,
+            },
+            Command::PutAcceptedAlgorithms {
+                accepted: AcceptedAlgorithms { kid: "k1".into(), algorithms: vec!["RS512".into()] },
+                mode: PutMode::Create,
+            },
+            Command::PutApplication {
+                app: Application {
+                    name: "app".into(),
+                    organization: "acme".into(),
+                    client_id: "cid".into(),
+                    cert: "k1".into(),
+                    ..Default::default()
+                },
+                mode: PutMode::Create,
+            },
+            Command::PutAcceptedIssuer {
+                accepted: AcceptedIssuer {
+                    application: "app".into(),
+                    issuer: "https://old".into(),
+                    ..Default::default()
+                },
+                mode: PutMode::Create,
+            },
+            Command::PutRole {
+                role: Role { owner: "acme".into(), name: "r".into(), ..Default::default() },
+                mode: PutMode::Create,
+            },
+            Command::PutGroup {
+                group: Group { owner: "acme".into(), name: "g".into(), ..Default::default() },
+                mode: PutMode::Create,
+            },
+            Command::PutPermission {
+                permission: Permission { owner: "acme".into(), name: "p".into(), ..Default::default() },
+                mode: PutMode::Create,
+            },
+            Command::PutModel {
+                model: CasbinModel { owner: "acme".into(), name: "m".into(), ..Default::default() },
+                mode: PutMode::Create,
+            },
+            Command::IssueRefreshToken {
+                token: RefreshToken { id: "r1".into(), family: "f1".into(), expires_at: 9_999, ..Default::default() },
+            },
+            Command::Revoke { revocation: Revocation { jti: "j1".into(), expires_at: 9_999, revoked_at: 1 } },
+            Command::RecordSigninFailure { account: "user:u-1".into(), now: 100, limit: 5, frozen_secs: 60 },
+            Command::AdmitNode {
+                admission: Admission { node_id: 2, token_digest: "ab".repeat(32), expires_at: 9_999, created_at: 1 },
+            },
+            accounting(AccountingStatus::Start, "nas-1", "s-1", "alice", 100),
+            accounting(AccountingStatus::InterimUpdate, "nas-1", "s-1", "alice", 160),
+        ];
+        let entries: Vec<Entry> = commands.into_iter().enumerate().map(|(i, c)| entry(i as u64 + 1, c)).collect();
+        let replies = sm.apply(entries).await.unwrap();
+        assert!(replies.iter().all(|r| r.outcome == Outcome::Applied), "{replies:?}");
+        let state = |store: &Store| -> Vec<(Vec<u8>, Vec<u8>)> {
+            store
+                .state()
+                .iter()
+                .map(|kv| kv.unwrap())
+                .filter(|(k, _)| !k.starts_with(key::META))
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect()
+        };
+        let before = state(&source);
+        for prefix in crate::store::RECORD_PREFIXES {
+            assert!(
+                before.iter().any(|(k, _)| k.starts_with(prefix)),
+                "no {:?} record in the test state: add one",
+                String::from_utf8_lossy(prefix)
+            );
+        }
+        let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let data = std::fs::read(sm.snapshots.data_path(&snap.meta.snapshot_id).unwrap()).unwrap();
+
+        let b = tempfile::tempdir().unwrap();
+        let (mut other, installed) = machine(b.path());
+        let incoming = received(&mut other, &data).await;
+        other.install_snapshot(&snap.meta, incoming).await.unwrap();
+        assert!(state(&installed) == before, "the installed state differs from the source");
+        let s = installed.accounting_session("nas-1", "s-1").unwrap().unwrap().to_owned().unwrap();
+        assert_eq!(
+            (s.status, s.start_time, s.last_update, s.event_count),
+            (AccountingStatus::InterimUpdate, 100, 160, 2)
+        );
+        assert_eq!(installed.accounting_sessions("acme", 0, 10).unwrap().total, 1);
+        assert_eq!(installed.accounting_sessions_of_user("acme", "alice", 0, 10).unwrap().total, 1);
+        // The installed node goes on with the session from where the source was.
+        other.apply(vec![entry(20, accounting(AccountingStatus::Stop, "nas-1", "s-1", "alice", 400))]).await.unwrap();
+        let s = installed.accounting_session("nas-1", "s-1").unwrap().unwrap().to_owned().unwrap();
+        assert_eq!((s.status, s.stop_time, s.event_count), (AccountingStatus::Stop, 400, 3));
     }
 
     /// A state machine with `n` users of `acme`, and a snapshot of it: (machine, its dir, the snapshot's

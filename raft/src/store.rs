@@ -17,8 +17,8 @@ use sled::IVec;
 use tokio::sync::broadcast;
 
 use crate::model::{
-    AcceptedAlgorithms, AcceptedIssuer, Admission, Application, CasbinModel, Group, Organization, Permission,
-    RefreshToken, Revocation, Role, SigninFailures, SigningKey, User,
+    AcceptedAlgorithms, AcceptedIssuer, AccountingSession, Admission, Application, CasbinModel, Group, Organization,
+    Permission, RefreshToken, Revocation, Role, SigninFailures, SigningKey, User,
 };
 use crate::Command;
 use crate::RaftError;
@@ -43,6 +43,16 @@ pub mod key {
     pub const SIGNIN_FAILURES: &[u8] = b"l\0";
     pub const ACCEPTED_ALGORITHMS: &[u8] = b"y\0";
     pub const ADMISSION: &[u8] = b"n\0";
+    /// RADIUS accounting sessions: `R\0nas client\0acct session id`.
+    pub const ACCOUNTING: &[u8] = b"R\0";
+    /// Accounting indexes (values: the session's key), kept by the state machine with the sessions and
+    /// carried by snapshots. Times are 16 hex digits, so keys sort by time.
+    /// By organization and start time: `O\0org\0start\0nas client\0session id`.
+    pub const ACCOUNTING_BY_ORG: &[u8] = b"O\0";
+    /// By organization, user and start time: `U\0org\0user\0start\0nas client\0session id`.
+    pub const ACCOUNTING_BY_USER: &[u8] = b"U\0";
+    /// By the time of the latest event (what retention prunes by): `T\0last update\0nas client\0session id`.
+    pub const ACCOUNTING_BY_AGE: &[u8] = b"T\0";
     /// Directory indexes (LDAP equality lookups), derived from the users: rebuilt from them when a snapshot
     /// is installed or a data dir from before them is opened (see [`super::directory_index_entries`]).
     /// Users by lower-cased name: `w\0owner\0lower(name)\0name`.
@@ -170,6 +180,29 @@ pub mod key {
     pub fn accepted_issuers_of(application: &str) -> Vec<u8> {
         prefix(ACCEPTED_ISSUER, &[application])
     }
+    pub fn accounting(nas_client: &str, acct_session_id: &str) -> Vec<u8> {
+        join(ACCOUNTING, &[nas_client, acct_session_id])
+    }
+    /// Prefix of every accounting session of a NAS client.
+    pub fn accounting_of_nas(nas_client: &str) -> Vec<u8> {
+        prefix(ACCOUNTING, &[nas_client])
+    }
+    /// Prefix of the accounting index entries of an organization.
+    pub fn accounting_by_org(org: &str) -> Vec<u8> {
+        prefix(ACCOUNTING_BY_ORG, &[org])
+    }
+    /// Prefix of the accounting index entries of a user of an organization.
+    pub fn accounting_by_user(org: &str, user: &str) -> Vec<u8> {
+        prefix(ACCOUNTING_BY_USER, &[org, user])
+    }
+    /// The key part of a time in the accounting indexes: 16 hex digits (negative times count as 0).
+    pub fn time_part(unix: i64) -> String {
+        format!("{:016x}", unix.max(0))
+    }
+    /// The first age-index key of a time: every session whose latest event is older sorts before it.
+    pub fn accounting_age_bound(unix: i64) -> Vec<u8> {
+        join(ACCOUNTING_BY_AGE, &[&time_part(unix)])
+    }
 }
 
 /// A record type stored as an rkyv archive.
@@ -188,7 +221,10 @@ where
 }
 
 macro_rules! stored {
-    ($($t:ty => $prefix:expr),* $(,)?) => {$(
+    ($($t:ty => $prefix:expr),* $(,)?) => {
+    /// The key prefixes of the record types: every table of the state (a snapshot carries them all).
+    pub const RECORD_PREFIXES: &[&[u8]] = &[$($prefix),*];
+    $(
         impl Stored for $t {
             const PREFIX: &'static [u8] = $prefix;
             fn encode(&self) -> Result<Vec<u8>, RaftError> {
@@ -224,6 +260,7 @@ stored! {
     SigninFailures => key::SIGNIN_FAILURES,
     AcceptedAlgorithms => key::ACCEPTED_ALGORITHMS,
     Admission => key::ADMISSION,
+    AccountingSession => key::ACCOUNTING,
 }
 
 /// Validates a value by the record type its key prefix names. Index and meta values are not archives
@@ -245,6 +282,7 @@ pub fn validate_value(key: &[u8], value: &[u8]) -> Result<(), RaftError> {
         p if p == key::SIGNIN_FAILURES => SigninFailures::validate(value),
         p if p == key::ACCEPTED_ALGORITHMS => AcceptedAlgorithms::validate(value),
         p if p == key::ADMISSION => Admission::validate(value),
+        p if p == key::ACCOUNTING => AccountingSession::validate(value),
         _ => Ok(()),
     }
 }
@@ -269,6 +307,26 @@ pub fn directory_index_entries(u: &User) -> Vec<(Vec<u8>, Vec<u8>)> {
         out.push((key::join(key::MEMBER, &[owner, name, &u.owner, &u.name]), primary.clone()));
     }
     out
+}
+
+/// The accounting index entries of a session (their value is the session's key): by organization, by user
+/// (when the session has one) and by the time of its latest event.
+pub fn accounting_index_entries(s: &AccountingSession) -> Vec<Vec<u8>> {
+    let (nas, id) = (s.nas_client.as_str(), s.acct_session_id.as_str());
+    let start = key::time_part(s.start_time);
+    let mut out = Vec::with_capacity(3);
+    out.push(key::join(key::ACCOUNTING_BY_ORG, &[&s.organization, &start, nas, id]));
+    if !s.user_name.is_empty() {
+        out.push(key::join(key::ACCOUNTING_BY_USER, &[&s.organization, &s.user_name, &start, nas, id]));
+    }
+    out.push(key::join(key::ACCOUNTING_BY_AGE, &[&key::time_part(s.last_update), nas, id]));
+    out
+}
+
+/// One page of accounting sessions, newest first, and how many there are in all.
+pub struct AccountingPage {
+    pub total: usize,
+    pub sessions: Vec<Record<AccountingSession>>,
 }
 
 /// Makes the directory indexes of a state tree complete, unless it says they are: writes every user's
@@ -669,6 +727,52 @@ impl Store {
     pub fn admission(&self, node_id: u64) -> Result<Option<Record<Admission>>, RaftError> {
         self.record(&key::admission(node_id))
     }
+    /// The accounting session of a NAS client and `Acct-Session-Id`.
+    pub fn accounting_session(
+        &self,
+        nas_client: &str,
+        acct_session_id: &str,
+    ) -> Result<Option<Record<AccountingSession>>, RaftError> {
+        self.record(&key::accounting(nas_client, acct_session_id))
+    }
+    /// The accounting sessions of an organization, newest (by start time) first: `limit` of them after
+    /// skipping `offset`, and the total.
+    pub fn accounting_sessions(&self, org: &str, offset: usize, limit: usize) -> Result<AccountingPage, RaftError> {
+        self.accounting_page(&key::accounting_by_org(org), offset, limit)
+    }
+    /// The accounting sessions of a user (the login as recorded) of an organization, newest first, paged as
+    /// [`Store::accounting_sessions`].
+    pub fn accounting_sessions_of_user(
+        &self,
+        org: &str,
+        user: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<AccountingPage, RaftError> {
+        self.accounting_page(&key::accounting_by_user(org, user), offset, limit)
+    }
+
+    /// Follows the accounting index entries under `prefix`, newest first; only those of the page are read.
+    fn accounting_page(&self, prefix: &[u8], offset: usize, limit: usize) -> Result<AccountingPage, RaftError> {
+        let state = self.state();
+        let mut page = AccountingPage { total: 0, sessions: Vec::new() };
+        for entry in state.scan_prefix(prefix).values().rev() {
+            let primary = entry?;
+            page.total += 1;
+            if page.total <= offset || page.sessions.len() >= limit {
+                continue;
+            }
+            // An index entry only ever names a session key; anything else is not read as one.
+            if !primary.starts_with(key::ACCOUNTING) {
+                return Err(RaftError::Corrupt("an accounting index entry names another record".into()));
+            }
+            if let Some(v) = state.get(&primary)? {
+                page.sessions.push(Record::from_state(v));
+            }
+        }
+        Ok(page)
+    }
+
     /// Whether tokens of `application` may carry `issuer` as `iss`.
     pub fn accepts_issuer(&self, application: &str, issuer: &str) -> Result<bool, RaftError> {
         Ok(self.state().contains_key(key::accepted_issuer(application, issuer))?)
