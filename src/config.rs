@@ -113,6 +113,20 @@ pub struct RadiusConfig {
     pub max_in_flight: usize,
     pub clients: Vec<RadiusClientConfig>,
     pub replies: Vec<RadiusReplyConfig>,
+    /// RadSec (RADIUS over TLS, RFC 6614) listener, e.g. `0.0.0.0:2083`. Empty (the default): none.
+    pub radsec_addr: String,
+    /// PEM CA certificate(s) that RadSec client certificates must chain to (required with `radsec_addr`).
+    pub radsec_ca: String,
+    /// PEM certificate chain and key of the RadSec server. Empty: the `[tls]` ones, else the node's
+    /// self-signed one.
+    pub radsec_cert: String,
+    pub radsec_key: String,
+    /// Organization of RadSec requests without a Class attribute; empty: `default_organization`.
+    pub radsec_organization: String,
+    /// Open RadSec connections at most.
+    pub radsec_max_connections: usize,
+    /// Seconds a RadSec connection may stay idle.
+    pub radsec_idle_timeout_secs: u64,
 }
 
 impl Default for RadiusConfig {
@@ -127,6 +141,13 @@ impl Default for RadiusConfig {
             max_in_flight: 4096,
             clients: Vec::new(),
             replies: Vec::new(),
+            radsec_addr: String::new(),
+            radsec_ca: String::new(),
+            radsec_cert: String::new(),
+            radsec_key: String::new(),
+            radsec_organization: String::new(),
+            radsec_max_connections: 256,
+            radsec_idle_timeout_secs: 600,
         }
     }
 }
@@ -579,6 +600,15 @@ impl Config {
             bail!("radius.challenge_ttl_secs, radius.duplicate_window_secs and radius.max_in_flight must be at least 1");
         }
         self.radius.settings()?;
+        if !self.radius.radsec_addr.is_empty() && self.radius.radsec_ca.is_empty() {
+            bail!("radius.radsec_addr needs radius.radsec_ca: the CA that RadSec client certificates must chain to");
+        }
+        if self.radius.radsec_cert.is_empty() != self.radius.radsec_key.is_empty() {
+            bail!("radius.radsec_cert and radius.radsec_key go together");
+        }
+        if self.radius.radsec_max_connections == 0 || self.radius.radsec_idle_timeout_secs == 0 {
+            bail!("radius.radsec_max_connections and radius.radsec_idle_timeout_secs must be at least 1");
+        }
         if self.ldap.cert.is_empty() != self.ldap.key.is_empty() {
             bail!("ldap.cert and ldap.key go together");
         }
@@ -647,7 +677,13 @@ impl Config {
             &mut self.cluster.bootstrap,
             &mut self.cluster.join_token_file,
             &mut self.security.kek_file,
-        ] {
+            &mut self.radius.radsec_ca,
+            &mut self.radius.radsec_cert,
+            &mut self.radius.radsec_key,
+        ]
+        .into_iter()
+        .chain(self.radius.clients.iter_mut().map(|c| &mut c.secret_file))
+        {
             if !path.is_empty() && Path::new(path.as_str()).is_relative() {
                 *path = folder.join(path.as_str()).to_string_lossy().into_owned();
             }
@@ -672,6 +708,49 @@ mod tests {
         let text = include_str!("../conf/jeton.toml");
         let cfg: Config = toml::from_str(text).expect("conf/jeton.toml must parse");
         assert_eq!(cfg.http.addr, "127.0.0.1:8000");
+    }
+
+    #[test]
+    fn radius_clients_and_replies_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("wlc.secret"), "wlc-secret\n").expect("secret file");
+        let text = r#"
+            [radius]
+            secret = "quick"
+            [[radius.clients]]
+            name = "core"
+            address = "10.0.10.0/24"
+            secret = "core-secret"
+            organization = "acme"
+            [[radius.clients]]
+            address = "10.0.20.7"
+            secret_file = "wlc.secret"
+            require_message_authenticator = false
+            [[radius.replies]]
+            organization = "acme"
+            group = "engineering"
+            attributes = { "Filter-Id" = "eng", "Session-Timeout" = "60", "Vendor-9-1" = "shell:priv-lvl=15" }
+        "#;
+        let path = dir.path().join("jeton.toml");
+        std::fs::write(&path, text).expect("config");
+        let cfg = Config::load(Some(&path), Overrides::default()).expect("loads");
+        let s = cfg.radius.settings().expect("settings");
+        let names: Vec<&str> = s.clients.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["localhost", "localhost", "core", "10.0.20.7"]);
+        assert!(s.clients[2].network.contains(&"10.0.10.99".parse::<std::net::IpAddr>().unwrap()));
+        assert_eq!(s.clients[3].secret, b"wlc-secret", "secret_file read, relative to the config, newline cut");
+        assert!(s.clients[2].require_message_authenticator && !s.clients[3].require_message_authenticator);
+        assert_eq!(s.replies[0].attributes.len(), 3);
+
+        let refused = |extra: &str| {
+            let cfg: Config = toml::from_str(&format!("[radius]\n{extra}")).expect("parses");
+            cfg.radius.settings().is_err()
+        };
+        assert!(refused("[[radius.clients]]\naddress = \"nonsense\"\nsecret = \"x\""));
+        assert!(refused("[[radius.clients]]\naddress = \"10.0.0.1\""), "no secret");
+        assert!(refused("[[radius.clients]]\naddress = \"10.0.0.1\"\nsecret = \"x\"\nsecret_file = \"f\""));
+        assert!(refused("[[radius.replies]]\norganization = \"a\"\ngroup = \"g\"\nrole = \"r\"\nattributes = {}"));
+        assert!(refused("[[radius.replies]]\norganization = \"a\"\nattributes = { \"Framed-Pool\" = \"p\" }"));
     }
 
     #[test]

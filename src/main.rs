@@ -281,6 +281,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     } else {
         (bind_udp(&cfg.radius.addr, " (RADIUS)").await?, bind_udp(&cfg.radius.acct_addr, " (RADIUS accounting)").await?)
     };
+    let radsec_listener = match cfg.radius.radsec_addr.as_str() {
+        "" => None,
+        addr => Some(bind_listener(addr, " (RadSec)").await?),
+    };
     let tls = if cfg.tls.enabled {
         std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("cannot create {}", cfg.data_dir.display()))?;
         Some(tls::server_config(&cfg.tls, &cfg.data_dir)?)
@@ -465,11 +469,26 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             tracing::info!(addr = %s.local_addr()?, clients = radius.clients.len(), "{what} serving");
         }
     }
-    let radius_serving = (radius_socket.is_some() || radius_acct_socket.is_some()).then(|| {
+    let radsec = match radsec_listener {
+        Some(listener) => {
+            let tls = tls::radsec_server_config(&cfg.radius, &cfg.tls, &cfg.data_dir)?;
+            tracing::info!(addr = %listener.local_addr()?, "RadSec serving");
+            let settings = jeton_edge::radius::radsec::RadSecSettings {
+                tls,
+                organization: cfg.radius.radsec_organization.clone(),
+                max_connections: cfg.radius.radsec_max_connections,
+                idle_timeout: Duration::from_secs(cfg.radius.radsec_idle_timeout_secs),
+            };
+            Some((listener, settings))
+        }
+        None => None,
+    };
+    let radius_serving = (radius_socket.is_some() || radius_acct_socket.is_some() || radsec.is_some()).then(|| {
         tokio::spawn(jeton_edge::radius::serve(
             edge.clone(),
             radius_socket,
             radius_acct_socket,
+            radsec,
             radius,
             when_stopped(stopped.clone()),
         ))
@@ -608,7 +627,15 @@ async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Periodically drops expired revocations, refresh tokens and retired keys (on the leader only).
+/// How long a RADIUS accounting session is kept after its latest event (its Stop, or the last update of a
+/// session whose Stop never came).
+const ACCOUNTING_RETENTION_SECS: i64 = 90 * 24 * 3600;
+/// Most accounting sessions one pruning round removes, so that one log entry stays small; rounds run every
+/// five minutes, which removes up to about 2.9 million sessions a day.
+const ACCOUNTING_PRUNE_LIMIT: u32 = 10_000;
+
+/// Periodically drops expired revocations, refresh tokens and retired keys, and accounting sessions past
+/// their retention (on the leader only).
 fn spawn_pruning(edge: Arc<Edge>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(300));
@@ -618,8 +645,13 @@ fn spawn_pruning(edge: Arc<Edge>) -> tokio::task::JoinHandle<()> {
             if edge.node.leader() != Some(edge.node.id) || edge.node.is_removed() {
                 continue;
             }
-            if let Err(e) = edge.write(Command::Prune { now: jeton_edge::clock::now() }).await {
+            let now = jeton_edge::clock::now();
+            if let Err(e) = edge.write(Command::Prune { now }).await {
                 tracing::warn!("pruning expired records: {e}");
+            }
+            let before = now.saturating_sub(ACCOUNTING_RETENTION_SECS);
+            if let Err(e) = edge.write(Command::PruneAccounting { before, limit: ACCOUNTING_PRUNE_LIMIT }).await {
+                tracing::warn!("pruning accounting sessions: {e}");
             }
         }
     })

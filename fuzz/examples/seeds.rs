@@ -18,7 +18,8 @@ use jeton_edge::password::{self as schemes, Scheme};
 use jeton_fuzz::{client_of, fuzz_dir, join, test_fixture, Fixture, USERS};
 use jeton_raft::cluster::{ClusterInfo, InfoRequest, JoinRequest, MembershipChange, WireError};
 use jeton_raft::model::{
-    Admission, CasbinModel, Organization, Permission, RefreshState, RefreshToken, Revocation, User,
+    AccountingEvent, AccountingStatus, Admission, CasbinModel, Organization, Permission, RefreshState, RefreshToken,
+    Revocation, User,
 };
 use jeton_raft::{Command, CommandResponse, Entry, Outcome, PutMode, TypeConfig};
 use openraft::raft::{
@@ -42,7 +43,7 @@ fn corpus() -> PathBuf {
 
 fn main() {
     // Each run starts from nothing: a seed that is no longer made goes away.
-    for target in ["form", "authorization", "jwt", "admin", "node_bodies", "password_hashes", "pem_import", "snapshot", "ldap"]
+    for target in ["form", "authorization", "jwt", "admin", "node_bodies", "password_hashes", "pem_import", "snapshot", "ldap", "radius"]
     {
         let _ = std::fs::remove_dir_all(corpus().join(target));
     }
@@ -57,6 +58,7 @@ fn main() {
     let snapshot = snapshot(&f);
     node_bodies(&snapshot);
     ldap();
+    radius();
     println!("seeds written to {}", corpus().display());
 }
 
@@ -458,6 +460,25 @@ fn snapshot(f: &Fixture) -> Vec<u8> {
         Command::AdmitNode {
             admission: Admission { node_id: 2, token_digest: "ab".repeat(32), expires_at: now + 3600, created_at: now },
         },
+        Command::RecordAccounting {
+            event: AccountingEvent {
+                status: AccountingStatus::InterimUpdate,
+                event_time: now,
+                nas_client: "nas-1".into(),
+                acct_session_id: "80000001".into(),
+                organization: "acme".into(),
+                user_name: "alice".into(),
+                session_time: 600,
+                input_octets: AccountingEvent::octets(1_000, 1),
+                output_octets: AccountingEvent::octets(2_000, 0),
+                input_packets: 10,
+                output_packets: 20,
+                nas_ip_address: "192.0.2.1".into(),
+                nas_port: Some(1),
+                framed_ip_address: "10.0.0.7".into(),
+                ..Default::default()
+            },
+        },
     ];
     f.runtime.block_on(async {
         let outcome = f.edge.node.write(Command::Batch { commands: extra }).await.expect("write").outcome;
@@ -702,4 +723,69 @@ fn ldap() {
             LdapMsg::new(8, LdapOp::UnbindRequest),
         ]),
     );
+}
+
+/// RADIUS datagrams as a NAS sends them, signed with the target's secret (`fuzzing-secret`): PAP with a
+/// Message-Authenticator, CHAP, MS-CHAPv2, a TOTP answer with State, Status-Server, accounting with
+/// gigawords; and a truncated one.
+fn radius() {
+    use jeton_edge::radius::crypto::{self, attr, code, ms};
+    const SECRET: &[u8] = b"fuzzing-secret";
+    let auth: [u8; 16] = *b"0123456789abcdef";
+    let packet = |code: u8, attributes: &[(u8, Vec<u8>)], with_ma: bool| {
+        let mut p = vec![code, 7, 0, 0];
+        p.extend_from_slice(&auth);
+        for (t, v) in attributes {
+            p.push(*t);
+            p.push(2 + v.len() as u8);
+            p.extend_from_slice(v);
+        }
+        let len = p.len() as u16;
+        p[2..4].copy_from_slice(&len.to_be_bytes());
+        if with_ma {
+            crypto::insert_message_authenticator(&mut p).expect("insert");
+            // A request's Message-Authenticator is the reply's rule with its own authenticator.
+            crypto::sign_reply(&mut p, &auth, SECRET).expect("sign");
+            p[4..20].copy_from_slice(&auth);
+        }
+        p
+    };
+    let user = (attr::USER_NAME, b"heidi".to_vec());
+    let pap = (attr::USER_PASSWORD, crypto::pap_encrypt(b"password", SECRET, &auth).expect("pap"));
+    seed("radius", "pap", &packet(code::ACCESS_REQUEST, &[user.clone(), pap.clone(), (attr::CLASS, b"acme".to_vec())], true));
+    seed("radius", "pap-no-ma", &packet(code::ACCESS_REQUEST, &[user.clone(), pap.clone()], false));
+    let chap = crypto::chap_password(1, b"password", &auth);
+    seed("radius", "chap", &packet(code::ACCESS_REQUEST, &[user.clone(), (attr::CHAP_PASSWORD, chap.to_vec())], true));
+    let challenge = [9u8; 16];
+    let response = crypto::mschapv2_response(&crypto::nt_hash("password"), &challenge, &[3u8; 16], 1, b"heidi");
+    let vsa = |t, v: &[u8]| (attr::VENDOR_SPECIFIC, crypto::vendor_attribute(ms::VENDOR, t, v).expect("vsa"));
+    seed(
+        "radius",
+        "mschapv2",
+        &packet(
+            code::ACCESS_REQUEST,
+            &[user.clone(), vsa(ms::CHAP_CHALLENGE, &challenge), vsa(ms::CHAP2_RESPONSE, &response)],
+            true,
+        ),
+    );
+    seed("radius", "totp-answer", &packet(code::ACCESS_REQUEST, &[user.clone(), pap, (attr::STATE, vec![5; 16])], true));
+    seed("radius", "status-server", &packet(code::STATUS_SERVER, &[], true));
+    let mut acct = packet(
+        code::ACCOUNTING_REQUEST,
+        &[
+            user,
+            (40, 2u32.to_be_bytes().to_vec()),
+            (44, b"session-1".to_vec()),
+            (42, 100u32.to_be_bytes().to_vec()),
+            (52, 1u32.to_be_bytes().to_vec()),
+            (4, vec![10, 0, 0, 1]),
+        ],
+        false,
+    );
+    // The Request Authenticator of RFC 2866 is a reply's Response Authenticator over zeros.
+    crypto::sign_reply(&mut acct, &[0; 16], SECRET).expect("sign");
+    assert!(crypto::accounting_request_ok(&acct, SECRET));
+    seed("radius", "accounting-stop", &acct);
+    let whole = packet(code::ACCESS_REQUEST, &[(attr::USER_NAME, b"truncated".to_vec())], true);
+    seed("radius", "truncated", &whole[..whole.len() - 5]);
 }

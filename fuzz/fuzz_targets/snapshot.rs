@@ -8,8 +8,8 @@
 
 use jeton_raft::fuzzing::read_snapshot;
 use jeton_raft::model::{
-    AcceptedAlgorithms, AcceptedIssuer, Admission, Application, CasbinModel, Group, Organization, Permission,
-    RefreshToken, Revocation, Role, SigninFailures, SigningKey, User,
+    AcceptedAlgorithms, AcceptedIssuer, AccountingSession, Admission, Application, CasbinModel, Group, Organization,
+    Permission, RefreshToken, Revocation, Role, SigninFailures, SigningKey, User,
 };
 use jeton_raft::store::{key, Stored};
 use jeton_raft::RaftError;
@@ -41,6 +41,7 @@ fn decode(k: &[u8], v: &[u8]) -> Result<(), RaftError> {
         p if p == key::SIGNIN_FAILURES => round_trip::<SigninFailures>(v),
         p if p == key::ACCEPTED_ALGORITHMS => round_trip::<AcceptedAlgorithms>(v),
         p if p == key::ADMISSION => round_trip::<Admission>(v),
+        p if p == key::ACCOUNTING => round_trip::<AccountingSession>(v),
         _ => Ok(()),
     }
 }

@@ -15,29 +15,13 @@ use std::time::Duration;
 
 use jeton_raft::model::User;
 use moka::sync::Cache;
-use radius::core::packet::Packet;
-use radius::core::rfc2865;
+use ::radius::core::packet::Packet;
+use ::radius::core::rfc2865;
 
-use super::crypto::{self, MessageAuth};
-use super::reply::{attr, vendor_value, Reply};
+use super::crypto::{self, attr, ms, MessageAuth};
+use super::reply::Reply;
 use super::{code, Answer, Client, Drop, Shared};
 use crate::passwords::{LockoutRule, Proof, Refused, SignIn};
-
-/// Microsoft's vendor id and its attributes (RFC 2548).
-mod ms {
-    pub const VENDOR: u32 = 311;
-    pub const MPPE_ENCRYPTION_POLICY: u8 = 7;
-    pub const MPPE_ENCRYPTION_TYPES: u8 = 8;
-    pub const CHAP_CHALLENGE: u8 = 11;
-    pub const MPPE_SEND_KEY: u8 = 16;
-    pub const MPPE_RECV_KEY: u8 = 17;
-    pub const CHAP2_RESPONSE: u8 = 25;
-    pub const CHAP2_SUCCESS: u8 = 26;
-}
-
-/// Attribute types read from requests.
-const CHAP_PASSWORD: u8 = 3;
-const CHAP_CHALLENGE: u8 = 60;
 
 /// What the Reply-Message of a challenge says.
 const ENTER_CODE: &str = "Enter the 6-digit code of your authenticator app";
@@ -94,10 +78,14 @@ fn vendor_attributes(packet: &Packet, vendor: u32) -> Vec<(u8, Vec<u8>)> {
     out
 }
 
-fn request_authenticator(packet: &[u8]) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    a.copy_from_slice(&packet[4..20]);
-    a
+/// The attributes [`access`] reads, without deciding anything (for the fuzz target).
+pub(crate) fn read_for_fuzzing(request: &Packet) {
+    let _ = rfc2865::lookup_user_name(request);
+    let _ = rfc2865::lookup_class(request);
+    let _ = rfc2865::lookup_user_password(request);
+    let _ = rfc2865::lookup_state(request);
+    let _ = request.lookup(attr::CHAP_PASSWORD).map(|a| a.encode_bytes());
+    let _ = vendor_attributes(request, ms::VENDOR);
 }
 
 /// Checks the Message-Authenticator of an Access-Request or Status-Server against the client's rule.
@@ -123,7 +111,7 @@ pub(crate) async fn handle(shared: &Shared, client: &Client, packet: &[u8], from
         return Answer::Drop(why);
     }
     let secret = &client.nas.secret;
-    let authenticator = request_authenticator(packet);
+    let Ok(authenticator) = crypto::authenticator(packet) else { return Answer::Drop(Drop::Malformed) };
     if kind == code::STATUS_SERVER {
         // RFC 5997 §3: answered with an Access-Accept (it says the server is up, nothing about anyone).
         return Answer::Reply(Reply::new(code::ACCESS_ACCEPT, packet[1]).finish(&authenticator, secret), "status");
@@ -182,9 +170,9 @@ async fn access(shared: &Shared, client: &Client, request: &Packet, from: Socket
     let ms_value = |typ: u8| ms.iter().find(|(t, _)| *t == typ).map(|(_, v)| v.clone());
     let credential = if let Some(p) = password {
         Credential::Pap(p)
-    } else if let Some(response) = request.lookup(CHAP_PASSWORD).map(|a| a.encode_bytes()) {
+    } else if let Some(response) = request.lookup(attr::CHAP_PASSWORD).map(|a| a.encode_bytes()) {
         let challenge = request
-            .lookup(CHAP_CHALLENGE)
+            .lookup(attr::CHAP_CHALLENGE)
             .map(|a| a.encode_bytes())
             .unwrap_or_else(|| request.get_authenticator().clone());
         Credential::Chap { response, challenge }
@@ -217,7 +205,7 @@ async fn access(shared: &Shared, client: &Client, request: &Packet, from: Socket
         Credential::MsChapV2 { challenge, response } => {
             let (challenge, response, name) = (challenge.clone(), response.clone(), user_name.clone());
             let proof: Proof = Arc::new(move |clear: &str| {
-                crypto::mschapv2_check(&crypto::nt_hash(clear), &challenge, &response, name.as_bytes()).is_some()
+                matches!(crypto::mschapv2_verify(&crypto::nt_hash(clear), &challenge, &response, name.as_bytes()), Ok(Some(_)))
             });
             passwords.verify_proof(sign_in, proof).await
         }
@@ -276,7 +264,8 @@ async fn access(shared: &Shared, client: &Client, request: &Packet, from: Socket
     let mut outcome = accept(shared, &user);
     if let Credential::MsChapV2 { challenge, response } = &credential {
         // The check ran on the password in clear; the keys come from it again.
-        let Some(success) = crypto::mschapv2_check(&crypto::nt_hash(&user.password), challenge, response, user_name.as_bytes())
+        let Ok(Some(success)) =
+            crypto::mschapv2_verify(&crypto::nt_hash(&user.password), challenge, response, user_name.as_bytes())
         else {
             return Outcome::reject(None);
         };
@@ -286,18 +275,26 @@ async fn access(shared: &Shared, client: &Client, request: &Packet, from: Socket
         };
         let secret = &client.nas.secret;
         let mut vsa = |typ: u8, value: Vec<u8>| {
-            outcome.attributes.push((attr::VENDOR_SPECIFIC, vendor_value(ms::VENDOR, typ, &value)));
+            if let Ok(v) = crypto::vendor_attribute(ms::VENDOR, typ, &value) {
+                outcome.attributes.push((attr::VENDOR_SPECIFIC, v));
+            }
         };
         vsa(ms::CHAP2_SUCCESS, success.success.to_vec());
         let salt = |n: u16| 0x8000 | (n & 0x7fff);
         let mut nonce = [0u8; 2];
         let _ = getrandom::fill(&mut nonce);
         let base = u16::from_be_bytes(nonce);
-        vsa(ms::MPPE_RECV_KEY, crypto::mppe_key_attribute(&success.recv_key, secret, &request_auth, salt(base)));
-        vsa(ms::MPPE_SEND_KEY, crypto::mppe_key_attribute(&success.send_key, secret, &request_auth, salt(base.wrapping_add(1))));
-        // Encryption allowed (1), RC4 40 and 128 bit keys (0x06).
-        vsa(ms::MPPE_ENCRYPTION_POLICY, 1u32.to_be_bytes().to_vec());
-        vsa(ms::MPPE_ENCRYPTION_TYPES, 6u32.to_be_bytes().to_vec());
+        for (typ, key, salt) in [
+            (ms::MPPE_RECV_KEY, &success.recv_key, salt(base)),
+            (ms::MPPE_SEND_KEY, &success.send_key, salt(base.wrapping_add(1))),
+        ] {
+            match crypto::mppe_key_attribute(key, secret, &request_auth, salt) {
+                Ok(value) => vsa(typ, value),
+                Err(_) => return Outcome::reject(None),
+            }
+        }
+        vsa(ms::MPPE_ENCRYPTION_POLICY, ms::POLICY_ALLOWED.to_be_bytes().to_vec());
+        vsa(ms::MPPE_ENCRYPTION_TYPES, (ms::TYPES_40_BIT | ms::TYPES_128_BIT).to_be_bytes().to_vec());
     }
     outcome
 }

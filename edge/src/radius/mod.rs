@@ -20,7 +20,9 @@
 //! NAS's, shared by all its users.
 
 pub mod access;
+pub mod accounting;
 pub mod crypto;
+pub mod radsec;
 mod reply;
 
 use std::net::{IpAddr, SocketAddr};
@@ -34,23 +36,11 @@ use tokio::net::UdpSocket;
 use tokio::sync::{watch, Semaphore};
 
 use crate::service::Edge;
+pub(crate) use crypto::code;
 pub use reply::{ReplyAttribute, ReplyRule, RuleMatch};
 
 /// Largest RADIUS packet (RFC 2865 §3).
 pub const MAX_PACKET: usize = 4096;
-/// Smallest: the header.
-const HEADER: usize = 20;
-
-/// Packet codes (RFC 2865 §3, RFC 2866 §3, RFC 5997).
-pub(crate) mod code {
-    pub const ACCESS_REQUEST: u8 = 1;
-    pub const ACCESS_ACCEPT: u8 = 2;
-    pub const ACCESS_REJECT: u8 = 3;
-    pub const ACCOUNTING_REQUEST: u8 = 4;
-    pub const ACCOUNTING_RESPONSE: u8 = 5;
-    pub const ACCESS_CHALLENGE: u8 = 11;
-    pub const STATUS_SERVER: u8 = 12;
-}
 
 /// One NAS allowed to talk to this node.
 #[derive(Clone)]
@@ -206,10 +196,12 @@ pub(crate) struct Shared {
     seen: Cache<RequestKey, Seen>,
     in_flight: Arc<Semaphore>,
     pub(crate) challenges: access::Challenges,
+    /// The client every RadSec connection is (its certificate was checked during the handshake).
+    radsec: Option<Client>,
 }
 
 impl Shared {
-    fn new(edge: Arc<Edge>, settings: RadiusSettings) -> Shared {
+    fn new(edge: Arc<Edge>, settings: RadiusSettings, radsec: Option<&radsec::RadSecSettings>) -> Shared {
         let clients = settings
             .clients
             .iter()
@@ -231,6 +223,17 @@ impl Shared {
             unknown: NasMetrics::new("unknown"),
             unknown_logged: AtomicI64::new(0),
             unknown_since_log: AtomicU64::new(0),
+            radsec: radsec.map(|r| {
+                let nas = NasClient {
+                    name: "radsec".into(),
+                    network: ipnet::IpNet::default(),
+                    secret: radsec::SECRET.to_vec(),
+                    // TLS protects the packets; the Message-Authenticator is checked when present.
+                    require_message_authenticator: false,
+                    organization: r.organization.clone(),
+                };
+                Client { metrics: NasMetrics::new(&nas.name), nas }
+            }),
             clients,
             edge,
             settings,
@@ -295,31 +298,46 @@ pub(crate) enum Answer {
 
 /// The packet within a datagram, by its Length field; `None` when the datagram is no packet.
 pub(crate) fn framed(datagram: &[u8]) -> Option<&[u8]> {
-    if datagram.len() < HEADER || datagram.len() > MAX_PACKET {
+    if datagram.len() > MAX_PACKET {
         return None;
     }
-    let length = usize::from(u16::from_be_bytes([datagram[2], datagram[3]]));
-    if !(HEADER..=datagram.len()).contains(&length) {
-        return None;
-    }
-    Some(&datagram[..length])
+    crypto::packet_len(datagram).ok().map(|length| &datagram[..length])
 }
 
-/// Serves RADIUS authentication on `auth` and accounting on `acct` until `shutdown` resolves, then stops
-/// receiving and lets the requests being worked on finish (up to 5 s).
+/// What the listener reads of a request, on arbitrary bytes (the fuzz target `radius`).
+#[doc(hidden)]
+pub fn decode_for_fuzzing(datagram: &[u8], secret: &[u8]) {
+    let Some(packet) = framed(datagram) else { return };
+    let Ok(request) = ::radius::core::packet::Packet::decode(packet, secret) else { return };
+    access::read_for_fuzzing(&request);
+    accounting::read_for_fuzzing(&request);
+}
+
+/// Serves RADIUS authentication on `auth`, accounting on `acct` and RadSec on `radsec` until `shutdown`
+/// resolves, then stops receiving and lets the requests being worked on finish (up to 5 s).
 pub async fn serve(
     edge: Arc<Edge>,
     auth: Option<UdpSocket>,
     acct: Option<UdpSocket>,
+    radsec: Option<(tokio::net::TcpListener, radsec::RadSecSettings)>,
     settings: RadiusSettings,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let shared = Arc::new(Shared::new(edge, settings));
+    let shared = Arc::new(Shared::new(edge, settings, radsec.as_ref().map(|(_, s)| s)));
     let (stopping, stop) = watch::channel(false);
     let mut loops = Vec::new();
+    if let Some((listener, settings)) = radsec {
+        loops.push(tokio::spawn(radsec::accept(shared.clone(), listener, settings, stop.clone())));
+    }
+    // One receiving task per core on each socket: a datagram costs a system call to receive and one to
+    // answer, which one task alone would serialise.
+    let receivers = std::thread::available_parallelism().map_or(1, |n| n.get());
     for (socket, port) in [(auth, Port::Auth), (acct, Port::Accounting)] {
         if let Some(socket) = socket {
-            loops.push(tokio::spawn(receive(shared.clone(), Arc::new(socket), port, stop.clone())));
+            let socket = Arc::new(socket);
+            for _ in 0..receivers {
+                loops.push(tokio::spawn(receive(shared.clone(), socket.clone(), port, stop.clone())));
+            }
         }
     }
     shutdown.await;
@@ -357,8 +375,10 @@ async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: Port, mut st
             client.dropped(Drop::Malformed, from);
             continue;
         };
-        let mut authenticator = [0u8; 16];
-        authenticator.copy_from_slice(&packet[4..HEADER]);
+        let Ok(authenticator) = crypto::authenticator(packet) else {
+            client.dropped(Drop::Malformed, from);
+            continue;
+        };
         let key = RequestKey { from, port: port as u8, identifier: packet[1], authenticator };
         match shared.seen.get(&key) {
             Some(Seen::Answered(reply)) => {
@@ -386,7 +406,7 @@ async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: Port, mut st
             let Some(client) = shared.client(from.ip()) else { return };
             let answer = match port {
                 Port::Auth => access::handle(&shared, client, &packet, from).await,
-                Port::Accounting => access::accounting(&shared, client, &packet, from).await,
+                Port::Accounting => accounting::handle(&shared, client, &packet, from).await,
             };
             match answer {
                 Answer::Reply(reply, outcome) => {

@@ -2,20 +2,7 @@
 //! computed by [`super::crypto`]), and the Access-Accept attributes an organization maps from its users'
 //! groups and roles.
 
-use super::crypto;
-
-/// Attribute types (RFC 2865 §5, RFC 2869 §5).
-pub(crate) mod attr {
-    pub const USER_NAME: u8 = 1;
-    pub const FILTER_ID: u8 = 11;
-    pub const REPLY_MESSAGE: u8 = 18;
-    pub const STATE: u8 = 24;
-    pub const CLASS: u8 = 25;
-    pub const VENDOR_SPECIFIC: u8 = 26;
-    pub const SESSION_TIMEOUT: u8 = 27;
-    pub const IDLE_TIMEOUT: u8 = 28;
-    pub const MESSAGE_AUTHENTICATOR: u8 = 80;
-}
+use super::crypto::{self, attr};
 
 /// A reply being written.
 pub(crate) struct Reply {
@@ -48,24 +35,24 @@ impl Reply {
     }
 
     /// The finished reply: its Length, Message-Authenticator and Response Authenticator.
-    pub(crate) fn finish(mut self, request_authenticator: &[u8; 16], secret: &[u8]) -> Vec<u8> {
+    pub(crate) fn finish(self, request_authenticator: &[u8; 16], secret: &[u8]) -> Vec<u8> {
+        self.signed(|buf| crypto::sign_reply(buf, request_authenticator, secret))
+    }
+
+    /// The finished Accounting-Response to an Accounting-Request (see [`crypto::sign_accounting_response`]).
+    pub(crate) fn finish_accounting(self, request_authenticator: &[u8; 16], secret: &[u8]) -> Vec<u8> {
+        self.signed(|buf| crypto::sign_accounting_response(buf, request_authenticator, secret))
+    }
+
+    fn signed(mut self, sign: impl FnOnce(&mut [u8]) -> Result<(), crypto::Malformed>) -> Vec<u8> {
         let len = self.buf.len() as u16;
         self.buf[2..4].copy_from_slice(&len.to_be_bytes());
-        crypto::sign_reply(&mut self.buf, request_authenticator, secret)
-            .expect("a reply written by Reply is well formed");
+        // A reply written by Reply is well formed: its length field and attributes are its own.
+        if let Err(e) = sign(&mut self.buf) {
+            tracing::error!("RADIUS reply not signed: {e}");
+        }
         self.buf
     }
-}
-
-/// The value of a Vendor-Specific attribute (RFC 2865 §5.26) holding one sub-attribute (cut at 247 bytes).
-pub(crate) fn vendor_value(vendor: u32, typ: u8, value: &[u8]) -> Vec<u8> {
-    let value = &value[..value.len().min(247)];
-    let mut v = Vec::with_capacity(6 + value.len());
-    v.extend_from_slice(&vendor.to_be_bytes());
-    v.push(typ);
-    v.push(2 + value.len() as u8);
-    v.extend_from_slice(value);
-    v
 }
 
 /// One attribute an Access-Accept can carry.
@@ -131,7 +118,10 @@ impl ReplyAttribute {
             ReplyAttribute::SessionTimeout(v) => (attr::SESSION_TIMEOUT, v.to_be_bytes().to_vec()),
             ReplyAttribute::IdleTimeout(v) => (attr::IDLE_TIMEOUT, v.to_be_bytes().to_vec()),
             ReplyAttribute::ReplyMessage(v) => (attr::REPLY_MESSAGE, v.as_bytes().to_vec()),
-            ReplyAttribute::Vendor { vendor, typ, value } => (attr::VENDOR_SPECIFIC, vendor_value(*vendor, *typ, value)),
+            // [`ReplyAttribute::parse`] keeps values within what an attribute holds.
+            ReplyAttribute::Vendor { vendor, typ, value } => {
+                (attr::VENDOR_SPECIFIC, crypto::vendor_attribute(*vendor, *typ, value).unwrap_or_default())
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The admin API: create, read, update and delete organizations, users, applications, signing keys, roles
 //! and groups, on Casdoor's paths and in Casdoor's JSON shapes (`/api/get-users?owner=ORG`, `/api/add-user`,
-//! ...), so Casdoor SDKs work unchanged.
+//! ...), so Casdoor SDKs work unchanged; read RADIUS accounting sessions.
 //!
 //! Authorized by a Bearer token of a global administrator (a user of the admin organization, or the admin
 //! application's own client-credentials token) or by HTTP Basic with the admin application's client id and
@@ -22,6 +22,7 @@ use crate::error::EdgeError;
 use crate::oauth::Params;
 use crate::service::Edge;
 
+mod accounting;
 pub(crate) mod application;
 mod apply;
 pub(crate) mod cert;
@@ -69,7 +70,9 @@ impl AdminGrant {
 /// Casdoor's own admin paths (not Jeton's import and cluster APIs): where Casdoor's SDKs may authenticate
 /// with `clientId` / `clientSecret` query parameters.
 pub fn casdoor_path(path: &str) -> bool {
-    lookup(path).is_some_and(|(kind, op)| !matches!(kind, Kind::Cluster | Kind::Import) && op != Op::Rotate)
+    lookup(path).is_some_and(|(kind, op)| {
+        !matches!(kind, Kind::Cluster | Kind::Import | Kind::RadiusAccounting) && op != Op::Rotate
+    })
 }
 
 /// What an admin path acts on.
@@ -84,6 +87,8 @@ enum Kind {
     Group,
     /// `jeton/apply`: a batch of an import.
     Import,
+    /// RADIUS accounting sessions (read only; Jeton's own paths, named as Casdoor would).
+    RadiusAccounting,
 }
 
 /// What an admin path does to its [`Kind`].
@@ -148,6 +153,8 @@ const PATHS: &[(&str, Kind, Op)] = &[
     ("add-group", Kind::Group, Op::Add),
     ("update-group", Kind::Group, Op::Update),
     ("delete-group", Kind::Group, Op::Delete),
+    ("get-radius-accountings", Kind::RadiusAccounting, Op::List),
+    ("get-radius-accounting", Kind::RadiusAccounting, Op::Get),
     ("jeton/apply", Kind::Import, Op::Apply),
 ];
 
@@ -328,6 +335,8 @@ impl Edge {
             (Kind::Group, Op::Delete) => {
                 self.delete(&body, |o, n| Command::DeleteGroup { owner: o.into(), name: n.into() }).await
             }
+            (Kind::RadiusAccounting, Op::List) => self.radius_accountings(q("owner"), q("user"), page),
+            (Kind::RadiusAccounting, Op::Get) => self.radius_accounting(q("id")),
             _ => fail(404, "unknown admin API"),
         }
     }
@@ -493,9 +502,12 @@ pub(super) async fn handle(edge: &Edge, req: Request<Incoming>, limit: usize, ti
 
 #[cfg(test)]
 mod tests {
-    use jeton_raft::model::{Application, Group, Organization, Role, SigningKey, TokenAttribute, User};
+    use jeton_raft::model::{
+        AccountingSession, Application, Group, Organization, Role, SigningKey, TokenAttribute, User,
+    };
     use serde_json::{json, Value};
 
+    use super::accounting::accounting_view;
     use super::application::app_fields;
     use super::cert::cert_view;
     use super::normalize_sdk_body;
@@ -650,6 +662,39 @@ mod tests {
         ("gidNumber", Num),
     ];
 
+    /// Casdoor's `RadiusAccounting` struct (`object/radius.go`; `time.Time` is a string in JSON), then
+    /// Jeton's own fields.
+    const RADIUS_ACCOUNTING: &[(&str, Ty)] = &[
+        ("owner", Str),
+        ("name", Str),
+        ("createdTime", Str),
+        ("username", Str),
+        ("serviceType", Num),
+        ("nasId", Str),
+        ("nasIpAddr", Str),
+        ("nasPortId", Str),
+        ("nasPortType", Num),
+        ("nasPort", Num),
+        ("framedIpAddr", Str),
+        ("framedIpNetmask", Str),
+        ("acctSessionId", Str),
+        ("acctSessionTime", Num),
+        ("acctInputTotal", Num),
+        ("acctOutputTotal", Num),
+        ("acctInputPackets", Num),
+        ("acctOutputPackets", Num),
+        ("acctTerminateCause", Num),
+        ("lastUpdate", Str),
+        ("acctStartTime", Str),
+        ("acctStopTime", Str),
+        ("nasClient", Str),
+        ("acctMultiSessionId", Str),
+        ("acctStatusType", Str),
+        ("callingStationId", Str),
+        ("calledStationId", Str),
+        ("eventCount", Num),
+    ];
+
     /// Every field a view emits is in Casdoor's table with the same JSON type, and every field of the table
     /// is emitted. Lists are filled so that their element type shows.
     fn check(kind: &str, view: &Value, table: &[(&str, Ty)]) {
@@ -707,6 +752,14 @@ mod tests {
         let view = app_fields(&app, "RS256");
         check("application", &view, APPLICATION);
         assert_eq!(view["scopes"][0]["name"], "read");
+        let session = AccountingSession { start_time: 1_700_000_000, ..Default::default() };
+        let view = accounting_view(&session);
+        check("radius_accounting", &view, RADIUS_ACCOUNTING);
+        // Times never set are Go's zero time, which Casdoor's struct decodes (an empty string it does not).
+        assert_eq!(
+            (view["acctStartTime"].as_str(), view["acctStopTime"].as_str()),
+            (Some("2023-11-14T22:13:20Z"), Some("0001-01-01T00:00:00Z"))
+        );
     }
 
     /// Every path is spelled once; reads are exactly the `get-` paths; Casdoor's SDKs may authenticate
@@ -718,7 +771,15 @@ mod tests {
             assert_eq!(op.is_read(), path.starts_with("get-"), "{path}");
         }
         assert!(super::casdoor_path("get-users") && super::casdoor_path("add-cert"));
-        for path in ["jeton/apply", "rotate-cert", "cluster-admit", "get-cluster-status", "get-nothing"] {
+        for path in [
+            "jeton/apply",
+            "rotate-cert",
+            "cluster-admit",
+            "get-cluster-status",
+            "get-radius-accountings",
+            "get-radius-accounting",
+            "get-nothing",
+        ] {
             assert!(!super::casdoor_path(path), "{path}");
         }
     }
