@@ -45,7 +45,7 @@ mkdir -p "$HERE/results"; OUT="$HERE/results/radius-$STAMP.txt"
 TMP="$(mktemp -d)"
 for need in freeradius radclient taskset python3; do command -v "$need" >/dev/null || { echo "missing $need (run the peers' setup.sh)" >&2; exit 1; }; done
 for f in "$JETON_BIN" "$RADIUSDATA_BIN" "$AL"; do
-  [ -x "$f" ] || { echo "missing $f: cargo build --release --bin jeton --bin radiusdata; the peers' setup.sh" >&2; exit 1; }
+  [ -x "$f" ] || { echo "missing $f: cargo build --release -p jeton -p jeton-bench; the peers' setup.sh" >&2; exit 1; }
 done
 
 cleanup() { "$ANCHORS/freeradius/stop.sh" || true; stop_bg jeton; rm -rf "$TMP"; }
