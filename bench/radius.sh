@@ -20,7 +20,8 @@
 # on core 0, load on core 1. Env: C (workers, 64), W (warm-up s, 2), D (measured s, 10), ROUNDS (3),
 # SLOW_C (16), SLOW_D (10), SLOW ("bcrypt argon2id"; "" for none), SLOW_USERS (200: users with such
 # passwords; hashing them is what building the data dir takes longest at), JETON_BIN, RADIUSDATA_BIN,
-# DATA (data dir, built once: $PEERS/run/jeton-radius), JETON_WRAP (a command to run jeton under, e.g.
+# DATA (data dir, built once: $PEERS/run/jeton-radius), JPORT / JHTTP (Jeton's RADIUS and HTTP ports,
+# 18121 / 18402), JETON_WRAP (a command to run jeton under, e.g.
 # valgrind; then CPU figures are of the wrapper).
 # Every server runs under `timeout` and is stopped on exit; loopback only.
 set -euo pipefail
@@ -39,7 +40,7 @@ read -r -a WRAP <<<"${JETON_WRAP:-}"
 AL="$ANCHORS/target/release/anchorload"
 SECRET=anchor-radius-secret          # the peers' FreeRADIUS client secret; Jeton gets the same
 FR=127.0.0.1:18120                   # the peers' FreeRADIUS
-JPORT=18121; JHTTP=18402; JETON=127.0.0.1:$JPORT
+JPORT="${JPORT:-18121}"; JHTTP="${JHTTP:-18402}"; JETON=127.0.0.1:$JPORT
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$HERE/results"; OUT="$HERE/results/radius-$STAMP.txt"
 TMP="$(mktemp -d)"
@@ -73,7 +74,7 @@ radius_ok() {  # SERVER CLASS
 start_jeton() {
   JETON_LOG=warn JETON_RADIUS_SECRET="$SECRET" start_bg jeton "$RUN/jeton-radius.log" "${WRAP[@]}" "$JETON_BIN" serve \
     --data-dir "$DATA" --http-addr "127.0.0.1:$JHTTP" --ldap-addr "" --radius-addr "$JETON" --radius-acct-addr ""
-  wait_cmd 120 radius_ok "$JETON" radius-plain
+  wait_cmd 120 radius_ok "$JETON" radius-plain || { tail -5 "$RUN/jeton-radius.log" >&2; exit 1; }
 }
 
 # measure PIDNAME NAME [-c N] [-d S] ANCHORLOAD-ARGS...: anchorload warms up W s and measures D s (or the
@@ -143,4 +144,4 @@ for MODE in $MODES; do
   say "$MODE: PAP plain jeton/freeradius $(ratio "$MODE/jeton PAP plain" "$MODE/freeradius PAP Cleartext-Password") — target >= 1.5"
   say "$MODE: PAP salt jeton/freeradius $(ratio "$MODE/jeton PAP salt (salted SHA-256)" "$MODE/freeradius PAP Cleartext-Password") — target >= 1.5"
 done
-say "log: $OUT"
+say "loadavg at the end: $(cut -d' ' -f1-3 /proc/loadavg); log: $OUT"
