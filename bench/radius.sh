@@ -49,6 +49,9 @@ for f in "$JETON_BIN" "$RADIUSDATA_BIN" "$AL"; do
   [ -x "$f" ] || { echo "missing $f: cargo build --release -p jeton -p jeton-bench; the peers' setup.sh" >&2; exit 1; }
 done
 
+# Private copies: a build in a shared target dir could replace the binaries between the two modes.
+cp "$JETON_BIN" "$TMP/jeton"; cp "$RADIUSDATA_BIN" "$TMP/radiusdata"; JETON_BIN="$TMP/jeton"; RADIUSDATA_BIN="$TMP/radiusdata"
+
 cleanup() { "$ANCHORS/freeradius/stop.sh" || true; stop_bg jeton; rm -rf "$TMP"; }
 trap cleanup EXIT
 say() { echo "$*" | tee -a "$OUT"; }
