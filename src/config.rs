@@ -596,8 +596,13 @@ impl Config {
                 bail!("{name} {addr:?} is not an address like 127.0.0.1:1389 (empty: no listener)");
             }
         }
-        if self.radius.challenge_ttl_secs == 0 || self.radius.duplicate_window_secs == 0 || self.radius.max_in_flight == 0 {
-            bail!("radius.challenge_ttl_secs, radius.duplicate_window_secs and radius.max_in_flight must be at least 1");
+        if self.radius.challenge_ttl_secs == 0
+            || self.radius.duplicate_window_secs == 0
+            || self.radius.max_in_flight == 0
+        {
+            bail!(
+                "radius.challenge_ttl_secs, radius.duplicate_window_secs and radius.max_in_flight must be at least 1"
+            );
         }
         self.radius.settings()?;
         if !self.radius.radsec_addr.is_empty() && self.radius.radsec_ca.is_empty() {

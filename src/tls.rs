@@ -87,7 +87,5 @@ fn certified(
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
-    builder
-        .with_single_cert(certs, key)
-        .context("the TLS certificate and key do not match")
+    builder.with_single_cert(certs, key).context("the TLS certificate and key do not match")
 }

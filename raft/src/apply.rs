@@ -433,8 +433,9 @@ impl<'a> Pending<'a> {
             self.delete(pk);
         }
         for ik in self.keys_with_prefix(&key::accounting_by_org(name))? {
-            if let Some(primary) = self.get(&ik)? {
-                self.remove_session(primary)?;
+            match self.get(&ik)? {
+                Some(primary) if primary.starts_with(key::ACCOUNTING) => self.remove_session(primary)?,
+                _ => self.delete(ik),
             }
         }
         self.delete(k);

@@ -827,3 +827,50 @@ impl Store {
         Ok(crate::storage::read_applied(&self.state())?.map(|l| l.index))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::key::*;
+
+    /// Every table and index has a prefix of its own: two kinds of keys under one prefix would be read as
+    /// each other. (A branch adding a prefix adds it here, where a clash with another branch's shows.)
+    #[test]
+    fn key_prefixes_are_distinct() {
+        let all: &[&[u8]] = &[
+            ORG,
+            USER,
+            USER_BY_ID,
+            USER_BY_EMAIL,
+            APP,
+            APP_BY_CLIENT,
+            SIGNING_KEY,
+            ROLE,
+            GROUP,
+            REFRESH,
+            FAMILY,
+            REVOCATION,
+            PERMISSION,
+            MODEL,
+            ACCEPTED_ISSUER,
+            SIGNIN_FAILURES,
+            ACCEPTED_ALGORITHMS,
+            ADMISSION,
+            USER_BY_NAME_CI,
+            USER_BY_MAIL,
+            MEMBER,
+            USER_BY_PHONE,
+            META,
+            ACCOUNTING,
+            ACCOUNTING_BY_ORG,
+            ACCOUNTING_BY_USER,
+            ACCOUNTING_BY_AGE,
+        ];
+        for (i, p) in all.iter().enumerate() {
+            assert_eq!((p.len(), p[1]), (2, 0), "{:?}: a letter and NUL", String::from_utf8_lossy(p));
+            assert!(!all[..i].contains(p), "{:?} twice", String::from_utf8_lossy(p));
+        }
+        for p in super::RECORD_PREFIXES {
+            assert!(all.contains(p), "{:?} missing above", String::from_utf8_lossy(p));
+        }
+    }
+}

@@ -22,6 +22,8 @@ mod joins;
 mod ldap;
 /// Restarts, quorum loss, removal, health and the cluster tools over TLS (a child module, as joins).
 mod operations;
+/// RADIUS on every node: Access-Requests after a write through another (a child module, as joins).
+mod radius;
 
 /// A TCP proxy in front of each node's Raft listener, able to partition nodes.
 #[derive(Clone, Default)]

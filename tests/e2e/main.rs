@@ -1,6 +1,7 @@
 //! End-to-end tests: real `jeton` processes on loopback, driven with real clients — reqwest for HTTP,
 //! jwt-simple (a JWT library Jeton does not use) to verify tokens against the published JWKS, OpenLDAP's
-//! ldap-utils and the ldap3 crate for LDAP.
+//! ldap-utils and the ldap3 crate for LDAP, FreeRADIUS' radclient and radtest and a Python client written
+//! from the RFCs (tests/e2e/radius/client.py) for RADIUS, and another (tests/e2e/radsec/client.py) for RadSec.
 //!
 //! One test binary with a module per area, so the build stays fast.
 
@@ -14,5 +15,7 @@ mod ldap;
 mod lifecycle;
 mod oauth;
 mod passwords;
+mod radius;
+mod radsec;
 mod sdk;
 mod tokens;

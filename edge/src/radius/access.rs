@@ -13,10 +13,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jeton_raft::model::User;
-use moka::sync::Cache;
 use ::radius::core::packet::Packet;
 use ::radius::core::rfc2865;
+use jeton_raft::model::User;
+use moka::sync::Cache;
 
 use super::crypto::{self, attr, ms, MessageAuth};
 use super::reply::Reply;
@@ -205,7 +205,10 @@ async fn access(shared: &Shared, client: &Client, request: &Packet, from: Socket
         Credential::MsChapV2 { challenge, response } => {
             let (challenge, response, name) = (challenge.clone(), response.clone(), user_name.clone());
             let proof: Proof = Arc::new(move |clear: &str| {
-                matches!(crypto::mschapv2_verify(&crypto::nt_hash(clear), &challenge, &response, name.as_bytes()), Ok(Some(_)))
+                matches!(
+                    crypto::mschapv2_verify(&crypto::nt_hash(clear), &challenge, &response, name.as_bytes()),
+                    Ok(Some(_))
+                )
             });
             passwords.verify_proof(sign_in, proof).await
         }
@@ -218,7 +221,9 @@ async fn access(shared: &Shared, client: &Client, request: &Packet, from: Socket
             ))
         }
         Err(Refused::Locked { minutes }) => {
-            return Outcome::reject(Some(&format!("account locked: too many failed sign-ins, try again in {minutes} minutes")))
+            return Outcome::reject(Some(&format!(
+                "account locked: too many failed sign-ins, try again in {minutes} minutes"
+            )))
         }
         Err(Refused::Internal(e)) => {
             tracing::error!(nas = %client.nas.name, "RADIUS password check: {e}");
@@ -238,7 +243,9 @@ async fn access(shared: &Shared, client: &Client, request: &Packet, from: Socket
         // code comes back as the next request's User-Password).
         if user.totp_secret.is_empty() || crate::totp::decode_secret(&user.totp_secret).is_none() {
             tracing::info!(user = %user.full_name(), mfa = %user.preferred_mfa_type, "RADIUS refused: MFA without a TOTP secret");
-            return Outcome::reject(Some("a second factor is required and only an authenticator app (TOTP) works here"));
+            return Outcome::reject(Some(
+                "a second factor is required and only an authenticator app (TOTP) works here",
+            ));
         }
         if !matches!(credential, Credential::Pap(_)) {
             return Outcome::reject(Some("a one-time code is required: sign in with PAP"));

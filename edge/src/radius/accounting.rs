@@ -7,9 +7,9 @@
 
 use std::net::SocketAddr;
 
+use ::radius::core::packet::Packet;
 use jeton_raft::model::{AccountingEvent, AccountingStatus};
 use jeton_raft::Command;
-use ::radius::core::packet::Packet;
 
 use super::crypto::{self, MessageAuth};
 use super::reply::Reply;
@@ -144,9 +144,7 @@ fn event(shared: &Shared, client: &Client, p: &Packet) -> Option<AccountingEvent
             .unwrap_or_default(),
         a => a,
     };
-    let octets = |low: u8, high: u8| {
-        AccountingEvent::octets(number(p, low).unwrap_or(0), number(p, high).unwrap_or(0))
-    };
+    let octets = |low: u8, high: u8| AccountingEvent::octets(number(p, low).unwrap_or(0), number(p, high).unwrap_or(0));
     Some(AccountingEvent {
         status,
         event_time: crate::clock::now().saturating_sub(delay),

@@ -154,7 +154,8 @@ struct NasMetrics {
 impl NasMetrics {
     fn new(nas: &str) -> NasMetrics {
         NasMetrics {
-            outcomes: OUTCOMES.map(|o| counter!("jeton_radius_requests_total", "nas" => nas.to_string(), "outcome" => o)),
+            outcomes: OUTCOMES
+                .map(|o| counter!("jeton_radius_requests_total", "nas" => nas.to_string(), "outcome" => o)),
             drops: Drop::ALL
                 .map(|d| counter!("jeton_radius_drops_total", "nas" => nas.to_string(), "reason" => d.label())),
             latency: histogram!("jeton_radius_request_seconds", "nas" => nas.to_string()),
@@ -269,7 +270,9 @@ impl Client {
         let i = Drop::ALL.iter().position(|d| *d == why).unwrap_or(0);
         self.metrics.drops[i].increment(1);
         match why {
-            Drop::Overload | Drop::InProgress => tracing::debug!(nas = %self.nas.name, %from, reason = why.label(), "RADIUS packet dropped"),
+            Drop::Overload | Drop::InProgress => {
+                tracing::debug!(nas = %self.nas.name, %from, reason = why.label(), "RADIUS packet dropped")
+            }
             _ => tracing::info!(nas = %self.nas.name, %from, reason = why.label(), "RADIUS packet dropped"),
         }
     }
@@ -380,26 +383,26 @@ async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: Port, mut st
             continue;
         };
         let key = RequestKey { from, port: port as u8, identifier: packet[1], authenticator };
-        match shared.seen.get(&key) {
-            Some(Seen::Answered(reply)) => {
-                // The same bytes again: a retransmission (whose reply was lost), answered the same way.
-                if let Err(e) = socket.send_to(&reply, from).await {
-                    tracing::debug!(%from, "RADIUS send: {e}");
+        // Claimed in one step: of two receivers holding the same request, one works on it.
+        let seen = shared.seen.entry(key.clone()).or_insert_with(|| Seen::Working);
+        if !seen.is_fresh() {
+            match seen.into_value() {
+                Seen::Answered(reply) => {
+                    // The same bytes again: a retransmission (whose reply was lost), answered the same way.
+                    if let Err(e) = socket.send_to(&reply, from).await {
+                        tracing::debug!(%from, "RADIUS send: {e}");
+                    }
+                    client.answered("duplicate", started.elapsed());
                 }
-                client.answered("duplicate", started.elapsed());
-                continue;
+                Seen::Working => client.dropped(Drop::InProgress, from),
             }
-            Some(Seen::Working) => {
-                client.dropped(Drop::InProgress, from);
-                continue;
-            }
-            None => {}
+            continue;
         }
         let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else {
+            shared.seen.invalidate(&key);
             client.dropped(Drop::Overload, from);
             continue;
         };
-        shared.seen.insert(key.clone(), Seen::Working);
         let (shared, socket, packet) = (shared.clone(), socket.clone(), packet.to_vec());
         tokio::spawn(async move {
             let _permit = permit;
@@ -410,10 +413,12 @@ async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: Port, mut st
             };
             match answer {
                 Answer::Reply(reply, outcome) => {
+                    // Kept before it is sent: a retransmission that crosses the reply gets it too.
+                    let reply: Arc<[u8]> = reply.into();
+                    shared.seen.insert(key, Seen::Answered(reply.clone()));
                     if let Err(e) = socket.send_to(&reply, from).await {
                         tracing::debug!(%from, "RADIUS send: {e}");
                     }
-                    shared.seen.insert(key, Seen::Answered(reply.into()));
                     client.answered(outcome, started.elapsed());
                 }
                 Answer::Drop(why) => {

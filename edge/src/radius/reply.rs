@@ -64,7 +64,11 @@ pub enum ReplyAttribute {
     IdleTimeout(u32),
     ReplyMessage(String),
     /// A vendor-specific sub-attribute (RFC 2865 §5.26): vendor id, vendor type, value.
-    Vendor { vendor: u32, typ: u8, value: Vec<u8> },
+    Vendor {
+        vendor: u32,
+        typ: u8,
+        value: Vec<u8>,
+    },
 }
 
 impl ReplyAttribute {

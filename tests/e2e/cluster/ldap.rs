@@ -21,7 +21,7 @@ fn whoami(addr: &str, dn: &str, password: &str) -> (i32, String) {
 }
 
 /// A user as node `node` has it (its own state), or as the leader has it (`linearizable`).
-async fn user_on(node: &Node, id: &str, linearizable: bool) -> Value {
+pub(super) async fn user_on(node: &Node, id: &str, linearizable: bool) -> Value {
     let consistency = if linearizable { "&consistency=linearizable" } else { "" };
     let (s, v) = node.admin_get(&format!("get-user?id={id}{consistency}")).await;
     assert_eq!(s, 200, "{v}");
@@ -29,7 +29,7 @@ async fn user_on(node: &Node, id: &str, linearizable: bool) -> Value {
 }
 
 /// Waits until `node` has applied the write that gave user `id` this `updatedTime`.
-async fn wait_for_user(node: &Node, id: &str, updated: &Value) {
+pub(super) async fn wait_for_user(node: &Node, id: &str, updated: &Value) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while user_on(node, id, false).await["updatedTime"] != *updated {
         assert!(Instant::now() < deadline, "{} did not apply the write of {id}", node.base);
