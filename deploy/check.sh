@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Static checks of the deploy files, run by .ci/run (installs its tools where they are missing):
 #   - shellcheck: deploy/*.sh, .ci/*, fuzz/*.sh, tests/e2e/ldap/install.sh,
-#     tests/e2e/radius/install.sh and bench/ldap.sh (Debian's shellcheck);
+#     tests/e2e/radius/install.sh, bench/ldap.sh and bench/radius.sh (Debian's shellcheck);
 #   - systemd-analyze verify: deploy/jeton.service (from Debian's systemd; needs no running systemd). It
 #     insists that ExecStart's binary exists, so a copy of the unit points it at a built jeton (or, without
 #     one, at another executable): everything else is checked as shipped;
@@ -23,7 +23,7 @@ command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
 command -v kubernetes-validate >/dev/null 2>&1 || python3 -m pip install --quiet kubernetes-validate
 
 echo "-- shellcheck"
-shellcheck deploy/*.sh .ci/run .ci/databases fuzz/*.sh tests/e2e/ldap/install.sh tests/e2e/radius/install.sh bench/ldap.sh
+shellcheck deploy/*.sh .ci/run .ci/databases fuzz/*.sh tests/e2e/ldap/install.sh tests/e2e/radius/install.sh bench/ldap.sh bench/radius.sh
 
 echo "-- systemd-analyze verify deploy/jeton.service"
 bin="${CARGO_TARGET_DIR:-target}/release/jeton"

@@ -275,7 +275,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let radius = cfg.radius.settings()?;
     let (radius_socket, radius_acct_socket) = if radius.clients.is_empty() {
         if !cfg.radius.addr.is_empty() || !cfg.radius.acct_addr.is_empty() {
-            tracing::info!("RADIUS off: no client configured ([[radius.clients]] or --radius-secret)");
+            tracing::debug!("RADIUS off: no client configured ([[radius.clients]] or --radius-secret)");
         }
         (None, None)
     } else {

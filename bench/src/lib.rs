@@ -3,6 +3,7 @@
 //! algorithm.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use jeton_edge::clock::now;
 use jeton_edge::keys::{self, Alg, Kek, LoadedKey};
 use jeton_edge::metrics::Metrics;
 use jeton_edge::oauth::{ClientAuth, Params};
+use jeton_edge::passwords::schemes::{self, Scheme};
 use jeton_edge::secrets::sha256;
 use jeton_edge::{Edge, EdgeConfig};
 use jeton_raft::model::{Application, Organization, User};
@@ -291,4 +293,106 @@ pub async fn write_users(
         }
     }
     Ok(())
+}
+
+/// One organization of a directory data set (`ldapdata`, `radiusdata`): its name, the scheme its users'
+/// passwords are stored in, how many users it has (`user1`… / `secret1`…, the number zero-padded to
+/// `digits`).
+pub struct BenchOrg {
+    pub name: &'static str,
+    pub scheme: Scheme,
+    pub users: u64,
+    pub digits: usize,
+}
+
+/// A user that every organization of a data set gets besides the numbered ones: name, password,
+/// organization administrator or not.
+pub struct ExtraUser {
+    pub name: &'static str,
+    pub password: &'static str,
+    pub is_admin: bool,
+}
+
+/// Writes a new data dir that `jeton serve` serves as is: what its first start writes (built-in
+/// organization, application and keys), then each organization of `orgs` with its `extra` users and its
+/// numbered users, in batches of `batch`. `tool` names the caller in the organizations' display names and
+/// in errors. Fails if `dir` already holds a node.
+pub fn populate_orgs(dir: &Path, tool: &str, orgs: &[BenchOrg], extra: &[ExtraUser], batch: u64) -> Result<(), String> {
+    if dir.join("db").exists() || dir.join("identity.json").exists() {
+        return Err(format!("{} already holds a node; {tool} needs a new data dir", dir.display()));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let node = ReplicaNode::start(dir, 1, "127.0.0.1:7001", &RaftSettings::default(), Default::default())
+            .await
+            .map_err(|e| format!("starting the node: {e}"))?;
+        // The file `jeton serve` reads the key-encryption key from, so the binary can open the keys.
+        let kek = Kek::load_or_create(&dir.join("kek")).map_err(|e| e.to_string())?;
+        let mut commands =
+            built_in_commands(&kek, &format!("{tool}-admin"), &format!("{tool}-admin-secret-0123456789"))?;
+        for (n, org) in orgs.iter().enumerate() {
+            commands.push(Command::PutOrganization {
+                org: Organization {
+                    name: org.name.into(),
+                    display_name: format!("{tool} organization {}", org.name),
+                    created_time: "2026-11-20T08:00:00Z".into(),
+                    password_type: org.scheme.as_str().into(),
+                    ..Default::default()
+                },
+                mode: PutMode::Create,
+            });
+            // Numbered past the users, so their ids are their own.
+            for (k, extra) in extra.iter().enumerate() {
+                let mut u = bench_org_user(org, n, org.users + k as u64, extra.name, extra.password)?;
+                u.is_admin = extra.is_admin;
+                commands.push(Command::PutUser { user: u, mode: PutMode::Create });
+            }
+        }
+        apply(&node, Command::Batch { commands }).await?;
+        for (n, org) in orgs.iter().enumerate() {
+            eprintln!("populate: organization {} ({} users, {})", org.name, org.users, org.scheme.as_str());
+            write_users(&node, org.users, batch, |i| {
+                let k = i + 1;
+                let name = format!("user{k:0width$}", width = org.digits);
+                bench_org_user(org, n, i, &name, &format!("secret{k:0width$}", width = org.digits))
+            })
+            .await?;
+        }
+        node.shutdown().await;
+        Ok::<(), String>(())
+    })?;
+    eprintln!("{tool}: done: {}", dir.display());
+    Ok(())
+}
+
+/// User number `i` of organization number `n` of a data set: [`sample_user`] with this name, the password
+/// hashed in the organization's scheme (a fresh salt each where the scheme keeps it apart), one group.
+pub fn bench_org_user(org: &BenchOrg, n: usize, i: u64, name: &str, password: &str) -> Result<User, String> {
+    let mut u = sample_user(i);
+    let salt =
+        if org.scheme.salt_inside() || org.scheme == Scheme::Plain { String::new() } else { schemes::new_salt() };
+    u.owner = org.name.into();
+    u.name = name.into();
+    u.id = format!("0b6a1b7e-7c1d-4a53-{:04x}-{i:012x}", n + 1);
+    u.email = format!("{name}@{}.bench.example", org.name);
+    u.password_type = org.scheme.as_str().into();
+    u.password = schemes::hash(org.scheme, password, &salt).map_err(|e| e.to_string())?;
+    u.password_salt = salt;
+    u.signup_application = String::new();
+    u.groups = vec![format!("{}/engineering", org.name)];
+    Ok(u)
+}
+
+/// The value after `--name` among a command line's arguments.
+pub fn arg_value(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+/// The value after `--name` as a number of at least 1; `default` when the flag is absent.
+pub fn count_arg(args: &[String], name: &str, default: u64) -> Result<u64, String> {
+    match arg_value(args, name).map(|v| v.parse::<u64>()) {
+        None => Ok(default),
+        Some(Ok(n)) if n > 0 => Ok(n),
+        Some(_) => Err(format!("{name} must be a number of at least 1")),
+    }
 }

@@ -764,7 +764,7 @@ fn radius() {
     seed("radius", "chap", &packet(code::ACCESS_REQUEST, &[user.clone(), (attr::CHAP_PASSWORD, chap.to_vec())], true));
     let challenge = [9u8; 16];
     let response = crypto::mschapv2_response(&crypto::nt_hash("password"), &challenge, &[3u8; 16], 1, b"heidi");
-    let vsa = |t, v: &[u8]| (attr::VENDOR_SPECIFIC, crypto::vendor_attribute(ms::VENDOR, t, v).expect("vsa"));
+    let vsa = |t, v: &[u8]| (attr::VENDOR_SPECIFIC, crypto::vendor_value(ms::VENDOR, t, v).expect("vsa"));
     seed(
         "radius",
         "mschapv2",

@@ -875,6 +875,7 @@ mod tests {
             ACCOUNTING_BY_ORG,
             ACCOUNTING_BY_USER,
             ACCOUNTING_BY_AGE,
+            NT_CREDENTIAL,
         ];
         for (i, p) in all.iter().enumerate() {
             assert_eq!((p.len(), p[1]), (2, 0), "{:?}: a letter and NUL", String::from_utf8_lossy(p));

@@ -295,7 +295,7 @@ async fn access(shared: &Shared, client: &Client, request: &Packet, from: Socket
         };
         let secret = &client.nas.secret;
         let mut vsa = |typ: u8, value: Vec<u8>| {
-            if let Ok(v) = crypto::vendor_specific(ms::VENDOR, typ, &value) {
+            if let Ok(v) = crypto::vendor_value(ms::VENDOR, typ, &value) {
                 outcome.attributes.push((attr::VENDOR_SPECIFIC, v));
             }
         };

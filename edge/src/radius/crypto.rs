@@ -265,18 +265,16 @@ pub fn find_vendor_attribute(packet: &[u8], vendor: u32, typ: u8) -> Result<Opti
 /// A Vendor-Specific attribute (type 26) holding one sub-attribute `typ` of `vendor` (RFC 2865 §5.26):
 /// the bytes to append to a packet. At most 247 octets of value fit.
 pub fn vendor_attribute(vendor: u32, typ: u8, value: &[u8]) -> Result<Vec<u8>, Malformed> {
-    let inner = vendor_specific(vendor, typ, value)?;
-    let len = u8::try_from(inner.len() + 2).map_err(|_| Malformed::TooLong)?;
-    let mut out = Vec::with_capacity(usize::from(len));
-    out.extend_from_slice(&[attr::VENDOR_SPECIFIC, len]);
+    let inner = vendor_value(vendor, typ, value)?;
+    let mut out = Vec::with_capacity(inner.len() + 2);
+    out.extend_from_slice(&[attr::VENDOR_SPECIFIC, inner.len() as u8 + 2]);
     out.extend_from_slice(&inner);
     Ok(out)
 }
 
-/// The value of a Vendor-Specific attribute holding one sub-attribute `typ` of `vendor` (RFC 2865 §5.26):
-/// the vendor id, then the sub-attribute's type, length and value; what a reply writer given the type
-/// (26) and a value takes. At most 247 octets of value fit.
-pub fn vendor_specific(vendor: u32, typ: u8, value: &[u8]) -> Result<Vec<u8>, Malformed> {
+/// The value of such a Vendor-Specific attribute, without its type and length octets: vendor id, then
+/// the sub-attribute.
+pub fn vendor_value(vendor: u32, typ: u8, value: &[u8]) -> Result<Vec<u8>, Malformed> {
     if value.len() > 247 {
         return Err(Malformed::TooLong);
     }
@@ -1049,11 +1047,11 @@ mod tests {
         assert_eq!(vendor_attribute(ms::VENDOR, 1, &[0; 248]), Err(Malformed::TooLong));
         // The value alone: what follows the attribute's type and length.
         let whole = vendor_attribute(ms::VENDOR, ms::CHAP2_SUCCESS, b"\x07S=00").unwrap();
-        let value = vendor_specific(ms::VENDOR, ms::CHAP2_SUCCESS, b"\x07S=00").unwrap();
+        let value = vendor_value(ms::VENDOR, ms::CHAP2_SUCCESS, b"\x07S=00").unwrap();
         assert_eq!(value, [0, 0, 1, 0x37, ms::CHAP2_SUCCESS, 7, 7, b'S', b'=', b'0', b'0']);
         assert_eq!(&whole[2..], &value[..]);
-        assert_eq!(vendor_specific(ms::VENDOR, 1, &[0; 247]).map(|v| v.len()), Ok(253));
-        assert_eq!(vendor_specific(ms::VENDOR, 1, &[0; 248]), Err(Malformed::TooLong));
+        assert_eq!(vendor_value(ms::VENDOR, 1, &[0; 247]).map(|v| v.len()), Ok(253));
+        assert_eq!(vendor_value(ms::VENDOR, 1, &[0; 248]), Err(Malformed::TooLong));
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod access;
 pub mod accounting;
 pub mod crypto;
 pub mod radsec;
+mod recent;
 mod reply;
 
 use std::net::{IpAddr, SocketAddr};
@@ -31,12 +32,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics::{counter, histogram, Counter, Histogram};
-use moka::sync::Cache;
 use tokio::net::UdpSocket;
 use tokio::sync::{watch, Semaphore};
 
 use crate::service::Edge;
 pub(crate) use crypto::code;
+use recent::{RequestKey, Seen};
 pub use reply::{ReplyAttribute, ReplyRule, RuleMatch};
 
 /// Largest RADIUS packet (RFC 2865 §3).
@@ -169,22 +170,6 @@ pub(crate) struct Client {
     metrics: NasMetrics,
 }
 
-/// Where a reply goes, and what a retransmission of the request is recognised by.
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct RequestKey {
-    from: SocketAddr,
-    port: u8,
-    identifier: u8,
-    authenticator: [u8; 16],
-}
-
-/// A request seen within the duplicate window.
-#[derive(Clone)]
-enum Seen {
-    Working,
-    Answered(Arc<[u8]>),
-}
-
 /// What the listeners share.
 pub(crate) struct Shared {
     pub(crate) edge: Arc<Edge>,
@@ -194,7 +179,7 @@ pub(crate) struct Shared {
     unknown: NasMetrics,
     unknown_logged: AtomicI64,
     unknown_since_log: AtomicU64,
-    seen: Cache<RequestKey, Seen>,
+    seen: recent::Recent,
     in_flight: Arc<Semaphore>,
     pub(crate) challenges: access::Challenges,
     /// The client every RadSec connection is (its certificate was checked during the handshake).
@@ -219,7 +204,7 @@ impl Shared {
             .collect();
         Shared {
             challenges: access::Challenges::new(settings.challenge_ttl),
-            seen: Cache::builder().max_capacity(1_000_000).time_to_live(settings.duplicate_window).build(),
+            seen: recent::Recent::new(settings.duplicate_window, 1_000_000),
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
             unknown: NasMetrics::new("unknown"),
             unknown_logged: AtomicI64::new(0),
@@ -384,9 +369,8 @@ async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: Port, mut st
         };
         let key = RequestKey { from, port: port as u8, identifier: packet[1], authenticator };
         // Claimed in one step: of two receivers holding the same request, one works on it.
-        let seen = shared.seen.entry(key.clone()).or_insert_with(|| Seen::Working);
-        if !seen.is_fresh() {
-            match seen.into_value() {
+        if let Some(seen) = shared.seen.claim(&key) {
+            match seen {
                 Seen::Answered(reply) => {
                     // The same bytes again: a retransmission (whose reply was lost), answered the same way.
                     if let Err(e) = socket.send_to(&reply, from).await {
@@ -399,7 +383,7 @@ async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: Port, mut st
             continue;
         }
         let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else {
-            shared.seen.invalidate(&key);
+            shared.seen.forget(&key);
             client.dropped(Drop::Overload, from);
             continue;
         };
@@ -413,14 +397,16 @@ async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: Port, mut st
             };
             match answer {
                 Answer::Reply(reply, outcome) => {
+                    // Kept before it is sent: a retransmission that crosses the reply gets it too.
+                    let reply: Arc<[u8]> = reply.into();
+                    shared.seen.answered(key, reply.clone());
                     if let Err(e) = socket.send_to(&reply, from).await {
                         tracing::debug!(%from, "RADIUS send: {e}");
                     }
-                    shared.seen.insert(key, Seen::Answered(reply.into()));
                     client.answered(outcome, started.elapsed());
                 }
                 Answer::Drop(why) => {
-                    shared.seen.invalidate(&key);
+                    shared.seen.forget(&key);
                     client.dropped(why, from);
                 }
             }

@@ -124,7 +124,7 @@ impl ReplyAttribute {
             ReplyAttribute::ReplyMessage(v) => (attr::REPLY_MESSAGE, v.as_bytes().to_vec()),
             // [`ReplyAttribute::parse`] keeps values within what an attribute holds.
             ReplyAttribute::Vendor { vendor, typ, value } => {
-                (attr::VENDOR_SPECIFIC, crypto::vendor_specific(*vendor, *typ, value).unwrap_or_default())
+                (attr::VENDOR_SPECIFIC, crypto::vendor_value(*vendor, *typ, value).unwrap_or_default())
             }
         }
     }
@@ -180,6 +180,9 @@ mod tests {
             ReplyAttribute::parse("Vendor-14823-2", "0x0a0b"),
             Ok(ReplyAttribute::Vendor { vendor: 14823, typ: 2, value: vec![10, 11] })
         );
+        // Vendor id, then one sub-attribute (type, length, value): no second type-26 header.
+        let vsa = ReplyAttribute::Vendor { vendor: 9, typ: 1, value: b"ab".to_vec() };
+        assert_eq!(vsa.encode(), (attr::VENDOR_SPECIFIC, vec![0, 0, 0, 9, 1, 4, b'a', b'b']));
         assert!(ReplyAttribute::parse("Session-Timeout", "soon").is_err());
         assert!(ReplyAttribute::parse("Framed-Pool", "x").is_err());
         assert!(ReplyAttribute::parse("Vendor-x-1", "x").is_err());
