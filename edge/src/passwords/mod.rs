@@ -136,8 +136,11 @@ pub enum Proof {
     Cleartext(Box<dyn Fn(&str) -> bool + Send + Sync>),
     /// The password's NT hash checks it (MS-CHAPv2): hashed from a password stored in clear, or the user's
     /// NT-hash credential (see [`nt_credential`]).
-    NtHash(Box<dyn Fn(&[u8; 16]) -> bool + Send + Sync>),
+    NtHash(NtHashCheck),
 }
+
+/// Checks a proof against an NT hash (RFC 2759 §8.3): `true` when it answers the challenge.
+pub type NtHashCheck = Box<dyn Fn(&[u8; 16]) -> bool + Send + Sync>;
 
 /// What a sign-in presents.
 enum Secret {
