@@ -942,3 +942,34 @@ async fn accounting_start_update_and_stop_are_acknowledged_and_read_back_through
     let (_, bob) = s.node.admin_get("get-radius-accountings?owner=acme&user=bob").await;
     assert_eq!(bob["data"], serde_json::json!([]), "{bob}");
 }
+
+/// Past `max_in_flight` requests are dropped (the NAS retransmits), never queued: with room for one,
+/// eight bcrypt checks (tens of milliseconds each) sent at once get one answer at least, and drops
+/// counted as `overload`.
+#[tokio::test]
+async fn requests_beyond_max_in_flight_are_dropped_not_queued() {
+    let config = CONFIG.replacen("[radius]\n", "[radius]\nmax_in_flight = 1\n", 1);
+    assert_ne!(config, CONFIG);
+    let s = Server::start("overload", &config).await;
+    let one = pap("acme", "ivan", "IvanFallback1").join("\n");
+    let input = vec![one; 8].join("\n\n");
+    let mut child = Command::new("radclient")
+        .args(["-p", "8", "-r", "1", "-t", "2", &s.auth, "auth", SECRET])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("radclient");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input.as_bytes()).expect("write");
+        stdin.write_all(b"\n").expect("write");
+    }
+    let out = child.wait_with_output().expect("radclient");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(s.requests("local", "accept").await >= 1.0, "one was worked on: {text}");
+    assert!(s.drops("local", "overload").await >= 1.0, "the others were dropped as overload: {text}");
+    let answered = text.matches("Received Access-").count();
+    assert!((1..8).contains(&answered), "some answered, not all: {text}");
+}
