@@ -18,7 +18,7 @@ use ::radius::core::rfc2865;
 use jeton_raft::model::User;
 use moka::sync::Cache;
 
-use super::crypto::{self, attr, ms, MessageAuth};
+use super::crypto::{self, attr, ms};
 use super::reply::Reply;
 use super::{code, Answer, Client, Drop, Shared};
 use crate::passwords::{LockoutRule, Proof, Refused, SignIn};
@@ -96,26 +96,13 @@ pub(crate) fn read_for_fuzzing(request: &Packet) {
     let _ = vendor_attributes(request, ms::VENDOR);
 }
 
-/// Checks the Message-Authenticator of an Access-Request or Status-Server against the client's rule.
-fn authenticated(client: &Client, packet: &[u8]) -> Result<(), Drop> {
-    match crypto::check_request(packet, &client.nas.secret) {
-        Ok(MessageAuth::Valid) => Ok(()),
-        Ok(MessageAuth::Absent) if !client.nas.require_message_authenticator && packet[0] == code::ACCESS_REQUEST => {
-            Ok(())
-        }
-        Ok(MessageAuth::Absent) => Err(Drop::NoMessageAuthenticator),
-        Ok(MessageAuth::Invalid) => Err(Drop::BadMessageAuthenticator),
-        Err(_) => Err(Drop::Malformed),
-    }
-}
-
 /// Answers one packet on the authentication port.
 pub(crate) async fn handle(shared: &Shared, client: &Client, packet: &[u8], from: SocketAddr) -> Answer {
     let kind = packet[0];
     if kind != code::ACCESS_REQUEST && kind != code::STATUS_SERVER {
         return Answer::Drop(Drop::UnexpectedCode);
     }
-    if let Err(why) = authenticated(client, packet) {
+    if let Err(why) = client.message_authenticated(packet) {
         return Answer::Drop(why);
     }
     let secret = &client.nas.secret;

@@ -11,7 +11,7 @@ use ::radius::core::packet::Packet;
 use jeton_raft::model::{AccountingEvent, AccountingStatus};
 use jeton_raft::Command;
 
-use super::crypto::{self, MessageAuth};
+use super::crypto;
 use super::reply::Reply;
 use super::{code, Answer, Client, Drop, Shared};
 
@@ -50,12 +50,8 @@ pub(crate) async fn handle(shared: &Shared, client: &Client, packet: &[u8], from
     let Ok(authenticator) = crypto::authenticator(packet) else { return Answer::Drop(Drop::Malformed) };
     match packet[0] {
         code::STATUS_SERVER => {
-            // RFC 5997 §3: a Status-Server must carry a valid Message-Authenticator, whatever the client.
-            match crypto::check_request(packet, secret) {
-                Ok(MessageAuth::Valid) => {}
-                Ok(MessageAuth::Absent) => return Answer::Drop(Drop::NoMessageAuthenticator),
-                Ok(MessageAuth::Invalid) => return Answer::Drop(Drop::BadMessageAuthenticator),
-                Err(_) => return Answer::Drop(Drop::Malformed),
+            if let Err(why) = client.message_authenticated(packet) {
+                return Answer::Drop(why);
             }
             let reply = Reply::new(code::ACCOUNTING_RESPONSE, packet[1]).finish(&authenticator, secret);
             return Answer::Reply(reply, "status");
@@ -66,11 +62,8 @@ pub(crate) async fn handle(shared: &Shared, client: &Client, packet: &[u8], from
     if !crypto::accounting_request_ok(packet, secret) {
         return Answer::Drop(Drop::BadAuthenticator);
     }
-    // A Message-Authenticator is optional on accounting (RFC 2869 §5.14), but must be right when present.
-    match crypto::check_request(packet, secret) {
-        Ok(MessageAuth::Valid | MessageAuth::Absent) => {}
-        Ok(MessageAuth::Invalid) => return Answer::Drop(Drop::BadMessageAuthenticator),
-        Err(_) => return Answer::Drop(Drop::Malformed),
+    if let Err(why) = client.message_authenticated(packet) {
+        return Answer::Drop(why);
     }
     let request = match Packet::decode(packet, secret) {
         Ok(p) => p,

@@ -226,13 +226,16 @@ impl Shared {
         }
     }
 
-    /// The client a packet from `ip` belongs to: the most specific network that holds it.
-    fn client(&self, ip: IpAddr) -> Option<&Client> {
+    /// The client a packet from `ip` belongs to (its index in `clients`): the most specific network that
+    /// holds it.
+    fn client(&self, ip: IpAddr) -> Option<usize> {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        self.clients.iter().filter(|c| c.nas.network.contains(&ip)).max_by_key(|c| c.nas.network.prefix_len())
+        (0..self.clients.len())
+            .filter(|&i| self.clients[i].nas.network.contains(&ip))
+            .max_by_key(|&i| self.clients[i].nas.network.prefix_len())
     }
 
     /// Counts and logs (at most once a minute) a packet from no configured client.
@@ -251,6 +254,25 @@ impl Shared {
 }
 
 impl Client {
+    /// Checks a request's Message-Authenticator by the one rule of every listener: a wrong one is always
+    /// dropped; a missing one is accepted only on an Accounting-Request (optional there, RFC 2869 §5.14)
+    /// and on an Access-Request from a client that turned the requirement off. Status-Server always needs
+    /// one (RFC 5997 §3).
+    pub(crate) fn message_authenticated(&self, packet: &[u8]) -> Result<(), Drop> {
+        match crypto::check_request(packet, &self.nas.secret) {
+            Ok(crypto::MessageAuth::Valid) => Ok(()),
+            Ok(crypto::MessageAuth::Absent)
+                if packet[0] == code::ACCOUNTING_REQUEST
+                    || (packet[0] == code::ACCESS_REQUEST && !self.nas.require_message_authenticator) =>
+            {
+                Ok(())
+            }
+            Ok(crypto::MessageAuth::Absent) => Err(Drop::NoMessageAuthenticator),
+            Ok(crypto::MessageAuth::Invalid) => Err(Drop::BadMessageAuthenticator),
+            Err(_) => Err(Drop::Malformed),
+        }
+    }
+
     pub(crate) fn dropped(&self, why: Drop, from: SocketAddr) {
         let i = Drop::ALL.iter().position(|d| *d == why).unwrap_or(0);
         self.metrics.drops[i].increment(1);
@@ -353,10 +375,11 @@ async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: Port, mut st
             _ = stop.changed() => return,
         };
         let started = Instant::now();
-        let Some(client) = shared.client(from.ip()) else {
+        let Some(index) = shared.client(from.ip()) else {
             shared.unknown_client(from);
             continue;
         };
+        let client = &shared.clients[index];
         // Octets past the Length field are padding (RFC 2865 §3) and are ignored; a Length past the end,
         // or below the header, is malformed.
         let Some(packet) = framed(&buf[..len]) else {
@@ -390,7 +413,7 @@ async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>, port: Port, mut st
         let (shared, socket, packet) = (shared.clone(), socket.clone(), packet.to_vec());
         tokio::spawn(async move {
             let _permit = permit;
-            let Some(client) = shared.client(from.ip()) else { return };
+            let client = &shared.clients[index];
             let answer = match port {
                 Port::Auth => access::handle(&shared, client, &packet, from).await,
                 Port::Accounting => accounting::handle(&shared, client, &packet, from).await,
