@@ -157,6 +157,9 @@ impl Alg {
 /// The node's key-encryption key: AES-256-GCM over private keys at rest.
 pub struct Kek {
     key: LessSafeKey,
+    /// HMAC-SHA-256 of the key under a fixed label: the root of [`Kek::derive`]'s keys, so the key itself
+    /// is only ever used for AES-GCM.
+    derivation: [u8; 32],
 }
 
 impl Kek {
@@ -169,7 +172,14 @@ impl Kek {
         }
         let key =
             UnboundKey::new(&AES_256_GCM, &raw).map_err(|_| EdgeError::Config("bad key-encryption key".into()))?;
-        Ok(Kek { key: LessSafeKey::new(key) })
+        let derivation = hmac_sha256(&raw, b"jeton kek derivation 1");
+        Ok(Kek { key: LessSafeKey::new(key), derivation })
+    }
+
+    /// A key for `purpose` (e.g. signing CSRF tokens), the same on every node of the cluster (they share the
+    /// key-encryption key) and unrelated to any other purpose's.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        hmac_sha256(&self.derivation, purpose.as_bytes())
     }
 
     /// Reads the key from `path`, or creates it there (mode 0600) on first start.
@@ -215,6 +225,14 @@ impl Kek {
         })?;
         Ok(plain.to_vec())
     }
+}
+
+/// HMAC-SHA-256 of `data` under `key`.
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
 }
 
 /// Writes a file only the owner can read.

@@ -10,7 +10,9 @@
 //!
 //! Services (typed requests in, domain results out; no `hyper` or `ldap3_proto` type in a signature):
 //! - [`service`]: [`Edge`], the shared handle (store, node, keys, caches, invalidation) every front end gets;
-//! - [`oauth`]: token issuance, introspection (and its cache), revocation, userinfo;
+//! - [`oauth`]: token issuance, introspection (and its cache), revocation, userinfo, and in
+//!   [`oauth::authorize`] the authorization code flow (requests, the redirect URI rule, codes, ID tokens);
+//! - [`sessions`]: browser sessions (SSO), CSRF tokens, sign-in state sealed for the browser to carry;
 //! - [`passwords`]: password sign-in (lookup, lockout, limits, hashing slots, timing floor), challenge-response
 //!   proofs, in [`passwords::schemes`] the Casdoor password schemes, and in [`passwords::nt_credential`] the
 //!   NT-hash credentials MS-CHAPv2 checks hashed passwords with;
@@ -58,6 +60,7 @@ pub mod secrets;
 /// The password schemes under their former path.
 pub use passwords::schemes as password;
 pub mod service;
+pub mod sessions;
 pub mod totp;
 
 pub use error::{EdgeError, OAuthError};

@@ -34,6 +34,8 @@ pub struct EdgeConfig {
     pub introspection_cache_entries: u64,
     /// Password checks: slots, memory budget, timing floor, per-address limit.
     pub passwords: crate::passwords::PasswordConfig,
+    /// Browser sessions: lifetime, idle timeout, cookie security.
+    pub sessions: crate::sessions::SessionSettings,
 }
 
 impl Default for EdgeConfig {
@@ -45,6 +47,7 @@ impl Default for EdgeConfig {
             max_body_bytes: 64 * 1024,
             introspection_cache_entries: 1_000_000,
             passwords: Default::default(),
+            sessions: Default::default(),
         }
     }
 }
@@ -71,6 +74,8 @@ pub struct Edge {
     /// Introspection answers, found again by `jti` and by user when a change concerns them.
     pub(crate) introspections: IntrospectionCache,
     pub(crate) digest_key: DigestKey,
+    /// Keys of the sign-in pages (CSRF tokens), derived from the key-encryption key.
+    pub(crate) page_keys: crate::sessions::PageKeys,
     pub(crate) apply_turns: crate::import::ApplyTurns,
     /// Bumped before any invalidation; an answer computed across a bump is not cached.
     pub(crate) epoch: AtomicU64,
@@ -99,6 +104,7 @@ impl Edge {
             basic_auths: Cache::builder().max_capacity(10_000).time_to_idle(Duration::from_secs(600)).build(),
             introspections: IntrospectionCache::new(config.introspection_cache_entries),
             digest_key: DigestKey::random()?,
+            page_keys: crate::sessions::PageKeys::new(&kek),
             apply_turns: Default::default(),
             epoch: AtomicU64::new(0),
             handled: AtomicU64::new(0),

@@ -15,6 +15,9 @@ use crate::model::{
 use crate::store::{key, Change, Stored};
 use crate::RaftError;
 
+mod signin;
+pub use signin::{MAX_PASSKEY_BYTES, MAX_RECOVERY_CODES};
+
 /// One undo-journal entry: a key and what the overlay held for it before a write (`None`: nothing).
 type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
 
@@ -259,6 +262,29 @@ impl<'a> Pending<'a> {
             Command::RecordAccounting { event } => self.record_accounting(event),
             Command::PruneAccounting { before, limit } => self.prune_accounting(*before, *limit),
             Command::PutNtCredential { credential } => self.put_nt_credential(credential),
+            Command::StartSession { session } => self.start_session(session),
+            Command::TouchSession { id, at, application } => self.touch_session(id, *at, application),
+            Command::EndSession { id } => self.end_session(id),
+            Command::EndUserSessions { user_id } => self.end_user_sessions(user_id),
+            Command::RedeemCode { redemption, refresh, now } => self.redeem_code(redemption, refresh.as_ref(), *now),
+            Command::PutConsent { consent } => self.put_consent(consent),
+            Command::DeleteConsent { user_id, application } => self.delete_consent(user_id, application),
+            Command::PutTotp { credential } => self.put_totp(credential),
+            Command::DeleteTotp { user_id } => self.delete_totp(user_id),
+            Command::UseTotpStep { user_id, step } => self.use_totp_step(user_id, *step),
+            Command::UseRecoveryCode { user_id, digest } => self.use_recovery_code(user_id, digest),
+            Command::PutPasskey { passkey } => self.put_passkey(passkey),
+            Command::UsePasskey { user_id, credential_id, sign_count, credential, at } => {
+                self.use_passkey(user_id, credential_id, *sign_count, credential, *at)
+            }
+            Command::DeletePasskey { user_id, credential_id } => self.delete_passkey(user_id, credential_id),
+            Command::StartDeviceAuthorization { authorization } => self.start_device_authorization(authorization),
+            Command::DecideDeviceAuthorization { user_code, approve, user_id, auth_time, amr, session_id, now } => {
+                self.decide_device_authorization(user_code, *approve, user_id, *auth_time, amr, session_id, *now)
+            }
+            Command::RedeemDeviceCode { device_code_digest, refresh, now } => {
+                self.redeem_device_code(device_code_digest, refresh.as_ref(), *now)
+            }
         }
     }
 
@@ -422,7 +448,7 @@ impl<'a> Pending<'a> {
         }
         for uk in self.keys_with_prefix(&key::users_of(name))? {
             if let Some(u) = self.read::<User>(&uk)? {
-                self.remove_user(&u);
+                self.remove_user(&u)?;
             }
         }
         for rk in self.keys_with_prefix(&key::roles_of(name))? {
@@ -473,6 +499,10 @@ impl<'a> Pending<'a> {
                 if old.id != user.id || NtCredential::binding(&old) != NtCredential::binding(user) || user.is_deleted {
                     self.delete(key::nt_credential(&old.id));
                 }
+                // A disabled, deleted or replaced account is signed out everywhere.
+                if old.id != user.id || user.is_deleted || user.is_forbidden {
+                    self.end_user_sessions(&old.id)?;
+                }
                 // Tokens name their user by id: those of the old id are now no one's.
                 if old.id != user.id {
                     self.changes.push(Change::User { owner: old.owner, name: old.name, id: old.id });
@@ -509,17 +539,19 @@ impl<'a> Pending<'a> {
         }
     }
 
-    fn remove_user(&mut self, u: &User) {
+    fn remove_user(&mut self, u: &User) -> Result<(), RaftError> {
         self.remove_user_indexes(u);
+        self.remove_sign_in_state(u)?;
         self.delete(key::nt_credential(&u.id));
         self.delete(key::user(&u.owner, &u.name));
         self.changes.push(Change::User { owner: u.owner.clone(), name: u.name.clone(), id: u.id.clone() });
+        Ok(())
     }
 
     fn delete_user(&mut self, owner: &str, name: &str) -> Result<Outcome, RaftError> {
         match self.read::<User>(&key::user(owner, name))? {
             Some(u) => {
-                self.remove_user(&u);
+                self.remove_user(&u)?;
                 Ok(Outcome::Applied)
             }
             None => Ok(Outcome::NotFound(format!("user {owner}/{name}"))),
@@ -867,6 +899,7 @@ impl<'a> Pending<'a> {
                 self.delete(ak);
             }
         }
+        self.prune_sign_in_state(now)?;
         for kk in self.keys_with_prefix(key::SIGNING_KEY)? {
             if let Some(k) = self.read::<SigningKey>(&kk)? {
                 if k.retire_at != 0 && k.retire_at < now {

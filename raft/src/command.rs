@@ -7,8 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    AcceptedAlgorithms, AcceptedIssuer, AccountingEvent, Admission, Application, CasbinModel, Group, NtCredential,
-    Organization, Permission, RefreshToken, Revocation, Role, SigningKey, User,
+    AcceptedAlgorithms, AcceptedIssuer, AccountingEvent, Admission, Application, BrowserSession, CasbinModel,
+    CodeRedemption, Consent, DeviceAuthorization, Group, NtCredential, Organization, Passkey, Permission,
+    RefreshToken, Revocation, Role, SigningKey, TotpCredential, User,
 };
 
 /// How a `Put*` command treats an existing record.
@@ -211,6 +212,102 @@ pub enum Command {
     PutNtCredential {
         credential: NtCredential,
     },
+    /// Starts a browser session. Refused (`NotFound`) when its user does not exist, (`Conflict`) when the id
+    /// is taken.
+    StartSession {
+        session: BrowserSession,
+    },
+    /// Marks a session used at `at` (its idle clock restarts) and, if not empty, that `application` got a
+    /// code under it. `NotFound` when the session is gone or no longer live at `at`.
+    TouchSession {
+        id: String,
+        at: i64,
+        application: String,
+    },
+    /// Ends one session (sign-out). `NotFound` when there is none.
+    EndSession {
+        id: String,
+    },
+    /// Ends every session of a user (sign-out everywhere, an admin's action).
+    EndUserSessions {
+        user_id: String,
+    },
+    /// Redeems an authorization code: the first redemption of `redemption.code_id` is recorded (with the
+    /// refresh token it issues, if any); any later one is answered `Reused`, and revokes the access token
+    /// and the refresh family the first one issued.
+    RedeemCode {
+        redemption: CodeRedemption,
+        refresh: Option<RefreshToken>,
+        now: i64,
+    },
+    /// Records (replaces) the scopes a user granted an application.
+    PutConsent {
+        consent: Consent,
+    },
+    /// Forgets a user's consent to an application (empty `application`: to every application).
+    DeleteConsent {
+        user_id: String,
+        application: String,
+    },
+    /// Enrols (replaces) a user's TOTP factor. `NotFound` when the user does not exist.
+    PutTotp {
+        credential: TotpCredential,
+    },
+    /// Removes a user's TOTP factor.
+    DeleteTotp {
+        user_id: String,
+    },
+    /// Accepts a TOTP code of time step `step`: `Reused` (nothing changes) unless `step` is later than the
+    /// last one accepted, so a code works once cluster-wide.
+    UseTotpStep {
+        user_id: String,
+        step: i64,
+    },
+    /// Uses up a recovery code (by digest): `NotFound` if it is not one of the user's unused codes.
+    UseRecoveryCode {
+        user_id: String,
+        digest: [u8; 32],
+    },
+    /// Registers a passkey. `Conflict` when the credential id is registered already (to anyone).
+    PutPasskey {
+        passkey: Passkey,
+    },
+    /// Records a sign-in with a passkey: its new counter and credential state. `Invalid` when the counter
+    /// did not go up (a cloned authenticator), unless both are 0 (authenticators without a counter).
+    UsePasskey {
+        user_id: String,
+        credential_id: String,
+        sign_count: u32,
+        credential: String,
+        at: i64,
+    },
+    /// Removes a passkey of a user.
+    DeletePasskey {
+        user_id: String,
+        credential_id: String,
+    },
+    /// Starts a device authorization. `Conflict` when its user code or device code is in use.
+    StartDeviceAuthorization {
+        authorization: DeviceAuthorization,
+    },
+    /// The user's decision on the verification page. `NotFound` when the user code is unknown or expired,
+    /// `Invalid` when it was decided already.
+    DecideDeviceAuthorization {
+        user_code: String,
+        approve: bool,
+        user_id: String,
+        auth_time: i64,
+        amr: Vec<String>,
+        session_id: String,
+        now: i64,
+    },
+    /// The device got its tokens: the authorization is `Redeemed` (with the refresh token issued, if any).
+    /// `Reused` when it was redeemed before, `Invalid` unless it is approved and not expired.
+    RedeemDeviceCode {
+        device_code_digest: String,
+        refresh: Option<RefreshToken>,
+        now: i64,
+    },
 }
 
 impl Command {
@@ -250,6 +347,23 @@ impl Command {
             Command::RecordAccounting { .. } => "record_accounting",
             Command::PruneAccounting { .. } => "prune_accounting",
             Command::PutNtCredential { .. } => "put_nt_credential",
+            Command::StartSession { .. } => "start_session",
+            Command::TouchSession { .. } => "touch_session",
+            Command::EndSession { .. } => "end_session",
+            Command::EndUserSessions { .. } => "end_user_sessions",
+            Command::RedeemCode { .. } => "redeem_code",
+            Command::PutConsent { .. } => "put_consent",
+            Command::DeleteConsent { .. } => "delete_consent",
+            Command::PutTotp { .. } => "put_totp",
+            Command::DeleteTotp { .. } => "delete_totp",
+            Command::UseTotpStep { .. } => "use_totp_step",
+            Command::UseRecoveryCode { .. } => "use_recovery_code",
+            Command::PutPasskey { .. } => "put_passkey",
+            Command::UsePasskey { .. } => "use_passkey",
+            Command::DeletePasskey { .. } => "delete_passkey",
+            Command::StartDeviceAuthorization { .. } => "start_device_authorization",
+            Command::DecideDeviceAuthorization { .. } => "decide_device_authorization",
+            Command::RedeemDeviceCode { .. } => "redeem_device_code",
         }
     }
 }

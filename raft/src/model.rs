@@ -34,6 +34,11 @@ pub struct Organization {
     pub tags: Vec<String>,
     /// Token format preset for new applications of this organization (empty: Jeton's default).
     pub default_token_format: String,
+    /// Branding of the sign-in pages: a logo URL (https or a data: URL) and the primary colour (`#rrggbb`).
+    pub logo: String,
+    pub theme_color: String,
+    /// Every user must sign in with a second factor (TOTP or a passkey); one without is asked to enrol.
+    pub require_mfa: bool,
 }
 
 /// A user with its password hash and the scheme of that hash.
@@ -156,6 +161,23 @@ pub struct Application {
     pub failed_signin_limit: i32,
     /// Minutes an account stays frozen (0 = 15).
     pub failed_signin_frozen_time: i32,
+    /// Branding of the sign-in pages (empty: the organization's).
+    pub logo: String,
+    pub theme_color: String,
+    pub homepage_url: String,
+    /// A first-party application: users are not asked to consent to its scopes.
+    pub skip_consent: bool,
+    /// A public client (a single-page or native app) has no secret: it must use PKCE.
+    pub public_client: bool,
+    /// Opt-in, documented: a redirect URI registered as `https://*.example.com/path` also accepts any
+    /// sub-domain of example.com with that exact path (Casdoor's sub-domain rule, made explicit).
+    pub redirect_uri_subdomains: bool,
+    /// Where RP-initiated logout may send the browser back to (exact match).
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Browser session lifetime and idle timeout for sign-ins started at this application, seconds (0: the
+    /// node's `[sessions]` settings).
+    pub session_lifetime_secs: i64,
+    pub session_idle_secs: i64,
 }
 
 /// The algorithms a signing key can have.
@@ -785,6 +807,151 @@ impl NtCredential {
     pub fn is_current_for(&self, user: &User) -> bool {
         self.user_id == user.id && self.for_password == Self::binding(user)
     }
+}
+
+/// A browser sign-in session (single sign-on). The browser holds a random cookie value; the state holds
+/// only its SHA-256 (`id`, lower-case hex), so neither the state, a snapshot nor the `sid` claim (which is
+/// this id) lets anyone forge the cookie.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct BrowserSession {
+    /// Hex SHA-256 of the cookie value; the `sid` of ID tokens issued under this session.
+    pub id: String,
+    /// The signed-in user's id, and `owner/name` (what the admin API lists sessions by).
+    pub user_id: String,
+    pub owner: String,
+    pub name: String,
+    /// When the user authenticated (OIDC `auth_time`), unix seconds.
+    pub auth_time: i64,
+    /// Authentication methods (RFC 8176: `pwd`, `otp`, `hwk`, `mfa`, ...), and the `acr` reached.
+    pub amr: Vec<String>,
+    pub acr: String,
+    /// The session ends at `expires_at`, or once unused for `idle_secs` after `last_seen` (0: no idle limit).
+    pub expires_at: i64,
+    pub idle_secs: i64,
+    pub last_seen: i64,
+    /// Applications that got a code under this session (what sign-out tells about), at most
+    /// [`MAX_SESSION_APPLICATIONS`].
+    pub applications: Vec<String>,
+    /// Where the session was started from (client address), for the user's and the admin's lists.
+    pub client_ip: String,
+    pub user_agent: String,
+}
+
+/// Most applications a session remembers.
+pub const MAX_SESSION_APPLICATIONS: usize = 64;
+
+impl BrowserSession {
+    /// Whether the session is still good at `now`.
+    pub fn is_live(&self, now: i64) -> bool {
+        now < self.expires_at && (self.idle_secs <= 0 || now < self.last_seen.saturating_add(self.idle_secs))
+    }
+}
+
+/// An authorization code that was redeemed: codes themselves are sealed and carried by the client, the
+/// state only remembers which were used (until they expire) and what their redemption issued, so that a
+/// second redemption fails and revokes it (RFC 6749 §4.1.2).
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CodeRedemption {
+    /// The code's id (random, inside the sealed code).
+    pub code_id: String,
+    /// When the code expires: the record is pruned after that.
+    pub expires_at: i64,
+    /// The access token the redemption issued, and when it expires.
+    pub access_jti: String,
+    pub access_expires_at: i64,
+    /// The refresh token family it started (empty: none).
+    pub refresh_family: String,
+    /// Set once a second redemption was tried (and what the first issued was revoked).
+    pub replayed: bool,
+}
+
+/// Scopes a user granted an application on the consent page.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Consent {
+    pub user_id: String,
+    /// `owner/name` of the user, for listings.
+    pub user: String,
+    pub application: String,
+    pub scopes: Vec<String>,
+    pub granted_at: i64,
+}
+
+/// A user's TOTP second factor (RFC 6238). The secret is sealed with the key-encryption key before it is
+/// proposed; recovery codes are kept as SHA-256 digests and each works once.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Clone, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct TotpCredential {
+    pub user_id: String,
+    /// The base32 secret, sealed (opaque to this crate).
+    pub sealed_secret: Vec<u8>,
+    /// SHA-256 of each unused recovery code.
+    pub recovery_digests: Vec<[u8; 32]>,
+    /// The last time step a code was accepted for: a code of that step or an earlier one is refused.
+    pub last_step: i64,
+    pub enrolled_at: i64,
+}
+
+impl std::fmt::Debug for TotpCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TotpCredential")
+            .field("user_id", &self.user_id)
+            .field("sealed_secret", &format_args!("<{} bytes>", self.sealed_secret.len()))
+            .field("recovery_codes", &self.recovery_digests.len())
+            .field("last_step", &self.last_step)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A WebAuthn credential (passkey) of a user.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Passkey {
+    pub user_id: String,
+    /// The credential id, base64url.
+    pub credential_id: String,
+    /// A name the user gave it.
+    pub name: String,
+    /// webauthn-rs' serialized credential (public key, counter, backup state), JSON.
+    pub credential: String,
+    /// The authenticator's signature counter last seen: a lower one on sign-in means a cloned authenticator.
+    pub sign_count: u32,
+    pub created_at: i64,
+    pub last_used_at: i64,
+}
+
+/// Where a device authorization (RFC 8628) stands.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug, PartialEq, Eq))]
+pub enum DeviceState {
+    #[default]
+    Pending,
+    Approved,
+    Denied,
+    /// Its tokens were issued: polling again gets `invalid_grant`.
+    Redeemed,
+}
+
+/// A device authorization request (RFC 8628): the device polls with the device code, the user approves it
+/// on the verification page with the user code.
+#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct DeviceAuthorization {
+    /// Hex SHA-256 of the device code (the device code itself is never stored).
+    pub device_code_digest: String,
+    /// The user code, normalized (upper case, no dash).
+    pub user_code: String,
+    pub application: String,
+    pub scope: String,
+    pub expires_at: i64,
+    pub state: DeviceState,
+    /// Set when approved: who, when they authenticated, and how.
+    pub user_id: String,
+    pub auth_time: i64,
+    pub amr: Vec<String>,
+    pub session_id: String,
 }
 
 #[cfg(test)]

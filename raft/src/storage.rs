@@ -628,6 +628,7 @@ impl StateMachine {
             batch.insert(key::META_APPLIED, serde_json::to_vec(&meta.last_log_id).map_err(corrupt)?);
             batch.insert(key::META_MEMBERSHIP, serde_json::to_vec(&meta.last_membership).map_err(corrupt)?);
             batch.insert(key::META_DIRECTORY_INDEX, b"1".to_vec());
+            batch.insert(key::META_RECORD_FORMAT, crate::store::RECORD_FORMAT.to_vec());
             next.apply_batch(batch)?;
             batches += 1;
             Ok(())

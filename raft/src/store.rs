@@ -17,8 +17,9 @@ use sled::IVec;
 use tokio::sync::broadcast;
 
 use crate::model::{
-    AcceptedAlgorithms, AcceptedIssuer, AccountingSession, Admission, Application, CasbinModel, Group, NtCredential,
-    Organization, Permission, RefreshToken, Revocation, Role, SigninFailures, SigningKey, User,
+    AcceptedAlgorithms, AcceptedIssuer, AccountingSession, Admission, Application, BrowserSession, CasbinModel,
+    CodeRedemption, Consent, DeviceAuthorization, Group, NtCredential, Organization, Passkey, Permission,
+    RefreshToken, Revocation, Role, SigninFailures, SigningKey, TotpCredential, User,
 };
 use crate::Command;
 use crate::RaftError;
@@ -55,6 +56,23 @@ pub mod key {
     pub const ACCOUNTING_BY_AGE: &[u8] = b"T\0";
     /// NT-hash credentials (sealed), by user id: `N\0user id`.
     pub const NT_CREDENTIAL: &[u8] = b"N\0";
+    /// Browser sessions by id: `S\0session id`; and their index by user: `s\0user id\0session id` (empty).
+    pub const SESSION: &[u8] = b"S\0";
+    pub const SESSION_BY_USER: &[u8] = b"s\0";
+    /// Redeemed authorization codes, until they expire: `C\0code id`.
+    pub const CODE: &[u8] = b"C\0";
+    /// Consents: `K\0user id\0application`.
+    pub const CONSENT: &[u8] = b"K\0";
+    /// TOTP factors by user id: `Q\0user id`.
+    pub const TOTP: &[u8] = b"Q\0";
+    /// Passkeys: `W\0user id\0credential id`; and by credential id alone: `X\0credential id` (value: the
+    /// user id).
+    pub const PASSKEY: &[u8] = b"W\0";
+    pub const PASSKEY_BY_CREDENTIAL: &[u8] = b"X\0";
+    /// Device authorizations by device code digest: `D\0digest`; by user code: `E\0user code` (value: the
+    /// digest).
+    pub const DEVICE: &[u8] = b"D\0";
+    pub const DEVICE_BY_USER_CODE: &[u8] = b"E\0";
     /// Directory indexes (LDAP equality lookups), derived from the users: rebuilt from them when a snapshot
     /// is installed or a data dir from before them is opened (see [`super::directory_index_entries`]).
     /// Users by lower-cased name: `w\0owner\0lower(name)\0name`.
@@ -73,6 +91,8 @@ pub mod key {
     pub const META_MEMBERSHIP: &[u8] = b"m\0membership";
     /// Present once the directory indexes of the tree are complete.
     pub const META_DIRECTORY_INDEX: &[u8] = b"m\0directory_index.2";
+    /// The layout of the record archives in this tree (see [`super::RECORD_FORMAT`]).
+    pub const META_RECORD_FORMAT: &[u8] = b"m\0record_format";
 
     pub fn join(prefix: &[u8], parts: &[&str]) -> Vec<u8> {
         let mut k = Vec::with_capacity(prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
@@ -185,6 +205,42 @@ pub mod key {
     pub fn nt_credential(user_id: &str) -> Vec<u8> {
         join(NT_CREDENTIAL, &[user_id])
     }
+    pub fn session(id: &str) -> Vec<u8> {
+        join(SESSION, &[id])
+    }
+    pub fn session_of_user(user_id: &str, id: &str) -> Vec<u8> {
+        join(SESSION_BY_USER, &[user_id, id])
+    }
+    pub fn sessions_of_user(user_id: &str) -> Vec<u8> {
+        prefix(SESSION_BY_USER, &[user_id])
+    }
+    pub fn code(code_id: &str) -> Vec<u8> {
+        join(CODE, &[code_id])
+    }
+    pub fn consent(user_id: &str, application: &str) -> Vec<u8> {
+        join(CONSENT, &[user_id, application])
+    }
+    pub fn consents_of(user_id: &str) -> Vec<u8> {
+        prefix(CONSENT, &[user_id])
+    }
+    pub fn totp(user_id: &str) -> Vec<u8> {
+        join(TOTP, &[user_id])
+    }
+    pub fn passkey(user_id: &str, credential_id: &str) -> Vec<u8> {
+        join(PASSKEY, &[user_id, credential_id])
+    }
+    pub fn passkeys_of(user_id: &str) -> Vec<u8> {
+        prefix(PASSKEY, &[user_id])
+    }
+    pub fn passkey_by_credential(credential_id: &str) -> Vec<u8> {
+        join(PASSKEY_BY_CREDENTIAL, &[credential_id])
+    }
+    pub fn device(digest: &str) -> Vec<u8> {
+        join(DEVICE, &[digest])
+    }
+    pub fn device_by_user_code(user_code: &str) -> Vec<u8> {
+        join(DEVICE_BY_USER_CODE, &[user_code])
+    }
     pub fn accounting(nas_client: &str, acct_session_id: &str) -> Vec<u8> {
         join(ACCOUNTING, &[nas_client, acct_session_id])
     }
@@ -267,6 +323,12 @@ stored! {
     Admission => key::ADMISSION,
     AccountingSession => key::ACCOUNTING,
     NtCredential => key::NT_CREDENTIAL,
+    BrowserSession => key::SESSION,
+    CodeRedemption => key::CODE,
+    Consent => key::CONSENT,
+    TotpCredential => key::TOTP,
+    Passkey => key::PASSKEY,
+    DeviceAuthorization => key::DEVICE,
 }
 
 /// Validates a value by the record type its key prefix names. Index and meta values are not archives
@@ -290,6 +352,12 @@ pub fn validate_value(key: &[u8], value: &[u8]) -> Result<(), RaftError> {
         p if p == key::ADMISSION => Admission::validate(value),
         p if p == key::ACCOUNTING => AccountingSession::validate(value),
         p if p == key::NT_CREDENTIAL => NtCredential::validate(value),
+        p if p == key::SESSION => BrowserSession::validate(value),
+        p if p == key::CODE => CodeRedemption::validate(value),
+        p if p == key::CONSENT => Consent::validate(value),
+        p if p == key::TOTP => TotpCredential::validate(value),
+        p if p == key::PASSKEY => Passkey::validate(value),
+        p if p == key::DEVICE => DeviceAuthorization::validate(value),
         _ => Ok(()),
     }
 }
@@ -339,6 +407,32 @@ pub struct AccountingPage {
 /// Makes the directory indexes of a state tree complete, unless it says they are: writes every user's
 /// entries and the marker. For a data dir written before the indexes existed (they are derived data, like
 /// a cache: nothing but the users decides them).
+/// The layout of the record archives this build reads. rkyv archives are not self-describing: a record
+/// written with fewer fields cannot be read with more, so a data dir records the layout it was written with
+/// and a build refuses one of another layout, clearly, instead of misreading it. 2: applications and
+/// organizations got their sign-in page settings.
+pub const RECORD_FORMAT: &[u8] = b"2";
+
+/// Checks (and, for an empty state, sets) the record layout of a state tree.
+pub(crate) fn check_record_format(tree: &sled::Tree) -> Result<(), RaftError> {
+    match tree.get(key::META_RECORD_FORMAT)? {
+        Some(f) if f.as_ref() == RECORD_FORMAT => Ok(()),
+        found => {
+            let has_records = RECORD_PREFIXES.iter().any(|p| tree.scan_prefix(p).next().is_some());
+            if found.is_none() && !has_records {
+                tree.insert(key::META_RECORD_FORMAT, RECORD_FORMAT)?;
+                return Ok(());
+            }
+            let found = found.map(|f| String::from_utf8_lossy(&f).into_owned()).unwrap_or_else(|| "1".into());
+            Err(RaftError::Corrupt(format!(
+                "this data dir holds records of layout {found}, and this build reads layout {}: start the Jeton \
+                 version that wrote it, or import again (`jeton import`) into a new data dir",
+                String::from_utf8_lossy(RECORD_FORMAT)
+            )))
+        }
+    }
+}
+
 pub(crate) fn complete_directory_indexes(tree: &sled::Tree) -> Result<usize, RaftError> {
     if tree.get(key::META_DIRECTORY_INDEX)?.is_some() {
         return Ok(0);
@@ -491,6 +585,7 @@ impl Store {
                 db.drop_tree(&other)?;
             }
         }
+        check_record_format(&tree)?;
         let indexed = complete_directory_indexes(&tree)?;
         if indexed > 0 {
             tracing::info!(users = indexed, "built the directory indexes of a data dir written before them");
@@ -737,6 +832,46 @@ impl Store {
     /// The NT-hash credential of a user (by id), sealed; current or not (see [`NtCredential::is_current_for`]).
     pub fn nt_credential(&self, user_id: &str) -> Result<Option<Record<NtCredential>>, RaftError> {
         self.record(&key::nt_credential(user_id))
+    }
+    /// A browser session by id (hex SHA-256 of its cookie), live or not (see [`BrowserSession::is_live`]).
+    pub fn session(&self, id: &str) -> Result<Option<Record<BrowserSession>>, RaftError> {
+        self.record(&key::session(id))
+    }
+    /// The sessions of a user (by id).
+    pub fn sessions_of_user(&self, user_id: &str) -> Result<Vec<Record<BrowserSession>>, RaftError> {
+        self.index_scan(&key::sessions_of_user(user_id))
+    }
+    /// Whether an authorization code was redeemed (it is remembered until it expires).
+    pub fn code_redemption(&self, code_id: &str) -> Result<Option<Record<CodeRedemption>>, RaftError> {
+        self.record(&key::code(code_id))
+    }
+    pub fn consent(&self, user_id: &str, application: &str) -> Result<Option<Record<Consent>>, RaftError> {
+        self.record(&key::consent(user_id, application))
+    }
+    pub fn consents_of(&self, user_id: &str) -> impl Iterator<Item = Result<Record<Consent>, RaftError>> {
+        self.records(&key::consents_of(user_id))
+    }
+    pub fn totp(&self, user_id: &str) -> Result<Option<Record<TotpCredential>>, RaftError> {
+        self.record(&key::totp(user_id))
+    }
+    pub fn passkey(&self, user_id: &str, credential_id: &str) -> Result<Option<Record<Passkey>>, RaftError> {
+        self.record(&key::passkey(user_id, credential_id))
+    }
+    pub fn passkeys_of(&self, user_id: &str) -> impl Iterator<Item = Result<Record<Passkey>, RaftError>> {
+        self.records(&key::passkeys_of(user_id))
+    }
+    /// A passkey by its credential id alone (passwordless sign-in names no user).
+    pub fn passkey_by_credential(&self, credential_id: &str) -> Result<Option<Record<Passkey>>, RaftError> {
+        self.indexed(&key::passkey_by_credential(credential_id))
+    }
+    pub fn device_authorization(&self, digest: &str) -> Result<Option<Record<DeviceAuthorization>>, RaftError> {
+        self.record(&key::device(digest))
+    }
+    pub fn device_authorization_by_user_code(
+        &self,
+        user_code: &str,
+    ) -> Result<Option<Record<DeviceAuthorization>>, RaftError> {
+        self.indexed(&key::device_by_user_code(user_code))
     }
     /// The accounting session of a NAS client and `Acct-Session-Id`.
     pub fn accounting_session(

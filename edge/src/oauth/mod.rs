@@ -4,6 +4,7 @@
 //! credentials it carried, and turns the results into responses. [`introspection_cache`] keeps the
 //! introspection answers and drops them when the state they were computed from changes.
 
+pub mod authorize;
 pub mod introspection_cache;
 #[cfg(test)]
 mod introspection_cache_state_tests;
@@ -82,7 +83,7 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Params {
     }
 }
 
-fn param<'a>(p: &'a Params, k: &str) -> &'a str {
+pub(crate) fn param<'a>(p: &'a Params, k: &str) -> &'a str {
     p.get(k).map(|s| s.as_str()).unwrap_or("")
 }
 
@@ -108,6 +109,17 @@ pub struct TokenResponse {
     pub refresh_token: String,
     pub expires_in: i64,
     pub scope: String,
+    /// A real OIDC ID token (authorization code and device flows with `openid`); else Casdoor's copy of the
+    /// access token goes in `id_token`.
+    pub id_token: Option<String>,
+}
+
+/// What minting for a user made: the response, the refresh token to record, and the access token's id.
+pub(crate) struct Minted {
+    pub(crate) response: TokenResponse,
+    pub(crate) refresh: Option<RefreshToken>,
+    pub(crate) access_jti: String,
+    pub(crate) access_expires_at: i64,
 }
 
 /// The JSON of a token response, serialized without building a `Value`.
@@ -126,7 +138,7 @@ impl TokenResponse {
         // Casdoor clients read `id_token` (the access token, COMPAT §5.5) and expect all six keys.
         serde_json::to_vec(&TokenResponseJson {
             access_token: &self.access_token,
-            id_token: &self.access_token,
+            id_token: self.id_token.as_deref().unwrap_or(&self.access_token),
             refresh_token: &self.refresh_token,
             token_type: "Bearer",
             expires_in: self.expires_in,
@@ -157,7 +169,7 @@ fn refused_to_oauth(refused: Refused) -> OAuthError {
     }
 }
 
-fn hours_to_secs(h: f64) -> i64 {
+pub(crate) fn hours_to_secs(h: f64) -> i64 {
     if h.is_finite() && h > 0.0 {
         (h * 3600.0) as i64
     } else {
@@ -209,6 +221,23 @@ impl Edge {
         }
     }
 
+    /// A public client (RFC 6749 §2.1) names itself with `client_id` alone and proves nothing: it may only
+    /// redeem codes bound to a PKCE verifier (and refresh). `None` when the request is not such a one.
+    fn public_client(&self, p: &Params, auth: &ClientAuth) -> Result<Option<Arc<ClientApp>>, OAuthError> {
+        if auth.basic.is_some() || auth.known.is_some() || p.contains_key("client_secret") {
+            return Ok(None);
+        }
+        match self.client(param(p, "client_id"))? {
+            Some(c) if c.app.public_client => {
+                if !matches!(param(p, "grant_type"), "authorization_code" | "refresh_token") {
+                    return Err(OAuthError::unauthorized_client("a public client may only redeem codes and refresh"));
+                }
+                Ok(Some(c))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// `POST /oauth/token`.
     pub async fn token(
         &self,
@@ -220,16 +249,20 @@ impl Edge {
         if grant.is_empty() {
             return Err(OAuthError::invalid_request("grant_type is required"));
         }
-        if !matches!(grant, "client_credentials" | "password" | "refresh_token") {
+        if !matches!(grant, "client_credentials" | "password" | "refresh_token" | "authorization_code") {
             return Err(OAuthError::unsupported_grant_type(format!("grant_type {grant} is not supported")));
         }
-        let client = self.client_from_request(p, auth)?;
+        let client = match self.public_client(p, auth)? {
+            Some(public) => public,
+            None => self.client_from_request(p, auth)?,
+        };
         if !client.app.grant_types.iter().any(|g| g == grant) {
             return Err(OAuthError::unauthorized_client(format!("this client may not use grant_type {grant}")));
         }
         match grant {
             "client_credentials" => self.grant_client_credentials(&client, p),
             "password" => self.grant_password(&client, p, client_ip).await,
+            "authorization_code" => self.grant_authorization_code(&client, p).await,
             _ => self.grant_refresh(&client, p).await,
         }
     }
@@ -277,18 +310,18 @@ impl Edge {
         let c = claims::build(&frame, &Subject { user: None, roles: &[] });
         let access_token = key.sign(&key.access_header, &serde_json::to_vec(&c)?)?;
         self.metrics.token_issued("client_credentials");
-        Ok(TokenResponse { access_token, refresh_token: String::new(), expires_in: lifetime, scope })
+        Ok(TokenResponse { access_token, refresh_token: String::new(), expires_in: lifetime, scope, id_token: None })
     }
 
     /// Mints an access token (and, when the client may refresh, a refresh token) for a user.
-    fn mint_for_user(
+    pub(crate) fn mint_for_user(
         &self,
         client: &ClientApp,
         user: &User,
         scope: &str,
         nonce: &str,
         family: Option<&str>,
-    ) -> Result<(TokenResponse, Option<RefreshToken>), OAuthError> {
+    ) -> Result<Minted, OAuthError> {
         let key = self.signing_key(client)?;
         let roles = self.roles_of(user)?;
         let iat = now();
@@ -306,14 +339,20 @@ impl Edge {
             token_type: claims::ACCESS,
         };
         let access_token = key.sign(&key.access_header, &serde_json::to_vec(&claims::build(&frame, &subject))?)?;
-        let mut response = TokenResponse {
-            access_token,
-            refresh_token: String::new(),
-            expires_in: lifetime,
-            scope: scope.to_string(),
+        let mut minted = Minted {
+            response: TokenResponse {
+                access_token,
+                refresh_token: String::new(),
+                expires_in: lifetime,
+                scope: scope.to_string(),
+                id_token: None,
+            },
+            refresh: None,
+            access_jti: access_jti.clone(),
+            access_expires_at: iat + lifetime,
         };
         if !client.app.grant_types.iter().any(|g| g == "refresh_token") {
-            return Ok((response, None));
+            return Ok(minted);
         }
         let refresh_lifetime = match hours_to_secs(client.app.refresh_expire_in_hours) {
             0 => lifetime,
@@ -321,7 +360,7 @@ impl Edge {
         };
         let refresh_id = format!("admin/{}", uuid::Uuid::new_v4());
         let frame = TokenFrame { jti: &refresh_id, exp: iat + refresh_lifetime, token_type: claims::REFRESH, ..frame };
-        response.refresh_token =
+        minted.response.refresh_token =
             key.sign(&key.refresh_header, &serde_json::to_vec(&claims::build(&frame, &subject))?)?;
         let record = RefreshToken {
             id: refresh_id.clone(),
@@ -335,7 +374,8 @@ impl Edge {
             access_expires_at: iat + lifetime,
             state: RefreshState::Active,
         };
-        Ok((response, Some(record)))
+        minted.refresh = Some(record);
+        Ok(minted)
     }
 
     async fn grant_password(
@@ -368,7 +408,8 @@ impl Edge {
         if crate::passwords::may_sign_in(&user).is_err() {
             return Err(OAuthError::invalid_grant("the account is disabled"));
         }
-        let (mut response, refresh) = self.mint_for_user(client, &user, &scope, param(p, "nonce"), None)?;
+        let Minted { mut response, refresh, .. } =
+            self.mint_for_user(client, &user, &scope, param(p, "nonce"), None)?;
         if refresh.is_some() && !self.node.has_quorum() {
             // A refresh token is only valid once recorded for the cluster, which takes a quorum: without
             // one the sign-in still gets its access token, without a refresh token (RFC 6749 §5.1 makes
@@ -428,7 +469,7 @@ impl Edge {
             requested.split_whitespace().collect::<Vec<_>>().join(" ")
         };
         let nonce = claims.get("nonce").and_then(Value::as_str).unwrap_or_default().to_string();
-        let (response, new) = self.mint_for_user(client, &user, &scope, &nonce, Some(&old.family))?;
+        let Minted { response, refresh: new, .. } = self.mint_for_user(client, &user, &scope, &nonce, Some(&old.family))?;
         let Some(new) = new else {
             return Err(OAuthError::unauthorized_client("this client may not refresh tokens"));
         };
@@ -609,32 +650,8 @@ impl Edge {
         let Some(u) = active.user else {
             return Ok(Some(Value::Object(out)));
         };
-        let mut put = |k: &str, v: Value| {
-            let empty = matches!(&v, Value::String(s) if s.is_empty()) || v == json!(false) || v == json!([]);
-            if !empty {
-                out.insert(k.into(), v);
-            }
-        };
-        if scope.contains("profile") {
-            let roles = self.roles_of(&u)?;
-            put("preferred_username", json!(u.name));
-            put("name", json!(u.display_name));
-            put("picture", json!(u.avatar));
-            put("groups", json!(u.groups));
-            put("roles", json!(roles.iter().map(|r| r.name.clone()).collect::<Vec<_>>()));
-            put("real_name", json!(u.real_name));
-            put("is_verified", json!(u.is_verified));
-        }
-        if scope.contains("email") {
-            put("email", json!(u.email));
-            // Unlike Casdoor (COMPAT §11.9), the user's real verification state.
-            put("email_verified", json!(u.email_verified));
-        }
-        if scope.contains("address") {
-            put("address", json!(u.location));
-        }
-        if scope.contains("phone") {
-            put("phone", json!(u.phone));
+        for (k, v) in self.profile_claims(&u, &scope)? {
+            out.insert(k, v);
         }
         Ok(Some(Value::Object(out)))
     }
