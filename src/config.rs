@@ -30,6 +30,24 @@ pub struct Config {
     pub security: SecurityConfig,
     pub ldap: LdapConfig,
     pub radius: RadiusConfig,
+    pub sessions: SessionsConfig,
+}
+
+/// `[sessions]`: browser sign-in sessions (single sign-on).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Longest a session lasts, seconds (an application's `sessionLifetimeSecs` overrides it).
+    pub lifetime_secs: i64,
+    /// A session unused this long ends, seconds; 0: no idle limit (an application's `sessionIdleSecs`
+    /// overrides it).
+    pub idle_secs: i64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig { lifetime_secs: 10 * 3600, idle_secs: 30 * 60 }
+    }
 }
 
 /// The LDAP directory: binds and searches over the replicated state (README "LDAP").
@@ -412,6 +430,7 @@ impl Default for Config {
             security: SecurityConfig::default(),
             ldap: LdapConfig::default(),
             radius: RadiusConfig::default(),
+            sessions: SessionsConfig::default(),
         }
     }
 }

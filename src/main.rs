@@ -594,6 +594,12 @@ async fn prepare_edge(
             ip_failure_window: Duration::from_secs(cfg.security.ip_failure_window_secs),
             nt_hash_organizations: cfg.radius.nt_hash_organizations.clone(),
         },
+        sessions: jeton_edge::sessions::SessionSettings {
+            lifetime_secs: cfg.sessions.lifetime_secs.max(60),
+            idle_secs: cfg.sessions.idle_secs.max(0),
+            // Cookies are `Secure` when browsers reach the node over https (the issuer says how).
+            secure_cookies: cfg.issuer.starts_with("https://"),
+        },
     };
     Ok(Edge::new(node.clone(), kek, edge_cfg, metrics)?)
 }

@@ -12,6 +12,7 @@
 //! - [`service`]: [`Edge`], the shared handle (store, node, keys, caches, invalidation) every front end gets;
 //! - [`oauth`]: token issuance, introspection (and its cache), revocation, userinfo, and in
 //!   [`oauth::authorize`] the authorization code flow (requests, the redirect URI rule, codes, ID tokens);
+//! - [`mfa`]: second factors of browser sign-in (TOTP codes used once cluster-wide, recovery codes);
 //! - [`sessions`]: browser sessions (SSO), CSRF tokens, sign-in state sealed for the browser to carry;
 //! - [`passwords`]: password sign-in (lookup, lockout, limits, hashing slots, timing floor), challenge-response
 //!   proofs, in [`passwords::schemes`] the Casdoor password schemes, and in [`passwords::nt_credential`] the
@@ -53,6 +54,7 @@ pub mod keys;
 pub mod ldap;
 pub(crate) mod listener;
 pub mod metrics;
+pub mod mfa;
 pub mod oauth;
 pub mod passwords;
 pub mod radius;

@@ -224,6 +224,8 @@ pub fn organization(r: &Row) -> Result<WithoutPassword<Organization>, String> {
         enable_soft_deletion: r.b("enable_soft_deletion"),
         tags: r.list("tags")?,
         default_token_format: r.string("default_token_format"),
+        logo: r.string("logo"),
+        ..Default::default()
     };
     Ok((org, dropped))
 }
@@ -384,6 +386,9 @@ pub fn application(r: &Row) -> Result<Application, String> {
         token_attributes,
         failed_signin_limit: r.i("failed_signin_limit").clamp(0, i32::MAX as i64) as i32,
         failed_signin_frozen_time: r.i("failed_signin_frozen_time").clamp(0, i32::MAX as i64) as i32,
+        logo: r.string("logo"),
+        homepage_url: r.string("homepage_url"),
+        ..Default::default()
     })
 }
 

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     AcceptedAlgorithms, AcceptedIssuer, AccountingEvent, Admission, Application, BrowserSession, CasbinModel,
-    CodeRedemption, Consent, DeviceAuthorization, Group, NtCredential, Organization, Passkey, Permission,
-    RefreshToken, Revocation, Role, SigningKey, TotpCredential, User,
+    CodeRedemption, Consent, DeviceAuthorization, Group, NtCredential, Organization, Passkey, Permission, RefreshToken,
+    Revocation, Role, SigningKey, TotpCredential, User,
 };
 
 /// How a `Put*` command treats an existing record.

@@ -923,7 +923,9 @@ pub struct Passkey {
 }
 
 /// Where a device authorization (RFC 8628) stands.
-#[derive(Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Archive, RkyvSerialize, RkyvDeserialize, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default,
+)]
 #[rkyv(derive(Debug, PartialEq, Eq))]
 pub enum DeviceState {
     #[default]

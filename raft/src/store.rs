@@ -18,8 +18,8 @@ use tokio::sync::broadcast;
 
 use crate::model::{
     AcceptedAlgorithms, AcceptedIssuer, AccountingSession, Admission, Application, BrowserSession, CasbinModel,
-    CodeRedemption, Consent, DeviceAuthorization, Group, NtCredential, Organization, Passkey, Permission,
-    RefreshToken, Revocation, Role, SigninFailures, SigningKey, TotpCredential, User,
+    CodeRedemption, Consent, DeviceAuthorization, Group, NtCredential, Organization, Passkey, Permission, RefreshToken,
+    Revocation, Role, SigninFailures, SigningKey, TotpCredential, User,
 };
 use crate::Command;
 use crate::RaftError;

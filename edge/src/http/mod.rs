@@ -36,6 +36,7 @@ pub(crate) mod decode;
 mod discovery;
 mod health;
 mod oauth;
+mod pages;
 
 use decode::announces_body;
 pub use decode::parse_form;
@@ -308,6 +309,20 @@ async fn route(
         | (&Method::GET, "/.well-known/oauth-authorization-server") => {
             ("discovery", json_reply(200, discovery.openid.clone()))
         }
+        (&Method::GET | &Method::POST, "/oauth/authorize")
+        | (&Method::GET | &Method::POST, "/login/oauth/authorize") => {
+            ("authorize", Box::pin(pages::authorize(edge, req, limit, timeout, ip)).await)
+        }
+        (&Method::POST, "/login") => ("login", Box::pin(pages::login(edge, req, limit, timeout, ip)).await),
+        (&Method::POST, "/login/totp") => ("login", Box::pin(pages::login_totp(edge, req, limit, timeout, ip)).await),
+        (&Method::POST, "/consent") => ("consent", Box::pin(pages::consent(edge, req, limit, timeout, ip)).await),
+        (&Method::GET | &Method::POST, "/oauth/logout") | (&Method::GET | &Method::POST, "/api/logout") => {
+            ("logout", Box::pin(pages::logout(edge, req, limit, timeout, ip)).await)
+        }
+        (&Method::GET, p) if p.starts_with("/assets/") => match pages::asset(p) {
+            Some(r) => ("asset", r),
+            None => ("other", json_reply(404, r#"{"error":"not_found"}"#)),
+        },
         (&Method::GET, "/api/health") => ("health", health(edge, uri.query())),
         (&Method::GET, "/metrics") => {
             ("metrics", reply(200, "text/plain; version=0.0.4", edge.metrics.render(&edge.node)))

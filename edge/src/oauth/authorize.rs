@@ -333,12 +333,14 @@ impl Edge {
         Ok(req)
     }
 
-    /// What the request needs next, given the user signed in with `session` (if any).
+    /// What the request needs next, given the user signed in with `session` (if any). `fresh`: the user
+    /// authenticated in this very request, which satisfies `prompt=login` and `max_age`.
     pub fn authorization_step(
         &self,
         req: &AuthorizationRequest,
         session: Option<&BrowserSession>,
         user: Option<&User>,
+        fresh: bool,
     ) -> Step {
         let (Some(session), Some(user)) = (session, user) else {
             return Step::Login;
@@ -346,8 +348,11 @@ impl Edge {
         if user.owner != req.client.app.organization || crate::passwords::may_sign_in(user).is_err() {
             return Step::Login;
         }
+        if !fresh && req.prompts("login") {
+            return Step::Login;
+        }
         if let Some(max_age) = req.max_age {
-            if now() - session.auth_time > max_age {
+            if !fresh && now() - session.auth_time > max_age {
                 return Step::Login;
             }
         }
@@ -467,7 +472,8 @@ impl Edge {
         let mut minted = self.mint_for_user(client, &user, &code.scope, &code.nonce, None)?;
         let auth = Authentication { user_id: user.id.clone(), amr: code.amr.clone(), auth_time: code.auth_time };
         if code.scope.split_whitespace().any(|s| s == "openid") {
-            minted.response.id_token = Some(self.id_token(client, &user, &code, &auth, &minted.response.access_token)?);
+            minted.response.id_token =
+                Some(self.id_token(client, &user, &code, &auth, &minted.response.access_token)?);
         }
         let redemption = CodeRedemption {
             code_id: code.id.clone(),

@@ -67,6 +67,10 @@ impl Params {
             self.0.push((key, value));
         }
     }
+    /// The parameters in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
     pub fn remove(&mut self, key: &str) -> Option<String> {
         let i = self.0.iter().position(|(k, _)| k == key)?;
         Some(self.0.swap_remove(i).1)
@@ -469,7 +473,8 @@ impl Edge {
             requested.split_whitespace().collect::<Vec<_>>().join(" ")
         };
         let nonce = claims.get("nonce").and_then(Value::as_str).unwrap_or_default().to_string();
-        let Minted { response, refresh: new, .. } = self.mint_for_user(client, &user, &scope, &nonce, Some(&old.family))?;
+        let Minted { response, refresh: new, .. } =
+            self.mint_for_user(client, &user, &scope, &nonce, Some(&old.family))?;
         let Some(new) = new else {
             return Err(OAuthError::unauthorized_client("this client may not refresh tokens"));
         };

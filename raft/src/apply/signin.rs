@@ -449,7 +449,12 @@ mod tests {
         assert!(tree.get(key::refresh("f2")).unwrap().is_none(), "the replay issued nothing");
         assert!(!tree.contains_key(key::revocation("a3")).unwrap(), "another code is untouched");
         let late = Command::RedeemCode {
-            redemption: CodeRedemption { code_id: "c9".into(), expires_at: 100, access_jti: "x".into(), ..Default::default() },
+            redemption: CodeRedemption {
+                code_id: "c9".into(),
+                expires_at: 100,
+                access_jti: "x".into(),
+                ..Default::default()
+            },
             refresh: None,
             now: 100,
         };

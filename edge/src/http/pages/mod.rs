@@ -1,0 +1,660 @@
+//! The browser pages: the authorization endpoint, the login page, the second-factor step, consent and
+//! sign-out. Server-rendered HTML from askama templates (`edge/templates/`), no JavaScript but for
+//! passkeys.
+//!
+//! Every page is sent with a strict Content-Security-Policy (no inline script or style but the page's own
+//! nonce), `frame-ancestors 'none'` (never framed), `no-store`, `no-referrer`. Every form carries a CSRF
+//! token: a MAC of the browser's CSRF cookie (see [`Edge::csrf_token`]). The sign-in state between two steps
+//! travels in the form (the authorization request as it came, re-checked at every step; a pending sign-in
+//! sealed), so any node can take the next step.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use askama::Template;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, LOCATION, SET_COOKIE};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use jeton_raft::model::{BrowserSession, User};
+
+use super::decode::{add_body_params, form_pairs, query_params, read_body};
+use super::Reply;
+use crate::clock::now;
+use crate::error::OAuthError;
+use crate::oauth::authorize::{AuthorizationRequest, AuthorizationResponse, AuthorizeRefusal, ResponseMode, Step};
+use crate::oauth::Params;
+use crate::passwords::{Lockout, LockoutRule, Refused, SignIn};
+use crate::secrets::random_hex;
+use crate::service::Edge;
+use crate::sessions::{csrf_cookie_name, session_cookie_name, Authentication};
+
+mod logout;
+
+pub(super) use logout::logout;
+
+/// What the pages decode from a request: its headers, and the parameters of its query and form body.
+pub(super) struct PageRequest {
+    pub(super) headers: HeaderMap,
+    pub(super) params: Params,
+    pub(super) method: Method,
+    pub(super) ip: IpAddr,
+}
+
+impl PageRequest {
+    pub(super) async fn read(
+        req: Request<Incoming>,
+        limit: usize,
+        timeout: Duration,
+        ip: IpAddr,
+    ) -> Result<PageRequest, OAuthError> {
+        let (parts, body) = req.into_parts();
+        let mut params = query_params(parts.uri.query(), false)?;
+        if parts.method == Method::POST {
+            let bytes = read_body(&parts.headers, body, limit, timeout).await?;
+            let content_type = parts.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            add_body_params(&mut params, content_type.unwrap_or(""), &bytes)?;
+        }
+        Ok(PageRequest { headers: parts.headers, params, method: parts.method, ip })
+    }
+
+    /// A cookie's value, if the browser sent it.
+    pub(super) fn cookie(&self, name: &str) -> Option<String> {
+        self.headers.get_all(hyper::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|line| {
+            line.split(';').find_map(|c| {
+                let (k, v) = c.trim().split_once('=')?;
+                (k == name).then(|| v.to_string())
+            })
+        })
+    }
+
+    fn param(&self, k: &str) -> &str {
+        self.params.get(k).map(String::as_str).unwrap_or("")
+    }
+
+    fn user_agent(&self) -> &str {
+        self.headers.get(hyper::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+/// Brand of a page: whose sign-in it is.
+pub(super) struct Brand {
+    pub(super) name: String,
+    pub(super) logo: String,
+    pub(super) color: String,
+}
+
+/// What every page's layout needs.
+pub(super) struct Page {
+    pub(super) brand: Brand,
+    pub(super) csrf: String,
+    /// Nonce of this response's inline style (and script): the only inline content the CSP allows.
+    pub(super) nonce: String,
+    pub(super) lang: String,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    page: &'a Page,
+    request: &'a str,
+    login_hint: &'a str,
+    error: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "totp.html")]
+struct TotpPage<'a> {
+    page: &'a Page,
+    request: &'a str,
+    pending: &'a str,
+    error: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "consent.html")]
+struct ConsentPage<'a> {
+    page: &'a Page,
+    request: &'a str,
+    user: &'a str,
+    scopes: Vec<(String, &'static str)>,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+pub(super) struct MessagePage<'a> {
+    pub(super) page: &'a Page,
+    pub(super) title: &'a str,
+    pub(super) message: &'a str,
+    pub(super) is_error: bool,
+}
+
+#[derive(Template)]
+#[template(path = "form_post.html")]
+struct FormPostPage<'a> {
+    action: &'a str,
+    params: &'a [(String, String)],
+    nonce: &'a str,
+}
+
+/// The one-step-of-a-sign-in state sealed into the second-factor form.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct PendingSignIn {
+    pub(super) user_id: String,
+    pub(super) amr: Vec<String>,
+    pub(super) auth_time: i64,
+    pub(super) exp: i64,
+    /// The CSRF cookie it was issued to: the state works only in the browser that got it.
+    pub(super) csrf: String,
+}
+
+const PENDING_PURPOSE: &str = "jeton pending sign-in 1";
+/// How long a password-checked sign-in waits for its second factor.
+const PENDING_SECS: i64 = 300;
+/// The one answer to every refused password sign-in (no user enumeration).
+const WRONG_CREDENTIALS: &str = "The username or password is incorrect.";
+
+/// What a scope lets an application see, for the consent page.
+fn scope_meaning(scope: &str) -> &'static str {
+    match scope {
+        "openid" => "confirm who you are",
+        "profile" => "your name, username, picture and profile details",
+        "email" => "your email address",
+        "phone" => "your phone number",
+        "address" => "your address",
+        "offline_access" => "stay signed in to it when you are away",
+        _ => "",
+    }
+}
+
+/// A colour the pages accept from a record: `#rgb` or `#rrggbb`, else the default.
+fn brand_color(c: &str) -> String {
+    let hex = c.strip_prefix('#').unwrap_or("");
+    if (hex.len() == 3 || hex.len() == 6) && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        c.to_string()
+    } else {
+        "#2f5bd3".to_string()
+    }
+}
+
+/// A logo URL the pages show: https, or an image data URL; anything else is dropped.
+fn brand_logo(url: &str) -> String {
+    if url.starts_with("https://") || url.starts_with("data:image/") {
+        url.to_string()
+    } else {
+        String::new()
+    }
+}
+
+impl Edge {
+    /// The brand of an application's pages: its own name, logo and colour, else its organization's.
+    pub(super) fn brand(&self, app: Option<&jeton_raft::model::Application>) -> Brand {
+        let org = app.and_then(|a| self.store.organization(&a.organization).ok().flatten()?.to_owned().ok());
+        let pick =
+            |own: &str, org: Option<&str>| if own.is_empty() { org.unwrap_or("").to_string() } else { own.into() };
+        match app {
+            Some(a) => Brand {
+                name: pick(&a.display_name, Some(&a.name)),
+                logo: brand_logo(&pick(&a.logo, org.as_ref().map(|o| o.logo.as_str()))),
+                color: brand_color(&pick(&a.theme_color, org.as_ref().map(|o| o.theme_color.as_str()))),
+            },
+            None => Brand { name: "Jeton".into(), logo: String::new(), color: brand_color("") },
+        }
+    }
+}
+
+/// The CSRF cookie of the browser, or a new one to set.
+struct Csrf {
+    value: String,
+    is_new: bool,
+}
+
+fn csrf_of(edge: &Edge, r: &PageRequest) -> Csrf {
+    match r.cookie(csrf_cookie_name(edge.config.sessions.secure_cookies)) {
+        Some(v) if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => Csrf { value: v, is_new: false },
+        _ => Csrf { value: random_hex(32), is_new: true },
+    }
+}
+
+pub(super) fn new_page(
+    edge: &Edge,
+    r: &PageRequest,
+    app: Option<&jeton_raft::model::Application>,
+) -> (Page, Option<String>) {
+    let csrf = csrf_of(edge, r);
+    let set =
+        csrf.is_new.then(|| cookie(edge, csrf_cookie_name(edge.config.sessions.secure_cookies), &csrf.value, None));
+    let lang = r.param("ui_locales").split_whitespace().next().unwrap_or("en");
+    let lang =
+        if lang.len() <= 16 && lang.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') { lang } else { "en" };
+    let page =
+        Page { brand: edge.brand(app), csrf: edge.csrf_token(&csrf.value), nonce: random_hex(16), lang: lang.into() };
+    (page, set)
+}
+
+/// A `Set-Cookie` value: host-only, `Path=/`, `HttpOnly`, `SameSite=Lax`, `Secure` over TLS; `max_age`
+/// `Some(0)` deletes it.
+pub(super) fn cookie(edge: &Edge, name: &str, value: &str, max_age: Option<i64>) -> String {
+    let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+    if edge.config.sessions.secure_cookies {
+        c.push_str("; Secure");
+    }
+    if let Some(age) = max_age {
+        c.push_str(&format!("; Max-Age={age}"));
+    }
+    c
+}
+
+/// An HTML response with the pages' security headers.
+pub(super) fn html(status: u16, body: String, nonce: &str, cookies: &[String]) -> Reply {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let h = r.headers_mut();
+    h.insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    secure_headers(h, nonce);
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(c) {
+            h.append(SET_COOKIE, v);
+        }
+    }
+    r
+}
+
+fn secure_headers(h: &mut HeaderMap, nonce: &str) {
+    let csp = format!(
+        "default-src 'none'; style-src 'self' 'nonce-{nonce}'; script-src 'self' 'nonce-{nonce}'; img-src 'self' data: https:; \
+         connect-src 'self'; base-uri 'none'; frame-ancestors 'none'"
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(hyper::header::CONTENT_SECURITY_POLICY, v);
+    }
+    h.insert(hyper::header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(hyper::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(hyper::header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(hyper::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// A redirect (303, so a POST becomes a GET) with the pages' headers.
+pub(super) fn see_other(location: &str, cookies: &[String]) -> Reply {
+    let mut r = html(303, String::new(), "", cookies);
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            r.headers_mut().insert(LOCATION, v);
+        }
+        Err(_) => *r.status_mut() = StatusCode::BAD_REQUEST,
+    }
+    r
+}
+
+/// A page that only says something (an error that must not be redirected, a confirmation).
+pub(super) fn message(edge: &Edge, r: &PageRequest, status: u16, title: &str, text: &str, error: bool) -> Reply {
+    let (page, set) = new_page(edge, r, None);
+    let body = MessagePage { page: &page, title, message: text, is_error: error }.render().unwrap_or_default();
+    html(status, body, &page.nonce, set.as_slice())
+}
+
+/// Sends an authorization response the way the client asked for (RFC 6749 §4.1.2; query, fragment or
+/// form_post).
+fn respond(resp: &AuthorizationResponse, cookies: &[String]) -> Reply {
+    match resp.mode {
+        ResponseMode::FormPost => {
+            let nonce = random_hex(16);
+            let body = FormPostPage { action: &resp.redirect_uri, params: &resp.params, nonce: &nonce }
+                .render()
+                .unwrap_or_default();
+            html(200, body, &nonce, cookies)
+        }
+        _ => see_other(&resp.location(), cookies),
+    }
+}
+
+fn refusal(edge: &Edge, r: &PageRequest, refusal: AuthorizeRefusal, cookies: &[String]) -> Reply {
+    match refusal {
+        AuthorizeRefusal::Page(text) => message(edge, r, 400, "This sign-in link cannot be used", &text, true),
+        AuthorizeRefusal::Redirect(resp) => respond(&resp, cookies),
+    }
+}
+
+/// The authorization request as the pages carry it: its parameters as a query string.
+fn carried(req: &AuthorizationRequest) -> String {
+    let pairs: Vec<(&str, &str)> = req.params.iter().collect();
+    form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+}
+
+/// The authorization request a page's form carried back.
+fn carried_request(edge: &Edge, r: &PageRequest) -> Result<AuthorizationRequest, AuthorizeRefusal> {
+    let mut params = Params::new();
+    for (k, v) in form_pairs(r.param("request")).take(Params::MAX) {
+        params.insert_if_absent(k, v);
+    }
+    edge.authorization_request(&params)
+}
+
+/// The session the browser's cookie stands for, and its user, if both are good.
+pub(super) fn signed_in(edge: &Edge, r: &PageRequest) -> Option<(BrowserSession, User)> {
+    let value = r.cookie(session_cookie_name(edge.config.sessions.secure_cookies))?;
+    let session = edge.session_from_cookie(&value).ok()??;
+    let user = edge.store.user_by_id(&session.user_id).ok()??.to_owned().ok()?;
+    Some((session, user))
+}
+
+/// `GET|POST /oauth/authorize` (and Casdoor's `/login/oauth/authorize`).
+pub(super) async fn authorize(
+    edge: &Edge,
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+    ip: IpAddr,
+) -> Reply {
+    let r = match PageRequest::read(req, limit, timeout, ip).await {
+        Ok(r) => r,
+        Err(e) => return bad_request(edge, e),
+    };
+    let areq = match edge.authorization_request(&r.params) {
+        Ok(a) => a,
+        Err(refused) => return refusal(edge, &r, refused, &[]),
+    };
+    let current = signed_in(edge, &r);
+    proceed(edge, &r, &areq, current.as_ref().map(|(s, u)| (s, u)), false, &[]).await
+}
+
+fn bad_request(_edge: &Edge, e: OAuthError) -> Reply {
+    let mut r = html(
+        e.status,
+        format!("<!doctype html><title>Bad request</title><p>{}</p>", askama_escape(&e.description)),
+        "",
+        &[],
+    );
+    if e.status == 413 || e.status == 408 {
+        r.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
+/// HTML-escapes a text for the one page not rendered from a template.
+fn askama_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Takes an authorization request one step further: the login page, the consent page, or a code.
+/// `fresh`: the user authenticated in this very request (so `prompt=login` and `max_age` are satisfied).
+async fn proceed(
+    edge: &Edge,
+    r: &PageRequest,
+    areq: &AuthorizationRequest,
+    current: Option<(&BrowserSession, &User)>,
+    fresh: bool,
+    cookies: &[String],
+) -> Reply {
+    let step = match current {
+        Some((s, u)) if fresh || !areq.prompts("login") => edge.authorization_step(areq, Some(s), Some(u), fresh),
+        _ => Step::Login,
+    };
+    let issuer = &edge.config.issuer;
+    match step {
+        Step::Login if areq.prompts("none") => {
+            respond(&areq.error(issuer, "login_required", "the user is not signed in"), cookies)
+        }
+        Step::Login => login_page(edge, r, areq, "", 200, cookies),
+        Step::Consent(_) if areq.prompts("none") => {
+            respond(&areq.error(issuer, "consent_required", "the user has not consented to these scopes"), cookies)
+        }
+        Step::Consent(scopes) => {
+            let Some((_, user)) = current else {
+                return login_page(edge, r, areq, "", 200, cookies);
+            };
+            let (page, set) = new_page(edge, r, Some(&areq.client.app));
+            let scopes = scopes
+                .into_iter()
+                .map(|s| {
+                    let m = scope_meaning(&s);
+                    (s, m)
+                })
+                .collect();
+            let body = ConsentPage { page: &page, request: &carried(areq), user: &user.name, scopes }
+                .render()
+                .unwrap_or_default();
+            let all: Vec<String> = cookies.iter().cloned().chain(set).collect();
+            html(200, body, &page.nonce, &all)
+        }
+        Step::Issue => {
+            let Some((session, _)) = current else {
+                return login_page(edge, r, areq, "", 200, cookies);
+            };
+            match edge.issue_code(areq, session).await {
+                Ok(resp) => respond(&resp, cookies),
+                Err(e) => respond(&areq.error(issuer, oauth_code_error(&e), &e.description), cookies),
+            }
+        }
+    }
+}
+
+/// The error code a failed step sends to the client: `temporarily_unavailable` (RFC 6749 §4.1.2.1) when the
+/// cluster could not take the write, else `server_error`.
+fn oauth_code_error(e: &OAuthError) -> &'static str {
+    if e.status == 503 {
+        "temporarily_unavailable"
+    } else {
+        "server_error"
+    }
+}
+
+fn login_page(
+    edge: &Edge,
+    r: &PageRequest,
+    areq: &AuthorizationRequest,
+    error: &str,
+    status: u16,
+    cookies: &[String],
+) -> Reply {
+    let (page, set) = new_page(edge, r, Some(&areq.client.app));
+    let hint = if r.param("username").is_empty() { areq.login_hint.clone() } else { r.param("username").to_string() };
+    let body =
+        LoginPage { page: &page, request: &carried(areq), login_hint: &hint, error }.render().unwrap_or_default();
+    let all: Vec<String> = cookies.iter().cloned().chain(set).collect();
+    html(status, body, &page.nonce, &all)
+}
+
+/// Checks the form's CSRF token against the browser's cookie.
+pub(super) fn csrf_checked(edge: &Edge, r: &PageRequest) -> bool {
+    let cookie = r.cookie(csrf_cookie_name(edge.config.sessions.secure_cookies));
+    edge.csrf_ok(cookie.as_deref(), r.param("csrf"))
+}
+
+fn csrf_refused(edge: &Edge, r: &PageRequest) -> Reply {
+    message(
+        edge,
+        r,
+        403,
+        "This form has expired",
+        "The page was open too long or came from somewhere else. Go back to the application and sign in again.",
+        true,
+    )
+}
+
+/// `POST /login`: the password step.
+pub(super) async fn login(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Duration, ip: IpAddr) -> Reply {
+    let r = match PageRequest::read(req, limit, timeout, ip).await {
+        Ok(r) => r,
+        Err(e) => return bad_request(edge, e),
+    };
+    if !csrf_checked(edge, &r) {
+        return csrf_refused(edge, &r);
+    }
+    let areq = match carried_request(edge, &r) {
+        Ok(a) => a,
+        Err(refused) => return refusal(edge, &r, refused, &[]),
+    };
+    let (login, password) = (r.param("username").trim(), r.param("password"));
+    if login.is_empty() || password.is_empty() {
+        return login_page(edge, &r, &areq, "Enter your username and password.", 400, &[]);
+    }
+    let app = &areq.client.app;
+    let sign_in = SignIn {
+        organization: &app.organization,
+        login,
+        password,
+        client_ip: Some(ip),
+        lockout: LockoutRule::Of(Lockout::of(app)),
+        ignore_case: false,
+    };
+    let user = match edge.passwords.verify(sign_in).await {
+        Ok(v) => v.user,
+        Err(Refused::Locked { .. } | Refused::RateLimited) => {
+            return login_page(edge, &r, &areq, "Too many attempts. Wait a few minutes, then try again.", 429, &[])
+        }
+        Err(Refused::Internal(e)) => {
+            tracing::error!("sign-in page: {e}");
+            return login_page(edge, &r, &areq, "Signing in failed on our side. Try again.", 500, &[]);
+        }
+        Err(_) => return login_page(edge, &r, &areq, WRONG_CREDENTIALS, 401, &[]),
+    };
+    if crate::passwords::may_sign_in(&user).is_err() {
+        return login_page(edge, &r, &areq, WRONG_CREDENTIALS, 401, &[]);
+    }
+    let auth = Authentication { user_id: user.id.clone(), amr: vec!["pwd".into()], auth_time: now() };
+    match second_factor(edge, &user) {
+        Ok(SecondFactor::None) => finish_sign_in(edge, &r, &areq, &user, &auth).await,
+        Ok(SecondFactor::Totp) => totp_page(edge, &r, &areq, &auth, ""),
+        Err(e) => {
+            tracing::error!("sign-in page: {e:?}");
+            login_page(edge, &r, &areq, "Signing in failed on our side. Try again.", 500, &[])
+        }
+    }
+}
+
+/// What a user must show after their password.
+enum SecondFactor {
+    None,
+    Totp,
+}
+
+fn second_factor(edge: &Edge, user: &User) -> Result<SecondFactor, OAuthError> {
+    if edge.store.totp(&user.id)?.is_some() {
+        return Ok(SecondFactor::Totp);
+    }
+    Ok(SecondFactor::None)
+}
+
+fn totp_page(edge: &Edge, r: &PageRequest, areq: &AuthorizationRequest, auth: &Authentication, error: &str) -> Reply {
+    let (page, set) = new_page(edge, r, Some(&areq.client.app));
+    let csrf = r.cookie(csrf_cookie_name(edge.config.sessions.secure_cookies)).unwrap_or_default();
+    let pending = PendingSignIn {
+        user_id: auth.user_id.clone(),
+        amr: auth.amr.clone(),
+        auth_time: auth.auth_time,
+        exp: now() + PENDING_SECS,
+        csrf,
+    };
+    let sealed = match edge.seal_for_browser(PENDING_PURPOSE, &pending) {
+        Ok(s) => s,
+        Err(_) => return login_page(edge, r, areq, "Signing in failed on our side. Try again.", 500, &[]),
+    };
+    let status = if error.is_empty() { 200 } else { 401 };
+    let body = TotpPage { page: &page, request: &carried(areq), pending: &sealed, error }.render().unwrap_or_default();
+    html(status, body, &page.nonce, set.as_slice())
+}
+
+/// `POST /login/totp`: the second factor.
+pub(super) async fn login_totp(
+    edge: &Edge,
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+    ip: IpAddr,
+) -> Reply {
+    let r = match PageRequest::read(req, limit, timeout, ip).await {
+        Ok(r) => r,
+        Err(e) => return bad_request(edge, e),
+    };
+    if !csrf_checked(edge, &r) {
+        return csrf_refused(edge, &r);
+    }
+    let areq = match carried_request(edge, &r) {
+        Ok(a) => a,
+        Err(refused) => return refusal(edge, &r, refused, &[]),
+    };
+    let csrf = r.cookie(csrf_cookie_name(edge.config.sessions.secure_cookies)).unwrap_or_default();
+    let pending: Option<PendingSignIn> = edge.open_from_browser(PENDING_PURPOSE, r.param("pending"));
+    let Some(pending) = pending.filter(|p| p.exp > now() && p.csrf == csrf) else {
+        return login_page(edge, &r, &areq, "The sign-in took too long. Sign in again.", 401, &[]);
+    };
+    let user = match edge.store.user_by_id(&pending.user_id).ok().flatten().and_then(|u| u.to_owned().ok()) {
+        Some(u) if crate::passwords::may_sign_in(&u).is_ok() => u,
+        _ => return login_page(edge, &r, &areq, WRONG_CREDENTIALS, 401, &[]),
+    };
+    let auth = Authentication { user_id: user.id.clone(), amr: pending.amr.clone(), auth_time: pending.auth_time };
+    match edge.check_second_factor(&user, r.param("code")).await {
+        Ok(true) => {
+            let mut amr = auth.amr.clone();
+            amr.extend(["otp".to_string(), "mfa".to_string()]);
+            let auth = Authentication { amr, ..auth };
+            finish_sign_in(edge, &r, &areq, &user, &auth).await
+        }
+        Ok(false) => totp_page(edge, &r, &areq, &auth, "The code is incorrect or was used already."),
+        Err(e) if e.status == 429 => {
+            totp_page(edge, &r, &areq, &auth, "Too many attempts. Wait a few minutes, then try again.")
+        }
+        Err(_) => totp_page(edge, &r, &areq, &auth, "Checking the code failed on our side. Try again."),
+    }
+}
+
+/// Starts the session of a user who authenticated, then takes the authorization request on.
+async fn finish_sign_in(
+    edge: &Edge,
+    r: &PageRequest,
+    areq: &AuthorizationRequest,
+    user: &User,
+    auth: &Authentication,
+) -> Reply {
+    let ip = r.ip.to_string();
+    let (value, session) = match edge.start_session(user, auth, Some(&areq.client.app), &ip, r.user_agent()).await {
+        Ok(s) => s,
+        Err(e) if e.status == 503 => {
+            return login_page(edge, r, areq, "The service is busy. Try again in a moment.", 503, &[])
+        }
+        Err(_) => return login_page(edge, r, areq, WRONG_CREDENTIALS, 401, &[]),
+    };
+    let set = cookie(edge, session_cookie_name(edge.config.sessions.secure_cookies), &value, None);
+    proceed(edge, r, areq, Some((&session, user)), true, &[set]).await
+}
+
+/// `POST /consent`.
+pub(super) async fn consent(edge: &Edge, req: Request<Incoming>, limit: usize, timeout: Duration, ip: IpAddr) -> Reply {
+    let r = match PageRequest::read(req, limit, timeout, ip).await {
+        Ok(r) => r,
+        Err(e) => return bad_request(edge, e),
+    };
+    if !csrf_checked(edge, &r) {
+        return csrf_refused(edge, &r);
+    }
+    let areq = match carried_request(edge, &r) {
+        Ok(a) => a,
+        Err(refused) => return refusal(edge, &r, refused, &[]),
+    };
+    let Some((session, user)) = signed_in(edge, &r) else {
+        return login_page(edge, &r, &areq, "", 200, &[]);
+    };
+    if r.param("decision") != "allow" {
+        return respond(&areq.error(&edge.config.issuer, "access_denied", "the user denied the request"), &[]);
+    }
+    if let Err(e) = edge.grant_consent(&user, &areq.client.app, &areq.scopes()).await {
+        return respond(&areq.error(&edge.config.issuer, oauth_code_error(&e), &e.description), &[]);
+    }
+    proceed(edge, &r, &areq, Some((&session, &user)), true, &[]).await
+}
+
+/// `GET /assets/…`: the pages' stylesheet and script.
+pub(super) fn asset(path: &str) -> Option<Reply> {
+    let (body, content_type): (&'static str, &'static str) = match path {
+        "/assets/jeton.css" => (include_str!("../../../assets/jeton.css"), "text/css; charset=utf-8"),
+        _ => return None,
+    };
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let h = r.headers_mut();
+    h.insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(hyper::header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    h.insert(hyper::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    Some(r)
+}
