@@ -118,6 +118,8 @@ impl Browser {
     /// artifacts go to a folder of that name.
     pub async fn start(test: &str) -> Browser {
         let artifacts = artifacts_root().join(test);
+        // A previous run's screenshots would pass for this run's.
+        let _ = std::fs::remove_dir_all(&artifacts);
         std::fs::create_dir_all(&artifacts)
             .unwrap_or_else(|e| panic!("create the artifacts folder {}: {e}", artifacts.display()));
         let driver = ChromeDriver::start(&artifacts.join("chromedriver.log")).await;
@@ -256,7 +258,15 @@ impl Browser {
     /// `failed-*` — and the message to fail with: the step, the URL, and the start of the page's text.
     async fn failure(&self, what: &str) -> String {
         let url = self.current_url().await;
-        let name: String = what.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).take(60).collect();
+        let step = what.split(" (").next().unwrap_or(what);
+        let name = step
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|word| !word.is_empty())
+            .collect::<Vec<_>>()
+            .join("-")
+            .chars()
+            .take(60)
+            .collect::<String>();
         if let Ok(png) = self.client.screenshot().await {
             let _ = std::fs::write(self.artifacts.join(format!("failed-{name}.png")), png);
         }
@@ -674,8 +684,9 @@ async fn chromium_and_virtual_authenticator_work() {
 
     // `localhost`, not 127.0.0.1: WebAuthn takes only a domain as relying-party id.
     let origin = format!("http://localhost:{}", rp.port);
-    browser.goto(&format!("{origin}/")).await;
+    browser.goto(&rp.sign_in(&format!("{origin}/"))).await;
     assert_eq!(browser.text("greeting").await, "Hello from the relying party");
+    assert_eq!(browser.current_url().await, format!("{origin}/"), "the relying party's sign-in redirects");
     let shot = browser.screenshot("smoke").await;
     let png = std::fs::read(&shot).expect("read the screenshot back");
     let width = u32::from_be_bytes(png[16..20].try_into().expect("IHDR width"));
@@ -787,7 +798,7 @@ async fn code_flow_login_totp_consent_tokens() {
     browser.fill("password", "Alice-Password-1").await;
     browser.submit("submit").await;
     browser.element("totp-form").await;
-    assert!(browser.has("#totp-form input[type=hidden][name=pending]").await);
+    assert!(browser.has("#totp-form input[type=hidden][name=pending]").await, "the password step, sealed");
     assert!(browser.session_cookie().await.is_none(), "no session before the second factor");
     browser.screenshot("totp").await;
 
@@ -878,6 +889,9 @@ async fn sso_into_second_app_then_sign_out() {
     browser.close().await;
 }
 
+/// A passkey in `#passkey-list`: each has its remove button.
+const LISTED_PASSKEY: &str = "#passkey-list button:not(#register)";
+
 /// Passkeys: signed in with a password, the user registers a passkey on `/account/passkeys` (the virtual
 /// authenticator now holds a discoverable credential for the node), signs out, and signs in again with the
 /// login page's passkey button alone, which ends at the callback with a code for the same user.
@@ -899,7 +913,7 @@ async fn passkey_register_then_sign_in() {
 
     browser.goto(&node.url("/account/passkeys")).await;
     browser.element("passkey-list").await;
-    assert!(!browser.has("#passkey-list li").await, "no passkey yet");
+    assert!(!browser.has(LISTED_PASSKEY).await, "no passkey yet");
     browser.click("register").await;
     let deadline = Instant::now() + PAGE_WAIT;
     let credentials = loop {
@@ -915,15 +929,17 @@ async fn passkey_register_then_sign_in() {
     assert_eq!(credentials.len(), 1, "{credentials:?}");
     assert_eq!(credentials[0]["rpId"], "localhost", "the node's host is the relying-party id");
     assert_eq!(credentials[0]["isResidentCredential"], true, "a passkey is discoverable: sign-in names no user");
-    // The page lists the new passkey once the server has stored it.
+    // The page shows the new passkey once the server has stored it, by itself (it re-renders or reloads);
+    // one reload is tried before failing, so that a page that does neither fails only on this point.
     let deadline = Instant::now() + PAGE_WAIT;
-    while !browser.has("#passkey-list li, #passkey-list tr, #passkey-list [data-id]").await {
-        if Instant::now() > deadline {
+    while !browser.has(LISTED_PASSKEY).await && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if !browser.has(LISTED_PASSKEY).await {
+        let _ = browser.client.refresh().await;
+        if !browser.has(LISTED_PASSKEY).await {
             panic!("{}", browser.failure("the new passkey is not listed in #passkey-list").await);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        // The page may show the list only after a reload.
-        let _ = browser.client.refresh().await;
     }
     browser.screenshot("passkeys").await;
     let sign_count = credentials[0]["signCount"].as_u64().unwrap_or_default();
