@@ -339,13 +339,26 @@ pub fn jwt_header(token: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).expect("b64")).expect("json")
 }
 
-/// Verifies a token with jwt-simple against the node's published JWKS, and returns its claims.
+/// Verifies an access token with jwt-simple against the node's published JWKS, and returns its claims.
 pub async fn verify_with_jwks(node: &Node, token: &str) -> Value {
+    assert_eq!(jwt_header(token)["typ"], "at+jwt", "RFC 9068 access tokens say typ at+jwt");
+    verify_signed_claims(node, token, Some("at+jwt")).await
+}
+
+/// Verifies an OpenID Connect ID token the same way, and returns its claims (with `nonce`). Its `typ` is
+/// `JWT` or absent, never `at+jwt`: an ID token must not pass for an access token at a resource server.
+pub async fn verify_id_token_with_jwks(node: &Node, token: &str) -> Value {
+    assert_ne!(jwt_header(token)["typ"], "at+jwt", "an ID token is not typed as an access token");
+    verify_signed_claims(node, token, None).await
+}
+
+/// The claims of `token` once its signature checks out against the JWKS key its `kid` names and its
+/// issuer is the node's; `typ`, when given, must be the header's.
+async fn verify_signed_claims(node: &Node, token: &str, typ: Option<&str>) -> Value {
     let (s, jwks) = node.get("/.well-known/jwks").await;
     assert_eq!(s, 200);
     let header = jwt_header(token);
     let kid = header["kid"].as_str().expect("kid in header");
-    assert_eq!(header["typ"], "at+jwt", "RFC 9068 access tokens say typ at+jwt");
     let jwk = jwks["keys"]
         .as_array()
         .expect("keys")
@@ -355,7 +368,7 @@ pub async fn verify_with_jwks(node: &Node, token: &str) -> Value {
     let b = |k: &str| URL_SAFE_NO_PAD.decode(jwk[k].as_str().expect("component")).expect("b64url");
     let opts = VerificationOptions {
         allowed_issuers: Some(HashSet::from_strings(&[&node.base])),
-        required_signature_type: Some("at+jwt".into()),
+        required_signature_type: typ.map(String::from),
         ..Default::default()
     };
     let claims: JWTClaims<serde_json::Map<String, Value>> = match jwk["alg"].as_str().expect("alg") {
@@ -374,6 +387,9 @@ pub async fn verify_with_jwks(node: &Node, token: &str) -> Value {
     v["iss"] = json!(claims.issuer);
     v["sub"] = json!(claims.subject);
     v["jti"] = json!(claims.jwt_id);
+    if let Some(nonce) = claims.nonce {
+        v["nonce"] = json!(nonce);
+    }
     v["exp"] = json!(claims.expires_at.map(|t| t.as_secs()));
     v["iat"] = json!(claims.issued_at.map(|t| t.as_secs()));
     v["aud"] = match claims.audiences {

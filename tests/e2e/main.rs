@@ -1,11 +1,13 @@
 //! End-to-end tests: real `jeton` processes on loopback, driven with real clients — reqwest for HTTP,
 //! jwt-simple (a JWT library Jeton does not use) to verify tokens against the published JWKS, OpenLDAP's
 //! ldap-utils and the ldap3 crate for LDAP, FreeRADIUS' radclient and radtest and a Python client written
-//! from the RFCs (tests/e2e/radius/client.py) for RADIUS, and another (tests/e2e/radsec/client.py) for RadSec.
+//! from the RFCs (tests/e2e/radius/client.py) for RADIUS, and another (tests/e2e/radsec/client.py) for RadSec,
+//! and a headless Chromium driven through chromedriver (WebDriver, fantoccini) for the browser sign-in pages.
 //!
 //! One test binary with a module per area, so the build stays fast.
 
 mod admin;
+mod browser;
 mod cluster;
 mod deploy;
 mod harness;

@@ -296,7 +296,8 @@ fn python(args: &[&str]) -> Value {
 }
 
 /// The current TOTP code of `secret` (RFC 6238, computed by client.py), `offset` steps of 30 s from now.
-fn totp(secret: &str, offset: i64) -> String {
+/// Also what tests/e2e/browser.rs types into the TOTP page.
+pub(crate) fn totp(secret: &str, offset: i64) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/radius/client.py");
     let out = Command::new(python_interpreter())
         .args([script, "totp", secret, "--step-offset", &offset.to_string()])
