@@ -1,7 +1,8 @@
 //! End-to-end tests: real `jeton` processes on loopback, driven with real clients — reqwest for HTTP,
 //! jwt-simple (a JWT library Jeton does not use) to verify tokens against the published JWKS, OpenLDAP's
 //! ldap-utils and the ldap3 crate for LDAP, FreeRADIUS' radclient and radtest and a Python client written
-//! from the RFCs (tests/e2e/radius/client.py) for RADIUS, and another (tests/e2e/radsec/client.py) for RadSec.
+//! from the RFCs (tests/e2e/radius/client.py) for RADIUS, and another (tests/e2e/radsec/client.py) for RadSec,
+//! Python's authlib as an OpenID Connect relying party (tests/e2e/oidc_rp/rp.py) for the browser sign-in.
 //!
 //! One test binary with a module per area, so the build stays fast.
 
@@ -14,6 +15,7 @@ mod import;
 mod ldap;
 mod lifecycle;
 mod oauth;
+mod oidc_rp;
 mod passwords;
 mod radius;
 mod radius_nthash;
