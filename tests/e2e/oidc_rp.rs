@@ -38,10 +38,11 @@ fn public_client() -> Value {
 }
 
 /// A web application of [`ORG`] that signs users in with the code flow, back to [`REDIRECT_URI`]. It is
-/// first party (`skipConsent`), so no consent page comes between the login and the redirect.
-fn web_app(name: &str, client_id: &str) -> Value {
+/// first party (`skipConsent`), so no consent page comes between the login and the redirect. Its client id
+/// is `<name>-client`, as [`Node::app_with_user`] names them.
+fn web_app(name: &str) -> Value {
     json!({
-        "owner": "admin", "name": name, "organization": ORG, "clientId": client_id,
+        "owner": "admin", "name": name, "organization": ORG, "clientId": format!("{name}-client"),
         "grantTypes": ["authorization_code", "refresh_token"], "redirectUris": [REDIRECT_URI],
         "skipConsent": true, "expireInHours": 1, "refreshExpireInHours": 24,
     })
@@ -69,23 +70,23 @@ struct Client {
 impl Site {
     async fn start() -> Site {
         let node = Node::start().await;
-        let (id, secret) = node.app_with_user(ORG, "app-web", web_app("app-web", "web-client"), USER, PASSWORD).await;
+        let (id, secret) = node.app_with_user(ORG, "app-web", web_app("app-web"), USER, PASSWORD).await;
         let web = Client { id, secret: Some(secret) };
 
         let other_secret = "app-other-secret-0123456789";
-        let mut other = web_app("app-other", "other-client");
+        let mut other = web_app("app-other");
         other["clientSecret"] = json!(other_secret);
         let (s, v) = node.admin_post("add-application", other).await;
         assert_eq!(s, 200, "{v}");
-        let other = Client { id: "other-client".into(), secret: Some(other_secret.into()) };
+        let other = Client { id: "app-other-client".into(), secret: Some(other_secret.into()) };
 
-        let mut public = web_app("app-public", "public-client");
+        let mut public = web_app("app-public");
         if let (Some(app), Some(flag)) = (public.as_object_mut(), public_client().as_object()) {
             app.extend(flag.clone());
         }
         let (s, v) = node.admin_post("add-application", public).await;
         assert_eq!(s, 200, "a public client: {v}");
-        let public = Client { id: "public-client".into(), secret: None };
+        let public = Client { id: "app-public-client".into(), secret: None };
 
         let (s, doc) = node.get("/.well-known/openid-configuration").await;
         assert_eq!(s, 200, "{doc}");
