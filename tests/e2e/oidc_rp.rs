@@ -267,16 +267,15 @@ impl Browser {
         LoginForm::read(&node.base, &page.body)
     }
 
-    /// The whole sign-in: authorization URL, login form, back to the authorization endpoint with the new
-    /// session, and the redirect to the relying party, whose query is returned.
+    /// The whole sign-in: authorization URL, login form, and the redirect to the relying party, whose query
+    /// is returned.
     async fn sign_in(&mut self, node: &Node, auth: &Authorization) -> BTreeMap<String, String> {
         let form = self.login_page(node, auth).await;
         let answer = self.post(&form.action, &form.filled(USER, PASSWORD)).await;
         assert_eq!(answer.status, 303, "POST /login: {}", answer.body);
         assert!(answer.set_session() && self.has_session(), "no session cookie after signing in");
-        let back = answer.location.expect("Location after signing in");
-        assert_eq!(back.path(), "/oauth/authorize", "a sign-in goes back to the authorization endpoint");
-        self.get(back.as_str()).await.callback()
+        // A first-party application's sign-in goes on to the relying party at once.
+        answer.callback()
     }
 
     /// An authorization request from a browser that is signed in already: straight back with a code.
