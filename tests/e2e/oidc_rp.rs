@@ -337,6 +337,48 @@ impl LoginForm {
     }
 }
 
+/// Decodes the character references a server writes into an attribute: the named ones for `"&'<>` and
+/// any numeric one (`&#38;`, `&#x26;`).
+fn unescape_html(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let Some(end) = rest.find(';').filter(|e| *e <= 10) else {
+            out.push('&');
+            rest = &rest[1..];
+            continue;
+        };
+        let entity = &rest[1..end];
+        let decoded = match entity {
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "amp" => Some('&'),
+            e => e
+                .strip_prefix("#x")
+                .or_else(|| e.strip_prefix("#X"))
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .or_else(|| e.strip_prefix('#').and_then(|d| d.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The value of attribute `name` in the inside of an HTML start tag (`<input type="hidden" ...`), with
 /// the character references a server writes into an attribute decoded.
 fn attribute(tag: &str, name: &str) -> Option<String> {
@@ -362,13 +404,7 @@ fn attribute(tag: &str, name: &str) -> Option<String> {
                     (&after[..stop], &after[stop..])
                 }
             };
-            value = raw
-                .replace("&quot;", "\"")
-                .replace("&#39;", "'")
-                .replace("&#x27;", "'")
-                .replace("&lt;", "<")
-                .replace("&gt;", ">")
-                .replace("&amp;", "&");
+            value = unescape_html(raw);
             rest = tail;
         }
         if key.eq_ignore_ascii_case(name) {
