@@ -24,6 +24,9 @@ mod ldap;
 mod operations;
 /// RADIUS on every node: Access-Requests after a write through another (a child module, as joins).
 mod radius;
+/// Browser sign-in across nodes: codes redeemed anywhere once, sessions and sign-out everywhere (a child
+/// module, as joins).
+mod signin;
 
 /// A TCP proxy in front of each node's Raft listener, able to partition nodes.
 #[derive(Clone, Default)]

@@ -26,10 +26,10 @@ use crate::harness::*;
 
 /// Where the relying party is sent back to. Nothing listens there: the browser stops at the redirect that
 /// names it and the test reads the code from that Location.
-const REDIRECT_URI: &str = "https://rp.example/callback";
-const ORG: &str = "acme";
-const USER: &str = "alice";
-const PASSWORD: &str = "Alice-Password-1";
+pub(crate) const REDIRECT_URI: &str = "https://rp.example/callback";
+pub(crate) const ORG: &str = "acme";
+pub(crate) const USER: &str = "alice";
+pub(crate) const PASSWORD: &str = "Alice-Password-1";
 
 /// What makes an application a public client (no secret; PKCE is its only proof at the token endpoint).
 /// The admin API's spelling of it is an assumption of this file, kept in this one place.
@@ -40,7 +40,7 @@ fn public_client() -> Value {
 /// A web application of [`ORG`] that signs users in with the code flow, back to [`REDIRECT_URI`]. It is
 /// first party (`skipConsent`), so no consent page comes between the login and the redirect. Its client id
 /// is `<name>-client`, as [`Node::app_with_user`] names them.
-fn web_app(name: &str) -> Value {
+pub(crate) fn web_app(name: &str) -> Value {
     json!({
         "owner": "admin", "name": name, "organization": ORG, "clientId": format!("{name}-client"),
         "grantTypes": ["authorization_code", "refresh_token"], "redirectUris": [REDIRECT_URI],
@@ -123,15 +123,15 @@ impl Site {
 }
 
 /// One authorization request: the parameters a relying party sends, and the PKCE verifier it keeps.
-struct Authorization {
+pub(crate) struct Authorization {
     state: String,
-    verifier: String,
+    pub(crate) verifier: String,
     params: Vec<(&'static str, String)>,
 }
 
 impl Authorization {
     /// A code request of `client_id` with state, nonce and PKCE S256.
-    fn new(client_id: &str) -> Authorization {
+    pub(crate) fn new(client_id: &str) -> Authorization {
         let state = uuid::Uuid::new_v4().simple().to_string();
         let verifier = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
@@ -149,7 +149,7 @@ impl Authorization {
     }
 
     /// The same request with `name` set to `value` (`None`: left out).
-    fn with(mut self, name: &'static str, value: Option<&str>) -> Authorization {
+    pub(crate) fn with(mut self, name: &'static str, value: Option<&str>) -> Authorization {
         self.params.retain(|(n, _)| *n != name);
         if let Some(v) = value {
             self.params.push((name, v.to_string()));
@@ -157,20 +157,20 @@ impl Authorization {
         self
     }
 
-    fn url(&self, node: &Node) -> String {
+    pub(crate) fn url(&self, node: &Node) -> String {
         Url::parse_with_params(&node.url("/oauth/authorize"), &self.params).expect("authorize url").to_string()
     }
 }
 
 /// One HTTP answer as the browser saw it.
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     /// The Location header, made absolute.
     location: Option<Url>,
     content_type: String,
     /// Names of the cookies the answer set (a cookie being deleted included).
     cookies_set: Vec<String>,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Answer {
@@ -179,7 +179,7 @@ impl Answer {
     }
 
     /// The query of a redirect to [`REDIRECT_URI`]; panics, saying what came instead, on anything else.
-    fn callback(&self) -> BTreeMap<String, String> {
+    pub(crate) fn callback(&self) -> BTreeMap<String, String> {
         let location = self.location.as_ref().filter(|_| self.is_redirect());
         let Some(location) = location.filter(|l| l.as_str().starts_with(REDIRECT_URI)) else {
             panic!(
@@ -205,13 +205,13 @@ fn is_session_cookie(name: &str) -> bool {
 
 /// A browser as the sign-in pages see it: it keeps the cookies it is given (host-only; every request here
 /// goes to one node) and follows no redirect by itself.
-struct Browser {
+pub(crate) struct Browser {
     http: reqwest::Client,
-    cookies: BTreeMap<String, String>,
+    pub(crate) cookies: BTreeMap<String, String>,
 }
 
 impl Browser {
-    fn new() -> Browser {
+    pub(crate) fn new() -> Browser {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(20))
@@ -220,11 +220,11 @@ impl Browser {
         Browser { http, cookies: BTreeMap::new() }
     }
 
-    async fn get(&mut self, url: &str) -> Answer {
+    pub(crate) async fn get(&mut self, url: &str) -> Answer {
         self.send(self.http.get(url)).await
     }
 
-    async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Answer {
+    pub(crate) async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Answer {
         self.send(self.http.post(url).form(form)).await
     }
 
@@ -261,7 +261,7 @@ impl Browser {
     }
 
     /// Opens the authorization URL without a session: the login page, whose form fields are returned.
-    async fn login_page(&mut self, node: &Node, auth: &Authorization) -> LoginForm {
+    pub(crate) async fn login_page(&mut self, node: &Node, auth: &Authorization) -> LoginForm {
         let page = self.get(&auth.url(node)).await;
         assert_eq!(page.status, 200, "the login page (Location {:?}): {}", page.location, page.body);
         LoginForm::read(&node.base, &page.body)
@@ -269,7 +269,7 @@ impl Browser {
 
     /// The whole sign-in: authorization URL, login form, and the redirect to the relying party, whose query
     /// is returned.
-    async fn sign_in(&mut self, node: &Node, auth: &Authorization) -> BTreeMap<String, String> {
+    pub(crate) async fn sign_in(&mut self, node: &Node, auth: &Authorization) -> BTreeMap<String, String> {
         let form = self.login_page(node, auth).await;
         let answer = self.post(&form.action, &form.filled(USER, PASSWORD)).await;
         assert_eq!(answer.status, 303, "POST /login: {}", answer.body);
@@ -279,13 +279,13 @@ impl Browser {
     }
 
     /// An authorization request from a browser that is signed in already: straight back with a code.
-    async fn authorize(&mut self, node: &Node, auth: &Authorization) -> BTreeMap<String, String> {
+    pub(crate) async fn authorize(&mut self, node: &Node, auth: &Authorization) -> BTreeMap<String, String> {
         self.get(&auth.url(node)).await.callback()
     }
 }
 
 /// The login form of a page: where it posts and its hidden fields.
-struct LoginForm {
+pub(crate) struct LoginForm {
     action: String,
     hidden: Vec<(String, String)>,
 }
@@ -320,7 +320,7 @@ impl LoginForm {
     }
 
     /// The form as submitted with `username` and `password`.
-    fn filled<'a>(&'a self, username: &'a str, password: &'a str) -> Vec<(&'a str, &'a str)> {
+    pub(crate) fn filled<'a>(&'a self, username: &'a str, password: &'a str) -> Vec<(&'a str, &'a str)> {
         let mut form: Vec<(&str, &str)> = self.hidden.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         form.extend([("username", username), ("password", password)]);
         form
