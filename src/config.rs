@@ -42,11 +42,13 @@ pub struct SessionsConfig {
     /// A session unused this long ends, seconds; 0: no idle limit (an application's `sessionIdleSecs`
     /// overrides it).
     pub idle_secs: i64,
+    /// How long an authorization code is good for, seconds (1 to 600; OAuth 2.0 Security BCP: short).
+    pub code_lifetime_secs: i64,
 }
 
 impl Default for SessionsConfig {
     fn default() -> Self {
-        SessionsConfig { lifetime_secs: 10 * 3600, idle_secs: 30 * 60 }
+        SessionsConfig { lifetime_secs: 10 * 3600, idle_secs: 30 * 60, code_lifetime_secs: 60 }
     }
 }
 

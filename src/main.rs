@@ -597,6 +597,7 @@ async fn prepare_edge(
         sessions: jeton_edge::sessions::SessionSettings {
             lifetime_secs: cfg.sessions.lifetime_secs.max(60),
             idle_secs: cfg.sessions.idle_secs.max(0),
+            code_lifetime_secs: cfg.sessions.code_lifetime_secs.clamp(1, 600),
             // Cookies are `Secure` when browsers reach the node over https (the issuer says how).
             secure_cookies: cfg.issuer.starts_with("https://"),
         },

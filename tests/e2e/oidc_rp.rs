@@ -69,7 +69,11 @@ struct Client {
 
 impl Site {
     async fn start() -> Site {
-        let node = Node::start().await;
+        Site::on(Node::start().await).await
+    }
+
+    /// The site on a node started some other way.
+    async fn on(node: Node) -> Site {
         let (id, secret) = node.app_with_user(ORG, "app-web", web_app("app-web"), USER, PASSWORD).await;
         let web = Client { id, secret: Some(secret) };
 
@@ -683,4 +687,32 @@ async fn a_public_client_without_pkce_gets_invalid_request_at_the_redirect_uri()
     }
     // With PKCE the same client gets the login page.
     browser.login_page(node, &Authorization::new(&site.public.id)).await;
+}
+
+#[tokio::test]
+async fn an_expired_code_is_invalid_grant() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("jeton.toml");
+    std::fs::write(&config, "[sessions]\ncode_lifetime_secs = 1\n").expect("config");
+    let node = Node::start_in(
+        &dir.path().join("data"),
+        crate::harness::free_port(),
+        &["--config", config.to_str().expect("path")],
+    )
+    .await;
+    let site = Site::on(node).await;
+    let mut browser = Browser::new();
+    let auth = Authorization::new(&site.web.id);
+    let late = browser.sign_in(&site.node, &auth).await;
+    let fresh = browser.authorize(&site.node, &Authorization::new(&site.web.id)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (s, v) = site.redeem(&site.web, &late["code"], Some(&auth.verifier)).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")), "a code past its lifetime: {v}");
+    assert!(v["error_description"].as_str().is_some_and(|d| d.contains("expired")), "{v}");
+    // A code is good within its lifetime: the same browser, signed in, gets one and redeems it at once.
+    let auth = Authorization::new(&site.web.id);
+    let now = browser.authorize(&site.node, &auth).await;
+    let (s, v) = site.redeem(&site.web, &now["code"], Some(&auth.verifier)).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(fresh.contains_key("code"));
 }

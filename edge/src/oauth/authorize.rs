@@ -23,8 +23,6 @@ use crate::secrets::random_hex;
 use crate::service::{ClientApp, Edge};
 use crate::sessions::Authentication;
 
-/// How long a code is good for.
-pub const CODE_LIFETIME_SECS: i64 = 60;
 /// What a sealed code is sealed for (bound as associated data: a code opens only as a code).
 const CODE_PURPOSE: &str = "jeton authorization code 1";
 
@@ -389,7 +387,7 @@ impl Edge {
             auth_time: session.auth_time,
             amr: session.amr.clone(),
             acr: session.acr.clone(),
-            exp: now() + CODE_LIFETIME_SECS,
+            exp: now() + self.config.sessions.code_lifetime_secs.max(1),
         };
         let sealed = self.seal_for_browser(CODE_PURPOSE, &code)?;
         self.touch_session(session, &req.client.app.name).await?;
