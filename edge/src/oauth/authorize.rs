@@ -422,11 +422,15 @@ impl Edge {
         }
     }
 
-    /// `grant_type=authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.6).
+    /// `grant_type=authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.6). `casdoor_path`: the request came
+    /// on Casdoor's token path, where Casdoor's SDKs (Node `getAuthToken`, Python `get_oauth_token`) send
+    /// no `redirect_uri`; there a missing one is accepted (the code is still bound to the exactly matched
+    /// URI it was sent to, and to its client); one that is sent must match, on every path.
     pub(super) async fn grant_authorization_code(
         &self,
         client: &ClientApp,
         p: &Params,
+        casdoor_path: bool,
     ) -> Result<TokenResponse, OAuthError> {
         let presented = param(p, "code");
         if presented.is_empty() {
@@ -441,7 +445,8 @@ impl Edge {
         if code.client_id != client.app.client_id {
             return Err(OAuthError::invalid_grant("the code was issued to another client"));
         }
-        if param(p, "redirect_uri") != code.redirect_uri {
+        let sent = param(p, "redirect_uri");
+        if sent != code.redirect_uri && !(casdoor_path && sent.is_empty()) {
             return Err(OAuthError::invalid_grant("redirect_uri differs from the authorization request's"));
         }
         let verifier = param(p, "code_verifier");

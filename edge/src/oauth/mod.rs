@@ -266,7 +266,8 @@ impl Edge {
         match grant {
             "client_credentials" => self.grant_client_credentials(&client, p),
             "password" => self.grant_password(&client, p, client_ip).await,
-            "authorization_code" => self.grant_authorization_code(&client, p).await,
+            // Casdoor's SDKs redeem codes on Casdoor's path without `redirect_uri` (see `grant_authorization_code`).
+            "authorization_code" => self.grant_authorization_code(&client, p, auth.repeat_allowed).await,
             _ => self.grant_refresh(&client, p).await,
         }
     }
