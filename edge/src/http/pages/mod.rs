@@ -83,6 +83,37 @@ pub(super) struct Brand {
     pub(super) name: String,
     pub(super) logo: String,
     pub(super) color: String,
+    /// Text on the brand colour: black or white, whichever contrasts more (WCAG relative luminance).
+    pub(super) ink: &'static str,
+}
+
+impl Brand {
+    fn new(name: String, logo: &str, color: &str) -> Brand {
+        let color = brand_color(color);
+        let ink = ink_on(&color);
+        Brand { name, logo: brand_logo(logo), color, ink }
+    }
+}
+
+/// Black or white text for a `#rgb`/`#rrggbb` background: the one with the higher contrast ratio.
+fn ink_on(color: &str) -> &'static str {
+    let hex = color.trim_start_matches('#');
+    let full: String = if hex.len() == 3 { hex.chars().flat_map(|c| [c, c]).collect() } else { hex.to_string() };
+    let channel = |i: usize| {
+        let v = f64::from(u8::from_str_radix(full.get(i..i + 2).unwrap_or("00"), 16).unwrap_or(0)) / 255.0;
+        if v <= 0.03928 {
+            v / 12.92
+        } else {
+            ((v + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let l = 0.2126 * channel(0) + 0.7152 * channel(2) + 0.0722 * channel(4);
+    // Contrast with white: 1.05 / (l + 0.05); with black: (l + 0.05) / 0.05.
+    if 1.05 / (l + 0.05) >= (l + 0.05) / 0.05 {
+        "#ffffff"
+    } else {
+        "#000000"
+    }
 }
 
 /// What every page's layout needs.
@@ -194,12 +225,12 @@ impl Edge {
         let pick =
             |own: &str, org: Option<&str>| if own.is_empty() { org.unwrap_or("").to_string() } else { own.into() };
         match app {
-            Some(a) => Brand {
-                name: pick(&a.display_name, Some(&a.name)),
-                logo: brand_logo(&pick(&a.logo, org.as_ref().map(|o| o.logo.as_str()))),
-                color: brand_color(&pick(&a.theme_color, org.as_ref().map(|o| o.theme_color.as_str()))),
-            },
-            None => Brand { name: "Jeton".into(), logo: String::new(), color: brand_color("") },
+            Some(a) => Brand::new(
+                pick(&a.display_name, Some(&a.name)),
+                &pick(&a.logo, org.as_ref().map(|o| o.logo.as_str())),
+                &pick(&a.theme_color, org.as_ref().map(|o| o.theme_color.as_str())),
+            ),
+            None => Brand::new("Jeton".into(), "", ""),
         }
     }
 }
@@ -657,4 +688,22 @@ pub(super) fn asset(path: &str) -> Option<Reply> {
     h.insert(hyper::header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
     h.insert(hyper::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     Some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{brand_color, brand_logo, ink_on};
+
+    #[test]
+    fn brand_text_keeps_its_contrast_and_records_cannot_inject_styles() {
+        assert_eq!(ink_on("#2f5bd3"), "#ffffff");
+        assert_eq!(ink_on("#ffeb3b"), "#000000");
+        assert_eq!(ink_on("#fff"), "#000000");
+        assert_eq!(ink_on("#000"), "#ffffff");
+        assert_eq!(brand_color("red; } body { display: none"), "#2f5bd3");
+        assert_eq!(brand_color("#0b6e4f"), "#0b6e4f");
+        assert_eq!(brand_logo("javascript:alert(1)"), "");
+        assert_eq!(brand_logo("http://insecure.example/logo.png"), "");
+        assert_eq!(brand_logo("https://acme.example/logo.svg"), "https://acme.example/logo.svg");
+    }
 }
