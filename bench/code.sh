@@ -24,8 +24,8 @@
 # Before each line the machine must be idle (< QUIET_CORES busy cores, waiting up to QUIET_MAX_S).
 # Codes: CODES are minted for a server's first redemption line; after it, enough for its measured rate over
 # W + D seconds (x1.3), within what can be minted in CODE_AGE_MAX - W - D seconds (Jeton's codes live 60 s;
-# the oldest code must still be alive at the end). If the codes run out early the window ends there (the
-# line says so). Ratios use the median of the rounds; the spread is (max - min) / median over the rounds.
+# the oldest code must still be alive at the end). If the codes run out early the window ends there; the
+# line is measured again with more codes when more can be minted, else it says so. Ratios use the median of the rounds; the spread is (max - min) / median over the rounds.
 # Modes (MODES, default "shared pinned"): shared = servers and load float over both cores; pinned = server
 # on core 0, load on core 1. Env: C (connections, 64), SIGNIN_C (C), W (warm-up s, 2), D (measured s, 10),
 # ROUNDS (3), ALG (RS256|EdDSA), SCHEME (salt|plain), USERS (100), CODES (20000), CODES_MAX (400000),
@@ -157,7 +157,8 @@ wait_quiet() {
 # A summary field of codeload's line: field NAME LINE
 field() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
 
-# once WHO KIND: one measurement (mint first for redeem) -> LINE (codeload's summary), NOTE
+# once WHO KIND: one measurement (mint first for redeem) -> LINE (codeload's summary), NOTE; redeem also
+# MINTED, MINT_SECS, MINT_RATE
 once() {
   local who="$1" kind="$2" spid base args note=""
   spid="$(server_pid "$(pid_name "$who")")"
@@ -168,7 +169,7 @@ once() {
     local n="${NEED[$who]:-$CODES}" m
     m="$("$CODELOAD_BIN" mint "${base[@]}" -n "$n" -c "$MINT_C" --per-session "$PER_SESSION" --out "$TMP/codes.txt")" ||
       die "minting $n codes at $(label "$who") failed"
-    MINT_SECS="$(field secs "$m")"; MINT_RATE="$(field codes_per_s "$m")"
+    MINT_SECS="$(field secs "$m")"; MINT_RATE="$(field codes_per_s "$m")"; MINTED="$n"
     note=" [$n codes minted in ${MINT_SECS}s]"
     wait_quiet || note="$note [not idle before: $QUIET cores]"
     LINE="$($LOADPIN "$CODELOAD_BIN" redeem "${args[@]}" -c "$C" --threads "$THREADS" --codes "$TMP/codes.txt" 2>"$TMP/err.txt")" || true
@@ -180,26 +181,38 @@ once() {
   NOTE="$note"
 }
 
-# measure WHO KIND NAME: once, again if other load spoiled it; prints one line, keeps the rate and CPU
+# need_codes WHO: after a redemption line, the codes its next one needs: its rate over W + D seconds (x1.3),
+# but no more than can be minted (at this line's minting rate) while the oldest code stays alive.
+need_codes() {
+  NEED[$1]="$(awk -v r="$(field rps "$LINE")" -v w="$W" -v d="$D" -v c="$C" -v mr="$MINT_RATE" -v age="$CODE_AGE_MAX" \
+    -v lo=1000 -v hi="$CODES_MAX" 'BEGIN{ n = r * (w + d) * 1.3 + 2 * c; cap = mr * (age - w - d); if (cap > 0 && n > cap) n = cap;
+      if (n < lo) n = lo; if (n > hi) n = hi; printf "%d", n }')"
+}
+
+# measure WHO KIND NAME: once; again if other load spoiled it (RETRIES times), or if the codes ran out and
+# more can be minted (twice at most: the first line of a server learns how many it needs); prints one line,
+# keeps the rate and the server's CPU per operation.
 measure() {
-  local who="$1" kind="$2" name="$3" tries=0
+  local who="$1" kind="$2" name="$3" tries=0 short=0
   while :; do
     once "$who" "$kind"
     [ -n "$LINE" ] || { say "$MODE $name: codeload failed$NOTE"; return; }
+    if [ "$kind" = redeem ]; then
+      need_codes "$who"
+      if [ "$(field exhausted "$LINE")" = 1 ] && [ "${NEED[$who]}" -gt "$MINTED" ] && [ "$short" -lt 2 ]; then
+        short=$((short + 1)); continue
+      fi
+    fi
     awk -v x="$(field other_cores "$LINE")" -v l="${OTHER_MAX:-0.15}" 'BEGIN{exit !(x <= l)}' && break
     [ "$tries" -ge "${RETRIES:-1}" ] && { NOTE="$NOTE BUSY"; break; }
     tries=$((tries + 1))
   done
-  [ "$tries" -gt 0 ] && NOTE="$NOTE (retried $tries)"
+  if [ "$tries" -gt 0 ]; then NOTE="$NOTE (retried $tries)"; fi
+  if [ "$short" -gt 0 ]; then NOTE="$NOTE (minted more and measured again $short x)"; fi
   local rps ok; rps="$(field rps "$LINE")"; ok="$(field ok "$LINE")"
   if [ "$(field exhausted "$LINE")" = 1 ]; then NOTE="$NOTE [codes ran out: window $(field window_s "$LINE")s]"; fi
-  if [ "$kind" = redeem ]; then
-    # Enough codes for the next round, but no more than can be minted while the oldest stays alive.
-    NEED[$who]="$(awk -v r="$rps" -v w="$W" -v d="$D" -v c="$C" -v mr="$MINT_RATE" -v age="$CODE_AGE_MAX" -v lo=1000 -v hi="$CODES_MAX" 'BEGIN{
-      n = r * (w + d) * 1.3 + 2 * c; cap = mr * (age - w - d); if (cap > 0 && n > cap) n = cap;
-      if (n < lo) n = lo; if (n > hi) n = hi; printf "%d", n }')"
-    awk -v s="$MINT_SECS" -v w="$W" -v d="$D" -v age="$CODE_AGE_MAX" 'BEGIN{exit !(s + w + d > age)}' &&
-      NOTE="$NOTE [oldest code older than ${CODE_AGE_MAX}s at the end]"
+  if [ "$kind" = redeem ] && awk -v s="$MINT_SECS" -v w="$W" -v d="$D" -v age="$CODE_AGE_MAX" 'BEGIN{exit !(s + w + d > age)}'; then
+    NOTE="$NOTE [oldest code older than ${CODE_AGE_MAX}s at the end]"
   fi
   RATES["$MODE/$name"]="${RATES["$MODE/$name"]:-} $rps"
   CPU["$MODE/$name"]="${CPU["$MODE/$name"]:-} $(field server_us_per_op "$LINE")"
@@ -226,7 +239,7 @@ ratio() {
 
 say "date: $(date -u +%FT%TZ); machine: $(nproc) cores, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo); loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
 say "settings: $C connections (sign-ins: $SIGNIN_C), warm-up ${W}s, measured ${D}s, $ROUNDS rounds; ID tokens $ALG; passwords $SCHEME; $USERS users; $PER_SESSION codes per minting session"
-say "versions: $(has jeton && "$JETON_BIN" --version 2>/dev/null); node $(node --version), oidc-provider $(node -p "require('$PEERS/oidc-provider/node_modules/oidc-provider/package.json').version" 2>/dev/null)"
+say "versions: $(if has jeton; then "$JETON_BIN" --version 2>/dev/null; else echo "jeton not run"; fi); node $(node --version), oidc-provider $(node -p "require('$PEERS/oidc-provider/node_modules/oidc-provider/package.json').version" 2>/dev/null)"
 for MODE in $MODES; do
   if [ "$MODE" = pinned ]; then export ANCHOR_SERVER_CPUS=0; LOADPIN="taskset -c 1"; THREADS=1
   else unset ANCHOR_SERVER_CPUS; LOADPIN=""; THREADS="$(nproc)"; fi
