@@ -48,7 +48,9 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, COOKIE, LOCATION, ORIGIN, SET_COOKIE,
+};
 use reqwest::{StatusCode, Url};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
@@ -375,13 +377,19 @@ async fn obtain_code(
     let mut step = Step::Get(url);
     let mut signed_in = false;
     for hop in 1..=MAX_HOPS {
+        // As a browser sends them: pages asked for as HTML, form posts with their Origin (CSRF defences
+        // may check it).
         let (current, request) = match &step {
             Step::Get(u) => (u.clone(), http.get(u.clone())),
             Step::Post(u, body) => (
                 u.clone(),
-                http.post(u.clone()).header(CONTENT_TYPE, "application/x-www-form-urlencoded").body(body.clone()),
+                http.post(u.clone())
+                    .header(ORIGIN, u.origin().ascii_serialization())
+                    .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(body.clone()),
             ),
         };
+        let request = request.header(ACCEPT, "text/html,application/xhtml+xml");
         let request = match jar.header() {
             Some(c) => request.header(COOKIE, c),
             None => request,
@@ -494,6 +502,7 @@ async fn redeem(http: &reqwest::Client, t: &Target, code: &str, verifier: &str) 
 fn http_client() -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .user_agent("codeload (jeton bench)")
         .http1_only()
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))
