@@ -31,13 +31,16 @@
 # ROUNDS (3), ALG (RS256|EdDSA), SCHEME (salt|plain), USERS (100), CODES (20000), CODES_MAX (400000),
 # CODE_AGE_MAX (50), PER_SESSION (10), MINT_C (16), ONLY ("redeem signin"), SERVERS ("jeton oidc"; one alone),
 # JETON_BIN, CODELOAD_BIN, JPORT (18403), JRAFT (18404), OPORT (3100), QUIET_MAX_S (30), QUIET_CORES (0.15),
-# OTHER_MAX (0.15), RETRIES (1).
+# OTHER_MAX (0.15), RETRIES (1), SERVER_MAX_S (3600: each server's safety-net timeout).
 # Every server runs under `timeout` and is stopped on exit; loopback only.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 PEERS="${PEERS:-/work/shared/bench-peers}"
 # shellcheck source=/dev/null
 . "$PEERS/lib.sh"   # ANCHORS, RUN, start_bg, stop_bg, server_pid, wait_cmd
+# The servers' safety-net timeout (lib.sh: 900 s) must outlast a mode, whose lines wait for an idle machine
+# and are measured again when disturbed: an hour unless set.
+ANCHOR_SERVER_MAX_S="${SERVER_MAX_S:-3600}"
 C="${C:-64}"; SIGNIN_C="${SIGNIN_C:-$C}"; W="${W:-2}"; D="${D:-10}"; ROUNDS="${ROUNDS:-3}"
 ALG="${ALG:-RS256}"; SCHEME="${SCHEME:-salt}"; USERS="${USERS:-100}"
 CODES="${CODES:-20000}"; CODES_MAX="${CODES_MAX:-400000}"; CODE_AGE_MAX="${CODE_AGE_MAX:-50}"
@@ -130,7 +133,7 @@ start_jeton() {
 # its reason (codeload's failures on stderr), not as lines of errors.
 probe() {
   local base; read -r -a base <<<"$(target_args "$1")"
-  "$CODELOAD_BIN" signin "${base[@]}" --alg "$ALG" --users "$USERS" -c 1 -w 0 -d 0.5 >/dev/null ||
+  "$CODELOAD_BIN" signin "${base[@]}" --alg "$ALG" --users "$USERS" -c 1 -w 0 -d 2 >/dev/null ||
     die "a whole sign-in at $(label "$1") failed (codeload's failures above)"
 }
 
@@ -161,7 +164,10 @@ field() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
 # MINTED, MINT_SECS, MINT_RATE
 once() {
   local who="$1" kind="$2" spid base args note=""
-  spid="$(server_pid "$(pid_name "$who")")"
+  spid="$(server_pid "$(pid_name "$who")")" || true
+  if [ -z "$spid" ] || [ ! -d "/proc/$spid" ]; then
+    die "$(label "$who") is not running any more (see $RUN/$(pid_name "$who").log)"
+  fi
   read -r -a base <<<"$(target_args "$who")"
   base+=(--alg "$ALG" --users "$USERS")
   args=("${base[@]}" --server-pid "$spid" -w "$W" -d "$D")
@@ -181,12 +187,13 @@ once() {
   NOTE="$note"
 }
 
-# need_codes WHO: after a redemption line, the codes its next one needs: its rate over W + D seconds (x1.3),
-# but no more than can be minted (at this line's minting rate) while the oldest code stays alive.
+# need_codes WHO: after a redemption line, the codes its next one needs: its rate over W + D seconds (x1.3;
+# never fewer than before: a line slowed down by foreign load must not starve the next), but no more than
+# can be minted (at this line's minting rate) while the oldest code stays alive.
 need_codes() {
   NEED[$1]="$(awk -v r="$(field rps "$LINE")" -v w="$W" -v d="$D" -v c="$C" -v mr="$MINT_RATE" -v age="$CODE_AGE_MAX" \
-    -v lo=1000 -v hi="$CODES_MAX" 'BEGIN{ n = r * (w + d) * 1.3 + 2 * c; cap = mr * (age - w - d); if (cap > 0 && n > cap) n = cap;
-      if (n < lo) n = lo; if (n > hi) n = hi; printf "%d", n }')"
+    -v prev="${NEED[$1]:-0}" -v lo=1000 -v hi="$CODES_MAX" 'BEGIN{ n = r * (w + d) * 1.3 + 2 * c; if (n < prev) n = prev;
+      cap = mr * (age - w - d); if (cap > 0 && n > cap) n = cap; if (n < lo) n = lo; if (n > hi) n = hi; printf "%d", n }')"
 }
 
 # measure WHO KIND NAME: once; again if other load spoiled it (RETRIES times), or if the codes ran out and
