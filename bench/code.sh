@@ -40,7 +40,7 @@ PEERS="${PEERS:-/work/shared/bench-peers}"
 . "$PEERS/lib.sh"   # ANCHORS, RUN, start_bg, stop_bg, server_pid, wait_cmd
 # The servers' safety-net timeout (lib.sh: 900 s) must outlast a mode, whose lines wait for an idle machine
 # and are measured again when disturbed: an hour unless set.
-ANCHOR_SERVER_MAX_S="${SERVER_MAX_S:-3600}"
+export ANCHOR_SERVER_MAX_S="${SERVER_MAX_S:-3600}"   # read by start_bg
 C="${C:-64}"; SIGNIN_C="${SIGNIN_C:-$C}"; W="${W:-2}"; D="${D:-10}"; ROUNDS="${ROUNDS:-3}"
 ALG="${ALG:-RS256}"; SCHEME="${SCHEME:-salt}"; USERS="${USERS:-100}"
 CODES="${CODES:-20000}"; CODES_MAX="${CODES_MAX:-400000}"; CODE_AGE_MAX="${CODE_AGE_MAX:-50}"
