@@ -1,6 +1,7 @@
 //! Imports: the apply request (`POST /api/jeton/apply`, `jeton import --into`, `jeton-migrate`) and the
 //! batch pipeline behind it. Items are checked against this node's state, keys sealed with its
-//! key-encryption key, unchanged items dropped, and the rest written as one `Command::Each`.
+//! key-encryption key, unchanged items dropped, and the rest written as one `Command::Each`. A user's TOTP
+//! secret, in clear in Casdoor's user record, is sealed into a TOTP factor of its own.
 //!
 //! Nothing here knows about HTTP: the admin API decodes the request and maps the result to its envelope;
 //! `migrate/` calls [`apply_items`] and [`propose_items`] on a node of its own.
@@ -8,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use jeton_raft::model::AcceptedAlgorithms;
+use jeton_raft::model::{AcceptedAlgorithms, TotpCredential, User};
 use jeton_raft::{Command, CommandResponse, Outcome, PutMode, ReplicaNode};
 use serde::{Deserialize, Serialize};
 
@@ -222,10 +223,27 @@ fn prepare_items(
                     result.refused.push(refuse(cmd.kind(), "not a command an import may apply".into()));
                     continue;
                 }
-                vec![cmd]
+                match cmd {
+                    Command::PutUser { user, mode } => {
+                        let (user, totp) = user_and_totp(node, kek, user)?;
+                        let mut commands = vec![Command::PutUser { user, mode }];
+                        match totp {
+                            ImportedTotp::Put(credential) => commands.push(Command::PutTotp { credential }),
+                            ImportedTotp::Unchanged => *result.unchanged.entry("put_totp".into()).or_default() += 1,
+                            ImportedTotp::None => {}
+                        }
+                        commands
+                    }
+                    cmd => vec![cmd],
+                }
             }
         };
+        // A user kept out (the target's administrator) takes its TOTP factor with it.
+        let mut kept_out = false;
         for cmd in commands {
+            if kept_out {
+                continue;
+            }
             if node.store.unchanged(&cmd)? {
                 *result.unchanged.entry(cmd.kind().to_string()).or_default() += 1;
                 continue;
@@ -234,6 +252,7 @@ fn prepare_items(
                 let item = AdministratorItem { index, kind: cmd.kind().to_string(), replaced: replace, note };
                 if !replace {
                     result.administrators.push(item);
+                    kept_out = true;
                     continue;
                 }
                 replacing.push(item);
@@ -254,6 +273,41 @@ fn prepare_items(
     let (positions, commands): (Vec<(usize, &'static str)>, Vec<Command>) =
         pending.into_iter().map(|(i, c)| ((i, c.kind()), c)).unzip();
     Ok(PreparedItems { result, command: Some(Command::Each { commands }), positions, replacing })
+}
+
+/// The TOTP factor an imported user brings.
+// A sealed credential is a few hundred bytes; it is built once and moved into the batch.
+#[allow(clippy::large_enum_variant)]
+enum ImportedTotp {
+    /// To write (sealed), after the user.
+    Put(TotpCredential),
+    /// The user has this very secret already.
+    Unchanged,
+    None,
+}
+
+/// Takes a Casdoor user's TOTP secret out of the user record: Casdoor keeps `totp_secret` in clear, and
+/// here a secret rests only sealed, in the user's TOTP factor (see [`crate::totp`]). With MFA on
+/// (`preferred_mfa_type` set) the secret becomes that factor; with MFA off Casdoor does not ask for it,
+/// and neither is it kept here. An import replaces a factor with another secret (the source wins, as for
+/// every record) and leaves one with the same secret as it is (its recovery codes and used steps too).
+fn user_and_totp(node: &ReplicaNode, kek: &Kek, mut user: User) -> Result<(User, ImportedTotp), EdgeError> {
+    let secret = std::mem::take(&mut user.totp_secret);
+    if secret.is_empty() || user.preferred_mfa_type.is_empty() {
+        return Ok((user, ImportedTotp::None));
+    }
+    let Some(secret) = crate::totp::canonical_secret(&secret) else {
+        tracing::warn!(user = %user.full_name(), "imported TOTP secret is not base32: left out");
+        return Ok((user, ImportedTotp::None));
+    };
+    if let Some(existing) = node.store.totp(&user.id)? {
+        let existing = existing.to_owned()?;
+        if crate::totp::open_secret(kek, &existing).ok().as_deref() == Some(secret.as_str()) {
+            return Ok((user, ImportedTotp::Unchanged));
+        }
+    }
+    let credential = crate::totp::seal_credential(kek, &user.id, &secret, &[], 0, crate::clock::now())?;
+    Ok((user, ImportedTotp::Put(credential)))
 }
 
 /// Whether `cmd` would replace one of the target's administrators, and if so whether that is allowed, with

@@ -2,20 +2,22 @@
 //! sign-in state.
 //!
 //! A session is a replicated [`BrowserSession`]: started by one node, it is found on every node, and ending
-//! it (sign-out, an admin, the user being disabled) ends it everywhere. The browser holds a random cookie
-//! value; the state holds its SHA-256, which is also the `sid` of the ID tokens issued under it.
+//! it (sign-out, the user on their account page, an admin, the user being disabled) ends it everywhere.
+//! Consents (what a user allowed an application) are replicated too; the user and an admin can take them
+//! back. The browser holds a random cookie value; the state holds its SHA-256, which is also the `sid` of
+//! the ID tokens issued under it.
 //!
 //! State that lives only for one step of a sign-in (a password checked, a second factor still to come) is
 //! not replicated: it travels with the browser, sealed (AES-256-GCM) under a key derived from the cluster's
 //! key-encryption key, so whichever node the next request lands on can open it and nobody can forge it.
 
-use jeton_raft::model::{BrowserSession, User};
+use jeton_raft::model::{BrowserSession, Consent, User};
 use jeton_raft::{Command, Outcome};
 use serde::{de::DeserializeOwned, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::clock::now;
-use crate::error::OAuthError;
+use crate::error::{EdgeError, OAuthError};
 use crate::keys::hmac_sha256;
 use crate::secrets::{random_hex, sha256};
 use crate::service::Edge;
@@ -61,6 +63,17 @@ impl Authentication {
 
     pub fn is_multi_factor(&self) -> bool {
         self.amr.iter().any(|m| m == "mfa")
+    }
+
+    /// The same authentication, with a one-time code shown after it (RFC 8176 `otp`, and so `mfa`).
+    pub fn with_second_factor(&self) -> Authentication {
+        let mut amr = self.amr.clone();
+        for m in ["otp", "mfa"] {
+            if !amr.iter().any(|a| a == m) {
+                amr.push(m.to_string());
+            }
+        }
+        Authentication { amr, ..self.clone() }
     }
 }
 
@@ -158,6 +171,69 @@ impl Edge {
     pub async fn end_session(&self, id: &str) -> Result<(), OAuthError> {
         self.write(Command::EndSession { id: id.to_string() }).await?;
         Ok(())
+    }
+
+    /// A user's live sessions, most recently used first.
+    pub fn sessions_of(&self, user_id: &str) -> Result<Vec<BrowserSession>, EdgeError> {
+        let at = now();
+        let mut live = Vec::new();
+        for record in self.store.sessions_of_user(user_id)? {
+            let s = record.to_owned()?;
+            if s.is_live(at) {
+                live.push(s);
+            }
+        }
+        live.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.id.cmp(&b.id)));
+        Ok(live)
+    }
+
+    /// Ends the sessions of `user_id` named in `ids` (others' sessions are not touched); how many ended.
+    pub async fn end_sessions_of(&self, user_id: &str, ids: &[String]) -> Result<usize, EdgeError> {
+        let mut ended = 0;
+        for s in self.sessions_of(user_id)? {
+            if ids.contains(&s.id) && self.write(Command::EndSession { id: s.id.clone() }).await? == Outcome::Applied {
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Ends every session of a user (sign-out everywhere); how many were live.
+    pub async fn end_all_sessions_of(&self, user_id: &str) -> Result<usize, EdgeError> {
+        let live = self.sessions_of(user_id)?.len();
+        self.write(Command::EndUserSessions { user_id: user_id.to_string() }).await?;
+        Ok(live)
+    }
+
+    /// The consents a user gave, by application name.
+    pub fn consents_of(&self, user_id: &str) -> Result<Vec<Consent>, EdgeError> {
+        let mut out = Vec::new();
+        for record in self.store.consents_of(user_id) {
+            out.push(record?.to_owned()?);
+        }
+        out.sort_by(|a, b| a.application.cmp(&b.application));
+        Ok(out)
+    }
+
+    /// Takes back what a user consented to for `application`: the `scopes` named (the consent stays for
+    /// the others), or all of it when none is named. The next authorization asks again. Whether anything
+    /// was taken back.
+    pub async fn revoke_consent(&self, user_id: &str, application: &str, scopes: &[String]) -> Result<bool, EdgeError> {
+        let Some(consent) = self.store.consent(user_id, application)? else {
+            return Ok(false);
+        };
+        let mut consent = consent.to_owned()?;
+        let before = consent.scopes.len();
+        consent.scopes.retain(|s| !scopes.contains(s));
+        let outcome = if scopes.is_empty() || consent.scopes.is_empty() {
+            self.write(Command::DeleteConsent { user_id: user_id.to_string(), application: application.to_string() })
+                .await?
+        } else if consent.scopes.len() < before {
+            self.write(Command::PutConsent { consent }).await?
+        } else {
+            return Ok(false);
+        };
+        Ok(outcome == Outcome::Applied)
     }
 
     /// The CSRF token of a page: a MAC of the browser's CSRF cookie, so only a page this cluster served to

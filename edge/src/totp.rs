@@ -7,13 +7,24 @@
 //!
 //! [`verify`] returns the time step that matched, so that the caller can refuse a second use of a code
 //! (RFC 6238 §5.2: a verifier must not accept the second attempt of the same OTP).
+//!
+//! A secret never rests in clear: [`seal_credential`] seals it with the key-encryption key, bound to its
+//! user (the user's id is the associated data, so a sealed secret opens only in its own record), and the
+//! record ([`TotpCredential`]) keeps recovery codes only as SHA-256 digests. Casdoor's plain
+//! `user.totp_secret` is turned into such a record wherever it comes in (the admin API, imports), and the
+//! user record keeps it empty.
 
 use std::sync::LazyLock;
 
 use data_encoding::{Encoding, Specification};
 use hmac::{Hmac, KeyInit, Mac};
+use jeton_raft::model::TotpCredential;
 use sha1::Sha1;
 use subtle::ConstantTimeEq;
+
+use crate::error::EdgeError;
+use crate::keys::Kek;
+use crate::secrets::sha256;
 
 /// Digits of a code.
 pub const DIGITS: u32 = 6;
@@ -80,6 +91,117 @@ pub fn verify(secret_base32: &str, code: &str, now_unix: i64) -> Option<u64> {
         }
     }
     matched
+}
+
+/// What a TOTP secret is sealed for (with the user's id: see [`seal_credential`]).
+pub const TOTP_PURPOSE: &str = "jeton totp secret 1";
+
+/// Random bytes of a secret made here: 160 bits, the HMAC-SHA-1 key length RFC 4226 §4 recommends (what
+/// authenticator apps expect; 32 base32 characters).
+pub const SECRET_BYTES: usize = 20;
+
+/// Recovery codes made at enrolment.
+pub const RECOVERY_CODES: usize = 10;
+
+/// Symbols of recovery codes: base32 without the look-alikes 0/O and 1/I (5 bits each).
+const RECOVERY_SYMBOLS: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+
+/// Symbols per recovery code: 60 bits, in three groups of four.
+const RECOVERY_LENGTH: usize = 12;
+
+/// The associated data a user's secret is sealed under: the purpose and the user's id.
+fn sealed_for(user_id: &str) -> String {
+    format!("{TOTP_PURPOSE}\0{user_id}")
+}
+
+/// Base32 (RFC 4648, no padding) of `bytes`: how secrets are shown and stored.
+pub fn encode_secret(bytes: &[u8]) -> String {
+    data_encoding::BASE32_NOPAD.encode(bytes)
+}
+
+/// A new random secret, base32.
+pub fn new_secret() -> Result<String, EdgeError> {
+    let mut raw = [0u8; SECRET_BYTES];
+    getrandom::fill(&mut raw).map_err(|_| EdgeError::Crypto("no randomness".into()))?;
+    Ok(encode_secret(&raw))
+}
+
+/// The secret as a user types it: the canonical base32 form (upper case, no spaces, no padding), or
+/// `None` when it is not a usable secret (see [`decode_secret`]).
+pub fn canonical_secret(base32: &str) -> Option<String> {
+    decode_secret(base32).map(|b| encode_secret(&b))
+}
+
+/// A user's TOTP factor: `secret` (base32, checked) sealed for `user_id`, with the digests of
+/// `recovery_codes` and the last time step already used (`last_step`: the code that proved the enrolment
+/// cannot sign in afterwards).
+pub fn seal_credential(
+    kek: &Kek,
+    user_id: &str,
+    secret: &str,
+    recovery_codes: &[String],
+    last_step: i64,
+    enrolled_at: i64,
+) -> Result<TotpCredential, EdgeError> {
+    let secret = canonical_secret(secret).ok_or_else(|| EdgeError::Crypto("a TOTP secret must be base32".into()))?;
+    let sealed_secret = kek
+        .seal(&sealed_for(user_id), secret.as_bytes())
+        .map_err(|_| EdgeError::Crypto("sealing a TOTP secret failed".into()))?;
+    Ok(TotpCredential {
+        user_id: user_id.to_string(),
+        sealed_secret,
+        recovery_digests: recovery_codes.iter().map(|c| recovery_digest(c)).collect(),
+        last_step,
+        enrolled_at,
+    })
+}
+
+/// The base32 secret sealed in `credential`.
+pub fn open_secret(kek: &Kek, credential: &TotpCredential) -> Result<String, EdgeError> {
+    let cannot = || EdgeError::Crypto("a TOTP secret does not open: another key-encryption key, or altered".into());
+    let plain = kek.open(&sealed_for(&credential.user_id), &credential.sealed_secret).map_err(|_| cannot())?;
+    String::from_utf8(plain).map_err(|_| cannot())
+}
+
+/// A recovery code as users type it: letters and digits only, upper-cased (dashes and spaces dropped).
+pub fn normalize_recovery_code(code: &str) -> String {
+    code.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_uppercase()).collect()
+}
+
+/// What the state keeps of a recovery code: SHA-256 of its normalized form.
+pub fn recovery_digest(code: &str) -> [u8; 32] {
+    sha256(normalize_recovery_code(code).as_bytes())
+}
+
+/// New recovery codes, shown once: `XXXX-XXXX-XXXX`, 60 random bits each.
+pub fn new_recovery_codes() -> Result<Vec<String>, EdgeError> {
+    let mut raw = [0u8; RECOVERY_CODES * RECOVERY_LENGTH];
+    getrandom::fill(&mut raw).map_err(|_| EdgeError::Crypto("no randomness".into()))?;
+    Ok(raw
+        .chunks(RECOVERY_LENGTH)
+        .map(|chunk| {
+            let symbols: Vec<char> = chunk.iter().map(|b| char::from(RECOVERY_SYMBOLS[usize::from(b & 31)])).collect();
+            symbols.chunks(4).map(|g| g.iter().collect::<String>()).collect::<Vec<_>>().join("-")
+        })
+        .collect())
+}
+
+/// The `otpauth://` URI of Google Authenticator's key URI format, which authenticator apps read from a
+/// QR code: the label `issuer:account`, and the parameters this verifier uses (SHA-1, 6 digits, 30 s).
+pub fn otpauth_uri(issuer: &str, account: &str, secret: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+    format!(
+        "otpauth://totp/{}:{}?secret={secret}&issuer={}&algorithm=SHA1&digits={DIGITS}&period={STEP_SECONDS}",
+        enc(issuer),
+        enc(account),
+        enc(issuer)
+    )
+}
+
+/// The secret in groups of four, as the enrolment page shows it for typing.
+pub fn grouped(secret: &str) -> String {
+    secret.as_bytes().chunks(4).map(|g| String::from_utf8_lossy(g).into_owned()).collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
@@ -169,5 +291,51 @@ mod tests {
         let last = i64::MAX;
         let code = format!("{:06}", code_at(SEED, last as u64 / 30));
         assert_eq!(verify(SEED_BASE32, &code, last), Some(last as u64 / 30));
+    }
+
+    #[test]
+    fn sealed_credentials_open_only_for_their_user() {
+        let kek = Kek::from_hex(&"11".repeat(32)).expect("kek");
+        let codes = new_recovery_codes().expect("codes");
+        let c =
+            seal_credential(&kek, "user-1", "gezd gnbv gy3t qojq gezd gnbv gy3t qojq", &codes, 7, 100).expect("seal");
+        assert_eq!(open_secret(&kek, &c).expect("open"), SEED_BASE32, "kept in canonical form");
+        assert!(!c.sealed_secret.windows(8).any(|w| w == &SEED_BASE32.as_bytes()[..8]), "not in clear");
+        assert_eq!((c.last_step, c.enrolled_at, c.recovery_digests.len()), (7, 100, RECOVERY_CODES));
+        // Moved into another user's record, the sealed secret does not open.
+        let moved = TotpCredential { user_id: "user-2".into(), ..c.clone() };
+        assert!(open_secret(&kek, &moved).is_err());
+        let other_kek = Kek::from_hex(&"22".repeat(32)).expect("kek");
+        assert!(open_secret(&other_kek, &c).is_err());
+        assert!(seal_credential(&kek, "user-1", "not base32!", &[], 0, 0).is_err());
+        // A recovery code works typed in lower case and without dashes.
+        let typed = codes[3].to_lowercase().replace('-', " ");
+        assert!(c.recovery_digests.contains(&recovery_digest(&typed)));
+    }
+
+    #[test]
+    fn new_secrets_and_recovery_codes() {
+        let a = new_secret().expect("secret");
+        assert_eq!(decode_secret(&a).map(|b| b.len()), Some(SECRET_BYTES));
+        assert_ne!(a, new_secret().expect("secret"));
+        let codes = new_recovery_codes().expect("codes");
+        assert_eq!(codes.len(), RECOVERY_CODES);
+        for c in &codes {
+            assert_eq!(c.len(), 14, "{c}");
+            assert_eq!(normalize_recovery_code(c).len(), RECOVERY_LENGTH, "{c}");
+            assert!(c.chars().all(|ch| ch == '-' || RECOVERY_SYMBOLS.contains(&(ch as u8))), "{c}");
+        }
+        let unique: std::collections::HashSet<_> = codes.iter().collect();
+        assert_eq!(unique.len(), codes.len());
+        assert_eq!(grouped("ABCDEFGHIJ"), "ABCD EFGH IJ");
+    }
+
+    #[test]
+    fn otpauth_uris() {
+        assert_eq!(
+            otpauth_uri("Acme Corp", "alice", "GEZDGNBV"),
+            "otpauth://totp/Acme%20Corp:alice?secret=GEZDGNBV&issuer=Acme%20Corp&algorithm=SHA1&digits=6&period=30"
+        );
+        assert!(otpauth_uri("a&b", "x:y", "S").starts_with("otpauth://totp/a%26b:x%3Ay?secret=S&issuer=a%26b&"));
     }
 }

@@ -837,6 +837,10 @@ impl Store {
     pub fn session(&self, id: &str) -> Result<Option<Record<BrowserSession>>, RaftError> {
         self.record(&key::session(id))
     }
+    /// Every browser session, live or not (expired ones until `Prune` drops them), in id order.
+    pub fn sessions(&self) -> impl Iterator<Item = Result<Record<BrowserSession>, RaftError>> {
+        self.records(key::SESSION)
+    }
     /// The sessions of a user (by id).
     pub fn sessions_of_user(&self, user_id: &str) -> Result<Vec<Record<BrowserSession>>, RaftError> {
         self.index_scan(&key::sessions_of_user(user_id))
@@ -847,6 +851,10 @@ impl Store {
     }
     pub fn consent(&self, user_id: &str, application: &str) -> Result<Option<Record<Consent>>, RaftError> {
         self.record(&key::consent(user_id, application))
+    }
+    /// Every consent, by user id and application.
+    pub fn consents(&self) -> impl Iterator<Item = Result<Record<Consent>, RaftError>> {
+        self.records(key::CONSENT)
     }
     pub fn consents_of(&self, user_id: &str) -> impl Iterator<Item = Result<Record<Consent>, RaftError>> {
         self.records(&key::consents_of(user_id))

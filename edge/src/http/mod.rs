@@ -315,6 +315,18 @@ async fn route(
         }
         (&Method::POST, "/login") => ("login", Box::pin(pages::login(edge, req, limit, timeout, ip)).await),
         (&Method::POST, "/login/totp") => ("login", Box::pin(pages::login_totp(edge, req, limit, timeout, ip)).await),
+        (&Method::POST, "/login/totp/enrol") => {
+            ("login", Box::pin(pages::login_enrol(edge, req, limit, timeout, ip)).await)
+        }
+        (&Method::POST, "/login/continue") => {
+            ("login", Box::pin(pages::login_continue(edge, req, limit, timeout, ip)).await)
+        }
+        (&Method::GET | &Method::POST, "/account") => {
+            ("account", Box::pin(pages::account(edge, req, limit, timeout, ip)).await)
+        }
+        (&Method::GET | &Method::POST, "/account/totp") => {
+            ("account", Box::pin(pages::account_totp(edge, req, limit, timeout, ip)).await)
+        }
         (&Method::POST, "/consent") => ("consent", Box::pin(pages::consent(edge, req, limit, timeout, ip)).await),
         (&Method::GET | &Method::POST, "/oauth/logout") | (&Method::GET | &Method::POST, "/api/logout") => {
             ("logout", Box::pin(pages::logout(edge, req, limit, timeout, ip)).await)

@@ -19,6 +19,10 @@
 //!    here — is answered no earlier than `failure_floor` after the sign-in began. Nothing is hashed for
 //!    a login that cannot match: the request sleeps (no CPU, no slot) instead of burning a dummy hash.
 //!
+//! Second factors count on the same account ([`Passwords::verify_second_factor`]): a wrong TOTP code is a
+//! failure like a wrong password, and for a user with a second factor only the second factor's success
+//! resets the failures.
+//!
 //! The check itself runs in a task of its own, so a client that hangs up cannot cancel a hash halfway (its
 //! slot stays taken until the hash ends) nor the recording of its failure.
 
@@ -734,7 +738,7 @@ impl Passwords {
     }
 
     /// Ends an attempt with the outcome of its check: a success resets the account's failures (if it had
-    /// any), a failure counts (but a proof with nothing to check it against does not); either change is
+    /// any, and no second factor is still to come), a failure counts (but a proof with nothing to check it against does not); either change is
     /// replicated by the task returned.
     fn record(
         self: Arc<Self>,
@@ -746,11 +750,14 @@ impl Passwords {
     ) -> (Result<Verified, Failure>, Option<tokio::task::JoinHandle<()>>) {
         match (result, user) {
             (Ok(how), Some(user)) => {
-                let reset = attempt.succeeded().then(|| {
-                    let this = self.clone();
-                    tokio::spawn(async move { this.replicate(Command::ResetSigninFailures { account: key }).await })
-                });
-                (Ok(Verified { user, how }), reset)
+                if self.second_factor_follows(&user) {
+                    // The password is half of this user's sign-in: their failures are forgotten when the
+                    // second factor checks out, not here, or each right password would buy another round
+                    // of code guesses.
+                    drop(attempt);
+                    return (Ok(Verified { user, how }), None);
+                }
+                (Ok(Verified { user, how }), self.clone().succeeded(attempt, key))
             }
             // Nothing was checked, so no guess to count: a NAS that keeps trying MS-CHAPv2 for a user who
             // has no NT-hash credential yet does not lock them out of the PAP sign-in that derives it.
@@ -760,18 +767,78 @@ impl Passwords {
             }
             (result, _) => {
                 let failure = result.err().unwrap_or(Failure::Invalid);
-                let now = crate::clock::now();
-                attempt.failed(&key, now, lockout);
-                let cmd = Command::RecordSigninFailure {
-                    account: key,
-                    now,
-                    limit: lockout.limit,
-                    frozen_secs: lockout.frozen_for.as_secs() as i64,
-                };
-                let this = self.clone();
-                (Err(failure), Some(tokio::spawn(async move { this.replicate(cmd).await })))
+                (Err(failure), Some(self.clone().failed(attempt, key, lockout)))
             }
         }
+    }
+
+    /// Ends an attempt that succeeded: its account's failures are reset (everywhere) if it had any. Returns
+    /// the task that replicates the reset.
+    fn succeeded(self: Arc<Self>, attempt: Attempt, key: String) -> Option<tokio::task::JoinHandle<()>> {
+        attempt
+            .succeeded()
+            .then(|| tokio::spawn(async move { self.replicate(Command::ResetSigninFailures { account: key }).await }))
+    }
+
+    /// Ends an attempt that failed: counted at once on this node, and replicated by the task returned.
+    fn failed(self: Arc<Self>, attempt: Attempt, key: String, lockout: Lockout) -> tokio::task::JoinHandle<()> {
+        let now = crate::clock::now();
+        attempt.failed(&key, now, lockout);
+        let cmd = Command::RecordSigninFailure {
+            account: key,
+            now,
+            limit: lockout.limit,
+            frozen_secs: lockout.frozen_for.as_secs() as i64,
+        };
+        tokio::spawn(async move { self.replicate(cmd).await })
+    }
+
+    /// Whether `user` has a second factor to show after their password (a TOTP factor).
+    fn second_factor_follows(&self, user: &User) -> bool {
+        match self.store.totp(&user.id) {
+            Ok(t) => t.is_some(),
+            Err(e) => {
+                tracing::error!("reading the second factor of {}: {e}", user.full_name());
+                false
+            }
+        }
+    }
+
+    /// Checks a second factor of `user` (a TOTP or recovery code; see `crate::mfa`) as an attempt on their
+    /// account, like a password: refused at once when the account is locked or `client_ip` over its
+    /// limit; `check` then says whether the code is right (`Ok(true)`), and a wrong one counts as a failure
+    /// of the account (and the address), a right one resets the account's failures. `check` should decide
+    /// a wrong code before it first waits, so the failure is counted even if the caller goes away.
+    ///
+    /// No timing floor: the user is known (their password checked out), so there is nothing to hide.
+    pub async fn verify_second_factor(
+        self: &Arc<Self>,
+        user: &User,
+        client_ip: Option<IpAddr>,
+        lockout: LockoutRule,
+        check: impl std::future::Future<Output = Result<bool, EdgeError>>,
+    ) -> Result<(), Refused> {
+        let key = account_key(&user.owner, &user.name, Some(user));
+        let lockout = match lockout {
+            LockoutRule::Of(lockout) => lockout,
+            LockoutRule::HomeApplication => self.home_lockout(&user.owner, Some(user)),
+        };
+        let attempt = self.admit(&key, client_ip, lockout)?;
+        let (outcome, recording) = match check.await {
+            Ok(true) => (Ok(()), self.clone().succeeded(attempt, key)),
+            Ok(false) => {
+                tracing::info!(user = %user.full_name(), "second factor check failed");
+                (Err(Refused::Invalid), Some(self.clone().failed(attempt, key, lockout)))
+            }
+            Err(e) => {
+                drop(attempt);
+                return Err(Refused::Internal(e));
+            }
+        };
+        if let Some(recording) = recording {
+            let _ = tokio::time::timeout(RECORDING_WAIT, recording).await;
+        }
+        outcome
     }
 
     /// Writes a lockout change through Raft. Without a quorum it is lost for the cluster, and this node's

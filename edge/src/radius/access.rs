@@ -3,8 +3,10 @@
 //!
 //! A TOTP challenge's State is random (16 bytes), kept by the node that issued it — node-local, not
 //! replicated — for `challenge_ttl`, and bound to the NAS client, the User-Name and the user it was issued
-//! for after their password checked out. It can be answered once: the answer takes it, right or wrong. A
-//! code's time step is remembered per user, so the same code (or an older one) is not accepted twice. An
+//! for after their password checked out. It can be answered once: the answer takes it, right or wrong. The
+//! code is checked against the user's sealed TOTP factor like a code typed on the sign-in page
+//! ([`crate::mfa`]): a code's time step is used up cluster-wide, so the same code (or an older one) is not
+//! accepted twice anywhere, and a wrong code counts against the account's lockout like a wrong password. An
 //! answer that reaches another node (the second server of an anycast pair) finds no State there and is
 //! rejected: the user signs in again from the password. Replicating States would put a Raft write on
 //! every challenge and still not make the answer's single use cluster-wide without a second write.
@@ -21,6 +23,7 @@ use moka::sync::Cache;
 use super::crypto::{self, attr, ms};
 use super::reply::Reply;
 use super::{code, Answer, Client, Drop, Shared};
+use crate::mfa::Codes;
 use crate::passwords::{LockoutRule, Proof, Refused, SignIn};
 
 /// What the Reply-Message of a challenge says.
@@ -42,19 +45,14 @@ struct Pending {
     user_id: String,
 }
 
-/// The TOTP challenges this node issued, and the last code step each user used.
+/// The TOTP challenges this node issued.
 pub(crate) struct Challenges {
     pending: Cache<[u8; 16], Arc<Pending>>,
-    used_steps: Cache<String, u64>,
 }
 
 impl Challenges {
     pub(crate) fn new(ttl: Duration) -> Challenges {
-        Challenges {
-            pending: Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
-            // A step is 30 s and codes are accepted one step either side: 5 minutes covers them.
-            used_steps: Cache::builder().max_capacity(1_000_000).time_to_live(Duration::from_secs(300)).build(),
-        }
+        Challenges { pending: Cache::builder().max_capacity(100_000).time_to_live(ttl).build() }
     }
 }
 
@@ -240,10 +238,17 @@ async fn access(shared: &Shared, client: &Client, request: &Packet, from: Socket
         tracing::info!(user = %user.full_name(), reason = why, "RADIUS Access-Request refused");
         return Outcome::reject(None);
     }
-    if !user.preferred_mfa_type.is_empty() {
+    let has_totp = match shared.edge.store.totp(&user.id) {
+        Ok(t) => t.is_some(),
+        Err(e) => {
+            tracing::error!(nas = %client.nas.name, "RADIUS: reading the TOTP factor: {e}");
+            return Outcome::reject(None);
+        }
+    };
+    if !user.preferred_mfa_type.is_empty() || has_totp {
         // A second factor is required; only TOTP can be asked for over RADIUS, and only after PAP (the
         // code comes back as the next request's User-Password).
-        if user.totp_secret.is_empty() || crate::totp::decode_secret(&user.totp_secret).is_none() {
+        if !has_totp {
             tracing::info!(user = %user.full_name(), mfa = %user.preferred_mfa_type, "RADIUS refused: MFA without a TOTP secret");
             return Outcome::reject(Some(
                 "a second factor is required and only an authenticator app (TOTP) works here",
@@ -355,25 +360,21 @@ async fn answer_challenge(
         return Outcome::reject(None);
     }
     let Some(code) = code else { return Outcome::reject(None) };
-    let Some(step) = crate::totp::verify(&user.totp_secret, code.trim(), crate::clock::now()) else {
-        tracing::info!(user = %user.full_name(), "RADIUS one-time code wrong");
-        return Outcome::reject(None);
-    };
-    // One code, one sign-in: a step at or before the last one used is a replay.
-    let mut fresh = false;
-    shared.challenges.used_steps.entry(user.id.clone()).and_compute_with(|last| {
-        use moka::ops::compute::Op;
-        match last.map(|e| e.into_value()) {
-            Some(last) if last >= step => Op::Nop,
-            _ => {
-                fresh = true;
-                Op::Put(step)
-            }
+    // The NAS's address is shared by its users: no per-address limit (as for the password).
+    let checked =
+        shared.edge.check_second_factor(&user, code, Codes::TotpOnly, None, LockoutRule::HomeApplication).await;
+    match checked {
+        Ok(()) => accept(shared, &user),
+        Err(Refused::Locked { minutes }) => {
+            Outcome::reject(Some(&format!("account locked: too many failed sign-ins, try again in {minutes} minutes")))
         }
-    });
-    if !fresh {
-        tracing::warn!(user = %user.full_name(), "RADIUS one-time code used again: refused");
-        return Outcome::reject(None);
+        Err(Refused::Internal(e)) => {
+            tracing::error!(nas = %client.nas.name, "RADIUS one-time code check: {e}");
+            Outcome::reject(None)
+        }
+        Err(_) => {
+            tracing::info!(user = %user.full_name(), "RADIUS one-time code wrong or used already");
+            Outcome::reject(None)
+        }
     }
-    accept(shared, &user)
 }

@@ -1,6 +1,7 @@
 //! The admin API: create, read, update and delete organizations, users, applications, signing keys, roles
 //! and groups, on Casdoor's paths and in Casdoor's JSON shapes (`/api/get-users?owner=ORG`, `/api/add-user`,
-//! ...), so Casdoor SDKs work unchanged; read RADIUS accounting sessions.
+//! ...), so Casdoor SDKs work unchanged; read RADIUS accounting sessions; list and end users' browser
+//! sessions, list and revoke their consents, reset their second factor.
 //!
 //! Authorized by a Bearer token of a global administrator (a user of the admin organization, or the admin
 //! application's own client-credentials token) or by HTTP Basic with the admin application's client id and
@@ -28,6 +29,7 @@ mod apply;
 pub(crate) mod cert;
 mod cluster;
 pub(crate) mod organization;
+mod session;
 pub(crate) mod simple;
 pub(crate) mod user;
 
@@ -89,6 +91,12 @@ enum Kind {
     Import,
     /// RADIUS accounting sessions (read only; Jeton's own paths, named as Casdoor would).
     RadiusAccounting,
+    /// Users' browser sessions.
+    Session,
+    /// What users allowed applications.
+    Consent,
+    /// Users' second factors.
+    Mfa,
 }
 
 /// What an admin path does to its [`Kind`].
@@ -155,6 +163,11 @@ const PATHS: &[(&str, Kind, Op)] = &[
     ("delete-group", Kind::Group, Op::Delete),
     ("get-radius-accountings", Kind::RadiusAccounting, Op::List),
     ("get-radius-accounting", Kind::RadiusAccounting, Op::Get),
+    ("get-sessions", Kind::Session, Op::List),
+    ("delete-session", Kind::Session, Op::Delete),
+    ("get-consents", Kind::Consent, Op::List),
+    ("revoke-consent", Kind::Consent, Op::Delete),
+    ("delete-mfa", Kind::Mfa, Op::Delete),
     ("jeton/apply", Kind::Import, Op::Apply),
 ];
 
@@ -261,6 +274,10 @@ impl Edge {
         if kind == Kind::Import {
             return self.apply_request(body).await;
         }
+        if kind == Kind::Mfa {
+            // Casdoor reads its parameters from a form (or the query), not JSON.
+            return self.admin_delete_mfa(query, body).await;
+        }
         let body: Value = if is_read || body.is_empty() {
             Value::Null
         } else {
@@ -337,6 +354,10 @@ impl Edge {
             }
             (Kind::RadiusAccounting, Op::List) => self.radius_accountings(q("owner"), q("user"), page),
             (Kind::RadiusAccounting, Op::Get) => self.radius_accounting(q("id")),
+            (Kind::Session, Op::List) => self.admin_sessions(q("owner"), q("user"), page),
+            (Kind::Session, Op::Delete) => self.admin_delete_session(&body).await,
+            (Kind::Consent, Op::List) => self.admin_consents(q("owner"), q("user"), page),
+            (Kind::Consent, Op::Delete) => self.admin_revoke_consent(&body).await,
             _ => fail(404, "unknown admin API"),
         }
     }

@@ -1,11 +1,12 @@
 //! Users: their view (no hash, salt or TOTP secret) and their writes (a password in clear hashed in the
-//! hashing slots with the organization's scheme; a stored hash checked before it is taken).
+//! hashing slots with the organization's scheme; a stored hash checked before it is taken; a TOTP secret
+//! sealed into the user's TOTP factor, never kept in the record).
 
 use jeton_raft::model::User;
 use jeton_raft::{Command, PutMode};
 use serde_json::{json, Value};
 
-use super::{fail, to_value, AdminReply, MASK};
+use super::{fail, to_value, write_failed, AdminReply, MASK};
 use crate::clock::rfc3339_now;
 use crate::service::Edge;
 
@@ -42,11 +43,19 @@ impl Edge {
         if user.id.is_empty() {
             user.id = existing.as_ref().map(|e| e.id.clone()).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         }
-        // Secrets the admin API never shows come back masked or empty: keep what is stored.
-        if let Some(old) = &existing {
-            if user.totp_secret.is_empty() {
-                user.totp_secret = old.totp_secret.clone();
-            }
+        // A TOTP secret (Casdoor keeps it in the user record, in clear) becomes the user's sealed TOTP factor
+        // and turns MFA on; the record keeps none. Left out (as the admin API shows it: empty), the user's
+        // factor stays as it is.
+        let totp_secret = std::mem::take(&mut user.totp_secret);
+        let totp_secret = match totp_secret.trim() {
+            "" => None,
+            given => match crate::totp::canonical_secret(given) {
+                Some(secret) => Some(secret),
+                None => return fail(400, "totpSecret must be a base32 secret"),
+            },
+        };
+        if totp_secret.is_some() && user.preferred_mfa_type.is_empty() {
+            user.preferred_mfa_type = crate::mfa::APP_MFA_TYPE.to_string();
         }
         let keep_password = user.password == MASK || (user.password.is_empty() && existing.is_some());
         if keep_password {
@@ -91,7 +100,39 @@ impl Edge {
         } else if let Err(refused) = check_stored_hash(&user) {
             return refused;
         }
-        self.commit(Command::PutUser { user, mode }).await
+        let Some(secret) = totp_secret else {
+            return self.commit(Command::PutUser { user, mode }).await;
+        };
+        let written = self.commit(Command::PutUser { user: user.clone(), mode }).await;
+        if written.status != 200 {
+            return written;
+        }
+        self.put_user_totp(&user, &secret).await.unwrap_or(written)
+    }
+
+    /// Stores `secret` as `user`'s TOTP factor, unless it is theirs already; the answer when that fails.
+    async fn put_user_totp(&self, user: &User, secret: &str) -> Option<AdminReply> {
+        let stored = match self.totp_credential(&user.id) {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::error!("admin put_user: reading the TOTP factor: {e}");
+                return Some(fail(500, "internal error"));
+            }
+        };
+        if stored.is_some_and(|c| crate::totp::open_secret(&self.kek, &c).ok().as_deref() == Some(secret)) {
+            return None;
+        }
+        let sealed = crate::totp::seal_credential(&self.kek, &user.id, secret, &[], 0, crate::clock::now());
+        match sealed {
+            Ok(credential) => match self.put_totp(user, credential).await {
+                Ok(()) => None,
+                Err(e) => Some(write_failed(e)),
+            },
+            Err(e) => {
+                tracing::error!("admin put_user: sealing the TOTP secret: {e}");
+                Some(fail(500, "internal error"))
+            }
+        }
     }
 }
 

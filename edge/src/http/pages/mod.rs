@@ -23,6 +23,7 @@ use super::decode::{add_body_params, form_pairs, query_params, read_body};
 use super::Reply;
 use crate::clock::now;
 use crate::error::OAuthError;
+use crate::mfa::Codes;
 use crate::oauth::authorize::{AuthorizationRequest, AuthorizationResponse, AuthorizeRefusal, ResponseMode, Step};
 use crate::oauth::Params;
 use crate::passwords::{Lockout, LockoutRule, Refused, SignIn};
@@ -30,8 +31,12 @@ use crate::secrets::random_hex;
 use crate::service::Edge;
 use crate::sessions::{csrf_cookie_name, session_cookie_name, Authentication};
 
+mod account;
+mod enrolment;
 mod logout;
 
+pub(super) use account::{account, account_totp};
+pub(super) use enrolment::{login_continue, login_enrol};
 pub(super) use logout::logout;
 
 /// What the pages decode from a request: its headers, and the parameters of its query and form body.
@@ -548,6 +553,7 @@ pub(super) async fn login(edge: &Edge, req: Request<Incoming>, limit: usize, tim
     match second_factor(edge, &user) {
         Ok(SecondFactor::None) => finish_sign_in(edge, &r, &areq, &user, &auth).await,
         Ok(SecondFactor::Totp) => totp_page(edge, &r, &areq, &auth, ""),
+        Ok(SecondFactor::Enrol) => enrolment::in_sign_in(edge, &r, &areq, &user, &auth, None, ""),
         Err(e) => {
             tracing::error!("sign-in page: {e:?}");
             login_page(edge, &r, &areq, "Signing in failed on our side. Try again.", 500, &[])
@@ -559,17 +565,22 @@ pub(super) async fn login(edge: &Edge, req: Request<Incoming>, limit: usize, tim
 enum SecondFactor {
     None,
     Totp,
+    /// MFA is required (see [`Edge::mfa_required`]) and the user has no factor yet: they set up TOTP now.
+    Enrol,
 }
 
 fn second_factor(edge: &Edge, user: &User) -> Result<SecondFactor, OAuthError> {
     if edge.store.totp(&user.id)?.is_some() {
         return Ok(SecondFactor::Totp);
     }
+    if edge.mfa_required(user)? {
+        return Ok(SecondFactor::Enrol);
+    }
     Ok(SecondFactor::None)
 }
 
-fn totp_page(edge: &Edge, r: &PageRequest, areq: &AuthorizationRequest, auth: &Authentication, error: &str) -> Reply {
-    let (page, set) = new_page(edge, r, Some(&areq.client.app));
+/// The password step of `auth`, sealed for the next form: it works for [`PENDING_SECS`], in this browser.
+fn seal_pending(edge: &Edge, r: &PageRequest, auth: &Authentication) -> Result<String, OAuthError> {
     let csrf = r.cookie(csrf_cookie_name(edge.config.sessions.secure_cookies)).unwrap_or_default();
     let pending = PendingSignIn {
         user_id: auth.user_id.clone(),
@@ -578,7 +589,19 @@ fn totp_page(edge: &Edge, r: &PageRequest, areq: &AuthorizationRequest, auth: &A
         exp: now() + PENDING_SECS,
         csrf,
     };
-    let sealed = match edge.seal_for_browser(PENDING_PURPOSE, &pending) {
+    edge.seal_for_browser(PENDING_PURPOSE, &pending)
+}
+
+/// The password step a form carried back, if it is this browser's and not too old.
+fn open_pending(edge: &Edge, r: &PageRequest) -> Option<PendingSignIn> {
+    let csrf = r.cookie(csrf_cookie_name(edge.config.sessions.secure_cookies)).unwrap_or_default();
+    let pending: Option<PendingSignIn> = edge.open_from_browser(PENDING_PURPOSE, r.param("pending"));
+    pending.filter(|p| p.exp > now() && p.csrf == csrf)
+}
+
+fn totp_page(edge: &Edge, r: &PageRequest, areq: &AuthorizationRequest, auth: &Authentication, error: &str) -> Reply {
+    let (page, set) = new_page(edge, r, Some(&areq.client.app));
+    let sealed = match seal_pending(edge, r, auth) {
         Ok(s) => s,
         Err(_) => return login_page(edge, r, areq, "Signing in failed on our side. Try again.", 500, &[]),
     };
@@ -606,9 +629,7 @@ pub(super) async fn login_totp(
         Ok(a) => a,
         Err(refused) => return refusal(edge, &r, refused, &[]),
     };
-    let csrf = r.cookie(csrf_cookie_name(edge.config.sessions.secure_cookies)).unwrap_or_default();
-    let pending: Option<PendingSignIn> = edge.open_from_browser(PENDING_PURPOSE, r.param("pending"));
-    let Some(pending) = pending.filter(|p| p.exp > now() && p.csrf == csrf) else {
+    let Some(pending) = open_pending(edge, &r) else {
         return login_page(edge, &r, &areq, "The sign-in took too long. Sign in again.", 401, &[]);
     };
     let user = match edge.store.user_by_id(&pending.user_id).ok().flatten().and_then(|u| u.to_owned().ok()) {
@@ -616,18 +637,17 @@ pub(super) async fn login_totp(
         _ => return login_page(edge, &r, &areq, WRONG_CREDENTIALS, 401, &[]),
     };
     let auth = Authentication { user_id: user.id.clone(), amr: pending.amr.clone(), auth_time: pending.auth_time };
-    match edge.check_second_factor(&user, r.param("code")).await {
-        Ok(true) => {
-            let mut amr = auth.amr.clone();
-            amr.extend(["otp".to_string(), "mfa".to_string()]);
-            let auth = Authentication { amr, ..auth };
-            finish_sign_in(edge, &r, &areq, &user, &auth).await
-        }
-        Ok(false) => totp_page(edge, &r, &areq, &auth, "The code is incorrect or was used already."),
-        Err(e) if e.status == 429 => {
+    let lockout = LockoutRule::Of(Lockout::of(&areq.client.app));
+    match edge.check_second_factor(&user, r.param("code"), Codes::TotpOrRecovery, Some(ip), lockout).await {
+        Ok(()) => finish_sign_in(edge, &r, &areq, &user, &auth.with_second_factor()).await,
+        Err(Refused::Locked { .. } | Refused::RateLimited) => {
             totp_page(edge, &r, &areq, &auth, "Too many attempts. Wait a few minutes, then try again.")
         }
-        Err(_) => totp_page(edge, &r, &areq, &auth, "Checking the code failed on our side. Try again."),
+        Err(Refused::Internal(e)) => {
+            tracing::error!("sign-in page: second factor: {e}");
+            totp_page(edge, &r, &areq, &auth, "Checking the code failed on our side. Try again.")
+        }
+        Err(_) => totp_page(edge, &r, &areq, &auth, "The code is incorrect or was used already."),
     }
 }
 
@@ -639,16 +659,30 @@ async fn finish_sign_in(
     user: &User,
     auth: &Authentication,
 ) -> Reply {
+    match begin_session(edge, r, areq, user, auth).await {
+        Ok((session, set)) => proceed(edge, r, areq, Some((&session, user)), true, &[set]).await,
+        Err(refused) => refused,
+    }
+}
+
+/// Starts the session of a user who authenticated: the session and its `Set-Cookie`, or the login page to
+/// answer.
+async fn begin_session(
+    edge: &Edge,
+    r: &PageRequest,
+    areq: &AuthorizationRequest,
+    user: &User,
+    auth: &Authentication,
+) -> Result<(BrowserSession, String), Reply> {
     let ip = r.ip.to_string();
     let (value, session) = match edge.start_session(user, auth, Some(&areq.client.app), &ip, r.user_agent()).await {
         Ok(s) => s,
         Err(e) if e.status == 503 => {
-            return login_page(edge, r, areq, "The service is busy. Try again in a moment.", 503, &[])
+            return Err(login_page(edge, r, areq, "The service is busy. Try again in a moment.", 503, &[]))
         }
-        Err(_) => return login_page(edge, r, areq, WRONG_CREDENTIALS, 401, &[]),
+        Err(_) => return Err(login_page(edge, r, areq, WRONG_CREDENTIALS, 401, &[])),
     };
-    let set = cookie(edge, session_cookie_name(edge.config.sessions.secure_cookies), &value, None);
-    proceed(edge, r, areq, Some((&session, user)), true, &[set]).await
+    Ok((session, cookie(edge, session_cookie_name(edge.config.sessions.secure_cookies), &value, None)))
 }
 
 /// `POST /consent`.
