@@ -16,6 +16,7 @@ mod import;
 mod ldap;
 mod lifecycle;
 mod oauth;
+mod passkeys;
 mod passwords;
 mod radius;
 mod radius_nthash;

@@ -28,6 +28,7 @@ mod apply;
 pub(crate) mod cert;
 mod cluster;
 pub(crate) mod organization;
+mod passkey;
 pub(crate) mod simple;
 pub(crate) mod user;
 
@@ -71,7 +72,7 @@ impl AdminGrant {
 /// with `clientId` / `clientSecret` query parameters.
 pub fn casdoor_path(path: &str) -> bool {
     lookup(path).is_some_and(|(kind, op)| {
-        !matches!(kind, Kind::Cluster | Kind::Import | Kind::RadiusAccounting) && op != Op::Rotate
+        !matches!(kind, Kind::Cluster | Kind::Import | Kind::RadiusAccounting | Kind::Passkey) && op != Op::Rotate
     })
 }
 
@@ -89,6 +90,8 @@ enum Kind {
     Import,
     /// RADIUS accounting sessions (read only; Jeton's own paths, named as Casdoor would).
     RadiusAccounting,
+    /// A user's passkeys (list, remove; Jeton's own paths, named as Casdoor would).
+    Passkey,
 }
 
 /// What an admin path does to its [`Kind`].
@@ -155,6 +158,8 @@ const PATHS: &[(&str, Kind, Op)] = &[
     ("delete-group", Kind::Group, Op::Delete),
     ("get-radius-accountings", Kind::RadiusAccounting, Op::List),
     ("get-radius-accounting", Kind::RadiusAccounting, Op::Get),
+    ("get-webauthn-credentials", Kind::Passkey, Op::List),
+    ("delete-webauthn-credential", Kind::Passkey, Op::Delete),
     ("jeton/apply", Kind::Import, Op::Apply),
 ];
 
@@ -337,6 +342,8 @@ impl Edge {
             }
             (Kind::RadiusAccounting, Op::List) => self.radius_accountings(q("owner"), q("user"), page),
             (Kind::RadiusAccounting, Op::Get) => self.radius_accounting(q("id")),
+            (Kind::Passkey, Op::List) => self.list_passkeys(q("userId"), q("id")),
+            (Kind::Passkey, Op::Delete) => self.delete_passkey(&body).await,
             _ => fail(404, "unknown admin API"),
         }
     }
@@ -778,6 +785,8 @@ mod tests {
             "get-cluster-status",
             "get-radius-accountings",
             "get-radius-accounting",
+            "get-webauthn-credentials",
+            "delete-webauthn-credential",
             "get-nothing",
         ] {
             assert!(!super::casdoor_path(path), "{path}");
