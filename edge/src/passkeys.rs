@@ -209,7 +209,10 @@ impl Edge {
         csrf_cookie: &str,
     ) -> Result<S, PasskeyRefused> {
         let ceremony: Ceremony<S> = self.open_from_browser(purpose, sealed).ok_or(PasskeyRefused::Expired)?;
-        if ceremony.exp <= now() || ceremony.csrf.is_empty() || ceremony.csrf != csrf_cookie || ceremony.user_id != user_id
+        if ceremony.exp <= now()
+            || ceremony.csrf.is_empty()
+            || ceremony.csrf != csrf_cookie
+            || ceremony.user_id != user_id
         {
             return Err(PasskeyRefused::Expired);
         }
@@ -362,7 +365,8 @@ impl Edge {
             PasskeyFor::User(_) => return Err(PasskeyRefused::Unknown),
             PasskeyFor::Organization(org) => {
                 // Without a username, the authenticator names the user: it must name the passkey's owner.
-                let (handle, _) = rp.identify_discoverable_authentication(&answer).map_err(|e| refused("sign-in", e))?;
+                let (handle, _) =
+                    rp.identify_discoverable_authentication(&answer).map_err(|e| refused("sign-in", e))?;
                 if handle != user_handle(&record.user_id) {
                     tracing::info!("passkey sign-in: the user handle is not the passkey's user's");
                     return Err(PasskeyRefused::Unknown);

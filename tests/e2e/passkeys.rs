@@ -34,8 +34,9 @@ async fn start_node() -> (Node, tempfile::TempDir) {
 /// Organization `acme`, a first-party application signing in through the pages, and the user carol with a
 /// password; carol's id.
 async fn set_up(node: &Node) -> String {
-    let (s, v) =
-        node.admin_post("add-organization", json!({"owner": "admin", "name": "acme", "passwordType": "argon2id"})).await;
+    let (s, v) = node
+        .admin_post("add-organization", json!({"owner": "admin", "name": "acme", "passwordType": "argon2id"}))
+        .await;
     assert_eq!(s, 200, "{v}");
     let (s, v) = node
         .admin_post(
@@ -211,10 +212,7 @@ async fn login_page(visitor: &mut Visitor, authorization: &Authorization) -> (St
 async fn password_step(visitor: &mut Visitor, authorization: &Authorization) -> (Answer, String, String) {
     let (csrf, request) = login_page(visitor, authorization).await;
     let answer = visitor
-        .post(
-            "/login",
-            &[("csrf", &csrf), ("request", &request), ("username", "carol"), ("password", PASSWORD)],
-        )
+        .post("/login", &[("csrf", &csrf), ("request", &request), ("username", "carol"), ("password", PASSWORD)])
         .await;
     (answer, csrf, request)
 }
@@ -591,7 +589,10 @@ async fn passkey_as_second_factor_then_removed_by_an_admin() {
 
     // An administrator lists it and removes it.
     let list = listed(&node).await;
-    assert_eq!((list.len(), list[0]["signCount"].as_u64(), list[0]["userId"].as_str()), (1, Some(5), Some(carol.as_str())));
+    assert_eq!(
+        (list.len(), list[0]["signCount"].as_u64(), list[0]["userId"].as_str()),
+        (1, Some(5), Some(carol.as_str()))
+    );
     assert!(list[0].get("credential").is_none(), "no key material in the admin API: {list:?}");
     let (s, v) = node.admin_post("delete-webauthn-credential", json!({"credentialId": "not-a-credential"})).await;
     assert_eq!(s, 404, "{v}");

@@ -65,15 +65,15 @@ impl Edge {
         if credential_id.is_empty() {
             return fail(400, "credentialId is required");
         }
-        let record = match self.store.passkey_by_credential(credential_id).and_then(|r| r.map(|r| r.to_owned()).transpose())
-        {
-            Ok(Some(p)) => p,
-            Ok(None) => return fail(404, "no such passkey"),
-            Err(e) => {
-                tracing::error!("admin delete passkey: {e}");
-                return fail(500, "internal error");
-            }
-        };
+        let record =
+            match self.store.passkey_by_credential(credential_id).and_then(|r| r.map(|r| r.to_owned()).transpose()) {
+                Ok(Some(p)) => p,
+                Ok(None) => return fail(404, "no such passkey"),
+                Err(e) => {
+                    tracing::error!("admin delete passkey: {e}");
+                    return fail(500, "internal error");
+                }
+            };
         if !field("userId").is_empty() || !field("id").is_empty() {
             match self.passkey_user(field("userId"), field("id")) {
                 Ok(u) if u.id == record.user_id => {}

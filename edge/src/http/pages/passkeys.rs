@@ -87,7 +87,9 @@ fn options_refused(e: PasskeyRefused) -> Reply {
             400,
             &format!("You have {} passkeys, the most allowed: remove one first.", crate::passkeys::MAX_PASSKEYS),
         ),
-        PasskeyRefused::Failed(e) if e.status == 503 => json_refusal(503, "The service is busy. Try again in a moment."),
+        PasskeyRefused::Failed(e) if e.status == 503 => {
+            json_refusal(503, "The service is busy. Try again in a moment.")
+        }
         PasskeyRefused::Failed(_) => json_refusal(500, "Passkeys are not available on our side."),
         PasskeyRefused::Expired => json_refusal(401, "The sign-in took too long. Sign in again."),
         _ => json_refusal(400, "There is no passkey to use here."),
@@ -294,9 +296,8 @@ pub(in crate::http) async fn register(
         return not_signed_in(edge, &r);
     };
     let csrf = csrf_cookie(edge, &r);
-    let done = edge
-        .finish_passkey_registration(&user, &csrf, r.param("state"), r.param("credential"), r.param("name"))
-        .await;
+    let done =
+        edge.finish_passkey_registration(&user, &csrf, r.param("state"), r.param("credential"), r.param("name")).await;
     let error = match done {
         Ok(p) => {
             tracing::info!(user = %user.id, credential = %p.credential_id, "passkey registered");
