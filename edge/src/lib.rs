@@ -13,6 +13,8 @@
 //! - [`oauth`]: token issuance, introspection (and its cache), revocation, userinfo, and in
 //!   [`oauth::authorize`] the authorization code flow (requests, the redirect URI rule, codes, ID tokens);
 //! - [`mfa`]: second factors of browser sign-in (TOTP codes used once cluster-wide, recovery codes);
+//! - [`passkeys`]: WebAuthn passkeys (webauthn-rs): registration, sign-in without a username or as second
+//!   factor, the issuer as relying party, ceremony state sealed for the browser;
 //! - [`sessions`]: browser sessions (SSO), CSRF tokens, sign-in state sealed for the browser to carry;
 //! - [`passwords`]: password sign-in (lookup, lockout, limits, hashing slots, timing floor), challenge-response
 //!   proofs, in [`passwords::schemes`] the Casdoor password schemes, and in [`passwords::nt_credential`] the
@@ -56,6 +58,7 @@ pub(crate) mod listener;
 pub mod metrics;
 pub mod mfa;
 pub mod oauth;
+pub mod passkeys;
 pub mod passwords;
 pub mod radius;
 pub mod secrets;

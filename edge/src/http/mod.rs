@@ -328,6 +328,24 @@ async fn route(
             ("account", Box::pin(pages::account_totp(edge, req, limit, timeout, ip)).await)
         }
         (&Method::POST, "/consent") => ("consent", Box::pin(pages::consent(edge, req, limit, timeout, ip)).await),
+        (&Method::POST, "/passkey/login/options") => {
+            ("passkey", Box::pin(pages::passkey_sign_in_options(edge, req, limit, timeout, ip)).await)
+        }
+        (&Method::POST, "/passkey/login") => {
+            ("login", Box::pin(pages::passkey_sign_in(edge, req, limit, timeout, ip)).await)
+        }
+        (&Method::GET, "/account/passkeys") => {
+            ("account", Box::pin(pages::account_passkeys(edge, req, limit, timeout, ip)).await)
+        }
+        (&Method::POST, "/account/passkeys/options") => {
+            ("passkey", Box::pin(pages::passkey_registration_options(edge, req, limit, timeout, ip)).await)
+        }
+        (&Method::POST, "/account/passkeys") => {
+            ("account", Box::pin(pages::register_passkey(edge, req, limit, timeout, ip)).await)
+        }
+        (&Method::POST, "/account/passkeys/delete") => {
+            ("account", Box::pin(pages::remove_passkey(edge, req, limit, timeout, ip)).await)
+        }
         (&Method::GET | &Method::POST, "/oauth/logout") | (&Method::GET | &Method::POST, "/api/logout") => {
             ("logout", Box::pin(pages::logout(edge, req, limit, timeout, ip)).await)
         }

@@ -34,10 +34,15 @@ use crate::sessions::{csrf_cookie_name, session_cookie_name, Authentication};
 mod account;
 mod enrolment;
 mod logout;
+mod passkeys;
 
 pub(super) use account::{account, account_totp};
 pub(super) use enrolment::{login_continue, login_enrol};
 pub(super) use logout::logout;
+pub(super) use passkeys::{
+    account as account_passkeys, register as register_passkey, registration_options as passkey_registration_options,
+    remove as remove_passkey, sign_in as passkey_sign_in, sign_in_options as passkey_sign_in_options,
+};
 
 /// What the pages decode from a request: its headers, and the parameters of its query and form body.
 pub(super) struct PageRequest {
@@ -93,7 +98,7 @@ pub(super) struct Brand {
 }
 
 impl Brand {
-    fn new(name: String, logo: &str, color: &str) -> Brand {
+    pub(super) fn new(name: String, logo: &str, color: &str) -> Brand {
         let color = brand_color(color);
         let ink = ink_on(&color);
         Brand { name, logo: brand_logo(logo), color, ink }
@@ -146,6 +151,9 @@ struct TotpPage<'a> {
     request: &'a str,
     pending: &'a str,
     error: &'a str,
+    /// Which second factors the user has: the code form, the passkey button, or both.
+    totp: bool,
+    passkey: bool,
 }
 
 #[derive(Template)]
@@ -552,7 +560,7 @@ pub(super) async fn login(edge: &Edge, req: Request<Incoming>, limit: usize, tim
     let auth = Authentication { user_id: user.id.clone(), amr: vec!["pwd".into()], auth_time: now() };
     match second_factor(edge, &user) {
         Ok(SecondFactor::None) => finish_sign_in(edge, &r, &areq, &user, &auth).await,
-        Ok(SecondFactor::Totp) => totp_page(edge, &r, &areq, &auth, ""),
+        Ok(SecondFactor::Totp | SecondFactor::Passkey) => totp_page(edge, &r, &areq, &auth, ""),
         Ok(SecondFactor::Enrol) => enrolment::in_sign_in(edge, &r, &areq, &user, &auth, None, ""),
         Err(e) => {
             tracing::error!("sign-in page: {e:?}");
@@ -564,7 +572,10 @@ pub(super) async fn login(edge: &Edge, req: Request<Incoming>, limit: usize, tim
 /// What a user must show after their password.
 enum SecondFactor {
     None,
+    /// A TOTP or recovery code (or a passkey, if they have one too).
     Totp,
+    /// One of their passkeys.
+    Passkey,
     /// MFA is required (see [`Edge::mfa_required`]) and the user has no factor yet: they set up TOTP now.
     Enrol,
 }
@@ -572,6 +583,9 @@ enum SecondFactor {
 fn second_factor(edge: &Edge, user: &User) -> Result<SecondFactor, OAuthError> {
     if edge.store.totp(&user.id)?.is_some() {
         return Ok(SecondFactor::Totp);
+    }
+    if edge.store.passkeys_of(&user.id).next().is_some() {
+        return Ok(SecondFactor::Passkey);
     }
     if edge.mfa_required(user)? {
         return Ok(SecondFactor::Enrol);
@@ -606,7 +620,11 @@ fn totp_page(edge: &Edge, r: &PageRequest, areq: &AuthorizationRequest, auth: &A
         Err(_) => return login_page(edge, r, areq, "Signing in failed on our side. Try again.", 500, &[]),
     };
     let status = if error.is_empty() { 200 } else { 401 };
-    let body = TotpPage { page: &page, request: &carried(areq), pending: &sealed, error }.render().unwrap_or_default();
+    let totp = edge.store.totp(&auth.user_id).is_ok_and(|t| t.is_some());
+    let passkey = edge.store.passkeys_of(&auth.user_id).next().is_some();
+    let body = TotpPage { page: &page, request: &carried(areq), pending: &sealed, error, totp, passkey }
+        .render()
+        .unwrap_or_default();
     html(status, body, &page.nonce, set.as_slice())
 }
 
@@ -714,6 +732,7 @@ pub(super) async fn consent(edge: &Edge, req: Request<Incoming>, limit: usize, t
 pub(super) fn asset(path: &str) -> Option<Reply> {
     let (body, content_type): (&'static str, &'static str) = match path {
         "/assets/jeton.css" => (include_str!("../../../assets/jeton.css"), "text/css; charset=utf-8"),
+        "/assets/passkey.js" => (include_str!("../../../assets/passkey.js"), "text/javascript; charset=utf-8"),
         _ => return None,
     };
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
