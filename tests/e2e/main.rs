@@ -11,6 +11,7 @@ mod admin;
 mod browser;
 mod cluster;
 mod deploy;
+mod device;
 mod harness;
 mod http;
 mod import;

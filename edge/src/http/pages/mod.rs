@@ -1,12 +1,12 @@
-//! The browser pages: the authorization endpoint, the login page, the second-factor step, consent and
-//! sign-out. Server-rendered HTML from askama templates (`edge/templates/`), no JavaScript but for
-//! passkeys.
+//! The browser pages: the authorization endpoint, the login page, the second-factor step, consent,
+//! sign-out and the device flow's verification page. Server-rendered HTML from askama templates
+//! (`edge/templates/`), no JavaScript but for passkeys.
 //!
 //! Every page is sent with a strict Content-Security-Policy (no inline script or style but the page's own
 //! nonce), `frame-ancestors 'none'` (never framed), `no-store`, `no-referrer`. Every form carries a CSRF
 //! token: a MAC of the browser's CSRF cookie (see [`Edge::csrf_token`]). The sign-in state between two steps
-//! travels in the form (the authorization request as it came, re-checked at every step; a pending sign-in
-//! sealed), so any node can take the next step.
+//! travels in the form (what the sign-in continues to, re-checked at every step: see [`Continuation`]; a
+//! pending sign-in sealed), so any node can take the next step.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -24,14 +24,17 @@ use super::Reply;
 use crate::clock::now;
 use crate::error::OAuthError;
 use crate::oauth::authorize::{AuthorizationRequest, AuthorizationResponse, AuthorizeRefusal, ResponseMode, Step};
+use crate::oauth::device::DevicePrompt;
 use crate::oauth::Params;
 use crate::passwords::{Lockout, LockoutRule, Refused, SignIn};
 use crate::secrets::random_hex;
 use crate::service::Edge;
 use crate::sessions::{csrf_cookie_name, session_cookie_name, Authentication};
 
+mod device;
 mod logout;
 
+pub(super) use device::device;
 pub(super) use logout::logout;
 
 /// What the pages decode from a request: its headers, and the parameters of its query and form body.
@@ -353,6 +356,54 @@ fn carried(req: &AuthorizationRequest) -> String {
     form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
 }
 
+/// What a sign-in continues to once the user has authenticated. The sign-in forms carry it in their
+/// hidden `request` field: an authorization request as its query string, a device verification as
+/// [`DEVICE_CONTINUATION`] and the user code.
+pub(super) enum Continuation {
+    Authorize(AuthorizationRequest),
+    /// The device flow's verification page, for this user code (RFC 8628 §3.3).
+    Device(DevicePrompt),
+}
+
+/// How a carried device verification starts (a query string never does: `:` is not in a parameter name
+/// an authorization request uses).
+const DEVICE_CONTINUATION: &str = "device:";
+
+impl Continuation {
+    fn carried(&self) -> String {
+        match self {
+            Continuation::Authorize(areq) => carried(areq),
+            Continuation::Device(prompt) => format!("{DEVICE_CONTINUATION}{}", prompt.user_code),
+        }
+    }
+
+    /// The application the user signs in to: its brand on the pages, its organization for the password.
+    fn app(&self) -> &jeton_raft::model::Application {
+        match self {
+            Continuation::Authorize(areq) => &areq.client.app,
+            Continuation::Device(prompt) => &prompt.client.app,
+        }
+    }
+
+    fn login_hint(&self) -> &str {
+        match self {
+            Continuation::Authorize(areq) => &areq.login_hint,
+            Continuation::Device(_) => "",
+        }
+    }
+}
+
+/// What a sign-in form carried back, checked again; a page that says why not otherwise.
+fn carried_continuation(edge: &Edge, r: &PageRequest) -> Result<Continuation, Reply> {
+    if let Some(user_code) = r.param("request").strip_prefix(DEVICE_CONTINUATION) {
+        return match edge.device_prompt(user_code, Some(r.ip)) {
+            Ok(prompt) => Ok(Continuation::Device(prompt)),
+            Err(refused) => Err(device::refused(edge, r, refused)),
+        };
+    }
+    carried_request(edge, r).map(Continuation::Authorize).map_err(|refused| refusal(edge, r, refused, &[]))
+}
+
 /// The authorization request a page's form carried back.
 fn carried_request(edge: &Edge, r: &PageRequest) -> Result<AuthorizationRequest, AuthorizeRefusal> {
     let mut params = Params::new();
@@ -427,13 +478,13 @@ async fn proceed(
         Step::Login if areq.prompts("none") => {
             respond(&areq.error(issuer, "login_required", "the user is not signed in"), cookies)
         }
-        Step::Login => login_page(edge, r, areq, "", 200, cookies),
+        Step::Login => login_page(edge, r, &Continuation::Authorize(areq.clone()), "", 200, cookies),
         Step::Consent(_) if areq.prompts("none") => {
             respond(&areq.error(issuer, "consent_required", "the user has not consented to these scopes"), cookies)
         }
         Step::Consent(scopes) => {
             let Some((_, user)) = current else {
-                return login_page(edge, r, areq, "", 200, cookies);
+                return login_page(edge, r, &Continuation::Authorize(areq.clone()), "", 200, cookies);
             };
             let (page, set) = new_page(edge, r, Some(&areq.client.app));
             let scopes = scopes
@@ -451,7 +502,7 @@ async fn proceed(
         }
         Step::Issue => {
             let Some((session, _)) = current else {
-                return login_page(edge, r, areq, "", 200, cookies);
+                return login_page(edge, r, &Continuation::Authorize(areq.clone()), "", 200, cookies);
             };
             match edge.issue_code(areq, session).await {
                 Ok(resp) => respond(&resp, cookies),
@@ -471,18 +522,10 @@ fn oauth_code_error(e: &OAuthError) -> &'static str {
     }
 }
 
-fn login_page(
-    edge: &Edge,
-    r: &PageRequest,
-    areq: &AuthorizationRequest,
-    error: &str,
-    status: u16,
-    cookies: &[String],
-) -> Reply {
-    let (page, set) = new_page(edge, r, Some(&areq.client.app));
-    let hint = if r.param("username").is_empty() { areq.login_hint.clone() } else { r.param("username").to_string() };
-    let body =
-        LoginPage { page: &page, request: &carried(areq), login_hint: &hint, error }.render().unwrap_or_default();
+fn login_page(edge: &Edge, r: &PageRequest, to: &Continuation, error: &str, status: u16, cookies: &[String]) -> Reply {
+    let (page, set) = new_page(edge, r, Some(to.app()));
+    let hint = if r.param("username").is_empty() { to.login_hint() } else { r.param("username") };
+    let body = LoginPage { page: &page, request: &to.carried(), login_hint: hint, error }.render().unwrap_or_default();
     let all: Vec<String> = cookies.iter().cloned().chain(set).collect();
     html(status, body, &page.nonce, &all)
 }
@@ -513,15 +556,15 @@ pub(super) async fn login(edge: &Edge, req: Request<Incoming>, limit: usize, tim
     if !csrf_checked(edge, &r) {
         return csrf_refused(edge, &r);
     }
-    let areq = match carried_request(edge, &r) {
-        Ok(a) => a,
-        Err(refused) => return refusal(edge, &r, refused, &[]),
+    let to = match carried_continuation(edge, &r) {
+        Ok(to) => to,
+        Err(page) => return page,
     };
     let (login, password) = (r.param("username").trim(), r.param("password"));
     if login.is_empty() || password.is_empty() {
-        return login_page(edge, &r, &areq, "Enter your username and password.", 400, &[]);
+        return login_page(edge, &r, &to, "Enter your username and password.", 400, &[]);
     }
-    let app = &areq.client.app;
+    let app = to.app();
     let sign_in = SignIn {
         organization: &app.organization,
         login,
@@ -533,24 +576,24 @@ pub(super) async fn login(edge: &Edge, req: Request<Incoming>, limit: usize, tim
     let user = match edge.passwords.verify(sign_in).await {
         Ok(v) => v.user,
         Err(Refused::Locked { .. } | Refused::RateLimited) => {
-            return login_page(edge, &r, &areq, "Too many attempts. Wait a few minutes, then try again.", 429, &[])
+            return login_page(edge, &r, &to, "Too many attempts. Wait a few minutes, then try again.", 429, &[])
         }
         Err(Refused::Internal(e)) => {
             tracing::error!("sign-in page: {e}");
-            return login_page(edge, &r, &areq, "Signing in failed on our side. Try again.", 500, &[]);
+            return login_page(edge, &r, &to, "Signing in failed on our side. Try again.", 500, &[]);
         }
-        Err(_) => return login_page(edge, &r, &areq, WRONG_CREDENTIALS, 401, &[]),
+        Err(_) => return login_page(edge, &r, &to, WRONG_CREDENTIALS, 401, &[]),
     };
     if crate::passwords::may_sign_in(&user).is_err() {
-        return login_page(edge, &r, &areq, WRONG_CREDENTIALS, 401, &[]);
+        return login_page(edge, &r, &to, WRONG_CREDENTIALS, 401, &[]);
     }
     let auth = Authentication { user_id: user.id.clone(), amr: vec!["pwd".into()], auth_time: now() };
     match second_factor(edge, &user) {
-        Ok(SecondFactor::None) => finish_sign_in(edge, &r, &areq, &user, &auth).await,
-        Ok(SecondFactor::Totp) => totp_page(edge, &r, &areq, &auth, ""),
+        Ok(SecondFactor::None) => finish_sign_in(edge, &r, &to, &user, &auth).await,
+        Ok(SecondFactor::Totp) => totp_page(edge, &r, &to, &auth, ""),
         Err(e) => {
             tracing::error!("sign-in page: {e:?}");
-            login_page(edge, &r, &areq, "Signing in failed on our side. Try again.", 500, &[])
+            login_page(edge, &r, &to, "Signing in failed on our side. Try again.", 500, &[])
         }
     }
 }
@@ -568,8 +611,8 @@ fn second_factor(edge: &Edge, user: &User) -> Result<SecondFactor, OAuthError> {
     Ok(SecondFactor::None)
 }
 
-fn totp_page(edge: &Edge, r: &PageRequest, areq: &AuthorizationRequest, auth: &Authentication, error: &str) -> Reply {
-    let (page, set) = new_page(edge, r, Some(&areq.client.app));
+fn totp_page(edge: &Edge, r: &PageRequest, to: &Continuation, auth: &Authentication, error: &str) -> Reply {
+    let (page, set) = new_page(edge, r, Some(to.app()));
     let csrf = r.cookie(csrf_cookie_name(edge.config.sessions.secure_cookies)).unwrap_or_default();
     let pending = PendingSignIn {
         user_id: auth.user_id.clone(),
@@ -580,10 +623,10 @@ fn totp_page(edge: &Edge, r: &PageRequest, areq: &AuthorizationRequest, auth: &A
     };
     let sealed = match edge.seal_for_browser(PENDING_PURPOSE, &pending) {
         Ok(s) => s,
-        Err(_) => return login_page(edge, r, areq, "Signing in failed on our side. Try again.", 500, &[]),
+        Err(_) => return login_page(edge, r, to, "Signing in failed on our side. Try again.", 500, &[]),
     };
     let status = if error.is_empty() { 200 } else { 401 };
-    let body = TotpPage { page: &page, request: &carried(areq), pending: &sealed, error }.render().unwrap_or_default();
+    let body = TotpPage { page: &page, request: &to.carried(), pending: &sealed, error }.render().unwrap_or_default();
     html(status, body, &page.nonce, set.as_slice())
 }
 
@@ -602,18 +645,18 @@ pub(super) async fn login_totp(
     if !csrf_checked(edge, &r) {
         return csrf_refused(edge, &r);
     }
-    let areq = match carried_request(edge, &r) {
-        Ok(a) => a,
-        Err(refused) => return refusal(edge, &r, refused, &[]),
+    let to = match carried_continuation(edge, &r) {
+        Ok(to) => to,
+        Err(page) => return page,
     };
     let csrf = r.cookie(csrf_cookie_name(edge.config.sessions.secure_cookies)).unwrap_or_default();
     let pending: Option<PendingSignIn> = edge.open_from_browser(PENDING_PURPOSE, r.param("pending"));
     let Some(pending) = pending.filter(|p| p.exp > now() && p.csrf == csrf) else {
-        return login_page(edge, &r, &areq, "The sign-in took too long. Sign in again.", 401, &[]);
+        return login_page(edge, &r, &to, "The sign-in took too long. Sign in again.", 401, &[]);
     };
     let user = match edge.store.user_by_id(&pending.user_id).ok().flatten().and_then(|u| u.to_owned().ok()) {
         Some(u) if crate::passwords::may_sign_in(&u).is_ok() => u,
-        _ => return login_page(edge, &r, &areq, WRONG_CREDENTIALS, 401, &[]),
+        _ => return login_page(edge, &r, &to, WRONG_CREDENTIALS, 401, &[]),
     };
     let auth = Authentication { user_id: user.id.clone(), amr: pending.amr.clone(), auth_time: pending.auth_time };
     match edge.check_second_factor(&user, r.param("code")).await {
@@ -621,34 +664,31 @@ pub(super) async fn login_totp(
             let mut amr = auth.amr.clone();
             amr.extend(["otp".to_string(), "mfa".to_string()]);
             let auth = Authentication { amr, ..auth };
-            finish_sign_in(edge, &r, &areq, &user, &auth).await
+            finish_sign_in(edge, &r, &to, &user, &auth).await
         }
-        Ok(false) => totp_page(edge, &r, &areq, &auth, "The code is incorrect or was used already."),
+        Ok(false) => totp_page(edge, &r, &to, &auth, "The code is incorrect or was used already."),
         Err(e) if e.status == 429 => {
-            totp_page(edge, &r, &areq, &auth, "Too many attempts. Wait a few minutes, then try again.")
+            totp_page(edge, &r, &to, &auth, "Too many attempts. Wait a few minutes, then try again.")
         }
-        Err(_) => totp_page(edge, &r, &areq, &auth, "Checking the code failed on our side. Try again."),
+        Err(_) => totp_page(edge, &r, &to, &auth, "Checking the code failed on our side. Try again."),
     }
 }
 
-/// Starts the session of a user who authenticated, then takes the authorization request on.
-async fn finish_sign_in(
-    edge: &Edge,
-    r: &PageRequest,
-    areq: &AuthorizationRequest,
-    user: &User,
-    auth: &Authentication,
-) -> Reply {
+/// Starts the session of a user who authenticated, then takes on what the sign-in was for.
+async fn finish_sign_in(edge: &Edge, r: &PageRequest, to: &Continuation, user: &User, auth: &Authentication) -> Reply {
     let ip = r.ip.to_string();
-    let (value, session) = match edge.start_session(user, auth, Some(&areq.client.app), &ip, r.user_agent()).await {
+    let (value, session) = match edge.start_session(user, auth, Some(to.app()), &ip, r.user_agent()).await {
         Ok(s) => s,
         Err(e) if e.status == 503 => {
-            return login_page(edge, r, areq, "The service is busy. Try again in a moment.", 503, &[])
+            return login_page(edge, r, to, "The service is busy. Try again in a moment.", 503, &[])
         }
-        Err(_) => return login_page(edge, r, areq, WRONG_CREDENTIALS, 401, &[]),
+        Err(_) => return login_page(edge, r, to, WRONG_CREDENTIALS, 401, &[]),
     };
     let set = cookie(edge, session_cookie_name(edge.config.sessions.secure_cookies), &value, None);
-    proceed(edge, r, areq, Some((&session, user)), true, &[set]).await
+    match to {
+        Continuation::Authorize(areq) => proceed(edge, r, areq, Some((&session, user)), true, &[set]).await,
+        Continuation::Device(prompt) => device::confirm_page(edge, r, prompt, user, &[set]),
+    }
 }
 
 /// `POST /consent`.
@@ -665,7 +705,7 @@ pub(super) async fn consent(edge: &Edge, req: Request<Incoming>, limit: usize, t
         Err(refused) => return refusal(edge, &r, refused, &[]),
     };
     let Some((session, user)) = signed_in(edge, &r) else {
-        return login_page(edge, &r, &areq, "", 200, &[]);
+        return login_page(edge, &r, &Continuation::Authorize(areq), "", 200, &[]);
     };
     if r.param("decision") != "allow" {
         return respond(&areq.error(&edge.config.issuer, "access_denied", "the user denied the request"), &[]);
