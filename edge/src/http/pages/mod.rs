@@ -393,15 +393,16 @@ impl Continuation {
     }
 }
 
-/// What a sign-in form carried back, checked again; a page that says why not otherwise.
-fn carried_continuation(edge: &Edge, r: &PageRequest) -> Result<Continuation, Reply> {
+/// What a sign-in form carried back, checked again; otherwise the page that says why not (boxed: the
+/// error side of a result stays small).
+fn carried_continuation(edge: &Edge, r: &PageRequest) -> Result<Continuation, Box<Reply>> {
     if let Some(user_code) = r.param("request").strip_prefix(DEVICE_CONTINUATION) {
         return match edge.device_prompt(user_code, Some(r.ip)) {
             Ok(prompt) => Ok(Continuation::Device(prompt)),
-            Err(refused) => Err(device::refused(edge, r, refused)),
+            Err(refused) => Err(Box::new(device::refused(edge, r, refused))),
         };
     }
-    carried_request(edge, r).map(Continuation::Authorize).map_err(|refused| refusal(edge, r, refused, &[]))
+    carried_request(edge, r).map(Continuation::Authorize).map_err(|refused| Box::new(refusal(edge, r, refused, &[])))
 }
 
 /// The authorization request a page's form carried back.
@@ -558,7 +559,7 @@ pub(super) async fn login(edge: &Edge, req: Request<Incoming>, limit: usize, tim
     }
     let to = match carried_continuation(edge, &r) {
         Ok(to) => to,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let (login, password) = (r.param("username").trim(), r.param("password"));
     if login.is_empty() || password.is_empty() {
@@ -647,7 +648,7 @@ pub(super) async fn login_totp(
     }
     let to = match carried_continuation(edge, &r) {
         Ok(to) => to,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let csrf = r.cookie(csrf_cookie_name(edge.config.sessions.secure_cookies)).unwrap_or_default();
     let pending: Option<PendingSignIn> = edge.open_from_browser(PENDING_PURPOSE, r.param("pending"));
