@@ -601,6 +601,10 @@ async fn prepare_edge(
             // Cookies are `Secure` when browsers reach the node over https (the issuer says how).
             secure_cookies: cfg.issuer.starts_with("https://"),
         },
+        device: jeton_edge::oauth::device::DeviceSettings {
+            code_lifetime_secs: cfg.device.code_lifetime_secs.max(1),
+            interval_secs: cfg.device.interval_secs.max(1),
+        },
     };
     Ok(Edge::new(node.clone(), kek, edge_cfg, metrics)?)
 }

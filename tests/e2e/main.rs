@@ -12,6 +12,7 @@ mod admin;
 mod browser;
 mod cluster;
 mod deploy;
+mod device;
 mod harness;
 mod http;
 mod import;

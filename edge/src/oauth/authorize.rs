@@ -82,6 +82,17 @@ pub enum Step {
     Issue,
 }
 
+/// What an ID token tells about the sign-in behind the tokens, whichever grant issues them.
+pub(super) struct SignInFacts<'a> {
+    pub(super) auth: &'a Authentication,
+    pub(super) acr: &'a str,
+    /// The browser session the user signed in with (`sid`).
+    pub(super) sid: &'a str,
+    pub(super) nonce: &'a str,
+    /// The scopes granted: which profile claims go in.
+    pub(super) scope: &'a str,
+}
+
 /// What a code carries, sealed.
 #[derive(Serialize, Deserialize)]
 struct SealedCode {
@@ -475,8 +486,9 @@ impl Edge {
         let mut minted = self.mint_for_user(client, &user, &code.scope, &code.nonce, None)?;
         let auth = Authentication { user_id: user.id.clone(), amr: code.amr.clone(), auth_time: code.auth_time };
         if code.scope.split_whitespace().any(|s| s == "openid") {
-            minted.response.id_token =
-                Some(self.id_token(client, &user, &code, &auth, &minted.response.access_token)?);
+            let facts =
+                SignInFacts { auth: &auth, acr: &code.acr, sid: &code.sid, nonce: &code.nonce, scope: &code.scope };
+            minted.response.id_token = Some(self.id_token(client, &user, &facts, &minted.response.access_token)?);
         }
         let redemption = CodeRedemption {
             code_id: code.id.clone(),
@@ -503,12 +515,12 @@ impl Edge {
     }
 
     /// An OIDC ID token (OIDC Core §2): the user's identity for the client, separate from the access token.
-    fn id_token(
+    /// The code flow and the device flow issue it alike.
+    pub(super) fn id_token(
         &self,
         client: &ClientApp,
         user: &User,
-        code: &SealedCode,
-        auth: &Authentication,
+        facts: &SignInFacts<'_>,
         access_token: &str,
     ) -> Result<String, OAuthError> {
         let key = self.signing_key(client)?;
@@ -521,15 +533,15 @@ impl Edge {
         c.insert("azp".into(), json!(client.app.client_id));
         c.insert("exp".into(), json!(iat + lifetime));
         c.insert("iat".into(), json!(iat));
-        c.insert("auth_time".into(), json!(auth.auth_time));
-        if !code.nonce.is_empty() {
-            c.insert("nonce".into(), json!(code.nonce));
+        c.insert("auth_time".into(), json!(facts.auth.auth_time));
+        if !facts.nonce.is_empty() {
+            c.insert("nonce".into(), json!(facts.nonce));
         }
-        c.insert("acr".into(), json!(code.acr));
-        c.insert("amr".into(), json!(code.amr));
-        c.insert("sid".into(), json!(code.sid));
+        c.insert("acr".into(), json!(facts.acr));
+        c.insert("amr".into(), json!(facts.auth.amr));
+        c.insert("sid".into(), json!(facts.sid));
         c.insert("at_hash".into(), json!(left_half_hash(key.alg, access_token)));
-        for (k, v) in self.profile_claims(user, &code.scope)? {
+        for (k, v) in self.profile_claims(user, facts.scope)? {
             c.entry(k).or_insert(v);
         }
         Ok(key.sign(&key.refresh_header, &serde_json::to_vec(&c)?)?)

@@ -19,8 +19,8 @@ use jeton_raft::model::User;
 use serde_json::json;
 
 use super::{
-    bad_request, carried_request, csrf_checked, csrf_refused, finish_sign_in, html, login_page, message, new_page,
-    refusal, see_other, signed_in, totp_page, Page, PageRequest, PendingSignIn, PENDING_PURPOSE,
+    bad_request, carried_continuation, csrf_checked, csrf_refused, finish_sign_in, html, login_page, message, new_page,
+    see_other, signed_in, totp_page, Page, PageRequest, PendingSignIn, PENDING_PURPOSE,
 };
 use crate::clock::{now, rfc3339};
 use crate::error::OAuthError;
@@ -155,30 +155,30 @@ pub(in crate::http) async fn sign_in(
     if !from_own_pages(edge, &r) || !csrf_checked(edge, &r) {
         return csrf_refused(edge, &r);
     }
-    let areq = match carried_request(edge, &r) {
-        Ok(a) => a,
-        Err(refused) => return refusal(edge, &r, refused, &[]),
+    let to = match carried_continuation(edge, &r) {
+        Ok(to) => to,
+        Err(page) => return *page,
     };
     let csrf = csrf_cookie(edge, &r);
     let (state, credential) = (r.param("state"), r.param("credential"));
     if !r.param("pending").is_empty() {
         // The second factor, after the password.
         let Some((pending, user)) = pending_user(edge, &r) else {
-            return login_page(edge, &r, &areq, "The sign-in took too long. Sign in again.", 401, &[]);
+            return login_page(edge, &r, &to, "The sign-in took too long. Sign in again.", 401, &[]);
         };
         let before =
             Authentication { user_id: user.id.clone(), amr: pending.amr.clone(), auth_time: pending.auth_time };
         return match edge.finish_passkey_sign_in(PasskeyFor::User(&user), &csrf, state, credential).await {
             Ok(done) => {
                 let auth = Authentication { amr: passkey_amr(&pending.amr, done.user_verified), ..before };
-                finish_sign_in(edge, &r, &areq, &user, &auth).await
+                finish_sign_in(edge, &r, &to, &user, &auth).await
             }
-            Err(PasskeyRefused::Expired) => totp_page(edge, &r, &areq, &before, PASSKEY_EXPIRED),
-            Err(PasskeyRefused::Failed(_)) => totp_page(edge, &r, &areq, &before, OUR_SIDE),
-            Err(_) => totp_page(edge, &r, &areq, &before, "This passkey cannot be used for this account."),
+            Err(PasskeyRefused::Expired) => totp_page(edge, &r, &to, &before, PASSKEY_EXPIRED),
+            Err(PasskeyRefused::Failed(_)) => totp_page(edge, &r, &to, &before, OUR_SIDE),
+            Err(_) => totp_page(edge, &r, &to, &before, "This passkey cannot be used for this account."),
         };
     }
-    let who = PasskeyFor::Organization(&areq.client.app.organization);
+    let who = PasskeyFor::Organization(&to.app().organization);
     match edge.finish_passkey_sign_in(who, &csrf, state, credential).await {
         Ok(done) => {
             let auth = Authentication {
@@ -186,14 +186,14 @@ pub(in crate::http) async fn sign_in(
                 amr: passkey_amr(&[], done.user_verified),
                 auth_time: now(),
             };
-            finish_sign_in(edge, &r, &areq, &done.user, &auth).await
+            finish_sign_in(edge, &r, &to, &done.user, &auth).await
         }
-        Err(PasskeyRefused::Expired) => login_page(edge, &r, &areq, PASSKEY_EXPIRED, 401, &[]),
+        Err(PasskeyRefused::Expired) => login_page(edge, &r, &to, PASSKEY_EXPIRED, 401, &[]),
         Err(PasskeyRefused::Failed(e)) if e.status == 503 => {
-            login_page(edge, &r, &areq, "The service is busy. Try again in a moment.", 503, &[])
+            login_page(edge, &r, &to, "The service is busy. Try again in a moment.", 503, &[])
         }
-        Err(PasskeyRefused::Failed(_)) => login_page(edge, &r, &areq, OUR_SIDE, 500, &[]),
-        Err(_) => login_page(edge, &r, &areq, PASSKEY_REFUSED, 401, &[]),
+        Err(PasskeyRefused::Failed(_)) => login_page(edge, &r, &to, OUR_SIDE, 500, &[]),
+        Err(_) => login_page(edge, &r, &to, PASSKEY_REFUSED, 401, &[]),
     }
 }
 
