@@ -74,7 +74,7 @@ impl AdminGrant {
 /// with `clientId` / `clientSecret` query parameters.
 pub fn casdoor_path(path: &str) -> bool {
     lookup(path).is_some_and(|(kind, op)| {
-        !matches!(kind, Kind::Cluster | Kind::Import | Kind::RadiusAccounting | Kind::Passkey) && op != Op::Rotate
+        !matches!(kind, Kind::Cluster | Kind::Import | Kind::RadiusAccounting) && op != Op::Rotate
     })
 }
 
@@ -799,6 +799,8 @@ mod tests {
             assert_eq!(op.is_read(), path.starts_with("get-"), "{path}");
         }
         assert!(super::casdoor_path("get-users") && super::casdoor_path("add-cert"));
+        // Like the other account objects (sessions, consents), passkeys take the Python SDK's credentials.
+        assert!(super::casdoor_path("get-webauthn-credentials") && super::casdoor_path("get-sessions"));
         for path in [
             "jeton/apply",
             "rotate-cert",
@@ -806,8 +808,6 @@ mod tests {
             "get-cluster-status",
             "get-radius-accountings",
             "get-radius-accounting",
-            "get-webauthn-credentials",
-            "delete-webauthn-credential",
             "get-nothing",
         ] {
             assert!(!super::casdoor_path(path), "{path}");
