@@ -107,7 +107,7 @@ start_jeton() {
     --ldap-addr "" --radius-addr "" --radius-acct-addr ""
   wait_cmd 60 curl -sf "$JETON/api/health" || { tail -5 "$RUN/jeton-code.log" >&2; die "jeton did not start"; }
   admin add-organization "{\"owner\":\"admin\",\"name\":\"$ORG\",\"passwordType\":\"$SCHEME\"}"
-  admin add-application "{\"owner\":\"admin\",\"name\":\"app-bench-code\",\"organization\":\"$ORG\",\"clientId\":\"$CLIENT_ID\",\"clientSecret\":\"$CLIENT_SECRET\",\"redirectUris\":[\"$REDIRECT\"],\"grantTypes\":[\"authorization_code\"],\"tokenSigningMethod\":\"$ALG\",\"expireInHours\":1}"
+  admin add-application "{\"owner\":\"admin\",\"name\":\"app-bench-code\",\"organization\":\"$ORG\",\"clientId\":\"$CLIENT_ID\",\"clientSecret\":\"$CLIENT_SECRET\",\"redirectUris\":[\"$REDIRECT\"],\"grantTypes\":[\"authorization_code\"],\"skipConsent\":true,\"tokenSigningMethod\":\"$ALG\",\"expireInHours\":1}"
   local n user
   for n in $(seq "$USERS"); do
     user="$(printf 'user%05d' "$n")"

@@ -580,6 +580,10 @@ mod tests {
         ("enableSoftDeletion", Bool),
         ("tags", StrList),
         ("defaultTokenFormat", Str),
+        ("logo", Str),
+        // Jeton's own (extra fields are ignored by decoders): the sign-in pages' colour and MFA rule.
+        ("themeColor", Str),
+        ("requireMfa", Bool),
     ];
     /// COMPAT §2.2 user.
     const USER: &[(&str, Ty)] = &[
@@ -649,6 +653,16 @@ mod tests {
         ("tokenAttributes", ObjList),
         ("failedSigninLimit", Num),
         ("failedSigninFrozenTime", Num),
+        ("logo", Str),
+        ("homepageUrl", Str),
+        // Jeton's own (extra fields are ignored by decoders): browser sign-in settings.
+        ("themeColor", Str),
+        ("skipConsent", Bool),
+        ("publicClient", Bool),
+        ("redirectUriSubdomains", Bool),
+        ("postLogoutRedirectUris", StrList),
+        ("sessionLifetimeSecs", Num),
+        ("sessionIdleSecs", Num),
     ];
     /// COMPAT §2.5 cert; `publicKey` and `retireAt` are Jeton's own (extra fields are ignored by decoders).
     const CERT: &[(&str, Ty)] = &[
