@@ -787,6 +787,7 @@ mod tests {
             grant_types: vec![s("password")],
             scopes: vec![s("read")],
             token_fields: vec![s("Email")],
+            post_logout_redirect_uris: vec![s("https://app.example/signed-out")],
             token_attributes: vec![TokenAttribute { name: s("t"), ..Default::default() }],
             client_secret_digest: vec![1; 32],
             ..Default::default()
