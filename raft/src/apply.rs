@@ -266,7 +266,9 @@ impl<'a> Pending<'a> {
             Command::TouchSession { id, at, application } => self.touch_session(id, *at, application),
             Command::EndSession { id } => self.end_session(id),
             Command::EndUserSessions { user_id } => self.end_user_sessions(user_id),
-            Command::RedeemCode { redemption, refresh, now } => self.redeem_code(redemption, refresh.as_ref(), *now),
+            Command::RedeemCode { redemption, refresh, now, session_id } => {
+                self.redeem_code(redemption, refresh.as_ref(), *now, session_id)
+            }
             Command::PutConsent { consent } => self.put_consent(consent),
             Command::DeleteConsent { user_id, application } => self.delete_consent(user_id, application),
             Command::PutTotp { credential } => self.put_totp(credential),

@@ -239,6 +239,9 @@ pub enum Command {
         redemption: CodeRedemption,
         refresh: Option<RefreshToken>,
         now: i64,
+        /// The session the code was issued under (empty: none): refused (`NotFound`) unless it is live at
+        /// `now`, checked in log order, so a node that has not applied the session yet cannot refuse it.
+        session_id: String,
     },
     /// Records (replaces) the scopes a user granted an application.
     PutConsent {

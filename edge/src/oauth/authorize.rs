@@ -471,10 +471,14 @@ impl Edge {
                 }
             }
         }
-        // The code is bound to the session it was issued under: signed out since, it is worthless.
-        match self.store.session(&code.sid)? {
-            Some(s) if s.to_owned()?.is_live(at) => {}
-            _ => return Err(OAuthError::invalid_grant("the session the code was issued under has ended")),
+        // The code is bound to the session it was issued under: signed out since, it is worthless. Known
+        // ended here: refused now; not applied here yet (a code redeemed on another node moments after the
+        // sign-in): the state machine checks it, in log order, with the redemption.
+        let ended = || OAuthError::invalid_grant("the session the code was issued under has ended");
+        if let Some(s) = self.store.session(&code.sid)? {
+            if !s.to_owned()?.is_live(at) {
+                return Err(ended());
+            }
         }
         let user = match self.store.user_by_id(&code.user_id)? {
             Some(u) => u.to_owned()?,
@@ -498,7 +502,8 @@ impl Edge {
             refresh_family: String::new(),
             replayed: false,
         };
-        match self.write(Command::RedeemCode { redemption, refresh: minted.refresh, now: at }).await? {
+        let redeem = Command::RedeemCode { redemption, refresh: minted.refresh, now: at, session_id: code.sid.clone() };
+        match self.write(redeem).await? {
             Outcome::Applied => {
                 self.metrics.token_issued("authorization_code");
                 Ok(minted.response)
@@ -507,6 +512,7 @@ impl Edge {
                 tracing::warn!(client = %client.app.name, user = %user.full_name(), "authorization code replayed: its tokens are revoked");
                 Err(OAuthError::invalid_grant("the code was used before; the tokens it gave are revoked"))
             }
+            Outcome::NotFound(_) => Err(ended()),
             other => {
                 tracing::debug!(?other, "code redemption refused");
                 Err(invalid())

@@ -99,6 +99,7 @@ impl Pending<'_> {
         r: &CodeRedemption,
         refresh: Option<&RefreshToken>,
         now: i64,
+        session_id: &str,
     ) -> Result<Outcome, RaftError> {
         if let Some(bad) = check_ids(&[&r.code_id, &r.access_jti]) {
             return Ok(bad);
@@ -125,6 +126,11 @@ impl Pending<'_> {
         }
         if r.expires_at <= now {
             return Ok(Outcome::Invalid("the code has expired".into()));
+        }
+        if !session_id.is_empty()
+            && !self.read::<BrowserSession>(&key::session(session_id))?.is_some_and(|s| s.is_live(now))
+        {
+            return Ok(Outcome::NotFound(format!("session {session_id} has ended")));
         }
         let mut record = r.clone();
         record.replayed = false;
@@ -436,6 +442,7 @@ mod tests {
             },
             refresh: Some(refresh),
             now: 110,
+            session_id: String::new(),
         }
     }
 
@@ -457,6 +464,7 @@ mod tests {
             },
             refresh: None,
             now: 100,
+            session_id: String::new(),
         };
         assert!(matches!(run(&[late]).0[0], Outcome::Invalid(_)), "an expired code");
     }
