@@ -24,6 +24,8 @@ mod ldap;
 mod operations;
 /// RADIUS on every node: Access-Requests after a write through another (a child module, as joins).
 mod radius;
+/// Browser sessions on every node: ended through one node, gone on the others (a child module, as joins).
+mod sessions;
 
 /// A TCP proxy in front of each node's Raft listener, able to partition nodes.
 #[derive(Clone, Default)]

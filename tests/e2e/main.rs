@@ -21,4 +21,5 @@ mod radius;
 mod radius_nthash;
 mod radsec;
 mod sdk;
+mod signin_admin;
 mod tokens;

@@ -73,7 +73,7 @@ fn session_rows(sessions: &[BrowserSession]) -> Vec<Value> {
             (created, row)
         })
         .collect();
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.0));
     rows.into_iter().map(|(_, row)| row).collect()
 }
 
