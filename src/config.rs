@@ -31,6 +31,7 @@ pub struct Config {
     pub ldap: LdapConfig,
     pub radius: RadiusConfig,
     pub sessions: SessionsConfig,
+    pub device: DeviceConfig,
 }
 
 /// `[sessions]`: browser sign-in sessions (single sign-on).
@@ -42,11 +43,32 @@ pub struct SessionsConfig {
     /// A session unused this long ends, seconds; 0: no idle limit (an application's `sessionIdleSecs`
     /// overrides it).
     pub idle_secs: i64,
+    /// How long an authorization code is good for, seconds (1 to 600; OAuth 2.0 Security BCP: short).
+    pub code_lifetime_secs: i64,
 }
 
 impl Default for SessionsConfig {
     fn default() -> Self {
-        SessionsConfig { lifetime_secs: 10 * 3600, idle_secs: 30 * 60 }
+        SessionsConfig { lifetime_secs: 10 * 3600, idle_secs: 30 * 60, code_lifetime_secs: 60 }
+    }
+}
+
+/// `[device]`: the device authorization grant (RFC 8628), for CLIs and consoles.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// How long a device code and its user code are good for, seconds: the user's time to open the
+    /// verification page, sign in and approve.
+    pub code_lifetime_secs: i64,
+    /// Seconds a device must wait between two polls of the token endpoint; faster polls are answered
+    /// `slow_down`.
+    pub interval_secs: i64,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        let d = jeton_edge::oauth::device::DeviceSettings::default();
+        DeviceConfig { code_lifetime_secs: d.code_lifetime_secs, interval_secs: d.interval_secs }
     }
 }
 
@@ -431,6 +453,7 @@ impl Default for Config {
             ldap: LdapConfig::default(),
             radius: RadiusConfig::default(),
             sessions: SessionsConfig::default(),
+            device: DeviceConfig::default(),
         }
     }
 }
@@ -585,6 +608,9 @@ impl Config {
         if self.security.password_check_concurrency == 0 || self.security.password_memory_budget_mib == 0 {
             bail!("security.password_check_concurrency and password_memory_budget_mib must be at least 1");
         }
+        if self.device.code_lifetime_secs < 1 || self.device.interval_secs < 1 {
+            bail!("device.code_lifetime_secs and device.interval_secs must be at least 1");
+        }
         if self.security.password_failure_floor_ms > 60_000 {
             bail!("security.password_failure_floor_ms is at most 60000 (one minute)");
         }
@@ -737,6 +763,7 @@ mod tests {
         let cfg: Config = toml::from_str(text).expect("conf/jeton.toml must parse");
         assert_eq!(cfg.http.addr, "127.0.0.1:8000");
         assert!(cfg.radius.nt_hash_organizations.is_empty(), "no organization opted in by default");
+        assert_eq!(cfg.device, DeviceConfig::default(), "the example shows the defaults");
     }
 
     #[test]

@@ -597,8 +597,13 @@ async fn prepare_edge(
         sessions: jeton_edge::sessions::SessionSettings {
             lifetime_secs: cfg.sessions.lifetime_secs.max(60),
             idle_secs: cfg.sessions.idle_secs.max(0),
+            code_lifetime_secs: cfg.sessions.code_lifetime_secs.clamp(1, 600),
             // Cookies are `Secure` when browsers reach the node over https (the issuer says how).
             secure_cookies: cfg.issuer.starts_with("https://"),
+        },
+        device: jeton_edge::oauth::device::DeviceSettings {
+            code_lifetime_secs: cfg.device.code_lifetime_secs.max(1),
+            interval_secs: cfg.device.interval_secs.max(1),
         },
     };
     Ok(Edge::new(node.clone(), kek, edge_cfg, metrics)?)

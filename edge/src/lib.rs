@@ -15,6 +15,8 @@
 //! - [`mfa`]: second factors (TOTP codes used once cluster-wide, recovery codes, counted by the lockout) for
 //!   the pages and RADIUS; setting up and removing a user's factor; whether MFA is required;
 //! - [`totp`]: RFC 6238 codes, and TOTP secrets sealed with the key-encryption key (never in a user record);
+//! - [`passkeys`]: WebAuthn passkeys (webauthn-rs): registration, sign-in without a username or as second
+//!   factor, the issuer as relying party, ceremony state sealed for the browser;
 //! - [`sessions`]: browser sessions (SSO), CSRF tokens, sign-in state sealed for the browser to carry;
 //! - [`passwords`]: password sign-in (lookup, lockout, limits, hashing slots, timing floor), challenge-response
 //!   proofs, in [`passwords::schemes`] the Casdoor password schemes, and in [`passwords::nt_credential`] the
@@ -58,6 +60,7 @@ pub(crate) mod listener;
 pub mod metrics;
 pub mod mfa;
 pub mod oauth;
+pub mod passkeys;
 pub mod passwords;
 pub mod radius;
 pub mod secrets;

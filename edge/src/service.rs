@@ -36,6 +36,8 @@ pub struct EdgeConfig {
     pub passwords: crate::passwords::PasswordConfig,
     /// Browser sessions: lifetime, idle timeout, cookie security.
     pub sessions: crate::sessions::SessionSettings,
+    /// The device flow: how long codes last, how often devices may poll.
+    pub device: crate::oauth::device::DeviceSettings,
 }
 
 impl Default for EdgeConfig {
@@ -48,6 +50,7 @@ impl Default for EdgeConfig {
             introspection_cache_entries: 1_000_000,
             passwords: Default::default(),
             sessions: Default::default(),
+            device: Default::default(),
         }
     }
 }
@@ -86,6 +89,8 @@ pub struct Edge {
     invalidating: std::sync::atomic::AtomicBool,
     /// Password sign-in (also hashes the passwords the admin API sets).
     pub passwords: Arc<crate::passwords::Passwords>,
+    /// The device flow's node-local state: polling pace, wrong user codes per address.
+    pub(crate) device: crate::oauth::device::DeviceFlow,
     pub metrics: crate::metrics::Metrics,
 }
 
@@ -116,6 +121,7 @@ impl Edge {
                 metrics.clone(),
                 kek.clone(),
             )),
+            device: crate::oauth::device::DeviceFlow::new(config.device.clone()),
             node,
             store,
             kek,

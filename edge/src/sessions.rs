@@ -31,12 +31,14 @@ pub struct SessionSettings {
     pub idle_secs: i64,
     /// Cookies carry `Secure` (and the `__Host-` prefix): set when the issuer is `https://`.
     pub secure_cookies: bool,
+    /// How long an authorization code is good for, seconds.
+    pub code_lifetime_secs: i64,
 }
 
 impl Default for SessionSettings {
     fn default() -> Self {
         // Keycloak's defaults: 10 hours at most, 30 minutes idle.
-        SessionSettings { lifetime_secs: 10 * 3600, idle_secs: 30 * 60, secure_cookies: false }
+        SessionSettings { lifetime_secs: 10 * 3600, idle_secs: 30 * 60, secure_cookies: false, code_lifetime_secs: 60 }
     }
 }
 

@@ -43,8 +43,19 @@ fn corpus() -> PathBuf {
 
 fn main() {
     // Each run starts from nothing: a seed that is no longer made goes away.
-    for target in ["form", "authorization", "jwt", "admin", "node_bodies", "password_hashes", "pem_import", "snapshot", "ldap", "radius"]
-    {
+    for target in [
+        "form",
+        "authorization",
+        "jwt",
+        "admin",
+        "node_bodies",
+        "password_hashes",
+        "pem_import",
+        "snapshot",
+        "ldap",
+        "radius",
+        "redirect_uri",
+    ] {
         let _ = std::fs::remove_dir_all(corpus().join(target));
     }
     let f = Fixture::start();
@@ -59,6 +70,7 @@ fn main() {
     node_bodies(&snapshot);
     ldap();
     radius();
+    redirect_uris();
     println!("seeds written to {}", corpus().display());
 }
 
@@ -670,7 +682,10 @@ fn ldap() {
         buf.to_vec()
     };
     let bind = |dn: &str, pw: &str| {
-        LdapMsg::new(1, LdapOp::BindRequest(LdapBindRequest { version: 3, dn: dn.into(), cred: LdapBindCred::Simple(pw.into()) }))
+        LdapMsg::new(
+            1,
+            LdapOp::BindRequest(LdapBindRequest { version: 3, dn: dn.into(), cred: LdapBindCred::Simple(pw.into()) }),
+        )
     };
     let search = |id: i32, base: &str, filter: &str, ctrl: Vec<LdapControl>| {
         // ldap3_proto's filter-string parser is narrower than RFC 4515 (no spaces in values, for one).
@@ -712,10 +727,20 @@ fn ldap() {
     seed("ldap", "search-paged", &encode(vec![search(3, "ou=*", "(objectClass=*)", vec![paged])]));
     let compare = LdapMsg::new(
         4,
-        LdapOp::CompareRequest(LdapCompareRequest { dn: "uid=alice,ou=acme".into(), atype: "mail".into(), val: b"alice@acme.example".to_vec() }),
+        LdapOp::CompareRequest(LdapCompareRequest {
+            dn: "uid=alice,ou=acme".into(),
+            atype: "mail".into(),
+            val: b"alice@acme.example".to_vec(),
+        }),
     );
-    let whoami = LdapMsg::new(5, LdapOp::ExtendedRequest(LdapExtendedRequest { name: "1.3.6.1.4.1.4203.1.11.3".into(), value: None }));
-    let starttls = LdapMsg::new(6, LdapOp::ExtendedRequest(LdapExtendedRequest { name: "1.3.6.1.4.1.1466.20037".into(), value: None }));
+    let whoami = LdapMsg::new(
+        5,
+        LdapOp::ExtendedRequest(LdapExtendedRequest { name: "1.3.6.1.4.1.4203.1.11.3".into(), value: None }),
+    );
+    let starttls = LdapMsg::new(
+        6,
+        LdapOp::ExtendedRequest(LdapExtendedRequest { name: "1.3.6.1.4.1.1466.20037".into(), value: None }),
+    );
     seed(
         "ldap",
         "session",
@@ -758,7 +783,11 @@ fn radius() {
     };
     let user = (attr::USER_NAME, b"heidi".to_vec());
     let pap = (attr::USER_PASSWORD, crypto::pap_encrypt(b"password", SECRET, &auth).expect("pap"));
-    seed("radius", "pap", &packet(code::ACCESS_REQUEST, &[user.clone(), pap.clone(), (attr::CLASS, b"acme".to_vec())], true));
+    seed(
+        "radius",
+        "pap",
+        &packet(code::ACCESS_REQUEST, &[user.clone(), pap.clone(), (attr::CLASS, b"acme".to_vec())], true),
+    );
     seed("radius", "pap-no-ma", &packet(code::ACCESS_REQUEST, &[user.clone(), pap.clone()], false));
     let chap = crypto::chap_password(1, b"password", &auth);
     seed("radius", "chap", &packet(code::ACCESS_REQUEST, &[user.clone(), (attr::CHAP_PASSWORD, chap.to_vec())], true));
@@ -774,7 +803,11 @@ fn radius() {
             true,
         ),
     );
-    seed("radius", "totp-answer", &packet(code::ACCESS_REQUEST, &[user.clone(), pap, (attr::STATE, vec![5; 16])], true));
+    seed(
+        "radius",
+        "totp-answer",
+        &packet(code::ACCESS_REQUEST, &[user.clone(), pap, (attr::STATE, vec![5; 16])], true),
+    );
     seed("radius", "status-server", &packet(code::STATUS_SERVER, &[], true));
     let mut acct = packet(
         code::ACCOUNTING_REQUEST,
@@ -794,4 +827,22 @@ fn radius() {
     seed("radius", "accounting-stop", &acct);
     let whole = packet(code::ACCESS_REQUEST, &[(attr::USER_NAME, b"truncated".to_vec())], true);
     seed("radius", "truncated", &whole[..whole.len() - 5]);
+}
+
+/// Registered redirect URIs and candidates: the cases of the redirect rule's unit tests (exact, loopback
+/// with another port, the sub-domain opt-in, and near misses).
+fn redirect_uris() {
+    let cases: &[(&str, u8, &str)] = &[
+        ("exact", 0, "https://app.example.com/cb\nhttps://app.example.com/cb"),
+        ("trailing-slash", 0, "https://app.example.com/cb\nhttps://app.example.com/cb/"),
+        ("loopback-port", 0, "http://127.0.0.1/cb\nhttp://127.0.0.1:53121/cb"),
+        ("loopback-v6", 0, "http://[::1]:8080/cb?x=1\nhttp://[::1]:1/cb?x=1"),
+        ("userinfo", 0, "http://127.0.0.1/cb\nhttp://127.0.0.1@evil.example.com/cb"),
+        ("subdomain", 1, "https://*.example.com/cb\nhttps://a.b.example.com/cb"),
+        ("subdomain-off", 0, "https://*.example.com/cb\nhttps://a.example.com/cb"),
+        ("fragment", 0, "https://app.example.com/cb#x\nhttps://app.example.com/cb#x"),
+    ];
+    for (name, flags, text) in cases {
+        seed("redirect_uri", name, &[&[*flags], text.as_bytes()].concat());
+    }
 }

@@ -6,8 +6,8 @@
 //! Input: a mode byte, then the body (modes 0-6) or a query string (mode 7).
 #![no_main]
 
-use jeton_edge::import::{apply_items, Administrators, ApplyRequest};
 use jeton_edge::fuzzing::{admin_body, admin_page, AdminBody};
+use jeton_edge::import::{apply_items, Administrators, ApplyRequest};
 use libfuzzer_sys::fuzz_target;
 
 const KINDS: [AdminBody; 6] = [

@@ -8,9 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use jeton_edge::clock::now;
 use jeton_edge::keys::{self, Alg, Kek, KeyImport, LoadedKey};
 use jeton_edge::metrics::Metrics;
-use jeton_edge::clock::now;
 use jeton_edge::secrets::sha256;
 use jeton_edge::service::ClientApp;
 use jeton_edge::{Edge, EdgeConfig};

@@ -21,6 +21,8 @@ use crate::source::Row;
 
 pub const ORGANIZATION: &[&str] = &[
     "owner",
+    "logo",
+    "theme_data",
     "name",
     "created_time",
     "display_name",
@@ -84,6 +86,9 @@ pub const GROUP: &[&str] =
 
 pub const APPLICATION: &[&str] = &[
     "owner",
+    "logo",
+    "homepage_url",
+    "theme_data",
     "name",
     "created_time",
     "display_name",
@@ -225,6 +230,7 @@ pub fn organization(r: &Row) -> Result<WithoutPassword<Organization>, String> {
         tags: r.list("tags")?,
         default_token_format: r.string("default_token_format"),
         logo: r.string("logo"),
+        theme_color: theme_color(r),
         ..Default::default()
     };
     Ok((org, dropped))
@@ -336,8 +342,59 @@ pub fn group(r: &Row) -> Result<Group, String> {
     })
 }
 
-/// An application; `cert` is the signing key's kid (Casdoor: empty = `cert-built-in`, §3.1).
-pub fn application(r: &Row) -> Result<Application, String> {
+/// How one of Casdoor's redirect URI entries is carried over (COMPAT §6.6). Jeton matches redirect URIs
+/// exactly (OAuth 2.0 Security BCP), with any port for loopback URIs and, per application and only when
+/// asked for, sub-domains of an `https://*.domain/path` entry; Casdoor's looser rules must not silently widen
+/// what an imported application accepts.
+#[derive(Debug, PartialEq)]
+pub enum CarriedRedirect {
+    /// An absolute URI: kept as it is, matched exactly.
+    Exact(String),
+    /// A host-only entry (`app.example.com/cb`): kept as its `https://` URI, matched exactly.
+    Narrowed(String),
+    /// A regular expression or a sub-domain pattern: not carried, with why.
+    Dropped(String),
+}
+
+/// Characters of Casdoor's regular-expression entries that no URI Jeton matches exactly contains.
+const REGEX_CHARACTERS: &[char] = &['^', '$', '*', '(', ')', '[', ']', '|', '\\', '+', '{', '}'];
+
+pub fn carry_redirect_uri(entry: &str) -> CarriedRedirect {
+    let t = entry.trim();
+    let pattern_help = "opt in per application with redirectUriSubdomains and an https://*.domain/path entry";
+    if t.contains(REGEX_CHARACTERS) || t.contains(".*") {
+        return CarriedRedirect::Dropped(format!("{t:?} is a regular expression; Jeton matches redirect URIs exactly"));
+    }
+    if let Some((scheme, rest)) = t.split_once("://") {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if scheme.is_empty() || host.is_empty() || t.contains('#') {
+            return CarriedRedirect::Dropped(format!("{t:?} is not an absolute URI without a fragment"));
+        }
+        return CarriedRedirect::Exact(t.to_string());
+    }
+    if t.starts_with('.') {
+        return CarriedRedirect::Dropped(format!("{t:?} stands for every sub-domain; {pattern_help}"));
+    }
+    let host = t.split(['/', '?']).next().unwrap_or("");
+    if host.is_empty() || !host.contains('.') && host != "localhost" {
+        return CarriedRedirect::Dropped(format!("{t:?} names no host"));
+    }
+    let path = &t[host.len()..];
+    let path = if path.is_empty() { "/" } else { path };
+    CarriedRedirect::Narrowed(format!("https://{host}{path}"))
+}
+
+/// The primary colour of a row's `theme_data` (Casdoor's `{"colorPrimary": "#5734d3", ...}`), if it has one.
+fn theme_color(r: &Row) -> String {
+    match r.json("theme_data") {
+        Ok(Value::Object(m)) => m.get("colorPrimary").and_then(Value::as_str).unwrap_or("").to_string(),
+        _ => String::new(),
+    }
+}
+
+/// An application; `cert` is the signing key's kid (Casdoor: empty = `cert-built-in`, §3.1). Redirect URIs
+/// are carried by [`carry_redirect_uri`]; what changed is returned with the application, for the report.
+pub fn application(r: &Row) -> Result<(Application, Vec<String>), String> {
     let name = r.string("name");
     check_name("name", &name)?;
     let client_id = r.string("client_id");
@@ -367,7 +424,20 @@ pub fn application(r: &Row) -> Result<Application, String> {
         "" => "cert-built-in".to_string(),
         c => c.to_string(),
     };
-    Ok(Application {
+    let mut redirect_uris = Vec::new();
+    let mut changed = Vec::new();
+    for entry in r.list("redirect_uris")? {
+        match carry_redirect_uri(&entry) {
+            CarriedRedirect::Exact(u) => redirect_uris.push(u),
+            CarriedRedirect::Narrowed(u) => {
+                changed
+                    .push(format!("{entry:?} carried as {u:?} (exact match; Casdoor also took http and sub-domains)"));
+                redirect_uris.push(u);
+            }
+            CarriedRedirect::Dropped(why) => changed.push(format!("not carried: {why}")),
+        }
+    }
+    let app = Application {
         owner: "admin".into(),
         name,
         display_name: r.string("display_name"),
@@ -375,7 +445,7 @@ pub fn application(r: &Row) -> Result<Application, String> {
         organization,
         client_id,
         client_secret_digest: if secret.is_empty() { Vec::new() } else { Sha256::digest(secret.as_bytes()).to_vec() },
-        redirect_uris: r.list("redirect_uris")?,
+        redirect_uris,
         grant_types: r.list("grant_types")?,
         scopes,
         token_format: r.string("token_format"),
@@ -388,8 +458,10 @@ pub fn application(r: &Row) -> Result<Application, String> {
         failed_signin_frozen_time: r.i("failed_signin_frozen_time").clamp(0, i32::MAX as i64) as i32,
         logo: r.string("logo"),
         homepage_url: r.string("homepage_url"),
+        theme_color: theme_color(r),
         ..Default::default()
-    })
+    };
+    Ok((app, changed))
 }
 
 /// What a cert row is.
@@ -572,6 +644,21 @@ pub fn token(r: &Row, now: i64) -> Result<TokenFate, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn redirect_uris_are_carried_exactly_and_casdoor_patterns_are_reported() {
+        use super::{carry_redirect_uri, CarriedRedirect::*};
+        assert_eq!(carry_redirect_uri("https://app.example.com/cb"), Exact("https://app.example.com/cb".into()));
+        assert_eq!(carry_redirect_uri(" http://127.0.0.1:8080/cb?x=1 "), Exact("http://127.0.0.1:8080/cb?x=1".into()));
+        assert_eq!(carry_redirect_uri("app.example.com/cb"), Narrowed("https://app.example.com/cb".into()));
+        assert_eq!(carry_redirect_uri("app.example.com"), Narrowed("https://app.example.com/".into()));
+        for dropped in
+            ["^https://.*\\.example\\.com/cb$", ".example.com", "https://x.example.com/cb#f", "cb", "https:///cb"]
+        {
+            assert!(matches!(carry_redirect_uri(dropped), Dropped(_)), "{dropped}");
+        }
+    }
+
     use std::collections::HashMap;
 
     use super::*;

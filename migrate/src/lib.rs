@@ -401,7 +401,10 @@ async fn import(run: &mut Run, src: &mut Source) -> Result<(), MigrateError> {
             Ok(_) if !org_types.contains_key(&org) => {
                 run.skip("application", &key, format!("its organization {org:?} is not imported"))?
             }
-            Ok(app) => {
+            Ok((app, changed)) => {
+                for what in &changed {
+                    run.report.redirect_uri_changed(&key, what);
+                }
                 if let Some(alg) = casdoor::casdoor_signing_algorithm(row.s("token_signing_method")) {
                     signed_with.entry(app.cert.clone()).or_default().push(alg);
                 }

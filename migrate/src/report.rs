@@ -52,6 +52,11 @@ pub struct Report {
     /// cap of one check.
     pub passwords_dropped_count: u64,
     pub passwords_dropped: Vec<Skipped>,
+    /// Redirect URIs of applications not carried over as they were: Casdoor's regular expressions and
+    /// sub-domain patterns (dropped: Jeton matches exactly, and sub-domains only by an explicit opt-in) and
+    /// host-only entries (narrowed to their `https://` URI).
+    pub redirect_uris_changed_count: u64,
+    pub redirect_uris_changed: Vec<Skipped>,
     /// Rows left behind by design, by reason (expired tokens, SSL certificates, ...).
     pub not_imported: BTreeMap<String, u64>,
     /// Rows for the target's own administrators, and whether they were kept out or replaced them.
@@ -92,6 +97,10 @@ impl Report {
     pub fn password_dropped(&mut self, table: &str, key: &str, reason: &str) {
         tracing::debug!(table, key, reason, "imported without its password");
         keep(&mut self.passwords_dropped_count, &mut self.passwords_dropped, table, key, reason);
+    }
+
+    pub fn redirect_uri_changed(&mut self, application: &str, what: &str) {
+        keep(&mut self.redirect_uris_changed_count, &mut self.redirect_uris_changed, "application", application, what);
     }
 
     pub fn not_imported(&mut self, why: &str) {
@@ -183,6 +192,14 @@ impl Report {
             if rows.len() > 50 {
                 let _ = writeln!(out, "  ... (all of them in --report)");
             }
+        }
+        if self.redirect_uris_changed_count > 0 {
+            rows(
+                &mut out,
+                "redirect URIs not carried as they were",
+                self.redirect_uris_changed_count,
+                &self.redirect_uris_changed,
+            );
         }
         if self.passwords_dropped_count > 0 {
             rows(&mut out, "imported without their password", self.passwords_dropped_count, &self.passwords_dropped);

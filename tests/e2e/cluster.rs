@@ -26,6 +26,9 @@ mod operations;
 mod radius;
 /// Browser sessions on every node: ended through one node, gone on the others (a child module, as joins).
 mod sessions;
+/// Browser sign-in across nodes: codes redeemed anywhere once, sessions and sign-out everywhere (a child
+/// module, as joins).
+mod signin;
 
 /// A TCP proxy in front of each node's Raft listener, able to partition nodes.
 #[derive(Clone, Default)]

@@ -4,6 +4,8 @@
 use bytes::Bytes;
 use serde_json::json;
 
+use crate::oauth::device::DEVICE_CODE_GRANT;
+
 /// The discovery documents, encoded once.
 pub(super) struct Discovery {
     pub(super) openid: Bytes,
@@ -15,6 +17,7 @@ impl Discovery {
             "issuer": issuer,
             "authorization_endpoint": format!("{issuer}/oauth/authorize"),
             "token_endpoint": format!("{issuer}/oauth/token"),
+            "device_authorization_endpoint": format!("{issuer}/oauth/device_authorization"),
             "introspection_endpoint": format!("{issuer}/oauth/introspect"),
             "revocation_endpoint": format!("{issuer}/oauth/revoke"),
             "userinfo_endpoint": format!("{issuer}/oauth/userinfo"),
@@ -22,7 +25,8 @@ impl Discovery {
             "jwks_uri": format!("{issuer}/.well-known/jwks"),
             "response_types_supported": ["code"],
             "response_modes_supported": ["query", "fragment", "form_post"],
-            "grant_types_supported": ["authorization_code", "client_credentials", "password", "refresh_token"],
+            "grant_types_supported": ["authorization_code", "client_credentials", "password", "refresh_token",
+                DEVICE_CODE_GRANT],
             "code_challenge_methods_supported": ["S256"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",

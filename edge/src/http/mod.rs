@@ -42,7 +42,7 @@ use decode::announces_body;
 pub use decode::parse_form;
 use discovery::Discovery;
 use health::health;
-use oauth::{introspect, revoke, token, userinfo, Path};
+use oauth::{device_authorization, introspect, revoke, token, userinfo, Path};
 
 /// Settings of the HTTP listener.
 #[derive(Clone)]
@@ -298,6 +298,12 @@ async fn route(
         (&Method::POST, "/api/login/oauth/refresh_token") => {
             ("token", Box::pin(token(edge, req, limit, timeout, ip, Path::CasdoorRefresh)).await)
         }
+        (&Method::POST, "/oauth/device_authorization") => {
+            ("device_authorization", Box::pin(device_authorization(edge, req, limit, timeout, false)).await)
+        }
+        (&Method::POST, "/api/device-auth") => {
+            ("device_authorization", Box::pin(device_authorization(edge, req, limit, timeout, true)).await)
+        }
         (&Method::POST, "/oauth/revoke") => ("revoke", Box::pin(revoke(edge, req, limit, timeout)).await),
         (&Method::GET | &Method::POST, "/oauth/userinfo") => {
             ("userinfo", Box::pin(userinfo(edge, req, limit, timeout, false)).await)
@@ -328,6 +334,27 @@ async fn route(
             ("account", Box::pin(pages::account_totp(edge, req, limit, timeout, ip)).await)
         }
         (&Method::POST, "/consent") => ("consent", Box::pin(pages::consent(edge, req, limit, timeout, ip)).await),
+        (&Method::POST, "/passkey/login/options") => {
+            ("passkey", Box::pin(pages::passkey_sign_in_options(edge, req, limit, timeout, ip)).await)
+        }
+        (&Method::POST, "/passkey/login") => {
+            ("login", Box::pin(pages::passkey_sign_in(edge, req, limit, timeout, ip)).await)
+        }
+        (&Method::GET, "/account/passkeys") => {
+            ("account", Box::pin(pages::account_passkeys(edge, req, limit, timeout, ip)).await)
+        }
+        (&Method::POST, "/account/passkeys/options") => {
+            ("passkey", Box::pin(pages::passkey_registration_options(edge, req, limit, timeout, ip)).await)
+        }
+        (&Method::POST, "/account/passkeys") => {
+            ("account", Box::pin(pages::register_passkey(edge, req, limit, timeout, ip)).await)
+        }
+        (&Method::POST, "/account/passkeys/delete") => {
+            ("account", Box::pin(pages::remove_passkey(edge, req, limit, timeout, ip)).await)
+        }
+        (&Method::GET | &Method::POST, "/device") => {
+            ("device", Box::pin(pages::device(edge, req, limit, timeout, ip)).await)
+        }
         (&Method::GET | &Method::POST, "/oauth/logout") | (&Method::GET | &Method::POST, "/api/logout") => {
             ("logout", Box::pin(pages::logout(edge, req, limit, timeout, ip)).await)
         }

@@ -1,4 +1,5 @@
-//! The OAuth 2 / OIDC endpoints: token (ours and Casdoor's paths), introspection, revocation, userinfo.
+//! The OAuth 2 / OIDC endpoints: token (ours and Casdoor's paths), device authorization, introspection,
+//! revocation, userinfo.
 //! Each decodes its request, asks [`crate::oauth`] and encodes the answer (errors as RFC 6749 §5.2 says).
 
 use std::net::IpAddr;
@@ -43,6 +44,26 @@ pub(super) async fn token(
     let auth = d.client_auth(path != Path::Ours);
     match edge.token(&d.params, &auth, Some(ip)).await {
         Ok(t) => no_store(json_reply(200, t.body())),
+        Err(e) => oauth_error(&e),
+    }
+}
+
+/// `POST /oauth/device_authorization` and Casdoor's `POST /api/device-auth` (RFC 8628 §3.1): answered
+/// with RFC 8628 §3.2's JSON, which has every key Casdoor's has.
+pub(super) async fn device_authorization(
+    edge: &Edge,
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+    casdoor: bool,
+) -> Reply {
+    let mut d = match decode(req, limit, timeout, Credentials::Client(edge)).await {
+        Ok(d) => d,
+        Err(e) => return oauth_error(&e),
+    };
+    let auth = d.client_auth(casdoor);
+    match edge.start_device_authorization(&d.params, &auth).await {
+        Ok(grant) => no_store(json_reply(200, grant.body())),
         Err(e) => oauth_error(&e),
     }
 }

@@ -23,8 +23,6 @@ use crate::secrets::random_hex;
 use crate::service::{ClientApp, Edge};
 use crate::sessions::Authentication;
 
-/// How long a code is good for.
-pub const CODE_LIFETIME_SECS: i64 = 60;
 /// What a sealed code is sealed for (bound as associated data: a code opens only as a code).
 const CODE_PURPOSE: &str = "jeton authorization code 1";
 
@@ -82,6 +80,17 @@ pub enum Step {
     Consent(Vec<String>),
     /// Everything is there: issue a code.
     Issue,
+}
+
+/// What an ID token tells about the sign-in behind the tokens, whichever grant issues them.
+pub(super) struct SignInFacts<'a> {
+    pub(super) auth: &'a Authentication,
+    pub(super) acr: &'a str,
+    /// The browser session the user signed in with (`sid`).
+    pub(super) sid: &'a str,
+    pub(super) nonce: &'a str,
+    /// The scopes granted: which profile claims go in.
+    pub(super) scope: &'a str,
 }
 
 /// What a code carries, sealed.
@@ -389,7 +398,7 @@ impl Edge {
             auth_time: session.auth_time,
             amr: session.amr.clone(),
             acr: session.acr.clone(),
-            exp: now() + CODE_LIFETIME_SECS,
+            exp: now() + self.config.sessions.code_lifetime_secs.max(1),
         };
         let sealed = self.seal_for_browser(CODE_PURPOSE, &code)?;
         self.touch_session(session, &req.client.app.name).await?;
@@ -424,11 +433,15 @@ impl Edge {
         }
     }
 
-    /// `grant_type=authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.6).
+    /// `grant_type=authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.6). `casdoor_path`: the request came
+    /// on Casdoor's token path, where Casdoor's SDKs (Node `getAuthToken`, Python `get_oauth_token`) send
+    /// no `redirect_uri`; there a missing one is accepted (the code is still bound to the exactly matched
+    /// URI it was sent to, and to its client); one that is sent must match, on every path.
     pub(super) async fn grant_authorization_code(
         &self,
         client: &ClientApp,
         p: &Params,
+        casdoor_path: bool,
     ) -> Result<TokenResponse, OAuthError> {
         let presented = param(p, "code");
         if presented.is_empty() {
@@ -443,7 +456,8 @@ impl Edge {
         if code.client_id != client.app.client_id {
             return Err(OAuthError::invalid_grant("the code was issued to another client"));
         }
-        if param(p, "redirect_uri") != code.redirect_uri {
+        let sent = param(p, "redirect_uri");
+        if sent != code.redirect_uri && !(casdoor_path && sent.is_empty()) {
             return Err(OAuthError::invalid_grant("redirect_uri differs from the authorization request's"));
         }
         let verifier = param(p, "code_verifier");
@@ -472,8 +486,9 @@ impl Edge {
         let mut minted = self.mint_for_user(client, &user, &code.scope, &code.nonce, None)?;
         let auth = Authentication { user_id: user.id.clone(), amr: code.amr.clone(), auth_time: code.auth_time };
         if code.scope.split_whitespace().any(|s| s == "openid") {
-            minted.response.id_token =
-                Some(self.id_token(client, &user, &code, &auth, &minted.response.access_token)?);
+            let facts =
+                SignInFacts { auth: &auth, acr: &code.acr, sid: &code.sid, nonce: &code.nonce, scope: &code.scope };
+            minted.response.id_token = Some(self.id_token(client, &user, &facts, &minted.response.access_token)?);
         }
         let redemption = CodeRedemption {
             code_id: code.id.clone(),
@@ -500,12 +515,12 @@ impl Edge {
     }
 
     /// An OIDC ID token (OIDC Core §2): the user's identity for the client, separate from the access token.
-    fn id_token(
+    /// The code flow and the device flow issue it alike.
+    pub(super) fn id_token(
         &self,
         client: &ClientApp,
         user: &User,
-        code: &SealedCode,
-        auth: &Authentication,
+        facts: &SignInFacts<'_>,
         access_token: &str,
     ) -> Result<String, OAuthError> {
         let key = self.signing_key(client)?;
@@ -518,15 +533,15 @@ impl Edge {
         c.insert("azp".into(), json!(client.app.client_id));
         c.insert("exp".into(), json!(iat + lifetime));
         c.insert("iat".into(), json!(iat));
-        c.insert("auth_time".into(), json!(auth.auth_time));
-        if !code.nonce.is_empty() {
-            c.insert("nonce".into(), json!(code.nonce));
+        c.insert("auth_time".into(), json!(facts.auth.auth_time));
+        if !facts.nonce.is_empty() {
+            c.insert("nonce".into(), json!(facts.nonce));
         }
-        c.insert("acr".into(), json!(code.acr));
-        c.insert("amr".into(), json!(code.amr));
-        c.insert("sid".into(), json!(code.sid));
+        c.insert("acr".into(), json!(facts.acr));
+        c.insert("amr".into(), json!(facts.auth.amr));
+        c.insert("sid".into(), json!(facts.sid));
         c.insert("at_hash".into(), json!(left_half_hash(key.alg, access_token)));
-        for (k, v) in self.profile_claims(user, &code.scope)? {
+        for (k, v) in self.profile_claims(user, facts.scope)? {
             c.entry(k).or_insert(v);
         }
         Ok(key.sign(&key.refresh_header, &serde_json::to_vec(&c)?)?)
@@ -640,8 +655,11 @@ mod tests {
     fn pkce_and_at_hash_follow_the_rfc_examples() {
         // RFC 7636 Appendix B.
         assert_eq!(s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
-        // OIDC Core §A.3 gives at_hash of its access token "jHkWEdUXMU1BwAsC4vtUsZwnNU7E" (RS256? no: its
-        // example is RS256 over SHA-256): left half, base64url.
-        assert_eq!(left_half_hash(Alg::RS256, "jHkWEdUXMU1BwAsC4vtUsZwnNU7E"), "77QmUPtjPfzWtF2AnpK9RQ");
+        // at_hash: the left half of the token's hash by the algorithm's hash size, base64url (values from
+        // Python's hashlib; authlib checks the same end to end in tests/e2e/oidc_rp.rs).
+        let token = "jHkWEdUXMU1BwAsC4vtUsZwnNU7E";
+        assert_eq!(left_half_hash(Alg::RS256, token), "3RBdDccixC9ko_in-tKdHQ");
+        assert_eq!(left_half_hash(Alg::ES384, token), "slaGlaPqH-qhR5F_3nbEM3RVII4gPJKo");
+        assert_eq!(left_half_hash(Alg::EdDSA, token), "j0ZQtOHhIHAb6s5RPQFJTE2j-hVq6inZQ9cnKLsol7E");
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! Nothing here knows about sockets: the HTTP front end parses the request into [`Params`] and the client
 //! credentials it carried, and turns the results into responses. [`introspection_cache`] keeps the
-//! introspection answers and drops them when the state they were computed from changes.
+//! introspection answers and drops them when the state they were computed from changes. [`authorize`] is
+//! the authorization code flow, [`device`] the device authorization grant (RFC 8628).
 
 pub mod authorize;
+pub mod device;
 pub mod introspection_cache;
 #[cfg(test)]
 mod introspection_cache_state_tests;
@@ -226,15 +228,18 @@ impl Edge {
     }
 
     /// A public client (RFC 6749 §2.1) names itself with `client_id` alone and proves nothing: it may only
-    /// redeem codes bound to a PKCE verifier (and refresh). `None` when the request is not such a one.
-    fn public_client(&self, p: &Params, auth: &ClientAuth) -> Result<Option<Arc<ClientApp>>, OAuthError> {
+    /// redeem codes bound to a PKCE verifier, refresh, and use the device grant (`grant`: the grant the
+    /// request is for). `None` when the request is not such a one.
+    fn public_client(&self, p: &Params, auth: &ClientAuth, grant: &str) -> Result<Option<Arc<ClientApp>>, OAuthError> {
         if auth.basic.is_some() || auth.known.is_some() || p.contains_key("client_secret") {
             return Ok(None);
         }
         match self.client(param(p, "client_id"))? {
             Some(c) if c.app.public_client => {
-                if !matches!(param(p, "grant_type"), "authorization_code" | "refresh_token") {
-                    return Err(OAuthError::unauthorized_client("a public client may only redeem codes and refresh"));
+                if !matches!(grant, "authorization_code" | "refresh_token" | device::DEVICE_CODE_GRANT) {
+                    return Err(OAuthError::unauthorized_client(
+                        "a public client may only redeem codes, refresh and use the device grant",
+                    ));
                 }
                 Ok(Some(c))
             }
@@ -253,10 +258,13 @@ impl Edge {
         if grant.is_empty() {
             return Err(OAuthError::invalid_request("grant_type is required"));
         }
-        if !matches!(grant, "client_credentials" | "password" | "refresh_token" | "authorization_code") {
+        if !matches!(
+            grant,
+            "client_credentials" | "password" | "refresh_token" | "authorization_code" | device::DEVICE_CODE_GRANT
+        ) {
             return Err(OAuthError::unsupported_grant_type(format!("grant_type {grant} is not supported")));
         }
-        let client = match self.public_client(p, auth)? {
+        let client = match self.public_client(p, auth, grant)? {
             Some(public) => public,
             None => self.client_from_request(p, auth)?,
         };
@@ -266,7 +274,9 @@ impl Edge {
         match grant {
             "client_credentials" => self.grant_client_credentials(&client, p),
             "password" => self.grant_password(&client, p, client_ip).await,
-            "authorization_code" => self.grant_authorization_code(&client, p).await,
+            // Casdoor's SDKs redeem codes on Casdoor's path without `redirect_uri` (see `grant_authorization_code`).
+            "authorization_code" => self.grant_authorization_code(&client, p, auth.repeat_allowed).await,
+            device::DEVICE_CODE_GRANT => self.grant_device_code(&client, p).await,
             _ => self.grant_refresh(&client, p).await,
         }
     }

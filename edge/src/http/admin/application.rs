@@ -56,7 +56,10 @@ impl Edge {
         if app.client_id.is_empty() {
             app.client_id = existing.as_ref().map(|e| e.client_id.clone()).unwrap_or_else(|| random_hex(10));
         }
-        if secret.is_empty() || secret == MASK {
+        if app.public_client && (secret.is_empty() || secret == MASK) {
+            // A public client has no secret (RFC 6749 §2.1): nothing can authenticate as it.
+            app.client_secret_digest.clear();
+        } else if secret.is_empty() || secret == MASK {
             match &existing {
                 Some(old) => app.client_secret_digest = old.client_secret_digest.clone(),
                 // Casdoor generates one and shows it in get-application; Jeton keeps only a digest, so it

@@ -29,6 +29,7 @@ mod apply;
 pub(crate) mod cert;
 mod cluster;
 pub(crate) mod organization;
+mod passkey;
 mod session;
 pub(crate) mod simple;
 pub(crate) mod user;
@@ -97,6 +98,8 @@ enum Kind {
     Consent,
     /// Users' second factors.
     Mfa,
+    /// A user's passkeys (list, remove; Jeton's own paths, named as Casdoor would).
+    Passkey,
 }
 
 /// What an admin path does to its [`Kind`].
@@ -168,6 +171,8 @@ const PATHS: &[(&str, Kind, Op)] = &[
     ("get-consents", Kind::Consent, Op::List),
     ("revoke-consent", Kind::Consent, Op::Delete),
     ("delete-mfa", Kind::Mfa, Op::Delete),
+    ("get-webauthn-credentials", Kind::Passkey, Op::List),
+    ("delete-webauthn-credential", Kind::Passkey, Op::Delete),
     ("jeton/apply", Kind::Import, Op::Apply),
 ];
 
@@ -358,6 +363,8 @@ impl Edge {
             (Kind::Session, Op::Delete) => self.admin_delete_session(&body).await,
             (Kind::Consent, Op::List) => self.admin_consents(q("owner"), q("user"), page),
             (Kind::Consent, Op::Delete) => self.admin_revoke_consent(&body).await,
+            (Kind::Passkey, Op::List) => self.list_passkeys(q("userId"), q("id")),
+            (Kind::Passkey, Op::Delete) => self.delete_passkey(&body).await,
             _ => fail(404, "unknown admin API"),
         }
     }
@@ -792,6 +799,8 @@ mod tests {
             assert_eq!(op.is_read(), path.starts_with("get-"), "{path}");
         }
         assert!(super::casdoor_path("get-users") && super::casdoor_path("add-cert"));
+        // Like the other account objects (sessions, consents), passkeys take the Python SDK's credentials.
+        assert!(super::casdoor_path("get-webauthn-credentials") && super::casdoor_path("get-sessions"));
         for path in [
             "jeton/apply",
             "rotate-cert",

@@ -73,7 +73,7 @@ fn session_rows(sessions: &[BrowserSession]) -> Vec<Value> {
             (created, row)
         })
         .collect();
-    rows.sort_by_key(|row| std::cmp::Reverse(row.0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
     rows.into_iter().map(|(_, row)| row).collect()
 }
 

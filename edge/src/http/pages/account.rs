@@ -17,8 +17,8 @@ use jeton_raft::model::{BrowserSession, User};
 
 use super::enrolment::{enrolment_page, open_enrolment, EnrolForm, EnrolTarget, RecoveryCodesPage};
 use super::{
-    bad_request, brand_color, brand_logo, cookie, csrf_checked, csrf_refused, html, message, new_page, see_other,
-    signed_in, Brand, Page, PageRequest,
+    bad_request, cookie, csrf_checked, csrf_refused, html, message, new_page, see_other, signed_in, Brand, Page,
+    PageRequest,
 };
 use crate::clock::rfc3339;
 use crate::http::Reply;
@@ -70,11 +70,7 @@ fn account_page(edge: &Edge, r: &PageRequest, user: &User) -> (Page, Option<Stri
     if let Ok(Some(org)) = edge.store.organization(&user.owner) {
         let org = org.get();
         let name = if org.display_name.is_empty() { org.name.as_str() } else { org.display_name.as_str() };
-        page.brand = Brand {
-            name: name.to_string(),
-            logo: brand_logo(org.logo.as_str()),
-            color: brand_color(org.theme_color.as_str()),
-        };
+        page.brand = Brand::new(name.to_string(), org.logo.as_str(), org.theme_color.as_str());
     }
     (page, set)
 }

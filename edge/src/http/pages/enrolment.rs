@@ -16,12 +16,11 @@ use hyper::Request;
 use jeton_raft::model::User;
 
 use super::{
-    bad_request, begin_session, carried, carried_request, csrf_checked, csrf_refused, html, login_page, new_page,
-    open_pending, proceed, refusal, seal_pending, signed_in, totp_page, Page, PageRequest, WRONG_CREDENTIALS,
+    bad_request, begin_session, carried_continuation, continue_signed_in, csrf_checked, csrf_refused, html, login_page,
+    new_page, open_pending, seal_pending, signed_in, totp_page, Continuation, Page, PageRequest, WRONG_CREDENTIALS,
 };
 use crate::clock::now;
 use crate::http::Reply;
-use crate::oauth::authorize::AuthorizationRequest;
 use crate::service::Edge;
 use crate::sessions::{csrf_cookie_name, Authentication};
 
@@ -183,18 +182,18 @@ pub(super) fn enrolment_page(
 pub(super) fn in_sign_in(
     edge: &Edge,
     r: &PageRequest,
-    areq: &AuthorizationRequest,
+    to: &Continuation,
     user: &User,
     auth: &Authentication,
     enrolment: Option<PendingEnrolment>,
     error: &str,
 ) -> Reply {
-    let (page, set) = new_page(edge, r, Some(&areq.client.app));
+    let (page, set) = new_page(edge, r, Some(to.app()));
     let pending = match seal_pending(edge, r, auth) {
         Ok(p) => p,
-        Err(_) => return login_page(edge, r, areq, "Signing in failed on our side. Try again.", 500, &[]),
+        Err(_) => return login_page(edge, r, to, "Signing in failed on our side. Try again.", 500, &[]),
     };
-    let request = carried(areq);
+    let request = to.carried();
     let target = EnrolTarget::SignIn { request: &request, pending: &pending };
     enrolment_page(edge, r, &page, set.as_slice(), EnrolForm { user, enrolment, target, error })
 }
@@ -216,57 +215,57 @@ pub(in crate::http) async fn login_enrol(
     if !csrf_checked(edge, &r) {
         return csrf_refused(edge, &r);
     }
-    let areq = match carried_request(edge, &r) {
-        Ok(a) => a,
-        Err(refused) => return refusal(edge, &r, refused, &[]),
+    let to = match carried_continuation(edge, &r) {
+        Ok(to) => to,
+        Err(page) => return *page,
     };
     let Some(pending) = open_pending(edge, &r) else {
-        return login_page(edge, &r, &areq, "The sign-in took too long. Sign in again.", 401, &[]);
+        return login_page(edge, &r, &to, "The sign-in took too long. Sign in again.", 401, &[]);
     };
     let user = match edge.store.user_by_id(&pending.user_id).ok().flatten().and_then(|u| u.to_owned().ok()) {
         Some(u) if crate::passwords::may_sign_in(&u).is_ok() => u,
-        _ => return login_page(edge, &r, &areq, WRONG_CREDENTIALS, 401, &[]),
+        _ => return login_page(edge, &r, &to, WRONG_CREDENTIALS, 401, &[]),
     };
     let auth = Authentication { user_id: user.id.clone(), amr: pending.amr.clone(), auth_time: pending.auth_time };
     match edge.totp_credential(&user.id) {
         // A factor was set up meanwhile (another tab): it is the one to show.
-        Ok(Some(_)) => return totp_page(edge, &r, &areq, &auth, ""),
+        Ok(Some(_)) => return totp_page(edge, &r, &to, &auth, ""),
         Ok(None) => {}
         Err(e) => {
             tracing::error!("sign-in enrolment: {e}");
-            return login_page(edge, &r, &areq, "Signing in failed on our side. Try again.", 500, &[]);
+            return login_page(edge, &r, &to, "Signing in failed on our side. Try again.", 500, &[]);
         }
     }
     let Some(enrolment) = open_enrolment(edge, &r, &user) else {
-        return in_sign_in(edge, &r, &areq, &user, &auth, None, "The page was open too long. Scan the new code.");
+        return in_sign_in(edge, &r, &to, &user, &auth, None, "The page was open too long. Scan the new code.");
     };
     let enrolled = match edge.enrol_totp(&user, &enrolment.secret, r.param("code")).await {
         Ok(Some(enrolled)) => enrolled,
         Ok(None) => {
             let wrong = "The code is incorrect. Check the app's clock and try the current code.";
-            return in_sign_in(edge, &r, &areq, &user, &auth, Some(enrolment), wrong);
+            return in_sign_in(edge, &r, &to, &user, &auth, Some(enrolment), wrong);
         }
         Err(e) => {
             tracing::error!("sign-in enrolment: {e}");
             let failed = "Setting up failed on our side. Try again.";
-            return in_sign_in(edge, &r, &areq, &user, &auth, Some(enrolment), failed);
+            return in_sign_in(edge, &r, &to, &user, &auth, Some(enrolment), failed);
         }
     };
-    let (session, set) = match begin_session(edge, &r, &areq, &user, &auth.with_second_factor()).await {
+    let (session, set) = match begin_session(edge, &r, &to, &user, &auth.with_second_factor()).await {
         Ok(s) => s,
         Err(refused) => return refused,
     };
     let signed_in =
         SignedIn { session_id: session.id.clone(), exp: now() + SIGNED_IN_SECS, csrf: csrf_cookie(edge, &r) };
     let Ok(signed_in) = edge.seal_for_browser(SIGNED_IN_PURPOSE, &signed_in) else {
-        return login_page(edge, &r, &areq, "Signing in failed on our side. Try again.", 500, &[set]);
+        return login_page(edge, &r, &to, "Signing in failed on our side. Try again.", 500, &[set]);
     };
-    let (page, csrf_set) = new_page(edge, &r, Some(&areq.client.app));
+    let (page, csrf_set) = new_page(edge, &r, Some(to.app()));
     let body = RecoveryCodesPage {
         page: &page,
         codes: &enrolled.recovery_codes,
         in_sign_in: true,
-        request: &carried(&areq),
+        request: &to.carried(),
         signed_in: &signed_in,
     }
     .render()
@@ -291,17 +290,17 @@ pub(in crate::http) async fn login_continue(
     if !csrf_checked(edge, &r) {
         return csrf_refused(edge, &r);
     }
-    let areq = match carried_request(edge, &r) {
-        Ok(a) => a,
-        Err(refused) => return refusal(edge, &r, refused, &[]),
+    let to = match carried_continuation(edge, &r) {
+        Ok(to) => to,
+        Err(page) => return *page,
     };
     let csrf = csrf_cookie(edge, &r);
     let sealed: Option<SignedIn> = edge.open_from_browser(SIGNED_IN_PURPOSE, r.param("signed_in"));
     let current = signed_in(edge, &r);
     match (sealed, current) {
         (Some(s), Some((session, user))) if s.exp > now() && s.csrf == csrf && s.session_id == session.id => {
-            proceed(edge, &r, &areq, Some((&session, &user)), true, &[]).await
+            continue_signed_in(edge, &r, &to, &session, &user, &[]).await
         }
-        _ => login_page(edge, &r, &areq, "The sign-in took too long. Sign in again.", 401, &[]),
+        _ => login_page(edge, &r, &to, "The sign-in took too long. Sign in again.", 401, &[]),
     }
 }

@@ -1,12 +1,12 @@
-//! The browser pages: the authorization endpoint, the login page, the second-factor step, consent and
-//! sign-out. Server-rendered HTML from askama templates (`edge/templates/`), no JavaScript but for
-//! passkeys.
+//! The browser pages: the authorization endpoint, the login page, the second-factor step, consent,
+//! sign-out and the device flow's verification page. Server-rendered HTML from askama templates
+//! (`edge/templates/`), no JavaScript but for passkeys.
 //!
 //! Every page is sent with a strict Content-Security-Policy (no inline script or style but the page's own
 //! nonce), `frame-ancestors 'none'` (never framed), `no-store`, `no-referrer`. Every form carries a CSRF
 //! token: a MAC of the browser's CSRF cookie (see [`Edge::csrf_token`]). The sign-in state between two steps
-//! travels in the form (the authorization request as it came, re-checked at every step; a pending sign-in
-//! sealed), so any node can take the next step.
+//! travels in the form (what the sign-in continues to, re-checked at every step: see [`Continuation`]; a
+//! pending sign-in sealed), so any node can take the next step.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -25,6 +25,7 @@ use crate::clock::now;
 use crate::error::OAuthError;
 use crate::mfa::Codes;
 use crate::oauth::authorize::{AuthorizationRequest, AuthorizationResponse, AuthorizeRefusal, ResponseMode, Step};
+use crate::oauth::device::DevicePrompt;
 use crate::oauth::Params;
 use crate::passwords::{Lockout, LockoutRule, Refused, SignIn};
 use crate::secrets::random_hex;
@@ -32,12 +33,19 @@ use crate::service::Edge;
 use crate::sessions::{csrf_cookie_name, session_cookie_name, Authentication};
 
 mod account;
+mod device;
 mod enrolment;
 mod logout;
+mod passkeys;
 
 pub(super) use account::{account, account_totp};
+pub(super) use device::device;
 pub(super) use enrolment::{login_continue, login_enrol};
 pub(super) use logout::logout;
+pub(super) use passkeys::{
+    account as account_passkeys, register as register_passkey, registration_options as passkey_registration_options,
+    remove as remove_passkey, sign_in as passkey_sign_in, sign_in_options as passkey_sign_in_options,
+};
 
 /// What the pages decode from a request: its headers, and the parameters of its query and form body.
 pub(super) struct PageRequest {
@@ -88,6 +96,37 @@ pub(super) struct Brand {
     pub(super) name: String,
     pub(super) logo: String,
     pub(super) color: String,
+    /// Text on the brand colour: black or white, whichever contrasts more (WCAG relative luminance).
+    pub(super) ink: &'static str,
+}
+
+impl Brand {
+    pub(super) fn new(name: String, logo: &str, color: &str) -> Brand {
+        let color = brand_color(color);
+        let ink = ink_on(&color);
+        Brand { name, logo: brand_logo(logo), color, ink }
+    }
+}
+
+/// Black or white text for a `#rgb`/`#rrggbb` background: the one with the higher contrast ratio.
+fn ink_on(color: &str) -> &'static str {
+    let hex = color.trim_start_matches('#');
+    let full: String = if hex.len() == 3 { hex.chars().flat_map(|c| [c, c]).collect() } else { hex.to_string() };
+    let channel = |i: usize| {
+        let v = f64::from(u8::from_str_radix(full.get(i..i + 2).unwrap_or("00"), 16).unwrap_or(0)) / 255.0;
+        if v <= 0.03928 {
+            v / 12.92
+        } else {
+            ((v + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let l = 0.2126 * channel(0) + 0.7152 * channel(2) + 0.0722 * channel(4);
+    // Contrast with white: 1.05 / (l + 0.05); with black: (l + 0.05) / 0.05.
+    if 1.05 / (l + 0.05) >= (l + 0.05) / 0.05 {
+        "#ffffff"
+    } else {
+        "#000000"
+    }
 }
 
 /// What every page's layout needs.
@@ -115,6 +154,9 @@ struct TotpPage<'a> {
     request: &'a str,
     pending: &'a str,
     error: &'a str,
+    /// Which second factors the user has: the code form, the passkey button, or both.
+    totp: bool,
+    passkey: bool,
 }
 
 #[derive(Template)]
@@ -199,12 +241,12 @@ impl Edge {
         let pick =
             |own: &str, org: Option<&str>| if own.is_empty() { org.unwrap_or("").to_string() } else { own.into() };
         match app {
-            Some(a) => Brand {
-                name: pick(&a.display_name, Some(&a.name)),
-                logo: brand_logo(&pick(&a.logo, org.as_ref().map(|o| o.logo.as_str()))),
-                color: brand_color(&pick(&a.theme_color, org.as_ref().map(|o| o.theme_color.as_str()))),
-            },
-            None => Brand { name: "Jeton".into(), logo: String::new(), color: brand_color("") },
+            Some(a) => Brand::new(
+                pick(&a.display_name, Some(&a.name)),
+                &pick(&a.logo, org.as_ref().map(|o| o.logo.as_str())),
+                &pick(&a.theme_color, org.as_ref().map(|o| o.theme_color.as_str())),
+            ),
+            None => Brand::new("Jeton".into(), "", ""),
         }
     }
 }
@@ -327,6 +369,55 @@ fn carried(req: &AuthorizationRequest) -> String {
     form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
 }
 
+/// What a sign-in continues to once the user has authenticated. The sign-in forms carry it in their
+/// hidden `request` field: an authorization request as its query string, a device verification as
+/// [`DEVICE_CONTINUATION`] and the user code.
+pub(super) enum Continuation {
+    Authorize(AuthorizationRequest),
+    /// The device flow's verification page, for this user code (RFC 8628 §3.3).
+    Device(DevicePrompt),
+}
+
+/// How a carried device verification starts (a query string never does: `:` is not in a parameter name
+/// an authorization request uses).
+const DEVICE_CONTINUATION: &str = "device:";
+
+impl Continuation {
+    fn carried(&self) -> String {
+        match self {
+            Continuation::Authorize(areq) => carried(areq),
+            Continuation::Device(prompt) => format!("{DEVICE_CONTINUATION}{}", prompt.user_code),
+        }
+    }
+
+    /// The application the user signs in to: its brand on the pages, its organization for the password.
+    fn app(&self) -> &jeton_raft::model::Application {
+        match self {
+            Continuation::Authorize(areq) => &areq.client.app,
+            Continuation::Device(prompt) => &prompt.client.app,
+        }
+    }
+
+    fn login_hint(&self) -> &str {
+        match self {
+            Continuation::Authorize(areq) => &areq.login_hint,
+            Continuation::Device(_) => "",
+        }
+    }
+}
+
+/// What a sign-in form carried back, checked again; otherwise the page that says why not (boxed: the
+/// error side of a result stays small).
+fn carried_continuation(edge: &Edge, r: &PageRequest) -> Result<Continuation, Box<Reply>> {
+    if let Some(user_code) = r.param("request").strip_prefix(DEVICE_CONTINUATION) {
+        return match edge.device_prompt(user_code, Some(r.ip)) {
+            Ok(prompt) => Ok(Continuation::Device(prompt)),
+            Err(refused) => Err(Box::new(device::refused(edge, r, refused))),
+        };
+    }
+    carried_request(edge, r).map(Continuation::Authorize).map_err(|refused| Box::new(refusal(edge, r, refused, &[])))
+}
+
 /// The authorization request a page's form carried back.
 fn carried_request(edge: &Edge, r: &PageRequest) -> Result<AuthorizationRequest, AuthorizeRefusal> {
     let mut params = Params::new();
@@ -401,13 +492,13 @@ async fn proceed(
         Step::Login if areq.prompts("none") => {
             respond(&areq.error(issuer, "login_required", "the user is not signed in"), cookies)
         }
-        Step::Login => login_page(edge, r, areq, "", 200, cookies),
+        Step::Login => login_page(edge, r, &Continuation::Authorize(areq.clone()), "", 200, cookies),
         Step::Consent(_) if areq.prompts("none") => {
             respond(&areq.error(issuer, "consent_required", "the user has not consented to these scopes"), cookies)
         }
         Step::Consent(scopes) => {
             let Some((_, user)) = current else {
-                return login_page(edge, r, areq, "", 200, cookies);
+                return login_page(edge, r, &Continuation::Authorize(areq.clone()), "", 200, cookies);
             };
             let (page, set) = new_page(edge, r, Some(&areq.client.app));
             let scopes = scopes
@@ -425,7 +516,7 @@ async fn proceed(
         }
         Step::Issue => {
             let Some((session, _)) = current else {
-                return login_page(edge, r, areq, "", 200, cookies);
+                return login_page(edge, r, &Continuation::Authorize(areq.clone()), "", 200, cookies);
             };
             match edge.issue_code(areq, session).await {
                 Ok(resp) => respond(&resp, cookies),
@@ -445,18 +536,10 @@ fn oauth_code_error(e: &OAuthError) -> &'static str {
     }
 }
 
-fn login_page(
-    edge: &Edge,
-    r: &PageRequest,
-    areq: &AuthorizationRequest,
-    error: &str,
-    status: u16,
-    cookies: &[String],
-) -> Reply {
-    let (page, set) = new_page(edge, r, Some(&areq.client.app));
-    let hint = if r.param("username").is_empty() { areq.login_hint.clone() } else { r.param("username").to_string() };
-    let body =
-        LoginPage { page: &page, request: &carried(areq), login_hint: &hint, error }.render().unwrap_or_default();
+fn login_page(edge: &Edge, r: &PageRequest, to: &Continuation, error: &str, status: u16, cookies: &[String]) -> Reply {
+    let (page, set) = new_page(edge, r, Some(to.app()));
+    let hint = if r.param("username").is_empty() { to.login_hint() } else { r.param("username") };
+    let body = LoginPage { page: &page, request: &to.carried(), login_hint: hint, error }.render().unwrap_or_default();
     let all: Vec<String> = cookies.iter().cloned().chain(set).collect();
     html(status, body, &page.nonce, &all)
 }
@@ -487,15 +570,15 @@ pub(super) async fn login(edge: &Edge, req: Request<Incoming>, limit: usize, tim
     if !csrf_checked(edge, &r) {
         return csrf_refused(edge, &r);
     }
-    let areq = match carried_request(edge, &r) {
-        Ok(a) => a,
-        Err(refused) => return refusal(edge, &r, refused, &[]),
+    let to = match carried_continuation(edge, &r) {
+        Ok(to) => to,
+        Err(page) => return *page,
     };
     let (login, password) = (r.param("username").trim(), r.param("password"));
     if login.is_empty() || password.is_empty() {
-        return login_page(edge, &r, &areq, "Enter your username and password.", 400, &[]);
+        return login_page(edge, &r, &to, "Enter your username and password.", 400, &[]);
     }
-    let app = &areq.client.app;
+    let app = to.app();
     let sign_in = SignIn {
         organization: &app.organization,
         login,
@@ -507,25 +590,25 @@ pub(super) async fn login(edge: &Edge, req: Request<Incoming>, limit: usize, tim
     let user = match edge.passwords.verify(sign_in).await {
         Ok(v) => v.user,
         Err(Refused::Locked { .. } | Refused::RateLimited) => {
-            return login_page(edge, &r, &areq, "Too many attempts. Wait a few minutes, then try again.", 429, &[])
+            return login_page(edge, &r, &to, "Too many attempts. Wait a few minutes, then try again.", 429, &[])
         }
         Err(Refused::Internal(e)) => {
             tracing::error!("sign-in page: {e}");
-            return login_page(edge, &r, &areq, "Signing in failed on our side. Try again.", 500, &[]);
+            return login_page(edge, &r, &to, "Signing in failed on our side. Try again.", 500, &[]);
         }
-        Err(_) => return login_page(edge, &r, &areq, WRONG_CREDENTIALS, 401, &[]),
+        Err(_) => return login_page(edge, &r, &to, WRONG_CREDENTIALS, 401, &[]),
     };
     if crate::passwords::may_sign_in(&user).is_err() {
-        return login_page(edge, &r, &areq, WRONG_CREDENTIALS, 401, &[]);
+        return login_page(edge, &r, &to, WRONG_CREDENTIALS, 401, &[]);
     }
     let auth = Authentication { user_id: user.id.clone(), amr: vec!["pwd".into()], auth_time: now() };
     match second_factor(edge, &user) {
-        Ok(SecondFactor::None) => finish_sign_in(edge, &r, &areq, &user, &auth).await,
-        Ok(SecondFactor::Totp) => totp_page(edge, &r, &areq, &auth, ""),
-        Ok(SecondFactor::Enrol) => enrolment::in_sign_in(edge, &r, &areq, &user, &auth, None, ""),
+        Ok(SecondFactor::None) => finish_sign_in(edge, &r, &to, &user, &auth).await,
+        Ok(SecondFactor::Totp | SecondFactor::Passkey) => totp_page(edge, &r, &to, &auth, ""),
+        Ok(SecondFactor::Enrol) => enrolment::in_sign_in(edge, &r, &to, &user, &auth, None, ""),
         Err(e) => {
             tracing::error!("sign-in page: {e:?}");
-            login_page(edge, &r, &areq, "Signing in failed on our side. Try again.", 500, &[])
+            login_page(edge, &r, &to, "Signing in failed on our side. Try again.", 500, &[])
         }
     }
 }
@@ -533,7 +616,10 @@ pub(super) async fn login(edge: &Edge, req: Request<Incoming>, limit: usize, tim
 /// What a user must show after their password.
 enum SecondFactor {
     None,
+    /// A TOTP or recovery code (or a passkey, if they have one too).
     Totp,
+    /// One of their passkeys.
+    Passkey,
     /// MFA is required (see [`Edge::mfa_required`]) and the user has no factor yet: they set up TOTP now.
     Enrol,
 }
@@ -541,6 +627,9 @@ enum SecondFactor {
 fn second_factor(edge: &Edge, user: &User) -> Result<SecondFactor, OAuthError> {
     if edge.store.totp(&user.id)?.is_some() {
         return Ok(SecondFactor::Totp);
+    }
+    if edge.store.passkeys_of(&user.id).next().is_some() {
+        return Ok(SecondFactor::Passkey);
     }
     if edge.mfa_required(user)? {
         return Ok(SecondFactor::Enrol);
@@ -568,14 +657,18 @@ fn open_pending(edge: &Edge, r: &PageRequest) -> Option<PendingSignIn> {
     pending.filter(|p| p.exp > now() && p.csrf == csrf)
 }
 
-fn totp_page(edge: &Edge, r: &PageRequest, areq: &AuthorizationRequest, auth: &Authentication, error: &str) -> Reply {
-    let (page, set) = new_page(edge, r, Some(&areq.client.app));
+fn totp_page(edge: &Edge, r: &PageRequest, to: &Continuation, auth: &Authentication, error: &str) -> Reply {
+    let (page, set) = new_page(edge, r, Some(to.app()));
     let sealed = match seal_pending(edge, r, auth) {
         Ok(s) => s,
-        Err(_) => return login_page(edge, r, areq, "Signing in failed on our side. Try again.", 500, &[]),
+        Err(_) => return login_page(edge, r, to, "Signing in failed on our side. Try again.", 500, &[]),
     };
     let status = if error.is_empty() { 200 } else { 401 };
-    let body = TotpPage { page: &page, request: &carried(areq), pending: &sealed, error }.render().unwrap_or_default();
+    let totp = edge.store.totp(&auth.user_id).is_ok_and(|t| t.is_some());
+    let passkey = edge.store.passkeys_of(&auth.user_id).next().is_some();
+    let body = TotpPage { page: &page, request: &to.carried(), pending: &sealed, error, totp, passkey }
+        .render()
+        .unwrap_or_default();
     html(status, body, &page.nonce, set.as_slice())
 }
 
@@ -594,62 +687,77 @@ pub(super) async fn login_totp(
     if !csrf_checked(edge, &r) {
         return csrf_refused(edge, &r);
     }
-    let areq = match carried_request(edge, &r) {
-        Ok(a) => a,
-        Err(refused) => return refusal(edge, &r, refused, &[]),
+    let to = match carried_continuation(edge, &r) {
+        Ok(to) => to,
+        Err(page) => return *page,
     };
     let Some(pending) = open_pending(edge, &r) else {
-        return login_page(edge, &r, &areq, "The sign-in took too long. Sign in again.", 401, &[]);
+        return login_page(edge, &r, &to, "The sign-in took too long. Sign in again.", 401, &[]);
     };
     let user = match edge.store.user_by_id(&pending.user_id).ok().flatten().and_then(|u| u.to_owned().ok()) {
         Some(u) if crate::passwords::may_sign_in(&u).is_ok() => u,
-        _ => return login_page(edge, &r, &areq, WRONG_CREDENTIALS, 401, &[]),
+        _ => return login_page(edge, &r, &to, WRONG_CREDENTIALS, 401, &[]),
     };
     let auth = Authentication { user_id: user.id.clone(), amr: pending.amr.clone(), auth_time: pending.auth_time };
-    let lockout = LockoutRule::Of(Lockout::of(&areq.client.app));
+    let lockout = LockoutRule::Of(Lockout::of(to.app()));
     match edge.check_second_factor(&user, r.param("code"), Codes::TotpOrRecovery, Some(ip), lockout).await {
-        Ok(()) => finish_sign_in(edge, &r, &areq, &user, &auth.with_second_factor()).await,
+        Ok(()) => finish_sign_in(edge, &r, &to, &user, &auth.with_second_factor()).await,
         Err(Refused::Locked { .. } | Refused::RateLimited) => {
-            totp_page(edge, &r, &areq, &auth, "Too many attempts. Wait a few minutes, then try again.")
+            totp_page(edge, &r, &to, &auth, "Too many attempts. Wait a few minutes, then try again.")
         }
         Err(Refused::Internal(e)) => {
             tracing::error!("sign-in page: second factor: {e}");
-            totp_page(edge, &r, &areq, &auth, "Checking the code failed on our side. Try again.")
+            totp_page(edge, &r, &to, &auth, "Checking the code failed on our side. Try again.")
         }
-        Err(_) => totp_page(edge, &r, &areq, &auth, "The code is incorrect or was used already."),
+        Err(_) => totp_page(edge, &r, &to, &auth, "The code is incorrect or was used already."),
     }
 }
 
-/// Starts the session of a user who authenticated, then takes the authorization request on.
-async fn finish_sign_in(
+/// Starts the session of a user who authenticated, then takes on what the sign-in was for.
+pub(super) async fn finish_sign_in(
     edge: &Edge,
     r: &PageRequest,
-    areq: &AuthorizationRequest,
+    to: &Continuation,
     user: &User,
     auth: &Authentication,
 ) -> Reply {
-    match begin_session(edge, r, areq, user, auth).await {
-        Ok((session, set)) => proceed(edge, r, areq, Some((&session, user)), true, &[set]).await,
+    match begin_session(edge, r, to, user, auth).await {
+        Ok((session, set)) => continue_signed_in(edge, r, to, &session, user, &[set]).await,
         Err(refused) => refused,
+    }
+}
+
+/// Takes on what a sign-in was for, once the user has a session.
+pub(super) async fn continue_signed_in(
+    edge: &Edge,
+    r: &PageRequest,
+    to: &Continuation,
+    session: &BrowserSession,
+    user: &User,
+    cookies: &[String],
+) -> Reply {
+    match to {
+        Continuation::Authorize(areq) => proceed(edge, r, areq, Some((session, user)), true, cookies).await,
+        Continuation::Device(prompt) => device::confirm_page(edge, r, prompt, user, cookies),
     }
 }
 
 /// Starts the session of a user who authenticated: the session and its `Set-Cookie`, or the login page to
 /// answer.
-async fn begin_session(
+pub(super) async fn begin_session(
     edge: &Edge,
     r: &PageRequest,
-    areq: &AuthorizationRequest,
+    to: &Continuation,
     user: &User,
     auth: &Authentication,
 ) -> Result<(BrowserSession, String), Reply> {
     let ip = r.ip.to_string();
-    let (value, session) = match edge.start_session(user, auth, Some(&areq.client.app), &ip, r.user_agent()).await {
+    let (value, session) = match edge.start_session(user, auth, Some(to.app()), &ip, r.user_agent()).await {
         Ok(s) => s,
         Err(e) if e.status == 503 => {
-            return Err(login_page(edge, r, areq, "The service is busy. Try again in a moment.", 503, &[]))
+            return Err(login_page(edge, r, to, "The service is busy. Try again in a moment.", 503, &[]))
         }
-        Err(_) => return Err(login_page(edge, r, areq, WRONG_CREDENTIALS, 401, &[])),
+        Err(_) => return Err(login_page(edge, r, to, WRONG_CREDENTIALS, 401, &[])),
     };
     Ok((session, cookie(edge, session_cookie_name(edge.config.sessions.secure_cookies), &value, None)))
 }
@@ -668,7 +776,7 @@ pub(super) async fn consent(edge: &Edge, req: Request<Incoming>, limit: usize, t
         Err(refused) => return refusal(edge, &r, refused, &[]),
     };
     let Some((session, user)) = signed_in(edge, &r) else {
-        return login_page(edge, &r, &areq, "", 200, &[]);
+        return login_page(edge, &r, &Continuation::Authorize(areq), "", 200, &[]);
     };
     if r.param("decision") != "allow" {
         return respond(&areq.error(&edge.config.issuer, "access_denied", "the user denied the request"), &[]);
@@ -683,6 +791,7 @@ pub(super) async fn consent(edge: &Edge, req: Request<Incoming>, limit: usize, t
 pub(super) fn asset(path: &str) -> Option<Reply> {
     let (body, content_type): (&'static str, &'static str) = match path {
         "/assets/jeton.css" => (include_str!("../../../assets/jeton.css"), "text/css; charset=utf-8"),
+        "/assets/passkey.js" => (include_str!("../../../assets/passkey.js"), "text/javascript; charset=utf-8"),
         _ => return None,
     };
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
@@ -691,4 +800,22 @@ pub(super) fn asset(path: &str) -> Option<Reply> {
     h.insert(hyper::header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
     h.insert(hyper::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     Some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{brand_color, brand_logo, ink_on};
+
+    #[test]
+    fn brand_text_keeps_its_contrast_and_records_cannot_inject_styles() {
+        assert_eq!(ink_on("#2f5bd3"), "#ffffff");
+        assert_eq!(ink_on("#ffeb3b"), "#000000");
+        assert_eq!(ink_on("#fff"), "#000000");
+        assert_eq!(ink_on("#000"), "#ffffff");
+        assert_eq!(brand_color("red; } body { display: none"), "#2f5bd3");
+        assert_eq!(brand_color("#0b6e4f"), "#0b6e4f");
+        assert_eq!(brand_logo("javascript:alert(1)"), "");
+        assert_eq!(brand_logo("http://insecure.example/logo.png"), "");
+        assert_eq!(brand_logo("https://acme.example/logo.svg"), "https://acme.example/logo.svg");
+    }
 }

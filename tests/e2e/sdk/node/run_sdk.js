@@ -41,6 +41,39 @@ async function passwordGrant(clientId) {
   return r.json();
 }
 
+// The hidden inputs of a page's form, with the character references a server writes decoded.
+function hiddenInputs(html) {
+  const fields = {};
+  for (const m of html.matchAll(/<input type="hidden" name="([^"]+)" value="([^"]*)"/g)) {
+    fields[m[1]] = m[2].replace(/&#(\d+);/g, (_, d) => String.fromCharCode(Number(d)))
+      .replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+  }
+  return fields;
+}
+
+// A web application, its sign-in URL from the SDK, the login form posted as a browser does (keeping the
+// cookies it is given), and the code at the redirect URI exchanged with getAuthToken.
+async function signInWithTheSdk(admin, cert) {
+  const redirect = 'https://app.sdk.example/callback';
+  ok(await admin.addApplication({
+    owner: 'admin', name: `${APP}-web`, createdTime: NOW, displayName: 'SDK Web', organization: ORG, cert: `cert-${ORG}`,
+    clientId: `${APP}-web`, clientSecret: APP_SECRET, grantTypes: ['authorization_code', 'refresh_token'],
+    redirectUris: [redirect], skipConsent: true, expireInHours: 1, refreshExpireInHours: 24,
+  }), 'addApplication (web)');
+  const web = new SDK({ endpoint: URL, clientId: `${APP}-web`, clientSecret: APP_SECRET, certificate: cert.certificate, orgName: ORG, appName: `${APP}-web` });
+  const page = await fetch(web.getSignInUrl(redirect), { redirect: 'manual' });
+  check(page.status === 200, `the sign-in URL shows the login page (${page.status})`);
+  const cookies = page.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+  const form = new URLSearchParams({ ...hiddenInputs(await page.text()), username: 'alice', password: PASSWORD });
+  const signedIn = await fetch(`${URL}/login`, { method: 'POST', body: form, headers: { cookie: cookies }, redirect: 'manual' });
+  const location = new globalThis.URL(signedIn.headers.get('location') || '', URL);
+  check(signedIn.status === 303 && location.href.startsWith(redirect), `the login sends the browser back (${signedIn.status} ${location})`);
+  check(location.searchParams.get('state') === `${APP}-web`, 'the SDK\'s state comes back');
+  const tokens = await web.getAuthToken(location.searchParams.get('code'));
+  check(tokens.access_token && tokens.refresh_token, `getAuthToken: ${JSON.stringify(tokens)}`);
+  return web.parseJwtToken(tokens.access_token);
+}
+
 async function main() {
   // The admin SDK: the admin application's credentials, sent as HTTP Basic.
   const admin = new SDK({ endpoint: URL, clientId: ADMIN_ID, clientSecret: ADMIN_SECRET, certificate: '', orgName: ORG, appName: 'app-built-in' });
@@ -111,7 +144,13 @@ async function main() {
   const inactive = await sdk.introspect('not-a-token', 'access_token');
   check(inactive.data && inactive.data.active === false, 'introspect of garbage');
 
+  // Browser sign-in: the SDK's sign-in URL (Casdoor's /login/oauth/authorize path), the login page as a
+  // browser would fill it, and getAuthToken(code) on Casdoor's token path.
+  const web = await signInWithTheSdk(admin, cert);
+  check(web.sub === user.id, 'getAuthToken: the code gives a token of the signed-in user');
+
   // Deletes
+  ok(await admin.deleteApplication({ owner: 'admin', name: `${APP}-web` }), 'deleteApplication (web)');
   ok(await admin.deleteRole(role), 'deleteRole');
   ok(await admin.deleteGroup(group), 'deleteGroup');
   ok(await admin.deleteUser(user), 'deleteUser');
