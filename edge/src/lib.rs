@@ -12,7 +12,9 @@
 //! - [`service`]: [`Edge`], the shared handle (store, node, keys, caches, invalidation) every front end gets;
 //! - [`oauth`]: token issuance, introspection (and its cache), revocation, userinfo, and in
 //!   [`oauth::authorize`] the authorization code flow (requests, the redirect URI rule, codes, ID tokens);
-//! - [`mfa`]: second factors of browser sign-in (TOTP codes used once cluster-wide, recovery codes);
+//! - [`mfa`]: second factors (TOTP codes used once cluster-wide, recovery codes, counted by the lockout) for
+//!   the pages and RADIUS; setting up and removing a user's factor; whether MFA is required;
+//! - [`totp`]: RFC 6238 codes, and TOTP secrets sealed with the key-encryption key (never in a user record);
 //! - [`passkeys`]: WebAuthn passkeys (webauthn-rs): registration, sign-in without a username or as second
 //!   factor, the issuer as relying party, ceremony state sealed for the browser;
 //! - [`sessions`]: browser sessions (SSO), CSRF tokens, sign-in state sealed for the browser to carry;

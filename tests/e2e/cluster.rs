@@ -24,6 +24,8 @@ mod ldap;
 mod operations;
 /// RADIUS on every node: Access-Requests after a write through another (a child module, as joins).
 mod radius;
+/// Browser sessions on every node: ended through one node, gone on the others (a child module, as joins).
+mod sessions;
 /// Browser sign-in across nodes: codes redeemed anywhere once, sessions and sign-out everywhere (a child
 /// module, as joins).
 mod signin;

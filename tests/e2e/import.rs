@@ -522,6 +522,14 @@ async fn import_postgres_into_running_node() {
     assert_eq!(r.written("put_model"), 4, "{}", r.stdout);
     assert!(r.written("revoke") >= 1, "the DPoP-bound token is revoked: {}", r.stdout);
     assert!(r.written("put_accepted_issuer") >= 1, "{}", r.stdout);
+    // alice's TOTP secret (MFA `app`) becomes a sealed TOTP factor; her record keeps none.
+    let totp_factors = r.written("put_totp");
+    assert!(totp_factors >= 1, "{}", r.stdout);
+    let (_, alice) = admin_get(&node, "get-user?id=acme/alice").await;
+    assert_eq!(
+        (alice["data"]["totpSecret"].as_str(), alice["data"]["preferredMfaType"].as_str()),
+        (Some(""), Some("app"))
+    );
     // Casdoor's app-built-in and built-in/admin would replace this node's own administrators: kept, and
     // said so (not as errors).
     assert_eq!(r.written("put_application"), 4, "{}", r.stdout);
@@ -541,6 +549,7 @@ async fn import_postgres_into_running_node() {
     assert_eq!(r.total_written(), 0, "second run writes nothing: {}", r.stdout);
     assert_eq!(r.unchanged("put_user"), 29, "{}", r.stdout);
     assert_eq!(r.unchanged("put_signing_key"), 5, "{}", r.stdout);
+    assert_eq!(r.unchanged("put_totp"), totp_factors, "the same secrets again: {}", r.stdout);
 
     // Asked for: Casdoor's built-in/admin replaces the node's (the admin application stays: the import
     // runs with its credentials), and the report says so.

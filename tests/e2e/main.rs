@@ -26,4 +26,5 @@ mod radius;
 mod radius_nthash;
 mod radsec;
 mod sdk;
+mod signin_admin;
 mod tokens;
