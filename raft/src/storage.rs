@@ -1308,6 +1308,55 @@ pub(crate) mod tests {
             accounting(AccountingStatus::Start, "nas-1", "s-1", "alice", 100),
             accounting(AccountingStatus::InterimUpdate, "nas-1", "s-1", "alice", 160),
             nt_credential_of(&user("acme", "alice", "u-1"), &[7; 44]),
+            Command::StartSession {
+                session: crate::model::BrowserSession {
+                    id: "s1".into(),
+                    user_id: "u-1".into(),
+                    expires_at: i64::MAX,
+                    ..Default::default()
+                },
+            },
+            Command::RedeemCode {
+                redemption: crate::model::CodeRedemption {
+                    code_id: "c1".into(),
+                    expires_at: i64::MAX,
+                    access_jti: "a1".into(),
+                    ..Default::default()
+                },
+                refresh: None,
+                now: 100,
+                session_id: String::new(),
+            },
+            Command::PutConsent {
+                consent: crate::model::Consent {
+                    user_id: "u-1".into(),
+                    application: "app".into(),
+                    ..Default::default()
+                },
+            },
+            Command::PutTotp {
+                credential: crate::model::TotpCredential {
+                    user_id: "u-1".into(),
+                    sealed_secret: vec![1; 40],
+                    ..Default::default()
+                },
+            },
+            Command::PutPasskey {
+                passkey: crate::model::Passkey {
+                    user_id: "u-1".into(),
+                    credential_id: "cred-1".into(),
+                    ..Default::default()
+                },
+            },
+            Command::StartDeviceAuthorization {
+                authorization: crate::model::DeviceAuthorization {
+                    device_code_digest: "d1".into(),
+                    user_code: "BCDFGHJK".into(),
+                    application: "app".into(),
+                    expires_at: i64::MAX,
+                    ..Default::default()
+                },
+            },
         ];
         let entries: Vec<Entry> = commands.into_iter().enumerate().map(|(i, c)| entry(i as u64 + 1, c)).collect();
         let replies = sm.apply(entries).await.unwrap();

@@ -1019,6 +1019,15 @@ mod tests {
             ACCOUNTING_BY_USER,
             ACCOUNTING_BY_AGE,
             NT_CREDENTIAL,
+            SESSION,
+            SESSION_BY_USER,
+            CODE,
+            CONSENT,
+            TOTP,
+            PASSKEY,
+            PASSKEY_BY_CREDENTIAL,
+            DEVICE,
+            DEVICE_BY_USER_CODE,
         ];
         for (i, p) in all.iter().enumerate() {
             assert_eq!((p.len(), p[1]), (2, 0), "{:?}: a letter and NUL", String::from_utf8_lossy(p));
