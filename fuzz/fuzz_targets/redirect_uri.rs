@@ -36,10 +36,11 @@ fuzz_target!(|data: &[u8]| {
     }
     // Without the opt-in, only an exact match or a loopback URI on another port passes.
     if allowed && flags & 1 == 0 && !lines.contains(&candidate) {
-        let host_part = candidate.split("://").nth(1).unwrap_or("");
+        // Schemes and hosts compare case-insensitively (RFC 3986 §6.2.2.1).
+        let lower = candidate.to_ascii_lowercase();
+        let host_part = lower.split("://").nth(1).unwrap_or("");
         assert!(
-            candidate.starts_with("http://")
-                && ["127.0.0.1", "[::1]", "localhost"].iter().any(|h| host_part.to_ascii_lowercase().starts_with(h)),
+            lower.starts_with("http://") && ["127.0.0.1", "[::1]", "localhost"].iter().any(|h| host_part.starts_with(h)),
             "a non-loopback URI passed without being registered: {candidate:?} in {lines:?}"
         );
     }
