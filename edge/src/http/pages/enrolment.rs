@@ -17,7 +17,7 @@ use jeton_raft::model::User;
 
 use super::{
     bad_request, begin_session, carried_continuation, continue_signed_in, csrf_checked, csrf_refused, html, login_page,
-    new_page, open_pending, seal_pending, signed_in, totp_page, Continuation, Page, PageRequest, WRONG_CREDENTIALS,
+    new_page, pending_sign_in, seal_pending, signed_in, totp_page, Continuation, Page, PageRequest,
 };
 use crate::clock::now;
 use crate::http::Reply;
@@ -219,14 +219,10 @@ pub(in crate::http) async fn login_enrol(
         Ok(to) => to,
         Err(page) => return *page,
     };
-    let Some(pending) = open_pending(edge, &r) else {
-        return login_page(edge, &r, &to, "The sign-in took too long. Sign in again.", 401, &[]);
+    let (user, auth) = match pending_sign_in(edge, &r, &to) {
+        Ok(p) => p,
+        Err(page) => return *page,
     };
-    let user = match edge.store.user_by_id(&pending.user_id).ok().flatten().and_then(|u| u.to_owned().ok()) {
-        Some(u) if crate::passwords::may_sign_in(&u).is_ok() => u,
-        _ => return login_page(edge, &r, &to, WRONG_CREDENTIALS, 401, &[]),
-    };
-    let auth = Authentication { user_id: user.id.clone(), amr: pending.amr.clone(), auth_time: pending.auth_time };
     match edge.totp_credential(&user.id) {
         // A factor was set up meanwhile (another tab): it is the one to show.
         Ok(Some(_)) => return totp_page(edge, &r, &to, &auth, ""),

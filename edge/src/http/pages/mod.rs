@@ -650,6 +650,23 @@ fn seal_pending(edge: &Edge, r: &PageRequest, auth: &Authentication) -> Result<S
     edge.seal_for_browser(PENDING_PURPOSE, &pending)
 }
 
+/// The user and password step of a pending sign-in the form carried back, or the login page to answer: the
+/// step is too old or another browser's, or the user may no longer sign in.
+pub(super) fn pending_sign_in(
+    edge: &Edge,
+    r: &PageRequest,
+    to: &Continuation,
+) -> Result<(User, Authentication), Box<Reply>> {
+    let Some(pending) = open_pending(edge, r) else {
+        return Err(Box::new(login_page(edge, r, to, "The sign-in took too long. Sign in again.", 401, &[])));
+    };
+    let user = match edge.store.user_by_id(&pending.user_id).ok().flatten().and_then(|u| u.to_owned().ok()) {
+        Some(u) if crate::passwords::may_sign_in(&u).is_ok() => u,
+        _ => return Err(Box::new(login_page(edge, r, to, WRONG_CREDENTIALS, 401, &[]))),
+    };
+    Ok((user, Authentication { user_id: pending.user_id, amr: pending.amr, auth_time: pending.auth_time }))
+}
+
 /// The password step a form carried back, if it is this browser's and not too old.
 fn open_pending(edge: &Edge, r: &PageRequest) -> Option<PendingSignIn> {
     let csrf = r.cookie(csrf_cookie_name(edge.config.sessions.secure_cookies)).unwrap_or_default();
@@ -691,14 +708,10 @@ pub(super) async fn login_totp(
         Ok(to) => to,
         Err(page) => return *page,
     };
-    let Some(pending) = open_pending(edge, &r) else {
-        return login_page(edge, &r, &to, "The sign-in took too long. Sign in again.", 401, &[]);
+    let (user, auth) = match pending_sign_in(edge, &r, &to) {
+        Ok(p) => p,
+        Err(page) => return *page,
     };
-    let user = match edge.store.user_by_id(&pending.user_id).ok().flatten().and_then(|u| u.to_owned().ok()) {
-        Some(u) if crate::passwords::may_sign_in(&u).is_ok() => u,
-        _ => return login_page(edge, &r, &to, WRONG_CREDENTIALS, 401, &[]),
-    };
-    let auth = Authentication { user_id: user.id.clone(), amr: pending.amr.clone(), auth_time: pending.auth_time };
     let lockout = LockoutRule::Of(Lockout::of(to.app()));
     match edge.check_second_factor(&user, r.param("code"), Codes::TotpOrRecovery, Some(ip), lockout).await {
         Ok(()) => finish_sign_in(edge, &r, &to, &user, &auth.with_second_factor()).await,

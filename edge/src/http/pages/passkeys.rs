@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::{
     bad_request, carried_continuation, csrf_checked, csrf_refused, finish_sign_in, html, login_page, message, new_page,
-    see_other, signed_in, totp_page, Page, PageRequest, PendingSignIn, PENDING_PURPOSE,
+    open_pending, see_other, signed_in, totp_page, Page, PageRequest, PendingSignIn,
 };
 use crate::clock::{now, rfc3339};
 use crate::error::OAuthError;
@@ -99,11 +99,7 @@ fn options_refused(e: PasskeyRefused) -> Reply {
 /// The user of a pending sign-in (password checked, second factor to come) the form carried, if it is
 /// this browser's, not expired, and the user may still sign in.
 fn pending_user(edge: &Edge, r: &PageRequest) -> Option<(PendingSignIn, User)> {
-    let csrf = csrf_cookie(edge, r);
-    let pending: PendingSignIn = edge.open_from_browser(PENDING_PURPOSE, r.param("pending"))?;
-    if pending.exp <= now() || pending.csrf != csrf {
-        return None;
-    }
+    let pending = open_pending(edge, r)?;
     let user = edge.store.user_by_id(&pending.user_id).ok()??.to_owned().ok()?;
     crate::passwords::may_sign_in(&user).is_ok().then_some((pending, user))
 }
